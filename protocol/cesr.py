@@ -1,0 +1,220 @@
+"""CESR v1 primitives, indexed signatures and attachment counters (text domain).
+
+A primitive is a code followed by the base64url text of its raw bytes. The raw bytes are
+left-padded with zero bytes so that the pad length equals the code length modulo 4, encoded,
+and the leading characters (which only carry the zero pad) are replaced by the code. Decoding
+reverses that and insists the pad bits are zero, so every primitive has exactly one text form.
+
+Only the codes KERI key event logs need are supported (see KERI-NOTES.md); anything else is a
+`ParseError` naming the code and its offset.
+"""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass
+from typing import Final
+
+from .errors import LocalProtocolError, ParseError
+
+B64_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64_INDEX: Final = {c: i for i, c in enumerate(B64_ALPHABET)}
+_TO_STD: Final = bytes.maketrans(b"-_", b"+/")
+
+
+class Codes:
+    """Matter codes used here. Each maps to (raw size, full text size)."""
+
+    SEED: Final = "A"  # Ed25519 private seed
+    ED25519N: Final = "B"  # Ed25519 public key, non-transferable prefix
+    ED25519: Final = "D"  # Ed25519 public key, transferable
+    BLAKE3_256: Final = "E"  # Blake3-256 digest
+    SEQNER: Final = "0A"  # 128-bit number (sequence numbers in attachments)
+    ED25519_SIG: Final = "0B"  # Ed25519 signature, not indexed
+    DATETIME: Final = "1AAG"  # ISO-8601 datetime in base64 text (first-seen replay)
+
+
+# code -> (raw size, full qb64 size)
+MATTER_SIZES: Final[dict[str, tuple[int, int]]] = {
+    Codes.SEED: (32, 44),
+    Codes.ED25519N: (32, 44),
+    Codes.ED25519: (32, 44),
+    Codes.BLAKE3_256: (32, 44),
+    Codes.SEQNER: (16, 24),
+    Codes.ED25519_SIG: (64, 88),
+}
+
+
+def b64_to_int(text: str) -> int:
+    """Decode base64url digits as a big-endian unsigned integer."""
+    value = 0
+    for ch in text:
+        digit = _B64_INDEX.get(ch)
+        if digit is None:
+            raise ParseError(f"invalid base64 digit {ch!r}")
+        value = value * 64 + digit
+    return value
+
+
+def int_to_b64(value: int, length: int) -> str:
+    """Encode `value` as exactly `length` base64url digits."""
+    if value < 0 or value >= 64**length:
+        raise LocalProtocolError(f"{value} does not fit in {length} base64 digits")
+    out = []
+    for _ in range(length):
+        out.append(B64_ALPHABET[value % 64])
+        value //= 64
+    return "".join(reversed(out))
+
+
+def _b64decode(text: str) -> bytes:
+    """Strict base64url decode: no padding, no foreign characters."""
+    if "+" in text or "/" in text or "=" in text:
+        raise ParseError("character outside base64url")
+    try:
+        return binascii.a2b_base64(text.encode("ascii").translate(_TO_STD), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise ParseError(f"invalid base64url text: {exc}") from None
+
+
+_TO_STD_INV: Final = bytes.maketrans(b"+/", b"-_")
+
+
+def _encode(code: str, raw: bytes) -> str:
+    pad = (3 - len(raw) % 3) % 3
+    if len(code) % 4 != pad:
+        raise LocalProtocolError(f"code {code!r} cannot carry {len(raw)} raw bytes")
+    text = binascii.b2a_base64(bytes(pad) + raw, newline=False).translate(_TO_STD_INV)
+    return code + text[pad:].decode("ascii")
+
+
+def _decode(code_len: int, text: str, raw_size: int) -> bytes:
+    pad = code_len % 4
+    decoded = _b64decode("A" * code_len + text[code_len:])
+    if decoded[:pad] != bytes(pad) or len(decoded) - pad != raw_size:
+        raise ParseError("non-canonical primitive: pad bits are not zero")
+    return decoded[pad:]
+
+
+def encode(code: str, raw: bytes) -> str:
+    """qb64 text of a fixed-size primitive."""
+    sizes = MATTER_SIZES.get(code)
+    if sizes is None or len(raw) != sizes[0]:
+        raise LocalProtocolError(f"code {code!r} cannot carry {len(raw)} raw bytes")
+    return _encode(code, raw)
+
+
+def matter_code(text: str) -> str:
+    """The code of the primitive at the start of `text` (selector by first character)."""
+    if not text:
+        raise ParseError("empty primitive")
+    first = text[0]
+    if first in "0":
+        return text[:2]
+    if first == "1":
+        return text[:4]
+    return first
+
+
+def decode(text: str, *, expect: str | tuple[str, ...] | None = None) -> tuple[str, bytes]:
+    """Decode one whole qb64 primitive into (code, raw); `expect` restricts the code."""
+    code = matter_code(text)
+    sizes = MATTER_SIZES.get(code)
+    if sizes is None:
+        raise ParseError(f"unsupported primitive code {code!r}")
+    if expect is not None and code not in (expect if isinstance(expect, tuple) else (expect,)):
+        raise ParseError(f"expected code {expect!r}, got {code!r}")
+    if len(text) != sizes[1]:
+        raise ParseError(f"primitive {code!r} must be {sizes[1]} characters, got {len(text)}")
+    return code, _decode(len(code), text, sizes[0])
+
+
+def decode_key(text: str) -> bytes:
+    """Raw Ed25519 public key of a `B` or `D` prefixed key."""
+    return decode(text, expect=(Codes.ED25519N, Codes.ED25519))[1]
+
+
+def seqner(sn: int) -> str:
+    """qb64 of a sequence number as a 128-bit `0A` number (used in -G and -E groups)."""
+    return encode(Codes.SEQNER, sn.to_bytes(16, "big"))
+
+
+# ---------------------------------------------------------------- indexed signatures
+
+
+class IdxCodes:
+    """Indexed Ed25519 signature codes: (hard code, soft size, full size)."""
+
+    BOTH: Final = "A"  # index into current keys == index into prior next digests
+    CURRENT: Final = "B"  # index into current keys only
+    BIG_BOTH: Final = "2A"  # two-digit index and a separate two-digit ondex
+    BIG_CURRENT: Final = "2B"  # two-digit index, current only
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedSig:
+    """A signature with the position of its key (and of its prior next digest, `ondex`)."""
+
+    index: int
+    ondex: int | None
+    raw: bytes
+
+    def qb64(self) -> str:
+        if len(self.raw) != 64:
+            raise LocalProtocolError("Ed25519 signature must be 64 bytes")
+        body = _encode("AA", self.raw)[2:]
+        if self.ondex == self.index and self.index < 64:
+            return IdxCodes.BOTH + B64_ALPHABET[self.index] + body
+        if self.ondex is None and self.index < 64:
+            return IdxCodes.CURRENT + B64_ALPHABET[self.index] + body
+        if self.ondex is None:
+            return IdxCodes.BIG_CURRENT + int_to_b64(self.index, 2) + "AA" + body
+        return IdxCodes.BIG_BOTH + int_to_b64(self.index, 2) + int_to_b64(self.ondex, 2) + body
+
+
+def parse_indexed_sig(text: str) -> tuple[IndexedSig, int]:
+    """Parse an indexed signature at the start of `text`; return it and its length."""
+    first = text[:1]
+    if first in ("A", "B"):
+        size, body_at = 88, 2
+    elif text[:2] in ("2A", "2B"):
+        size, body_at = 92, 6
+    else:
+        raise ParseError(f"unsupported indexed signature code {text[:2]!r}")
+    if len(text) < size:
+        raise ParseError("truncated indexed signature")
+    raw = _decode(2, "AA" + text[body_at:size], 64)
+    if body_at == 2:
+        index = _B64_INDEX[text[1]] if text[1] in _B64_INDEX else _bad_digit(text[1])
+        ondex: int | None = index if first == "A" else None
+    else:
+        index = b64_to_int(text[2:4])
+        ondex = b64_to_int(text[4:6]) if text[1] == "A" else None
+    return IndexedSig(index, ondex, raw), size
+
+
+def _bad_digit(ch: str) -> int:
+    raise ParseError(f"invalid base64 digit {ch!r}")
+
+
+# ---------------------------------------------------------------- counters
+
+
+class Counters:
+    """CESR v1 attachment group counters."""
+
+    CONTROLLER_SIGS: Final = "-A"
+    WITNESS_SIGS: Final = "-B"
+    RECEIPT_COUPLES: Final = "-C"
+    TRANS_RECEIPT_QUADRUPLES: Final = "-D"
+    FIRST_SEEN_REPLAY: Final = "-E"
+    SEAL_SOURCE_COUPLES: Final = "-G"
+    ATTACHMENT_GROUP: Final = "-V"
+    BIG_ATTACHMENT_GROUP: Final = "-0V"
+
+
+def counter(code: str, count: int) -> str:
+    """qb64 of a counter."""
+    if code == Counters.BIG_ATTACHMENT_GROUP:
+        return code + int_to_b64(count, 5)
+    return code + int_to_b64(count, 2)

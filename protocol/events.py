@@ -1,0 +1,417 @@
+"""KERI v1 key events: exact serialization, SAIDs, builders and the checks a parser makes.
+
+An event body is an ordered map whose field order is part of its bytes. Its `v` field is a
+version string that carries the serialization kind and the body's size; its `d` field (and
+`i` for a self-addressing inception) is the SAID: the Blake3-256 digest of the body serialized
+with `#` placeholders in those fields. Building reproduces keripy's bytes exactly; parsing
+accepts only bytes that re-serialize to themselves, so every event has one byte form.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any, Final
+
+import cbor2
+
+from . import cesr
+from .cesr import Codes
+from .crypto import digest
+from .errors import EventError, LocalProtocolError, ParseError
+from .thresholds import (
+    ThresholdValue,
+    ample,
+    default_threshold,
+    parse_hex,
+    threshold_value,
+)
+
+
+class Kind(StrEnum):
+    CBOR = "CBOR"
+    JSON = "JSON"
+
+
+class Ilk(StrEnum):
+    ICP = "icp"
+    ROT = "rot"
+    IXN = "ixn"
+    DIP = "dip"
+    DRT = "drt"
+    RCT = "rct"
+
+
+FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    Ilk.ICP: ("v", "t", "d", "i", "s", "kt", "k", "nt", "n", "bt", "b", "c", "a"),
+    Ilk.DIP: ("v", "t", "d", "i", "s", "kt", "k", "nt", "n", "bt", "b", "c", "a", "di"),
+    Ilk.ROT: ("v", "t", "d", "i", "s", "p", "kt", "k", "nt", "n", "bt", "br", "ba", "a"),
+    Ilk.DRT: ("v", "t", "d", "i", "s", "p", "kt", "k", "nt", "n", "bt", "br", "ba", "a"),
+    Ilk.IXN: ("v", "t", "d", "i", "s", "p", "a"),
+    Ilk.RCT: ("v", "t", "d", "i", "s"),
+}
+ESTABLISHMENT: Final = frozenset({Ilk.ICP, Ilk.ROT, Ilk.DIP, Ilk.DRT})
+INCEPTION: Final = frozenset({Ilk.ICP, Ilk.DIP})
+ROTATION: Final = frozenset({Ilk.ROT, Ilk.DRT})
+TRAITS: Final = frozenset({"EO", "DND", "NB"})
+
+VERSION_SIZE: Final = 17
+DUMMY: Final = "#" * 44
+MAX_BODY: Final = 0xFFFFFF
+VERSION_RE: Final = re.compile(rb"KERI([0-9a-f])([0-9a-f])(JSON|CBOR|MGPK|CESR)([0-9a-f]{6})_")
+_SAID_FIELDS: Final = ("d",)
+
+
+def version_string(kind: Kind, size: int) -> str:
+    return f"KERI10{kind.value}{size:06x}_"
+
+
+def dumps(ked: dict[str, Any], kind: Kind) -> bytes:
+    """Serialize a body dict exactly as keripy does."""
+    if kind is Kind.CBOR:
+        out: bytes = cbor2.dumps(ked)
+        return out
+    return json.dumps(ked, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def loads(raw: bytes, kind: Kind) -> Any:
+    """Decode a body; any failure becomes a `ParseError`."""
+    try:
+        if kind is Kind.CBOR:
+            return cbor2.loads(raw)
+        return json.loads(raw)
+    except (ValueError, TypeError, RecursionError, OverflowError, MemoryError) as exc:
+        raise ParseError(f"{kind.value} body does not decode: {exc}") from None
+    except Exception as exc:  # cbor2 raises its own CBORDecodeError (a ValueError) or worse
+        raise ParseError(f"{kind.value} body does not decode: {type(exc).__name__}") from None
+
+
+def saidify(ked: dict[str, Any], kind: Kind, labels: Sequence[str]) -> bytes:
+    """Fill in `v` and the SAID fields `labels` of `ked` in place; return the final bytes."""
+    for label in labels:
+        ked[label] = DUMMY
+    ked["v"] = "#" * VERSION_SIZE
+    size = len(dumps(ked, kind))
+    ked["v"] = version_string(kind, size)
+    said = digest(dumps(ked, kind))
+    for label in labels:
+        ked[label] = said
+    raw = dumps(ked, kind)
+    if len(raw) != size:  # cannot happen: placeholders have the lengths of what replaces them
+        raise LocalProtocolError("serialized size changed while adding the SAID")
+    return raw
+
+
+class Event:
+    """A parsed, self-consistent key event (or receipt) body. Treat as immutable."""
+
+    __slots__ = ("ilk", "ked", "kind", "prefix", "raw", "said", "sn")
+
+    def __init__(
+        self, raw: bytes, kind: Kind, ked: dict[str, Any], ilk: Ilk, sn: int
+    ) -> None:
+        self.raw = raw
+        self.kind = kind
+        self.ked = ked
+        self.ilk = ilk
+        self.sn = sn
+        self.said: str = ked["d"]
+        self.prefix: str = ked["i"]
+
+    def __repr__(self) -> str:
+        return f"Event({self.ilk} {self.prefix[:12]}.. sn={self.sn} d={self.said[:12]}..)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    @property
+    def prior(self) -> str | None:
+        p = self.ked.get("p")
+        return p if isinstance(p, str) else None
+
+    @property
+    def keys(self) -> list[str]:
+        keys: list[str] = self.ked.get("k", [])
+        return keys
+
+    @property
+    def next_digests(self) -> list[str]:
+        digs: list[str] = self.ked.get("n", [])
+        return digs
+
+    @property
+    def anchors(self) -> list[Any]:
+        data: list[Any] = self.ked.get("a", [])
+        return data
+
+    @property
+    def delegator(self) -> str | None:
+        di = self.ked.get("di")
+        return di if isinstance(di, str) else None
+
+    @property
+    def establishment(self) -> bool:
+        return self.ilk in ESTABLISHMENT
+
+
+# ------------------------------------------------------------------------ parsing
+
+
+def sniff(head: bytes) -> tuple[Kind, int]:
+    """Kind and size of the body starting at `head` (at least its first ~24 bytes)."""
+    match = VERSION_RE.search(head[:24])
+    if match is None:
+        raise ParseError("no KERI version string at the start of the body")
+    if match.group(1) != b"1":
+        raise ParseError(f"unsupported KERI major version {match.group(1).decode()}")
+    kind_text = match.group(3).decode()
+    if kind_text not in ("CBOR", "JSON"):
+        raise ParseError(f"unsupported serialization kind {kind_text}")
+    kind = Kind(kind_text)
+    first = head[0]
+    if (kind is Kind.JSON) != (first == 0x7B):
+        raise ParseError(f"body does not start like {kind_text}")
+    return kind, int(match.group(4), 16)
+
+
+def parse_event(raw: bytes, kind: Kind | None = None) -> Event:
+    """Decode and check one event body: fields, version string, canonical bytes, SAID."""
+    if kind is None:
+        kind, _ = sniff(raw)
+    ked = loads(raw, kind)
+    if not isinstance(ked, dict):
+        raise EventError("event body is not a map")
+    ilk_text = ked.get("t")
+    fields = FIELDS.get(ilk_text) if isinstance(ilk_text, str) else None
+    if fields is None:
+        raise EventError(f"unsupported message type {ilk_text!r}")
+    if tuple(ked) != fields:
+        raise EventError(f"{ilk_text} fields must be {' '.join(fields)} in that order")
+    version = ked["v"]
+    if version != version_string(kind, len(raw)):
+        raise EventError(f"version string {version!r} does not match a {len(raw)}-byte body")
+    ilk = Ilk(ilk_text)
+    sn = parse_hex(ked["s"], "sequence number s")
+    _check_fields(ked, ilk, sn)
+    if dumps(ked, kind) != raw:
+        raise EventError("body is not in canonical form (re-serialization differs)")
+    if ilk is not Ilk.RCT:
+        _check_said(raw, ked, ilk)
+    return Event(raw, kind, ked, ilk, sn)
+
+
+def _check_said(raw: bytes, ked: dict[str, Any], ilk: Ilk) -> None:
+    said = ked["d"]
+    if not isinstance(said, str) or len(said) != 44 or said[0] != Codes.BLAKE3_256:
+        raise EventError(f"SAID d must be a Blake3-256 digest, got {said!r}")
+    # In canonical bytes the SAID text stands verbatim in its fields, so swapping it for the
+    # placeholder gives the bytes it was computed over without serializing again.
+    dummied = raw.replace(said.encode("ascii"), DUMMY.encode("ascii"))
+    if digest(dummied) != said:
+        raise EventError("SAID d does not match the event's content")
+    prefix = ked["i"]
+    if ilk in INCEPTION and prefix[:1] == Codes.BLAKE3_256 and prefix != said:
+        raise EventError("self-addressing prefix i must equal the SAID d at inception")
+
+
+def _strings(value: object, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise EventError(f"{what} must be a list of strings")
+    return value
+
+
+def _check_fields(ked: dict[str, Any], ilk: Ilk, sn: int) -> None:
+    prefix = ked["i"]
+    if not isinstance(prefix, str) or len(prefix) != 44:
+        raise EventError(f"prefix i must be a 44-character qb64 identifier, got {prefix!r}")
+    if ilk is Ilk.RCT:
+        if not isinstance(ked["d"], str):
+            raise EventError("receipt d must be the receipted event's SAID")
+        return
+    if ilk in INCEPTION and sn != 0:
+        raise EventError(f"{ilk} must have sequence number 0")
+    if ilk not in INCEPTION:
+        if sn == 0:
+            raise EventError(f"{ilk} cannot have sequence number 0")
+        if not isinstance(ked["p"], str) or len(ked["p"]) != 44:
+            raise EventError("prior event digest p must be a 44-character SAID")
+    if not isinstance(ked["a"], list):
+        raise EventError("anchors a must be a list")
+    if ilk is Ilk.IXN:
+        return
+    _strings(ked["k"], "keys k")
+    _strings(ked["n"], "next key digests n")
+    if not ked["k"]:
+        raise EventError(f"{ilk} needs at least one signing key")
+    parse_hex(ked["bt"], "witness threshold bt")
+    if ilk in INCEPTION:
+        _check_inception_prefix(ked, ilk)
+        wits = _strings(ked["b"], "witnesses b")
+        if len(set(wits)) != len(wits):
+            raise EventError("witness list b has duplicates")
+        traits = _strings(ked["c"], "configuration traits c")
+        unknown = set(traits) - TRAITS
+        if unknown:
+            raise EventError(f"unknown configuration traits {sorted(unknown)}")
+        if ilk is Ilk.DIP and not (isinstance(ked["di"], str) and len(ked["di"]) == 44):
+            raise EventError("delegator di must be a 44-character prefix")
+    else:
+        _strings(ked["br"], "witness cuts br")
+        _strings(ked["ba"], "witness additions ba")
+
+
+def _check_inception_prefix(ked: dict[str, Any], ilk: Ilk) -> None:
+    prefix: str = ked["i"]
+    code = prefix[:1]
+    if code == Codes.BLAKE3_256:
+        return
+    if code not in (Codes.ED25519N, Codes.ED25519) or ilk is Ilk.DIP:
+        raise EventError(f"unsupported prefix code {code!r} for {ilk}")
+    if ked["k"] != [prefix]:
+        raise EventError("a basic prefix must be the event's one and only key")
+    if code == Codes.ED25519N and ked["n"]:
+        raise EventError("a non-transferable prefix (B) cannot commit to next keys")
+
+
+# ------------------------------------------------------------------------ builders
+
+
+def incept(
+    keys: Sequence[str],
+    *,
+    next_digests: Sequence[str] = (),
+    kt: int | ThresholdValue | None = None,
+    nt: int | ThresholdValue | None = None,
+    witnesses: Sequence[str] = (),
+    toad: int | None = None,
+    traits: Sequence[str] = (),
+    anchors: Sequence[Any] = (),
+    delegator: str | None = None,
+    basic: bool = False,
+    kind: Kind = Kind.CBOR,
+) -> Event:
+    """Build an inception (`icp`, or `dip` with `delegator`).
+
+    The prefix is self-addressing (the SAID) unless `basic`, where it is the single key
+    itself: a `B` key makes a non-transferable identifier, which may commit to no next keys.
+    """
+    if not keys:
+        raise LocalProtocolError("an inception needs at least one key")
+    if len(set(witnesses)) != len(witnesses):
+        raise LocalProtocolError("witnesses must be distinct")
+    ked: dict[str, Any] = {
+        "v": "",
+        "t": Ilk.DIP.value if delegator else Ilk.ICP.value,
+        "d": "",
+        "i": "",
+        "s": "0",
+        "kt": threshold_value(kt if kt is not None else default_threshold(len(keys), 1)),
+        "k": list(keys),
+        "nt": threshold_value(nt if nt is not None else default_threshold(len(next_digests), 0)),
+        "n": list(next_digests),
+        "bt": threshold_value(toad if toad is not None else ample(len(witnesses))),
+        "b": list(witnesses),
+        "c": list(traits),
+        "a": list(anchors),
+    }
+    if delegator:
+        ked["di"] = delegator
+    if basic:
+        if len(keys) != 1 or delegator:
+            raise LocalProtocolError("a basic prefix is one key and cannot be delegated")
+        if keys[0][:1] == Codes.ED25519N and next_digests:
+            raise LocalProtocolError("a non-transferable identifier commits to no next keys")
+        ked["i"] = keys[0]
+        raw = saidify(ked, kind, ("d",))
+    else:
+        raw = saidify(ked, kind, ("d", "i"))
+    return parse_event(raw, kind)
+
+
+def rotate(
+    prefix: str,
+    keys: Sequence[str],
+    *,
+    prior: str,
+    sn: int,
+    next_digests: Sequence[str] = (),
+    kt: int | ThresholdValue | None = None,
+    nt: int | ThresholdValue | None = None,
+    toad: int | None = None,
+    witnesses: Sequence[str] = (),
+    cuts: Sequence[str] = (),
+    adds: Sequence[str] = (),
+    anchors: Sequence[Any] = (),
+    delegated: bool = False,
+    kind: Kind = Kind.CBOR,
+) -> Event:
+    """Build a rotation (`rot`, or `drt` when `delegated`).
+
+    `witnesses` is the list in force before this rotation; it is used only to work out the
+    default witness threshold of the list after `cuts` and `adds`.
+    """
+    if sn < 1:
+        raise LocalProtocolError("a rotation has a sequence number of at least 1")
+    after = [w for w in witnesses if w not in cuts] + list(adds)
+    ked: dict[str, Any] = {
+        "v": "",
+        "t": Ilk.DRT.value if delegated else Ilk.ROT.value,
+        "d": "",
+        "i": prefix,
+        "s": f"{sn:x}",
+        "p": prior,
+        "kt": threshold_value(kt if kt is not None else default_threshold(len(keys), 1)),
+        "k": list(keys),
+        "nt": threshold_value(nt if nt is not None else default_threshold(len(next_digests), 0)),
+        "n": list(next_digests),
+        "bt": threshold_value(toad if toad is not None else ample(len(after))),
+        "br": list(cuts),
+        "ba": list(adds),
+        "a": list(anchors),
+    }
+    return parse_event(saidify(ked, kind, ("d",)), kind)
+
+
+def interact(
+    prefix: str, *, prior: str, sn: int, anchors: Sequence[Any] = (), kind: Kind = Kind.CBOR
+) -> Event:
+    """Build an interaction event anchoring `anchors` (seals or other data)."""
+    if sn < 1:
+        raise LocalProtocolError("an interaction has a sequence number of at least 1")
+    ked: dict[str, Any] = {
+        "v": "",
+        "t": Ilk.IXN.value,
+        "d": "",
+        "i": prefix,
+        "s": f"{sn:x}",
+        "p": prior,
+        "a": list(anchors),
+    }
+    return parse_event(saidify(ked, kind, ("d",)), kind)
+
+
+def receipt(prefix: str, sn: int, said: str, kind: Kind = Kind.CBOR) -> Event:
+    """Build a receipt body (`rct`) for the event `said` at (`prefix`, `sn`)."""
+    ked: dict[str, Any] = {"v": "", "t": Ilk.RCT.value, "d": said, "i": prefix, "s": f"{sn:x}"}
+    ked["v"] = "#" * VERSION_SIZE
+    ked["v"] = version_string(kind, len(dumps(ked, kind)))
+    return parse_event(dumps(ked, kind), kind)
+
+
+def seal(event: Event) -> dict[str, str]:
+    """The event seal `{i, s, d}` a delegator anchors to approve a delegated event."""
+    return {"i": event.prefix, "s": f"{event.sn:x}", "d": event.said}
+
+
+def is_basic_prefix(prefix: str) -> bool:
+    return prefix[:1] in (Codes.ED25519N, Codes.ED25519)
+
+
+def key_of_prefix(prefix: str) -> bytes:
+    """Raw public key of a basic (`B`/`D`) prefix."""
+    return cesr.decode_key(prefix)
