@@ -1,0 +1,1 @@
+"""The DKMS node: roles as state machines and the runtime that wires them to the world."""

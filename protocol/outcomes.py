@@ -1,0 +1,46 @@
+"""What the validator says about each message: a status, a reason, and what it still awaits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from .escrow import Waiting
+
+if TYPE_CHECKING:
+    from .duplicity import DuplicityEvidence
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"  # in the KEL (or, for a receipt, stored against its event)
+    ESCROWED = "escrowed"  # waiting; `waiting` says for what
+    REJECTED = "rejected"  # invalid, or dropped from an escrow; `reason` says why
+    DUPLICITOUS = "duplicitous"  # validly signed but conflicts with the KEL; see `evidence`
+    SUPERSEDED = "superseded"  # was accepted, then replaced by a recovery rotation
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The fate of one event (or receipt) at one moment."""
+
+    status: Status
+    prefix: str
+    sn: int
+    said: str
+    ilk: str
+    reason: str = ""
+    waiting: Waiting | None = None
+    evidence: DuplicityEvidence | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "d": self.said,
+            "t": self.ilk,
+            "s": self.sn,
+            "status": self.status.value,
+            "reason": self.reason,
+        }
+        if self.waiting is not None:
+            out["waiting"] = self.waiting.value
+        return out

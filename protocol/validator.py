@@ -1,0 +1,444 @@
+"""The KEL validator: feed it messages (and the time), read back outcomes and key state.
+
+Theory of operation. Each event message is judged against the KEL of its identifier:
+
+    no KEL yet, inception      -> incept          (signatures, witnesses, delegation)
+    no KEL yet, anything else  -> escrow: out-of-order
+    sn >  last + 1             -> escrow: out-of-order
+    sn == last + 1             -> extend          (p must be the last SAID)
+    sn <= last, same SAID      -> duplicate       (new receipts are kept)
+    sn <= last, rotation above
+      the last establishment   -> recover         (supersedes the interactions it replaces)
+    sn <= last, otherwise      -> conflict        (duplicity if validly signed, else reject)
+
+Judging an event runs three gates in order: controller signatures (escrow when partially
+signed), witness receipts up to `bt` (escrow when partially witnessed), delegation anchor for
+`dip`/`drt` (escrow until the delegator's KEL anchors it). Every escrow entry is keyed by the
+event's SAID; a copy that arrives with more signatures or receipts merges into it. Whenever an
+event is accepted, the escrows that could now move (later events of the same KEL, events this
+KEL delegates) are examined again, until nothing moves.
+
+Receipts (`rct` + `-C`) for an accepted event are verified and stored; for an escrowed event
+they merge into its entry; for an event not seen yet they wait in a bounded receipt escrow.
+
+The validator performs no I/O and reads no clock: `now` is an argument, and `expire(now)`
+drops escrow entries that waited too long. Everything it decides comes back as `Outcome`s.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from . import crypto
+from .cesr import IndexedSig
+from .duplicity import DuplicityEvidence
+from .errors import EventError
+from .escrow import Escrow, EscrowLimits, Pending, Waiting
+from .events import INCEPTION, ROTATION, Event, Ilk
+from .kel import Kel, Record
+from .keystate import Authority, KeyState, authority_of
+from .outcomes import Outcome, Status
+from .signing import SigVerdict, Verifier, verify_controller, verify_witnesses
+from .stream import Attachments, Message, messagize
+
+_ESCROW_ORDER = (
+    Waiting.OUT_OF_ORDER,
+    Waiting.PARTIALLY_SIGNED,
+    Waiting.PARTIALLY_WITNESSED,
+    Waiting.DELEGATION,
+)
+
+
+class Validator:
+    """Validates KEL messages for any number of identifiers, in memory."""
+
+    def __init__(
+        self, *, verify: Verifier = crypto.verify, limits: EscrowLimits | None = None
+    ) -> None:
+        self._verify = verify
+        self._limits = limits or EscrowLimits()
+        self._kels: dict[str, Kel] = {}
+        self._seen: dict[str, Record] = {}  # SAID -> record, for every event ever accepted
+        self._escrows = {w: Escrow(w, self._limits) for w in _ESCROW_ORDER}
+        self._early: OrderedDict[str, tuple[Event, float, dict[str, bytes]]] = OrderedDict()
+        self._anchors: dict[tuple[str, str, str], tuple[str, int]] = {}
+        self._out: list[Outcome] = []
+        self.evidence: list[DuplicityEvidence] = []
+
+    # ------------------------------------------------------------------ queries
+
+    def state(self, prefix: str) -> KeyState | None:
+        kel = self._kels.get(prefix)
+        return kel.state() if kel else None
+
+    def kel(self, prefix: str) -> Kel | None:
+        return self._kels.get(prefix)
+
+    @property
+    def prefixes(self) -> list[str]:
+        return list(self._kels)
+
+    def escrowed(self) -> dict[Waiting, list[Pending]]:
+        return {w: list(e) for w, e in self._escrows.items()}
+
+    def record(self, said: str) -> Record | None:
+        return self._seen.get(said)
+
+    def replay(self, prefix: str, start: int = 0) -> bytes:
+        """The KEL from `start` as a CESR stream: each event with `-A`, `-B` and `-G`."""
+        kel = self._kels.get(prefix)
+        if kel is None:
+            return b""
+        return b"".join(_replay_message(r) for r in kel.chain[start:])
+
+    # ------------------------------------------------------------------ inputs
+
+    def process(self, message: Message, now: float) -> list[Outcome]:
+        """Judge one message; return its outcome first, then any it caused (escrow moves)."""
+        self._out = []
+        event, atc = message.event, message.attachments
+        if event.ilk is Ilk.RCT:
+            self._receipt(event, atc.couples, atc.wigs, now)
+        else:
+            pending = Pending(event, now)
+            pending.merge(atc.sigs, atc.wigs, atc.couples, atc.sources)
+            self._submit(pending)
+        out, self._out = self._out, []
+        return out
+
+    def expire(self, now: float) -> list[Outcome]:
+        """Drop escrow entries older than the age limit; report each as rejected."""
+        out = []
+        for escrow in self._escrows.values():
+            for pending in escrow.expire(now):
+                reason = f"dropped from escrow after waiting too long ({escrow.waiting})"
+                out.append(_outcome(pending.event, Status.REJECTED, reason))
+        cutoff = now - self._limits.max_age
+        for said in [s for s, (_, since, _) in self._early.items() if since < cutoff]:
+            event = self._early.pop(said)[0]
+            out.append(_outcome(event, Status.REJECTED, "receipted event never arrived"))
+        return out
+
+    # ------------------------------------------------------------------ receipts
+
+    def _receipt(
+        self, rct: Event, couples: tuple[tuple[str, bytes], ...], wigs: tuple[IndexedSig, ...],
+        now: float,
+    ) -> None:
+        said = rct.said
+        record = self._seen.get(said)
+        if record is not None:
+            if record.event.prefix != rct.prefix or record.event.sn != rct.sn:
+                self._emit(rct, Status.REJECTED, "receipt names a different prefix or sn")
+                return
+            good = verify_witnesses(record.event.raw, record.authority, wigs, couples, self._verify)
+            if not good:
+                self._emit(rct, Status.REJECTED, "no receipt signature verifies for a witness")
+                return
+            record.receipts.update(good)
+            self._emit(rct, Status.ACCEPTED, f"{len(good)} witness receipt(s) stored")
+            return
+        for escrow in self._escrows.values():
+            pending = escrow.pop(said)
+            if pending is not None:
+                pending.merge((), wigs, couples, ())
+                self._submit(pending)
+                if said in self._seen:
+                    self._emit(rct, Status.ACCEPTED, "receipts stored with the accepted event")
+                else:
+                    self._emit(rct, Status.ESCROWED, "receipted event is escrowed", escrow.waiting)
+                return
+        _, since, stored = self._early.get(said, (rct, now, {}))
+        stored.update(couples)
+        self._early[said] = (rct, since, stored)
+        while len(self._early) > self._limits.max_receipts:
+            old = self._early.popitem(last=False)[1][0]
+            self._emit(old, Status.REJECTED, "receipt escrow full; dropped oldest receipts")
+        self._emit(rct, Status.ESCROWED, "receipted event not seen yet", Waiting.OUT_OF_ORDER)
+
+    # ------------------------------------------------------------------ events
+
+    def _submit(self, pending: Pending) -> None:
+        said = pending.event.said
+        for escrow in self._escrows.values():
+            old = escrow.pop(said)
+            if old is not None:
+                old.merge(tuple(pending.sigs.values()), tuple(pending.wigs.values()),
+                          tuple(pending.couples.items()), pending.sources)
+                pending = old
+                break
+        early = self._early.pop(said, None)
+        if early is not None:
+            pending.merge((), (), tuple(early[2].items()), ())
+        if self._judge(pending):
+            if early is not None:
+                self._emit(early[0], Status.ACCEPTED, "receipts stored with the accepted event")
+            self._settle(pending.event.prefix)
+
+    def _judge(self, p: Pending) -> bool:
+        """Route one pending event; True when it was accepted (the caller then settles)."""
+        event = p.event
+        kel = self._kels.get(event.prefix)
+        try:
+            if kel is None:
+                if event.ilk not in INCEPTION:
+                    return self._escrow(p, Waiting.OUT_OF_ORDER, "its inception is not seen yet")
+                accepted = self._incept(p)
+            elif event.said in self._seen:
+                return self._duplicate(self._seen[event.said], p)
+            elif event.ilk in INCEPTION or event.sn <= kel.sn:
+                if event.ilk in ROTATION and event.sn > kel.authority.sn:
+                    accepted = self._recover(kel, p)
+                else:
+                    return self._conflict(kel, p)
+            elif event.sn > kel.sn + 1:
+                return self._escrow(p, Waiting.OUT_OF_ORDER, f"waiting for sn {kel.sn + 1:x}")
+            elif event.prior != kel.last.event.said:
+                return self._reject(event, "prior event digest p does not match the KEL")
+            else:
+                accepted = self._extend(kel, p)
+        except EventError as err:
+            return self._reject(event, err.reason)
+        return accepted
+
+    def _incept(self, p: Pending) -> bool:
+        event = p.event
+        authority = authority_of(event, tuple(event.ked["b"]))
+        _check_authority(authority)
+        delegator = event.delegator or ""
+        if delegator:
+            dkel = self._kels.get(delegator)
+            if dkel is not None and "DND" in dkel.traits:
+                return self._reject(event, "the delegator does not delegate (DND)")
+        traits = tuple(event.ked["c"])
+        if not self._gates(p, authority, None, delegator):
+            return False
+        record = self._record(p, authority)
+        self._kels[event.prefix] = Kel(record, traits, delegator)
+        self._accepted(record)
+        return True
+
+    def _extend(self, kel: Kel, p: Pending) -> bool:
+        event = p.event
+        if event.ilk is Ilk.IXN:
+            if kel.prefix[:1] == "B" or not kel.authority.transferable:
+                return self._reject(event, "a non-transferable identifier has no further events")
+            if "EO" in kel.traits:
+                return self._reject(event, "establishment-only identifier (EO) cannot interact")
+            if not self._gates(p, kel.authority, None, ""):
+                return False
+            record = self._record(p, kel.authority)
+        else:
+            authority = self._rotation_authority(kel, event)
+            if authority is None or not self._gates(p, authority, kel.authority, kel.delegator):
+                return False
+            record = self._record(p, authority)
+        kel.append(record)
+        self._accepted(record)
+        return True
+
+    def _recover(self, kel: Kel, p: Pending) -> bool:
+        event = p.event
+        previous = kel.at(event.sn - 1)
+        if previous is None or event.prior != previous.event.said:
+            return self._reject(event, "recovery rotation must chain to the event before it")
+        authority = self._rotation_authority(kel, event)
+        if authority is None or not self._gates(p, authority, kel.authority, kel.delegator):
+            return False
+        for dropped in kel.supersede_from(event.sn):
+            self._emit(dropped.event, Status.SUPERSEDED, f"superseded by recovery {event.said}")
+        record = self._record(p, authority)
+        kel.append(record)
+        self._accepted(record)
+        return True
+
+    def _rotation_authority(self, kel: Kel, event: Event) -> Authority | None:
+        if (event.ilk is Ilk.DRT) != bool(kel.delegator):
+            self._reject(event, "delegated identifiers rotate with drt, others with rot")
+            return None
+        if not kel.authority.transferable:
+            self._reject(event, "identifier is non-transferable: it committed to no next keys")
+            return None
+        current = kel.authority.witnesses
+        cuts, adds = event.ked["br"], event.ked["ba"]
+        if len(set(cuts)) != len(cuts) or not set(cuts) <= set(current):
+            raise EventError("witness cuts br must be distinct members of the witness list")
+        kept = tuple(w for w in current if w not in cuts)
+        if len(set(adds)) != len(adds) or set(adds) & set(kept) or set(adds) & set(cuts):
+            raise EventError("witness additions ba must be distinct and new")
+        authority = authority_of(event, kept + tuple(adds))
+        _check_authority(authority)
+        return authority
+
+    def _gates(
+        self, p: Pending, signing: Authority, prior: Authority | None, delegator: str
+    ) -> bool:
+        """Signatures, then witness receipts, then delegation; escrow or reject on failure."""
+        event = p.event
+        check = verify_controller(event, p.sigs.values(), signing, prior, self._verify)
+        if check.verdict is SigVerdict.PARTIAL:
+            return self._escrow(p, Waiting.PARTIALLY_SIGNED, check.reason)
+        if check.verdict is not SigVerdict.SATISFIED:
+            return self._reject(event, check.reason)
+        p.sigs = {s.index: s for s in check.verified}
+        if signing.toad:
+            good = verify_witnesses(event.raw, signing, p.wigs.values(), p.couples.items(),
+                                    self._verify)
+            p.couples, p.wigs = good, {}
+            if len(good) < signing.toad:
+                reason = f"{len(good)} of {signing.toad} witness receipts"
+                return self._escrow(p, Waiting.PARTIALLY_WITNESSED, reason)
+        if delegator and not self._anchored(event, delegator):
+            return self._escrow(p, Waiting.DELEGATION, f"delegator {delegator} has not anchored it")
+        return True
+
+    def _anchored(self, event: Event, delegator: str) -> bool:
+        where = self._anchors.get((event.prefix, f"{event.sn:x}", event.said))
+        if where is None or where[0] != delegator:
+            return False
+        dkel = self._kels.get(delegator)
+        return dkel is not None and dkel.at(where[1]) is not None
+
+    def _duplicate(self, record: Record, p: Pending) -> bool:
+        good = verify_witnesses(record.event.raw, record.authority, p.wigs.values(),
+                                p.couples.items(), self._verify)
+        record.receipts.update(good)
+        kel = self._kels[record.event.prefix]
+        if kel.at(record.event.sn) is not record:
+            self._emit(p.event, Status.SUPERSEDED, "already superseded by a recovery rotation")
+        else:
+            self._emit(p.event, Status.ACCEPTED, "already accepted")
+        return False
+
+    def _conflict(self, kel: Kel, p: Pending) -> bool:
+        event = p.event
+        existing = kel.at(event.sn)
+        if existing is None:  # an inception for a prefix whose KEL exists: sn 0 is taken
+            existing = kel.chain[0]
+        kinds = {event.ilk, existing.event.ilk}
+        if Ilk.IXN in kinds and kinds & ROTATION:
+            return self._reject(event, "stale: a rotation at this sequence number supersedes it")
+        prior = kel.authority_before(event.sn)
+        if event.ilk in INCEPTION:
+            signing, prior_auth = authority_of(event, ()), None
+        elif event.establishment:
+            signing, prior_auth = authority_of(event, ()), prior
+        else:
+            signing, prior_auth = prior, None
+        check = verify_controller(event, p.sigs.values(), signing, prior_auth, self._verify)
+        if check.verdict is not SigVerdict.SATISFIED:
+            reason = f"conflicts with the accepted event at sn {event.sn:x}; {check.reason}"
+            return self._reject(event, reason)
+        evidence = DuplicityEvidence(
+            prefix=kel.prefix,
+            sn=event.sn,
+            establishment=tuple(
+                _replay_message(self._seen[a.said], controller_only=True)
+                for a in kel.authorities
+                if a.sn < event.sn
+            ),
+            first=_replay_message(existing, controller_only=True),
+            second=messagize(event, Attachments(sigs=check.verified)),
+        )
+        self.evidence.append(evidence)
+        reason = f"conflicts with accepted {existing.event.ilk} {existing.event.said}"
+        self._out.append(_outcome(event, Status.DUPLICITOUS, reason, evidence=evidence))
+        return False
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _record(self, p: Pending, authority: Authority) -> Record:
+        return Record(p.event, tuple(p.sigs.values()), authority, dict(p.couples),
+                      tuple(p.sources))
+
+    def _accepted(self, record: Record) -> None:
+        event = record.event
+        self._seen[event.said] = record
+        for item in event.ked.get("a", ()):
+            seal = _seal_key(item)
+            if seal is not None:
+                self._anchors[seal] = (event.prefix, event.sn)
+        self._out.append(_outcome(event, Status.ACCEPTED))
+
+    def _settle(self, prefix: str) -> None:
+        """Re-examine escrows that an acceptance for `prefix` may have unblocked."""
+        todo = [prefix]
+        while todo:
+            pre = todo.pop()
+            for waiting in (Waiting.OUT_OF_ORDER, Waiting.DELEGATION):
+                escrow = self._escrows[waiting]
+                for pending in escrow.group(pre):
+                    escrow.pop(pending.event.said)
+                    if self._judge_quietly(pending):
+                        todo.append(pending.event.prefix)
+
+    def _judge_quietly(self, pending: Pending) -> bool:
+        # An entry moving from one escrow to another is not news; report the rest.
+        mark = len(self._out)
+        accepted = self._judge(pending)
+        moved = self._out[mark:]
+        self._out[mark:] = [o for o in moved if o.status is not Status.ESCROWED]
+        return accepted
+
+    def _escrow(self, p: Pending, waiting: Waiting, reason: str) -> bool:
+        event = p.event
+        if waiting is Waiting.DELEGATION:
+            group = event.delegator or self._kels[event.prefix].delegator
+        else:
+            group = event.prefix
+        for dropped in self._escrows[waiting].put(p, group):
+            self._emit(dropped.event, Status.REJECTED, f"escrow full ({waiting}); dropped oldest")
+        self._emit(event, Status.ESCROWED, reason, waiting)
+        return False
+
+    def _reject(self, event: Event, reason: str) -> bool:
+        self._emit(event, Status.REJECTED, reason)
+        return False
+
+    def _emit(
+        self, event: Event, status: Status, reason: str = "", waiting: Waiting | None = None
+    ) -> None:
+        self._out.append(_outcome(event, status, reason, waiting))
+
+
+def _outcome(
+    event: Event,
+    status: Status,
+    reason: str = "",
+    waiting: Waiting | None = None,
+    evidence: DuplicityEvidence | None = None,
+) -> Outcome:
+    return Outcome(status, event.prefix, event.sn, event.said, event.ilk.value, reason, waiting,
+                   evidence)
+
+
+def _check_authority(authority: Authority) -> None:
+    authority.kt.check_size(len(authority.keys), "signing")
+    authority.nt.check_size(len(authority.next_digests), "next")
+    if not authority.kt.weighted and authority.kt.number < 1:
+        raise EventError("signing threshold kt must be at least 1")
+    count = len(authority.witnesses)
+    if count and not 1 <= authority.toad <= count:
+        raise EventError(f"witness threshold bt must be between 1 and {count}")
+    if not count and authority.toad:
+        raise EventError("witness threshold bt must be 0 without witnesses")
+
+
+def _seal_key(item: Any) -> tuple[str, str, str] | None:
+    if isinstance(item, dict) and len(item) == 3:
+        i, s, d = item.get("i"), item.get("s"), item.get("d")
+        if isinstance(i, str) and isinstance(s, str) and isinstance(d, str):
+            return (i, s, d)
+    return None
+
+
+def _replay_message(record: Record, controller_only: bool = False) -> bytes:
+    if controller_only:
+        return messagize(record.event, Attachments(sigs=record.sigs))
+    witnesses = record.authority.witnesses
+    wigs = tuple(
+        IndexedSig(witnesses.index(w), None, sig) for w, sig in record.receipts.items()
+    )
+    return messagize(record.event, Attachments(sigs=record.sigs, wigs=wigs,
+                                               sources=record.sources))
