@@ -12,8 +12,7 @@ Only the codes KERI key event logs need are supported (see KERI-NOTES.md); anyth
 from __future__ import annotations
 
 import binascii
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from .errors import LocalProtocolError, ParseError
 
@@ -151,8 +150,7 @@ class IdxCodes:
     BIG_CURRENT: Final = "2B"  # two-digit index, current only
 
 
-@dataclass(frozen=True, slots=True)
-class IndexedSig:
+class IndexedSig(NamedTuple):
     """A signature with the position of its key (and of its prior next digest, `ondex`)."""
 
     index: int
@@ -172,29 +170,31 @@ class IndexedSig:
         return IdxCodes.BIG_BOTH + int_to_b64(self.index, 2) + int_to_b64(self.ondex, 2) + body
 
 
-def parse_indexed_sig(text: str) -> tuple[IndexedSig, int]:
-    """Parse an indexed signature at the start of `text`; return it and its length."""
-    first = text[:1]
-    if first in ("A", "B"):
-        size, body_at = 88, 2
-    elif text[:2] in ("2A", "2B"):
-        size, body_at = 92, 6
-    else:
-        raise ParseError(f"unsupported indexed signature code {text[:2]!r}")
-    if len(text) < size:
-        raise ParseError("truncated indexed signature")
-    raw = _decode(2, "AA" + text[body_at:size], 64)
-    if body_at == 2:
-        index = _B64_INDEX[text[1]] if text[1] in _B64_INDEX else _bad_digit(text[1])
+def parse_indexed_sig(text: str, pos: int = 0) -> tuple[IndexedSig, int]:
+    """Parse the indexed signature at `text[pos:]`; return it and its length."""
+    first = text[pos : pos + 1]
+    if first == "A" or first == "B":
+        size = 88
+        if len(text) < pos + size:
+            raise ParseError("truncated indexed signature")
+        index = _B64_INDEX.get(text[pos + 1], -1)
+        if index < 0:
+            raise ParseError(f"invalid base64 digit {text[pos + 1]!r}")
         ondex: int | None = index if first == "A" else None
+        body = text[pos + 2 : pos + size]
+    elif text[pos : pos + 2] in ("2A", "2B"):
+        size = 92
+        if len(text) < pos + size:
+            raise ParseError("truncated indexed signature")
+        index = b64_to_int(text[pos + 2 : pos + 4])
+        ondex = b64_to_int(text[pos + 4 : pos + 6]) if text[pos + 1] == "A" else None
+        body = text[pos + 6 : pos + size]
     else:
-        index = b64_to_int(text[2:4])
-        ondex = b64_to_int(text[4:6]) if text[1] == "A" else None
-    return IndexedSig(index, ondex, raw), size
-
-
-def _bad_digit(ch: str) -> int:
-    raise ParseError(f"invalid base64 digit {ch!r}")
+        raise ParseError(f"unsupported indexed signature code {text[pos:pos + 2]!r}")
+    raw = _b64decode("AA" + body)
+    if raw[0] or raw[1]:
+        raise ParseError("non-canonical signature: pad bits are not zero")
+    return IndexedSig(index, ondex, raw[2:]), size
 
 
 # ---------------------------------------------------------------- counters
@@ -208,6 +208,7 @@ class Counters:
     RECEIPT_COUPLES: Final = "-C"
     TRANS_RECEIPT_QUADRUPLES: Final = "-D"
     FIRST_SEEN_REPLAY: Final = "-E"
+    TRANS_SIG_GROUPS: Final = "-F"
     SEAL_SOURCE_COUPLES: Final = "-G"
     ATTACHMENT_GROUP: Final = "-V"
     BIG_ATTACHMENT_GROUP: Final = "-0V"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
+from .attachments import Attachments
 from .cesr import IndexedSig
 from .events import Event
 
@@ -26,16 +27,26 @@ class Waiting(StrEnum):
     DELEGATION = "awaiting-delegation"  # its delegator's anchoring seal
 
 
-@dataclass(slots=True)
 class Pending:
     """An event with everything attached to it so far."""
 
-    event: Event
-    since: float
-    sigs: dict[int, IndexedSig] = field(default_factory=dict)
-    wigs: dict[int, IndexedSig] = field(default_factory=dict)
-    couples: dict[str, bytes] = field(default_factory=dict)
-    sources: list[tuple[int, str]] = field(default_factory=list)
+    __slots__ = ("couples", "event", "sigs", "since", "sources", "wigs")
+
+    def __init__(self, event: Event, since: float, attachments: Attachments | None = None) -> None:
+        self.event = event
+        self.since = since
+        if attachments is None:
+            self.sigs: dict[int, IndexedSig] = {}
+            self.wigs: dict[int, IndexedSig] = {}
+            self.couples: dict[str, bytes] = {}
+            self.sources: list[tuple[int, str]] = []
+        else:  # reversed, so the first of two signatures with one index wins, as in merge
+            sigs, wigs, couples = attachments.sigs, attachments.wigs, attachments.couples
+            sources = attachments.sources
+            self.sigs = {s.index: s for s in reversed(sigs)} if sigs else {}
+            self.wigs = {s.index: s for s in reversed(wigs)} if wigs else {}
+            self.couples = dict(reversed(couples)) if couples else {}
+            self.sources = list(dict.fromkeys(sources)) if sources else []
 
     def merge(
         self,
@@ -67,9 +78,10 @@ class EscrowLimits:
 class Escrow:
     """One bounded escrow of pending events, oldest first."""
 
-    def __init__(self, waiting: Waiting, limits: EscrowLimits) -> None:
+    def __init__(self, waiting: Waiting, limits: EscrowLimits, index: dict[str, Waiting]) -> None:
         self.waiting = waiting
         self._limits = limits
+        self._index = index  # shared by all escrows: SAID -> the escrow holding it
         self._entries: OrderedDict[str, Pending] = OrderedDict()
         self._groups: dict[str, dict[str, None]] = {}  # group key -> SAIDs, insertion ordered
         self._group_of: dict[str, str] = {}
@@ -96,6 +108,7 @@ class Escrow:
         said = pending.event.said
         self.pop(said)
         self._entries[said] = pending
+        self._index[said] = self.waiting
         self._groups.setdefault(group, {})[said] = None
         self._group_of[said] = group
         evicted = []
@@ -109,6 +122,7 @@ class Escrow:
 
     def _remove(self, said: str) -> Pending:
         pending = self._entries.pop(said)
+        del self._index[said]
         group = self._group_of.pop(said)
         members = self._groups[group]
         del members[said]

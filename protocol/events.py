@@ -58,6 +58,8 @@ ROTATION: Final = frozenset({Ilk.ROT, Ilk.DRT})
 TRAITS: Final = frozenset({"EO", "DND", "NB"})
 
 VERSION_SIZE: Final = 17
+_cbor_dumps = cbor2.dumps
+_cbor_loads = cbor2.loads
 DUMMY: Final = "#" * 44
 MAX_BODY: Final = 0xFFFFFF
 VERSION_RE: Final = re.compile(rb"KERI([0-9a-f])([0-9a-f])(JSON|CBOR|MGPK|CESR)([0-9a-f]{6})_")
@@ -71,7 +73,7 @@ def version_string(kind: Kind, size: int) -> str:
 def dumps(ked: dict[str, Any], kind: Kind) -> bytes:
     """Serialize a body dict exactly as keripy does."""
     if kind is Kind.CBOR:
-        out: bytes = cbor2.dumps(ked)
+        out: bytes = _cbor_dumps(ked)
         return out
     return json.dumps(ked, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -80,7 +82,7 @@ def loads(raw: bytes, kind: Kind) -> Any:
     """Decode a body; any failure becomes a `ParseError`."""
     try:
         if kind is Kind.CBOR:
-            return cbor2.loads(raw)
+            return _cbor_loads(raw)
         return json.loads(raw)
     except (ValueError, TypeError, RecursionError, OverflowError, MemoryError) as exc:
         raise ParseError(f"{kind.value} body does not decode: {exc}") from None
@@ -107,7 +109,7 @@ def saidify(ked: dict[str, Any], kind: Kind, labels: Sequence[str]) -> bytes:
 class Event:
     """A parsed, self-consistent key event (or receipt) body. Treat as immutable."""
 
-    __slots__ = ("ilk", "ked", "kind", "prefix", "raw", "said", "sn")
+    __slots__ = ("ilk", "ked", "kind", "prefix", "prior", "raw", "said", "sn")
 
     def __init__(
         self, raw: bytes, kind: Kind, ked: dict[str, Any], ilk: Ilk, sn: int
@@ -119,6 +121,7 @@ class Event:
         self.sn = sn
         self.said: str = ked["d"]
         self.prefix: str = ked["i"]
+        self.prior: str | None = ked.get("p")  # checked to be a string where present
 
     def __repr__(self) -> str:
         return f"Event({self.ilk} {self.prefix[:12]}.. sn={self.sn} d={self.said[:12]}..)"
@@ -128,11 +131,6 @@ class Event:
 
     def __hash__(self) -> int:
         return hash(self.raw)
-
-    @property
-    def prior(self) -> str | None:
-        p = self.ked.get("p")
-        return p if isinstance(p, str) else None
 
     @property
     def keys(self) -> list[str]:
@@ -179,23 +177,32 @@ def sniff(head: bytes) -> tuple[Kind, int]:
     return kind, int(match.group(4), 16)
 
 
+_ILKS: Final = {ilk.value: ilk for ilk in Ilk}
+_VERSION_HEADS: Final = {Kind.CBOR: "KERI10CBOR", Kind.JSON: "KERI10JSON"}
+_DUMMY_BYTES: Final = DUMMY.encode("ascii")
+
+
 def parse_event(raw: bytes, kind: Kind | None = None) -> Event:
-    """Decode and check one event body: fields, version string, canonical bytes, SAID."""
+    """Decode and check one event body: fields, version string, canonical bytes, SAID.
+
+    This runs once per event on every node, so it is written for speed: one decode, one
+    re-serialization (the canonical-form check) and one digest.
+    """
     if kind is None:
         kind, _ = sniff(raw)
     ked = loads(raw, kind)
-    if not isinstance(ked, dict):
+    if type(ked) is not dict:
         raise EventError("event body is not a map")
     ilk_text = ked.get("t")
-    fields = FIELDS.get(ilk_text) if isinstance(ilk_text, str) else None
-    if fields is None:
+    ilk = _ILKS.get(ilk_text) if type(ilk_text) is str else None
+    if ilk is None:
         raise EventError(f"unsupported message type {ilk_text!r}")
+    fields = FIELDS[ilk]
     if tuple(ked) != fields:
         raise EventError(f"{ilk_text} fields must be {' '.join(fields)} in that order")
     version = ked["v"]
-    if version != version_string(kind, len(raw)):
+    if version != f"{_VERSION_HEADS[kind]}{len(raw):06x}_":
         raise EventError(f"version string {version!r} does not match a {len(raw)}-byte body")
-    ilk = Ilk(ilk_text)
     sn = parse_hex(ked["s"], "sequence number s")
     _check_fields(ked, ilk, sn)
     if dumps(ked, kind) != raw:
@@ -207,16 +214,16 @@ def parse_event(raw: bytes, kind: Kind | None = None) -> Event:
 
 def _check_said(raw: bytes, ked: dict[str, Any], ilk: Ilk) -> None:
     said = ked["d"]
-    if not isinstance(said, str) or len(said) != 44 or said[0] != Codes.BLAKE3_256:
+    if type(said) is not str or len(said) != 44 or said[0] != "E":
         raise EventError(f"SAID d must be a Blake3-256 digest, got {said!r}")
     # In canonical bytes the SAID text stands verbatim in its fields, so swapping it for the
     # placeholder gives the bytes it was computed over without serializing again.
-    dummied = raw.replace(said.encode("ascii"), DUMMY.encode("ascii"))
-    if digest(dummied) != said:
+    if digest(raw.replace(said.encode("ascii"), _DUMMY_BYTES)) != said:
         raise EventError("SAID d does not match the event's content")
-    prefix = ked["i"]
-    if ilk in INCEPTION and prefix[:1] == Codes.BLAKE3_256 and prefix != said:
-        raise EventError("self-addressing prefix i must equal the SAID d at inception")
+    if ilk in INCEPTION:
+        prefix = ked["i"]
+        if prefix[0] == "E" and prefix != said:
+            raise EventError("self-addressing prefix i must equal the SAID d at inception")
 
 
 def _strings(value: object, what: str) -> list[str]:
@@ -227,7 +234,7 @@ def _strings(value: object, what: str) -> list[str]:
 
 def _check_fields(ked: dict[str, Any], ilk: Ilk, sn: int) -> None:
     prefix = ked["i"]
-    if not isinstance(prefix, str) or len(prefix) != 44:
+    if type(prefix) is not str or len(prefix) != 44:
         raise EventError(f"prefix i must be a 44-character qb64 identifier, got {prefix!r}")
     if ilk is Ilk.RCT:
         if not isinstance(ked["d"], str):
@@ -238,9 +245,10 @@ def _check_fields(ked: dict[str, Any], ilk: Ilk, sn: int) -> None:
     if ilk not in INCEPTION:
         if sn == 0:
             raise EventError(f"{ilk} cannot have sequence number 0")
-        if not isinstance(ked["p"], str) or len(ked["p"]) != 44:
+        prior = ked["p"]
+        if type(prior) is not str or len(prior) != 44:
             raise EventError("prior event digest p must be a 44-character SAID")
-    if not isinstance(ked["a"], list):
+    if type(ked["a"]) is not list:
         raise EventError("anchors a must be a list")
     if ilk is Ilk.IXN:
         return

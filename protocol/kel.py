@@ -13,7 +13,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from .cesr import IndexedSig
-from .events import Event
+from .events import ESTABLISHMENT, Event
 from .keystate import Authority, KeyState
 
 
@@ -31,7 +31,19 @@ class Record:
 class Kel:
     """Accepted events of one identifier, with its authorities and first-seen order."""
 
-    __slots__ = ("_auth_sns", "authorities", "chain", "delegator", "first_seen", "prefix", "traits")
+    __slots__ = (
+        "_auth_sns",
+        "authorities",
+        "authority",
+        "chain",
+        "delegator",
+        "first_seen",
+        "interactive",
+        "last_said",
+        "prefix",
+        "sn",
+        "traits",
+    )
 
     def __init__(self, inception: Record, traits: tuple[str, ...], delegator: str) -> None:
         self.prefix = inception.event.prefix
@@ -41,18 +53,19 @@ class Kel:
         self._auth_sns: list[int] = [0]
         self.traits = traits
         self.delegator = delegator
+        # Kept as plain attributes (not properties): they are read for every event.
+        self.sn = 0
+        self.last_said = inception.event.said
+        self.authority = inception.authority
+        self.interactive = self._interactive()
 
-    @property
-    def sn(self) -> int:
-        return len(self.chain) - 1
+    def _interactive(self) -> bool:
+        """Interactions need next keys (a transferable identifier) and no EO trait."""
+        return self.authority.transferable and "EO" not in self.traits
 
     @property
     def last(self) -> Record:
         return self.chain[-1]
-
-    @property
-    def authority(self) -> Authority:
-        return self.authorities[-1]
 
     def authority_before(self, sn: int) -> Authority:
         """The authority in force for an event at `sn` (set up strictly before it)."""
@@ -60,16 +73,23 @@ class Kel:
         return self.authorities[max(at, 0)]
 
     def append(self, record: Record) -> None:
+        event = record.event
         self.chain.append(record)
         self.first_seen.append(record)
-        if record.event.establishment:
+        self.sn = event.sn
+        self.last_said = event.said
+        if event.ilk in ESTABLISHMENT:
             self.authorities.append(record.authority)
-            self._auth_sns.append(record.event.sn)
+            self._auth_sns.append(event.sn)
+            self.authority = record.authority
+            self.interactive = self._interactive()
 
     def supersede_from(self, sn: int) -> list[Record]:
         """Drop the chain from `sn` on (a recovery replaces it); return what was dropped."""
         dropped = self.chain[sn:]
         del self.chain[sn:]
+        self.sn = sn - 1
+        self.last_said = self.chain[-1].event.said
         return dropped
 
     def at(self, sn: int) -> Record | None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .escrow import Waiting
 
@@ -20,8 +19,7 @@ class Status(StrEnum):
     SUPERSEDED = "superseded"  # was accepted, then replaced by a recovery rotation
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The fate of one event (or receipt) at one moment."""
 
     status: Status

@@ -2,73 +2,37 @@
 
 Theory of operation: a stream is messages back to back. A message starts with a body whose
 version string (within its first 24 bytes) gives the kind and the exact size. After the body
-come zero or more attachment groups, each a counter (`-A`, `-B`, ...) with a count, then that
-many fixed-shape items. The message ends where the next body starts (`{` or a CBOR map byte) or
-where the stream ends; a `-V` group carries the length of everything inside it.
+comes a run of base64 text (counters and primitives), its attachments. A body never starts
+with a base64 character (`{` for JSON, a map byte 0xa0-0xbb for CBOR), so the run ends exactly
+where the next message begins, or where the stream ends.
 
 `StreamReader.feed` takes arbitrary chunks and returns the messages it could finish; it waits
-for more bytes rather than guess. Because a message's attachments may continue in the next
-chunk, the last message of a feed is held until the next body begins or `close()` is called.
-A message whose body breaks the event rules (bad SAID, ...) is returned as a `BadFrame` and
-reading goes on, since its size is known. Bytes that cannot be framed raise `ParseError` with
-the offset, and the reader refuses further input: there is no safe place to resume.
+for more bytes rather than guess. Because attachments may continue in the next chunk, the last
+message of a feed is held until the next body begins or `close()` is called. A message whose
+body breaks the event rules (bad SAID, ...) comes back as a `BadFrame` and reading goes on,
+since its size is known. Bytes that cannot be framed raise `ParseError` with the offset, and the
+reader refuses further input: there is no safe place to resume.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+import re
+from typing import Final, NamedTuple
 
-from . import cesr
-from .cesr import Codes, Counters, IndexedSig, b64_to_int
+from .attachments import Attachments, parse_attachments
 from .errors import ParseError, RemoteProtocolError
 from .events import Event, Kind, parse_event, sniff
 
 DEFAULT_MAX_MESSAGE: Final = 1 << 20  # 1 MiB: libp2p gossip drops anything larger anyway
 _HEAD: Final = 24  # bytes that always hold a version string
+_BASE64_RUN: Final = re.compile(rb"[A-Za-z0-9_-]*")
+_CBOR_VERSION_AT: Final = 4  # map byte, 0x61 "v", 0x71 (text of 17): version follows
+_JSON_VERSION_AT: Final = 6  # {"v":"
+_PREFIXES: Final = {Kind.JSON: b"KERI10JSON", Kind.CBOR: b"KERI10CBOR"}
+_HEX6: Final = re.compile(rb"[0-9a-f]{6}")
 
 
-@dataclass(frozen=True, slots=True)
-class Attachments:
-    """What was attached to an event body."""
-
-    sigs: tuple[IndexedSig, ...] = ()  # -A controller signatures
-    wigs: tuple[IndexedSig, ...] = ()  # -B witness signatures (index into the witness list)
-    couples: tuple[tuple[str, bytes], ...] = ()  # -C (witness prefix, raw signature)
-    quadruples: tuple[tuple[str, int, str, IndexedSig], ...] = ()  # -D transferable receipts
-    sources: tuple[tuple[int, str], ...] = ()  # -G delegator (sn, SAID of anchoring event)
-    first_seen: tuple[tuple[int, str], ...] = ()  # -E (first-seen ordinal, datetime)
-
-    def qb64(self) -> str:
-        """Serialize back to CESR text, one group per kind, in a fixed order."""
-        out: list[str] = []
-        if self.sigs:
-            out.append(cesr.counter(Counters.CONTROLLER_SIGS, len(self.sigs)))
-            out.extend(s.qb64() for s in self.sigs)
-        if self.wigs:
-            out.append(cesr.counter(Counters.WITNESS_SIGS, len(self.wigs)))
-            out.extend(s.qb64() for s in self.wigs)
-        if self.couples:
-            out.append(cesr.counter(Counters.RECEIPT_COUPLES, len(self.couples)))
-            for prefix, sig in self.couples:
-                out.append(prefix + cesr.encode(Codes.ED25519_SIG, sig))
-        if self.quadruples:
-            out.append(cesr.counter(Counters.TRANS_RECEIPT_QUADRUPLES, len(self.quadruples)))
-            for prefix, sn, said, siger in self.quadruples:
-                out.append(prefix + cesr.seqner(sn) + said + siger.qb64())
-        if self.sources:
-            out.append(cesr.counter(Counters.SEAL_SOURCE_COUPLES, len(self.sources)))
-            for sn, said in self.sources:
-                out.append(cesr.seqner(sn) + said)
-        if self.first_seen:
-            out.append(cesr.counter(Counters.FIRST_SEEN_REPLAY, len(self.first_seen)))
-            for fn, dts in self.first_seen:
-                out.append(cesr.seqner(fn) + dts)
-        return "".join(out)
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One framed, checked event with its attachments and its place in the stream."""
 
     event: Event
@@ -77,11 +41,10 @@ class Message:
     length: int
 
     def serialize(self) -> bytes:
-        return self.event.raw + self.attachments.qb64().encode("ascii")
+        return messagize(self.event, self.attachments)
 
 
-@dataclass(frozen=True, slots=True)
-class BadFrame:
+class BadFrame(NamedTuple):
     """A framed message whose body was rejected; reading continued after it."""
 
     offset: int
@@ -97,10 +60,6 @@ def messagize(event: Event, attachments: Attachments | None = None) -> bytes:
     return event.raw + (attachments.qb64().encode("ascii") if attachments else b"")
 
 
-def _starts_body(byte: int) -> bool:
-    return byte == 0x7B or 0xA0 <= byte <= 0xBB
-
-
 class _Incomplete(Exception):
     """More bytes are needed (internal to the reader)."""
 
@@ -113,6 +72,11 @@ class StreamReader:
         self._base = 0  # stream offset of _buf[0]
         self._max = max_message
         self._failed: ParseError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet framed."""
+        return len(self._buf)
 
     def feed(self, chunk: bytes) -> list[Frame]:
         if self._failed is not None:
@@ -130,15 +94,16 @@ class StreamReader:
         out: list[Frame] = []
         buf = bytes(self._buf)
         pos = 0
+        size = len(buf)
         try:
-            while pos < len(buf):
+            while pos < size:
                 try:
                     frame, end = _frame_one(buf, pos, self._base, final, self._max)
                 except _Incomplete:
                     if final:
-                        raise ParseError("stream ends inside a message", self._base + pos)
-                    if len(buf) - pos > self._max + _HEAD:
-                        raise ParseError("message exceeds the size limit", self._base + pos)
+                        raise ParseError("stream ends inside a message", self._base + pos) from None
+                    if size - pos > 2 * self._max + _HEAD:  # body + attachments at most
+                        raise ParseError("message exceeds the size limit", self._base + pos) from None
                     break
                 out.append(frame)
                 pos = end
@@ -156,18 +121,32 @@ def parse_stream(data: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> list[Fr
     return reader.feed(data) + reader.close()
 
 
-def _frame_one(buf: bytes, pos: int, base: int, final: bool, limit: int) -> tuple[Frame, int]:
+def _version(buf: bytes, pos: int, final: bool) -> tuple[Kind, int]:
+    """Kind and size of the body at `pos`; fast path for keripy's layouts, else a search."""
     first = buf[pos]
-    if not _starts_body(first):
+    if first == 0x7B:
+        at, kind = pos + _JSON_VERSION_AT, Kind.JSON
+    elif 0xA0 <= first <= 0xB7:
+        at, kind = pos + _CBOR_VERSION_AT, Kind.CBOR
+    elif 0xB8 <= first <= 0xBB:
+        at, kind = -1, Kind.CBOR
+    else:
         what = "attachments without a message" if first == 0x2D else f"byte {first:#04x}"
-        raise ParseError(f"expected the start of a message body, found {what}", base + pos)
-    head = buf[pos : pos + _HEAD]
-    if len(head) < _HEAD and not final:
+        raise ParseError(f"expected the start of a message body, found {what}", pos)
+    if len(buf) - pos < _HEAD and not final:
         raise _Incomplete
+    if at > 0 and buf[at : at + 10] == _PREFIXES[kind] and buf[at + 16 : at + 17] == b"_":
+        digits = buf[at + 10 : at + 16]
+        if _HEX6.fullmatch(digits):
+            return kind, int(digits, 16)
+    return sniff(buf[pos : pos + _HEAD])
+
+
+def _frame_one(buf: bytes, pos: int, base: int, final: bool, limit: int) -> tuple[Frame, int]:
     try:
-        kind, size = sniff(head)
+        kind, size = _version(buf, pos, final)
     except ParseError as err:
-        raise err.at(base + pos) from None
+        raise ParseError(err.reason, base + pos) from None
     if size > limit:
         raise ParseError(f"message body of {size} bytes exceeds the limit of {limit}", base + pos)
     if size < _HEAD:
@@ -175,153 +154,18 @@ def _frame_one(buf: bytes, pos: int, base: int, final: bool, limit: int) -> tupl
     end = pos + size
     if end > len(buf):
         raise _Incomplete
-    attachments, att_end = _attachments(buf, end, base)
+    run = _BASE64_RUN.match(buf, end)
+    att_end = run.end() if run is not None else end
     if att_end == len(buf) and not final:
         raise _Incomplete  # its attachments may go on in the next chunk
+    if att_end - end > limit:
+        raise ParseError("attachments exceed the size limit", base + end)
+    attachments = parse_attachments(buf[end:att_end].decode("ascii"), base + end)
     try:
         event = parse_event(buf[pos:end], kind)
     except RemoteProtocolError as err:
         return BadFrame(base + pos, att_end - pos, err.at(base + pos)), att_end
     return Message(event, attachments, base + pos, att_end - pos), att_end
-
-
-class _Groups:
-    """Attachment items collected while a message's groups are read."""
-
-    __slots__ = ("couples", "first_seen", "quadruples", "sigs", "sources", "wigs")
-
-    def __init__(self) -> None:
-        self.sigs: list[IndexedSig] = []
-        self.wigs: list[IndexedSig] = []
-        self.couples: list[tuple[str, bytes]] = []
-        self.quadruples: list[tuple[str, int, str, IndexedSig]] = []
-        self.sources: list[tuple[int, str]] = []
-        self.first_seen: list[tuple[int, str]] = []
-
-    def freeze(self) -> Attachments:
-        return Attachments(
-            tuple(self.sigs),
-            tuple(self.wigs),
-            tuple(self.couples),
-            tuple(self.quadruples),
-            tuple(self.sources),
-            tuple(self.first_seen),
-        )
-
-
-_EMPTY: Final = Attachments()
-
-
-def _attachments(buf: bytes, pos: int, base: int) -> tuple[Attachments, int]:
-    """Parse attachment groups from `pos` until a body starts or the buffer ends."""
-    if pos >= len(buf) or buf[pos] != 0x2D:  # "-"
-        return _EMPTY, pos
-    groups = _Groups()
-    while pos < len(buf) and buf[pos] == 0x2D:
-        pos = _group(buf, pos, base, groups)
-    return groups.freeze(), pos
-
-
-def _need(buf: bytes, pos: int, size: int) -> str:
-    if pos + size > len(buf):
-        raise _Incomplete
-    try:
-        return buf[pos : pos + size].decode("ascii")
-    except UnicodeDecodeError:
-        raise ParseError("non-ASCII byte inside attachments", None) from None
-
-
-def _group(buf: bytes, pos: int, base: int, groups: _Groups) -> int:
-    at = pos
-    try:
-        code = _need(buf, pos, 2)
-        if code == "-0":
-            code = _need(buf, pos, 3)
-            if code != Counters.BIG_ATTACHMENT_GROUP:
-                raise ParseError(f"unsupported attachment counter {code!r}")
-            count = b64_to_int(_need(buf, pos + 3, 5))
-            pos += 8
-        else:
-            count = b64_to_int(_need(buf, pos + 2, 2))
-            pos += 4
-        if code in (Counters.ATTACHMENT_GROUP, Counters.BIG_ATTACHMENT_GROUP):
-            end = pos + count * 4
-            if end > len(buf):
-                raise _Incomplete
-            inner = buf[:end]  # parse nested groups without reading past the group
-            while pos < end:
-                if inner[pos] != 0x2D:
-                    raise ParseError("attachment group holds something other than groups")
-                pos = _group(inner, pos, base, groups)
-            return pos
-        if code in (Counters.CONTROLLER_SIGS, Counters.WITNESS_SIGS):
-            sigs = groups.sigs if code == Counters.CONTROLLER_SIGS else groups.wigs
-            for _ in range(count):
-                sig, pos = _read_siger(buf, pos)
-                sigs.append(sig)
-        elif code == Counters.RECEIPT_COUPLES:
-            for _ in range(count):
-                couple, pos = _read_couple(buf, pos)
-                groups.couples.append(couple)
-        elif code == Counters.TRANS_RECEIPT_QUADRUPLES:
-            for _ in range(count):
-                quad, pos = _read_quadruple(buf, pos)
-                groups.quadruples.append(quad)
-        elif code == Counters.SEAL_SOURCE_COUPLES:
-            for _ in range(count):
-                source, pos = _read_source(buf, pos)
-                groups.sources.append(source)
-        elif code == Counters.FIRST_SEEN_REPLAY:
-            for _ in range(count):
-                seen, pos = _read_first_seen(buf, pos)
-                groups.first_seen.append(seen)
-        else:
-            raise ParseError(f"unsupported attachment counter {code!r}")
-        return pos
-    except _Incomplete:
-        raise
-    except ParseError as err:
-        if err.offset is None:
-            raise ParseError(err.reason, base + at) from None
-        raise
-
-
-def _read_siger(buf: bytes, pos: int) -> tuple[IndexedSig, int]:
-    head = _need(buf, pos, 2)
-    size = 92 if head[0] == "2" else 88
-    sig, used = cesr.parse_indexed_sig(_need(buf, pos, size))
-    return sig, pos + used
-
-
-def _read_couple(buf: bytes, pos: int) -> tuple[tuple[str, bytes], int]:
-    text = _need(buf, pos, 132)
-    cesr.decode(text[:44], expect=(Codes.ED25519N,))
-    _, sig = cesr.decode(text[44:], expect=Codes.ED25519_SIG)
-    return (text[:44], sig), pos + 132
-
-
-def _read_quadruple(buf: bytes, pos: int) -> tuple[tuple[str, int, str, IndexedSig], int]:
-    text = _need(buf, pos, 112)
-    cesr.decode(text[:44])
-    sn = int.from_bytes(cesr.decode(text[44:68], expect=Codes.SEQNER)[1], "big")
-    cesr.decode(text[68:112], expect=Codes.BLAKE3_256)
-    siger, end = _read_siger(buf, pos + 112)
-    return (text[:44], sn, text[68:112], siger), end
-
-
-def _read_source(buf: bytes, pos: int) -> tuple[tuple[int, str], int]:
-    text = _need(buf, pos, 68)
-    sn = int.from_bytes(cesr.decode(text[:24], expect=Codes.SEQNER)[1], "big")
-    cesr.decode(text[24:], expect=Codes.BLAKE3_256)
-    return (sn, text[24:]), pos + 68
-
-
-def _read_first_seen(buf: bytes, pos: int) -> tuple[tuple[int, str], int]:
-    text = _need(buf, pos, 60)
-    fn = int.from_bytes(cesr.decode(text[:24], expect=Codes.SEQNER)[1], "big")
-    if text[24:28] != Codes.DATETIME:
-        raise ParseError(f"expected a datetime ({Codes.DATETIME}), got {text[24:28]!r}")
-    return (fn, text[24:60]), pos + 60
 
 
 __all__ = [

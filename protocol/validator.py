@@ -60,7 +60,8 @@ class Validator:
         self._limits = limits or EscrowLimits()
         self._kels: dict[str, Kel] = {}
         self._seen: dict[str, Record] = {}  # SAID -> record, for every event ever accepted
-        self._escrows = {w: Escrow(w, self._limits) for w in _ESCROW_ORDER}
+        self._escrowed: dict[str, Waiting] = {}  # SAID -> escrow holding the event
+        self._escrows = {w: Escrow(w, self._limits, self._escrowed) for w in _ESCROW_ORDER}
         self._early: OrderedDict[str, tuple[Event, float, dict[str, bytes]]] = OrderedDict()
         self._anchors: dict[tuple[str, str, str], tuple[str, int]] = {}
         self._out: list[Outcome] = []
@@ -96,15 +97,15 @@ class Validator:
 
     def process(self, message: Message, now: float) -> list[Outcome]:
         """Judge one message; return its outcome first, then any it caused (escrow moves)."""
-        self._out = []
-        event, atc = message.event, message.attachments
+        out: list[Outcome] = []
+        self._out = out
+        event = message.event
         if event.ilk is Ilk.RCT:
+            atc = message.attachments
             self._receipt(event, atc.couples, atc.wigs, now)
         else:
-            pending = Pending(event, now)
-            pending.merge(atc.sigs, atc.wigs, atc.couples, atc.sources)
-            self._submit(pending)
-        out, self._out = self._out, []
+            self._submit(Pending(event, now, message.attachments))
+        self._out = []
         return out
 
     def expire(self, now: float) -> list[Outcome]:
@@ -139,7 +140,9 @@ class Validator:
             record.receipts.update(good)
             self._emit(rct, Status.ACCEPTED, f"{len(good)} witness receipt(s) stored")
             return
-        for escrow in self._escrows.values():
+        where = self._escrowed.get(said)
+        if where is not None:
+            escrow = self._escrows[where]
             pending = escrow.pop(said)
             if pending is not None:
                 pending.merge((), wigs, couples, ())
@@ -161,14 +164,14 @@ class Validator:
 
     def _submit(self, pending: Pending) -> None:
         said = pending.event.said
-        for escrow in self._escrows.values():
-            old = escrow.pop(said)
+        where = self._escrowed.get(said) if self._escrowed else None
+        if where is not None:
+            old = self._escrows[where].pop(said)
             if old is not None:
                 old.merge(tuple(pending.sigs.values()), tuple(pending.wigs.values()),
                           tuple(pending.couples.items()), pending.sources)
                 pending = old
-                break
-        early = self._early.pop(said, None)
+        early = self._early.pop(said, None) if self._early else None
         if early is not None:
             pending.merge((), (), tuple(early[2].items()), ())
         if self._judge(pending):
@@ -194,7 +197,7 @@ class Validator:
                     return self._conflict(kel, p)
             elif event.sn > kel.sn + 1:
                 return self._escrow(p, Waiting.OUT_OF_ORDER, f"waiting for sn {kel.sn + 1:x}")
-            elif event.prior != kel.last.event.said:
+            elif event.prior != kel.last_said:
                 return self._reject(event, "prior event digest p does not match the KEL")
             else:
                 accepted = self._extend(kel, p)
@@ -222,10 +225,10 @@ class Validator:
     def _extend(self, kel: Kel, p: Pending) -> bool:
         event = p.event
         if event.ilk is Ilk.IXN:
-            if kel.prefix[:1] == "B" or not kel.authority.transferable:
+            if not kel.interactive:
+                if "EO" in kel.traits:
+                    return self._reject(event, "establishment-only identifier (EO) cannot interact")
                 return self._reject(event, "a non-transferable identifier has no further events")
-            if "EO" in kel.traits:
-                return self._reject(event, "establishment-only identifier (EO) cannot interact")
             if not self._gates(p, kel.authority, None, ""):
                 return False
             record = self._record(p, kel.authority)
@@ -281,7 +284,8 @@ class Validator:
             return self._escrow(p, Waiting.PARTIALLY_SIGNED, check.reason)
         if check.verdict is not SigVerdict.SATISFIED:
             return self._reject(event, check.reason)
-        p.sigs = {s.index: s for s in check.verified}
+        if len(check.verified) != len(p.sigs):
+            p.sigs = {s.index: s for s in check.verified}
         if signing.toad:
             good = verify_witnesses(event.raw, signing, p.wigs.values(), p.couples.items(),
                                     self._verify)
@@ -355,14 +359,18 @@ class Validator:
     def _accepted(self, record: Record) -> None:
         event = record.event
         self._seen[event.said] = record
-        for item in event.ked.get("a", ()):
-            seal = _seal_key(item)
-            if seal is not None:
-                self._anchors[seal] = (event.prefix, event.sn)
-        self._out.append(_outcome(event, Status.ACCEPTED))
+        anchors = event.ked.get("a")
+        if anchors:
+            for item in anchors:
+                seal = _seal_key(item)
+                if seal is not None:
+                    self._anchors[seal] = (event.prefix, event.sn)
+        self._out.append(Outcome(Status.ACCEPTED, event.prefix, event.sn, event.said, event.ilk))
 
     def _settle(self, prefix: str) -> None:
         """Re-examine escrows that an acceptance for `prefix` may have unblocked."""
+        if not self._escrowed:
+            return
         todo = [prefix]
         while todo:
             pre = todo.pop()
