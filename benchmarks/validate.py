@@ -15,12 +15,11 @@ import argparse
 import json
 import time
 
-from nacl import bindings
-
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.events import Kind, incept, interact, rotate
 from dkms.protocol.stream import Attachments, Message, StreamReader, messagize
 from dkms.protocol.validator import Validator
+from nacl import bindings
 
 
 def build_kel(count: int, kind: Kind) -> tuple[bytes, list[tuple[bytes, bytes, bytes]]]:
@@ -37,8 +36,14 @@ def build_kel(count: int, kind: Kind) -> tuple[bytes, list[tuple[bytes, bytes, b
             if sn % 100 == 0:
                 current, nxt = nxt, signers[used]
                 used += 1
-                event = rotate(prefix, [current.verfer], prior=event.said, sn=sn,
-                               next_digests=[next_key_digest(nxt.verfer)], kind=kind)
+                event = rotate(
+                    prefix,
+                    [current.verfer],
+                    prior=event.said,
+                    sn=sn,
+                    next_digests=[next_key_digest(nxt.verfer)],
+                    kind=kind,
+                )
             else:
                 event = interact(prefix, prior=event.said, sn=sn, kind=kind)
         sig = current.sign_indexed(event.raw, 0)
@@ -85,15 +90,19 @@ def main() -> None:
     for _ in range(args.repeat):  # interleave so both see the same machine conditions
         raw = max(raw, raw_verify_rate(checks))
         val = max(val, validate_rate(stream, args.events))
-    print(json.dumps({
-        "events": args.events,
-        "kind": args.kind,
-        "stream_bytes": len(stream),
-        "raw_verify_per_s": round(raw),
-        "validated_events_per_s": round(val),
-        "ratio": round(val / raw, 3),
-        "target_ratio": 0.8,
-    }))
+    print(
+        json.dumps(
+            {
+                "events": args.events,
+                "kind": args.kind,
+                "stream_bytes": len(stream),
+                "raw_verify_per_s": round(raw),
+                "validated_events_per_s": round(val),
+                "ratio": round(val / raw, 3),
+                "target_ratio": 0.8,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -83,7 +83,14 @@ def entry() -> None:
         # input, say so in one line. Tests call `main`, so they see such bugs in full.
         if os.environ.get("DKMS_DEBUG"):
             raise
-        print(f"dkms: internal error ({type(exc).__name__}: {exc}); this is a bug, please "
-              "report it (DKMS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"dkms: internal error ({type(exc).__name__}: {exc}); this is a bug, please "
+            "report it (DKMS_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         status = 70
     sys.exit(status)
+
+
+if __name__ == "__main__":  # `python -m dkms.node.cli`, as run.py does
+    entry()

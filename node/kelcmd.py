@@ -45,13 +45,15 @@ def demo() -> int:
 def render(report: FileReport) -> list[str]:
     """The human table for one file: identifiers, then messages, duplicity and any error."""
     idents = report.identifiers()
-    lines = [f"== {safe(report.path)}: {len(idents)} identifier(s), "
-             f"{len(report.fates)} message(s)"]
+    lines = [f"== {safe(report.path)}: {len(idents)} identifier(s), {len(report.fates)} message(s)"]
     if idents:
-        lines += ["", *table(
-            ("IDENTIFIER", "SN", "LATEST", "KT", "KEYS", "NT", "NEXT", "BT", "WITNESSES"),
-            [_state_row(prefix, state) for prefix, state in idents.items()],
-        )]
+        lines += [
+            "",
+            *table(
+                ("IDENTIFIER", "SN", "LATEST", "KT", "KEYS", "NT", "NEXT", "BT", "WITNESSES"),
+                [_state_row(prefix, state) for prefix, state in idents.items()],
+            ),
+        ]
         for prefix, state in idents.items():
             extras = [f"traits {' '.join(state['c'])}"] if state["c"] else []
             if state["di"]:
@@ -59,14 +61,23 @@ def render(report: FileReport) -> list[str]:
             if extras:
                 lines.append(f"  {short(prefix)}: {'; '.join(safe(e) for e in extras)}")
     if report.fates:
-        lines += ["", *table(
-            ("OFFSET", "ILK", "SN", "SAID", "STATUS", "REASON"),
-            [
-                (str(f.offset), f.ilk or "?", "?" if f.sn is None else str(f.sn),
-                 short(f.said), f.status.value, safe(f.reason))
-                for f in report.fates
-            ],
-        )]
+        lines += [
+            "",
+            *table(
+                ("OFFSET", "ILK", "SN", "SAID", "STATUS", "REASON"),
+                [
+                    (
+                        str(f.offset),
+                        f.ilk or "?",
+                        "?" if f.sn is None else str(f.sn),
+                        short(f.said),
+                        f.status.value,
+                        safe(f.reason),
+                    )
+                    for f in report.fates
+                ],
+            ),
+        ]
     for evidence in report.duplicity():
         said = " vs ".join(f"{e['t']} {e['d']}" for e in evidence["events"])
         lines.append(f"  DUPLICITY {evidence['i']} at sn {evidence['s']}: {said}")

@@ -27,8 +27,10 @@ def inspect(path: str) -> int:
     try:
         for count, frame in enumerate(read_frames(path), start=1):
             if isinstance(frame, BadFrame):
-                print(f"#{count} at byte {frame.offset}, {frame.length} bytes: "
-                      f"body rejected: {safe(frame.error.reason)}\n")
+                print(
+                    f"#{count} at byte {frame.offset}, {frame.length} bytes: "
+                    f"body rejected: {safe(frame.error.reason)}\n"
+                )
             else:
                 print("\n".join(describe(frame, count)) + "\n")
     except ParseError as err:
@@ -44,20 +46,24 @@ def inspect(path: str) -> int:
 def describe(message: Message, number: int) -> list[str]:
     """The lines describing one message: its body fields, then its attachments."""
     event, ked = message.event, message.event.ked
-    lines = [f"#{number} {event.ilk.value} sn {event.sn} at byte {message.offset}, "
-             f"{message.length} bytes, {event.kind.value}"]
+    lines = [
+        f"#{number} {event.ilk.value} sn {event.sn} at byte {message.offset}, "
+        f"{message.length} bytes, {event.kind.value}"
+    ]
     lines += _field("prefix", event.prefix)
     lines += _field("receipted SAID" if event.ilk is Ilk.RCT else "SAID", event.said)
     if "p" in ked:
         lines += _field("prior", ked["p"])
     if event.ilk in ESTABLISHMENT:
-        lines += _list(f"keys (kt {threshold(ked['kt'])})", ked["k"], numbered=True)
-        lines += _list(f"next digests (nt {threshold(ked['nt'])})", ked["n"], numbered=True)
+        lines += _list("keys", ked["k"], numbered=True)
+        lines += _field("signing threshold kt", threshold(ked["kt"]))
+        lines += _list("next key digests", ked["n"], numbered=True)
+        lines += _field("next threshold nt", threshold(ked["nt"]))
+        lines += _field("witness threshold bt", ked["bt"])
         if event.ilk in INCEPTION:
-            lines += _list(f"witnesses (bt {safe(ked['bt'])})", ked["b"], numbered=True)
+            lines += _list("witnesses", ked["b"], numbered=True)
             lines += _field("traits", " ".join(safe(c) for c in _items(ked["c"])) or "-")
         else:
-            lines += _field("witness threshold bt", ked["bt"])
             lines += _list("witnesses cut (br)", ked["br"])
             lines += _list("witnesses added (ba)", ked["ba"])
     if "di" in ked:
@@ -74,17 +80,23 @@ def _attachments(atc: Attachments) -> list[str]:
     if atc.wigs:
         lines += _list("witness sigs (-B)", [_siger(s) for s in atc.wigs])
     if atc.couples:
-        lines += _list("receipt couples (-C)", [
-            f"witness {pre} sig {cesr.encode(Codes.ED25519_SIG, sig)}" for pre, sig in atc.couples
-        ])
+        lines += _list(
+            "receipt couples (-C)",
+            [
+                f"witness {pre} sig {cesr.encode(Codes.ED25519_SIG, sig)}"
+                for pre, sig in atc.couples
+            ],
+        )
     if atc.quadruples:
-        lines += _list("receipt quadruples (-D)", [
-            f"{pre} sn {sn} est {said} {_siger(sig)}" for pre, sn, said, sig in atc.quadruples
-        ])
+        lines += _list(
+            "receipt quadruples (-D)",
+            [f"{pre} sn {sn} est {said} {_siger(sig)}" for pre, sn, said, sig in atc.quadruples],
+        )
     if atc.sources:
-        lines += _list("seal sources (-G)", [
-            f"delegator event sn {sn} SAID {said}" for sn, said in atc.sources
-        ])
+        lines += _list(
+            "seal sources (-G)",
+            [f"delegator event sn {sn} SAID {said}" for sn, said in atc.sources],
+        )
     if atc.first_seen:
         lines += _list("first seen (-E)", [f"#{fn} at {dts}" for fn, dts in atc.first_seen])
     if not lines:

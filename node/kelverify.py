@@ -102,15 +102,23 @@ class _Book:
     def add(self, message: Message) -> Fate:
         event = message.event
         # Until the validator says otherwise: it always reports on the message it is given.
-        fate = Fate(message.offset, message.length, event.said, event.ilk.value, event.sn,
-                    Status.REJECTED, "the validator gave no verdict")
+        fate = Fate(
+            message.offset,
+            message.length,
+            event.said,
+            event.ilk.value,
+            event.sn,
+            Status.REJECTED,
+            "the validator gave no verdict",
+        )
         self.fates.append(fate)
         self._by_key.setdefault((event.ilk is Ilk.RCT, event.said), []).append(fate)
         return fate
 
     def add_bad(self, frame: BadFrame) -> None:
-        self.fates.append(Fate(frame.offset, frame.length, None, None, None, Status.REJECTED,
-                               frame.error.reason))
+        self.fates.append(
+            Fate(frame.offset, frame.length, None, None, None, Status.REJECTED, frame.error.reason)
+        )
 
     def settle(self, current: Fate, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:

@@ -12,7 +12,14 @@ from __future__ import annotations
 from typing import Final, NamedTuple
 
 from . import cesr
-from .cesr import Codes, Counters, IndexedSig, b64_to_int, parse_indexed_sig
+from .cesr import (
+    Codes,
+    Counters,
+    IndexedSig,
+    b64_to_int,
+    parse_indexed_sig,
+    plain_sig_from_bytes,
+)
 from .errors import ParseError
 
 Couple = tuple[str, bytes]  # (non-transferable witness prefix, raw signature)
@@ -110,14 +117,20 @@ class _Reader:
 _KEYS: Final = (Codes.ED25519N, Codes.ED25519, Codes.BLAKE3_256)
 
 
-def parse_attachments(text: str, base: int = 0) -> Attachments:
+def parse_attachments(data: bytes | str, base: int = 0) -> Attachments:
     """Parse the whole attachment text that follows a body; `base` is its stream offset."""
-    if not text:
+    if not data:
         return EMPTY
-    if text[:3] == "-AA" and text[3] in "BCDE" and len(text) == 4 + 88 * (ord(text[3]) - 65):
-        sigs = _plain_sigs(text, base)  # the common case: only controller signatures
+    if isinstance(data, bytes):
+        sigs = _plain_sigs(data, base)  # the common case: only controller signatures
         if sigs is not None:
             return Attachments(sigs)
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise ParseError("attachments are not ASCII text", base) from None
+    else:
+        text = data
     groups: dict[str, list[object]] = {}
     reader = _Reader(text, base)
     _groups(reader, len(text), groups)
@@ -133,13 +146,16 @@ def parse_attachments(text: str, base: int = 0) -> Attachments:
     )
 
 
-def _plain_sigs(text: str, base: int) -> tuple[IndexedSig, ...] | None:
+def _plain_sigs(data: bytes, base: int) -> tuple[IndexedSig, ...] | None:
+    """Fast path for attachments that are one `-A` group of `A`/`B` signatures, else None."""
+    if len(data) < 92 or data[:3] != b"-AA" or len(data) != 4 + 88 * (data[3] - 65):
+        return None
     out = []
-    for at in range(4, len(text), 88):
-        if text[at] not in "AB":
+    for at in range(4, len(data), 88):
+        if data[at] != 0x41 and data[at] != 0x42:  # "A" or "B"
             return None
         try:
-            out.append(parse_indexed_sig(text, at)[0])
+            out.append(plain_sig_from_bytes(data, at))
         except ParseError as err:
             raise ParseError(err.reason, base + at) from None
     return tuple(out)
@@ -160,10 +176,14 @@ def _groups(reader: _Reader, end: int, groups: dict[str, list[object]]) -> None:
         if code in (Counters.ATTACHMENT_GROUP, Counters.BIG_ATTACHMENT_GROUP):
             inner_end = reader.pos + 4 * count
             if inner_end > end:
-                raise ParseError("attachment group is longer than the attachments", reader.base + at)
+                raise ParseError(
+                    "attachment group is longer than the attachments", reader.base + at
+                )
             _groups(reader, inner_end, groups)
             if reader.pos != inner_end:
-                raise ParseError("attachment group size does not match its content", reader.base + at)
+                raise ParseError(
+                    "attachment group size does not match its content", reader.base + at
+                )
             continue
         read = _ITEMS.get(code)
         if read is None:

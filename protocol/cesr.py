@@ -18,7 +18,9 @@ from .errors import LocalProtocolError, ParseError
 
 B64_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_INDEX: Final = {c: i for i, c in enumerate(B64_ALPHABET)}
-_TO_STD: Final = bytes.maketrans(b"-_", b"+/")
+_B64_VALUES: Final = bytes(
+    B64_ALPHABET.index(chr(b)) if chr(b) in B64_ALPHABET else 255 for b in range(256)
+)
 
 
 class Codes:
@@ -66,13 +68,25 @@ def int_to_b64(value: int, length: int) -> str:
     return "".join(reversed(out))
 
 
+# urlsafe -> standard alphabet; characters only the standard alphabet has ('+', '/') and
+# padding become '!', which the strict decoder refuses: one pass validates and converts.
+_STRICT_URLSAFE: Final = bytes.maketrans(b"-_+/=", b"+/!!!")
+_STRICT_URLSAFE_STR: Final = str.maketrans("-_+/=", "+/!!!")
+
+
 def _b64decode(text: str) -> bytes:
     """Strict base64url decode: no padding, no foreign characters."""
-    if "+" in text or "/" in text or "=" in text:
-        raise ParseError("character outside base64url")
     try:
-        return binascii.a2b_base64(text.encode("ascii").translate(_TO_STD), strict_mode=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        return binascii.a2b_base64(text.translate(_STRICT_URLSAFE_STR), strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ParseError(f"invalid base64url text: {exc}") from None
+
+
+def b64decode_bytes(data: bytes) -> bytes:
+    """`_b64decode` for ASCII bytes."""
+    try:
+        return binascii.a2b_base64(data.translate(_STRICT_URLSAFE), strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
         raise ParseError(f"invalid base64url text: {exc}") from None
 
 
@@ -153,7 +167,9 @@ class IdxCodes:
 class IndexedSig(NamedTuple):
     """A signature with the position of its key (and of its prior next digest, `ondex`)."""
 
-    index: int
+    # A NamedTuple (not a frozen dataclass) because one is made per signature read and it is
+    # several times cheaper to build; the field shadows tuple.index, which we never use.
+    index: int  # type: ignore[assignment]
     ondex: int | None
     raw: bytes
 
@@ -173,7 +189,7 @@ class IndexedSig(NamedTuple):
 def parse_indexed_sig(text: str, pos: int = 0) -> tuple[IndexedSig, int]:
     """Parse the indexed signature at `text[pos:]`; return it and its length."""
     first = text[pos : pos + 1]
-    if first == "A" or first == "B":
+    if first in {"A", "B"}:
         size = 88
         if len(text) < pos + size:
             raise ParseError("truncated indexed signature")
@@ -190,11 +206,22 @@ def parse_indexed_sig(text: str, pos: int = 0) -> tuple[IndexedSig, int]:
         ondex = b64_to_int(text[pos + 4 : pos + 6]) if text[pos + 1] == "A" else None
         body = text[pos + 6 : pos + size]
     else:
-        raise ParseError(f"unsupported indexed signature code {text[pos:pos + 2]!r}")
+        raise ParseError(f"unsupported indexed signature code {text[pos : pos + 2]!r}")
     raw = _b64decode("AA" + body)
     if raw[0] or raw[1]:
         raise ParseError("non-canonical signature: pad bits are not zero")
     return IndexedSig(index, ondex, raw[2:]), size
+
+
+def plain_sig_from_bytes(data: bytes, at: int) -> IndexedSig:
+    """An `A`/`B` indexed signature at `data[at:at + 88]` (the caller checked the code)."""
+    index = _B64_VALUES[data[at + 1]]
+    if index == 255:
+        raise ParseError(f"invalid base64 digit {chr(data[at + 1])!r}")
+    raw = b64decode_bytes(b"AA" + data[at + 2 : at + 88])
+    if raw[0] or raw[1] or len(raw) != 66:
+        raise ParseError("non-canonical signature: pad bits are not zero")
+    return IndexedSig(index, index if data[at] == 0x41 else None, raw[2:])
 
 
 # ---------------------------------------------------------------- counters

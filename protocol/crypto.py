@@ -16,7 +16,6 @@ from . import cesr
 from .cesr import Codes, IndexedSig
 from .errors import LocalProtocolError
 
-
 _blake3 = blake3.blake3
 _b2a = binascii.b2a_base64
 _URLSAFE = bytes.maketrans(b"+/", b"-_")

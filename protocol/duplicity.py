@@ -91,7 +91,9 @@ class DuplicityEvidence:
         if a.said == b.said:
             raise EvidenceError("the two events are the same event")
         if {a.ilk, b.ilk} & {Ilk.IXN} and {a.ilk, b.ilk} & ROTATION:
-            raise EvidenceError("a rotation superseding an interaction is a recovery, not duplicity")
+            raise EvidenceError(
+                "a rotation superseding an interaction is a recovery, not duplicity"
+            )
         for message in (first, second):
             _check_signed(message, authority, verify)
         return first, second

@@ -59,8 +59,8 @@ class Pending:
             self.sigs.setdefault(sig.index, sig)
         for wig in wigs:
             self.wigs.setdefault(wig.index, wig)
-        for prefix, sig in couples:
-            self.couples.setdefault(prefix, sig)
+        for prefix, signature in couples:
+            self.couples.setdefault(prefix, signature)
         for source in sources:
             if source not in self.sources:
                 self.sources.append(source)

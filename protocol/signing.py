@@ -79,14 +79,17 @@ def verify_controller(
     return SigCheck(SigVerdict.SATISFIED, good)
 
 
-def _exposed(sigs: tuple[IndexedSig, ...], keys: tuple[str, ...], digests: tuple[str, ...]) -> list[int]:
-    out = []
-    for sig in sigs:
-        ondex = sig.ondex
-        if ondex is not None and ondex < len(digests):
-            if next_key_digest(keys[sig.index]) == digests[ondex]:
-                out.append(ondex)
-    return out
+def _exposed(
+    sigs: tuple[IndexedSig, ...], keys: tuple[str, ...], digests: tuple[str, ...]
+) -> list[int]:
+    """Prior next-key positions whose committed key a verified signature reveals."""
+    return [
+        s.ondex
+        for s in sigs
+        if s.ondex is not None
+        and s.ondex < len(digests)
+        and next_key_digest(keys[s.index]) == digests[s.ondex]
+    ]
 
 
 def _committed(keys: tuple[str, ...], digests: tuple[str, ...]) -> list[int]:
@@ -107,9 +110,13 @@ def verify_witnesses(
     for wig in wigs:
         key = authority.witness_key(wig.index)
         prefix = witnesses[wig.index] if key is not None else None
-        if prefix is not None and key is not None and prefix not in good:
-            if verify(key, wig.raw, raw):
-                good[prefix] = wig.raw
+        if (
+            prefix is not None
+            and key is not None
+            and prefix not in good
+            and verify(key, wig.raw, raw)
+        ):
+            good[prefix] = wig.raw
     for prefix, sig in couples:
         if prefix in good or prefix not in witnesses:
             continue

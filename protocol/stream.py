@@ -10,8 +10,9 @@ where the next message begins, or where the stream ends.
 for more bytes rather than guess. Because attachments may continue in the next chunk, the last
 message of a feed is held until the next body begins or `close()` is called. A message whose
 body breaks the event rules (bad SAID, ...) comes back as a `BadFrame` and reading goes on,
-since its size is known. Bytes that cannot be framed raise `ParseError` with the offset, and the
-reader refuses further input: there is no safe place to resume.
+since its size is known. Bytes that cannot be framed raise `ParseError` with the offset (after
+the messages framed before them have been returned), and the reader refuses further input:
+there is no safe place to resume.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ _HEAD: Final = 24  # bytes that always hold a version string
 _BASE64_RUN: Final = re.compile(rb"[A-Za-z0-9_-]*")
 _CBOR_VERSION_AT: Final = 4  # map byte, 0x61 "v", 0x71 (text of 17): version follows
 _JSON_VERSION_AT: Final = 6  # {"v":"
-_PREFIXES: Final = {Kind.JSON: b"KERI10JSON", Kind.CBOR: b"KERI10CBOR"}
-_HEX6: Final = re.compile(rb"[0-9a-f]{6}")
+_VERSION_AT: Final = re.compile(rb"KERI10(JSON|CBOR)([0-9a-f]{6})_").match
+_KIND_TEXT: Final = {Kind.JSON: b"JSON", Kind.CBOR: b"CBOR"}
 
 
 class Message(NamedTuple):
@@ -103,13 +104,17 @@ class StreamReader:
                     if final:
                         raise ParseError("stream ends inside a message", self._base + pos) from None
                     if size - pos > 2 * self._max + _HEAD:  # body + attachments at most
-                        raise ParseError("message exceeds the size limit", self._base + pos) from None
+                        raise ParseError(
+                            "message exceeds the size limit", self._base + pos
+                        ) from None
                     break
                 out.append(frame)
                 pos = end
         except ParseError as err:
             self._failed = err
-            raise
+            if not out:
+                raise
+            # Hand over what was framed before the bad bytes; the next call raises.
         del self._buf[:pos]
         self._base += pos
         return out
@@ -135,10 +140,10 @@ def _version(buf: bytes, pos: int, final: bool) -> tuple[Kind, int]:
         raise ParseError(f"expected the start of a message body, found {what}", pos)
     if len(buf) - pos < _HEAD and not final:
         raise _Incomplete
-    if at > 0 and buf[at : at + 10] == _PREFIXES[kind] and buf[at + 16 : at + 17] == b"_":
-        digits = buf[at + 10 : at + 16]
-        if _HEX6.fullmatch(digits):
-            return kind, int(digits, 16)
+    if at > 0:
+        match = _VERSION_AT(buf, at)
+        if match is not None and match.group(1) == _KIND_TEXT[kind]:
+            return kind, int(match.group(2), 16)
     return sniff(buf[pos : pos + _HEAD])
 
 
@@ -160,7 +165,7 @@ def _frame_one(buf: bytes, pos: int, base: int, final: bool, limit: int) -> tupl
         raise _Incomplete  # its attachments may go on in the next chunk
     if att_end - end > limit:
         raise ParseError("attachments exceed the size limit", base + end)
-    attachments = parse_attachments(buf[end:att_end].decode("ascii"), base + end)
+    attachments = parse_attachments(buf[end:att_end], base + end)
     try:
         event = parse_event(buf[pos:end], kind)
     except RemoteProtocolError as err:

@@ -8,7 +8,7 @@ keys that signed add up to at least 1. A flat fraction list is one clause.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
@@ -87,7 +87,7 @@ def parse_threshold(value: object, what: str) -> Threshold:
     raise EventError(f"{what} must be a hex string, a fraction list or a list of lists")
 
 
-def _clause(items: list[object], what: str) -> tuple[Fraction, ...]:
+def _clause(items: Sequence[object], what: str) -> tuple[Fraction, ...]:
     weights = []
     for item in items:
         if not isinstance(item, str) or not _WEIGHT.fullmatch(item):

@@ -96,7 +96,11 @@ class Validator:
     # ------------------------------------------------------------------ inputs
 
     def process(self, message: Message, now: float) -> list[Outcome]:
-        """Judge one message; return its outcome first, then any it caused (escrow moves)."""
+        """Judge one message; return the outcomes of everything it settled, in order.
+
+        Among them is the message's own (same SAID and ilk); the others are events it moved:
+        released from escrow, superseded by a recovery, dropped from a full escrow.
+        """
         out: list[Outcome] = []
         self._out = out
         event = message.event
@@ -124,7 +128,10 @@ class Validator:
     # ------------------------------------------------------------------ receipts
 
     def _receipt(
-        self, rct: Event, couples: tuple[tuple[str, bytes], ...], wigs: tuple[IndexedSig, ...],
+        self,
+        rct: Event,
+        couples: tuple[tuple[str, bytes], ...],
+        wigs: tuple[IndexedSig, ...],
         now: float,
     ) -> None:
         said = rct.said
@@ -168,8 +175,12 @@ class Validator:
         if where is not None:
             old = self._escrows[where].pop(said)
             if old is not None:
-                old.merge(tuple(pending.sigs.values()), tuple(pending.wigs.values()),
-                          tuple(pending.couples.items()), pending.sources)
+                old.merge(
+                    tuple(pending.sigs.values()),
+                    tuple(pending.wigs.values()),
+                    tuple(pending.couples.items()),
+                    pending.sources,
+                )
                 pending = old
         early = self._early.pop(said, None) if self._early else None
         if early is not None:
@@ -287,8 +298,9 @@ class Validator:
         if len(check.verified) != len(p.sigs):
             p.sigs = {s.index: s for s in check.verified}
         if signing.toad:
-            good = verify_witnesses(event.raw, signing, p.wigs.values(), p.couples.items(),
-                                    self._verify)
+            good = verify_witnesses(
+                event.raw, signing, p.wigs.values(), p.couples.items(), self._verify
+            )
             p.couples, p.wigs = good, {}
             if len(good) < signing.toad:
                 reason = f"{len(good)} of {signing.toad} witness receipts"
@@ -305,8 +317,9 @@ class Validator:
         return dkel is not None and dkel.at(where[1]) is not None
 
     def _duplicate(self, record: Record, p: Pending) -> bool:
-        good = verify_witnesses(record.event.raw, record.authority, p.wigs.values(),
-                                p.couples.items(), self._verify)
+        good = verify_witnesses(
+            record.event.raw, record.authority, p.wigs.values(), p.couples.items(), self._verify
+        )
         record.receipts.update(good)
         kel = self._kels[record.event.prefix]
         if kel.at(record.event.sn) is not record:
@@ -353,8 +366,7 @@ class Validator:
     # ------------------------------------------------------------------ bookkeeping
 
     def _record(self, p: Pending, authority: Authority) -> Record:
-        return Record(p.event, tuple(p.sigs.values()), authority, dict(p.couples),
-                      tuple(p.sources))
+        return Record(p.event, tuple(p.sigs.values()), authority, dict(p.couples), tuple(p.sources))
 
     def _accepted(self, record: Record) -> None:
         event = record.event
@@ -417,8 +429,9 @@ def _outcome(
     waiting: Waiting | None = None,
     evidence: DuplicityEvidence | None = None,
 ) -> Outcome:
-    return Outcome(status, event.prefix, event.sn, event.said, event.ilk.value, reason, waiting,
-                   evidence)
+    return Outcome(
+        status, event.prefix, event.sn, event.said, event.ilk.value, reason, waiting, evidence
+    )
 
 
 def _check_authority(authority: Authority) -> None:
@@ -445,8 +458,5 @@ def _replay_message(record: Record, controller_only: bool = False) -> bytes:
     if controller_only:
         return messagize(record.event, Attachments(sigs=record.sigs))
     witnesses = record.authority.witnesses
-    wigs = tuple(
-        IndexedSig(witnesses.index(w), None, sig) for w, sig in record.receipts.items()
-    )
-    return messagize(record.event, Attachments(sigs=record.sigs, wigs=wigs,
-                                               sources=record.sources))
+    wigs = tuple(IndexedSig(witnesses.index(w), None, sig) for w, sig in record.receipts.items())
+    return messagize(record.event, Attachments(sigs=record.sigs, wigs=wigs, sources=record.sources))

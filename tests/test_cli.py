@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,6 @@ from dkms.node.cli import main
 VECTORS = Path(__file__).parent / "vectors" / "keri-v1"
 CESR_FILES = sorted(VECTORS.glob("*/*.cesr"))
 STATE_KEYS = ("sn", "d", "k", "n", "kt", "nt", "b", "bt", "c", "di", "et", "ee")
-
 
 
 def verify_json(capsys: pytest.CaptureFixture[str], *paths: str) -> tuple[int, list[Any]]:
@@ -164,8 +165,16 @@ def test_inspect(capsys: pytest.CaptureFixture[str]) -> None:
     path = VECTORS / "cbor" / "witnessed.cesr"
     assert main(["kel", "inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    for text in ("icp", "rot", "rct", "ixn", "receipt couples (-C)", "witness sigs (-B)",
-                 "witnesses cut (br)", "index 0 ondex 0"):
+    for text in (
+        "icp",
+        "rot",
+        "rct",
+        "ixn",
+        "receipt couples (-C)",
+        "witness sigs (-B)",
+        "witnesses cut (br)",
+        "index 0 ondex 0",
+    ):
         assert text in out
     delegation = VECTORS / "json" / "delegation.cesr"
     assert main(["kel", "inspect", str(delegation)]) == 0
@@ -185,6 +194,26 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "sample.cesr" in out
     assert "accepted" in out and "rejected" not in out and "escrowed" not in out
+
+
+def test_module_entry_point_exits_with_the_status() -> None:
+    # run.py starts the demo as `python -m dkms.node.cli`; that goes through `entry`.
+    demo = subprocess.run(
+        [sys.executable, "-m", "dkms.node.cli", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert demo.returncode == 0 and "sample.cesr" in demo.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "dkms.node.cli", "kel", "verify", "/no/such"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
 
 
 def test_demo_sample_is_the_two_vectors() -> None:

@@ -31,6 +31,7 @@ message_b64 (body + attachments).  Notes on the less obvious fields:
 Each stream holds the concatenated messages and keripy's final key state record
 (minus its wall-clock "dt") for every AID, after a fresh Kevery parsed the stream.
 """
+
 import base64
 import json
 import sys
@@ -94,8 +95,11 @@ def seal(serder):
 def source_couple(anchor):
     # keripy appends this -G couple (sn + said of the delegating event) after the
     # controller sigs of a dip/drt so a validator can find the anchoring seal.
-    return (Counter(Codens.SealSourceCouples, count=1, gvrsn=kering.Vrsn_1_0).qb64b
-            + Seqner(sn=anchor.sn).qb64b + anchor.said.encode())
+    return (
+        Counter(Codens.SealSourceCouples, count=1, gvrsn=kering.Vrsn_1_0).qb64b
+        + Seqner(sn=anchor.sn).qb64b
+        + anchor.said.encode()
+    )
 
 
 def event_msg(serder, cur, wit_ns=(), anchor=None):
@@ -117,11 +121,20 @@ def case(name, serder, cur=(), nxt=(), wit_ns=(), msg=None, **extra):
     sigers = sign(serder.raw, cur)
     if msg is None:
         msg = messagize(serder, sigers=sigers)
-    rec = dict(name=name, kind=serder.kind, ilk=serder.ilk, ked=serder.ked,
-               raw_b64=b64(serder.raw), said=serder.said,
-               signer_seeds_hex=hexes(cur), next_seeds_hex=hexes(nxt),
-               witness_seeds_hex=hexes(wit_ns), sigs_qb64=[s.qb64 for s in sigers],
-               attachments=bytes(msg[len(serder.raw):]).decode(), message_b64=b64(msg))
+    rec = dict(
+        name=name,
+        kind=serder.kind,
+        ilk=serder.ilk,
+        ked=serder.ked,
+        raw_b64=b64(serder.raw),
+        said=serder.said,
+        signer_seeds_hex=hexes(cur),
+        next_seeds_hex=hexes(nxt),
+        witness_seeds_hex=hexes(wit_ns),
+        sigs_qb64=[s.qb64 for s in sigers],
+        attachments=bytes(msg[len(serder.raw) :]).decode(),
+        message_b64=b64(msg),
+    )
     if wit_ns:
         rec["witness_receipt_couples"] = b64(witness_receipt(serder, wit_ns))
         rec["witness_indexed_sigs"] = b64(event_msg(serder, cur, wit_ns))
@@ -137,11 +150,18 @@ def delegation(dgr_kind, dge_kind):
     dip = eventing.incept(keys(22), ndigs=ndigs(23), delpre=dgr.pre, code=SAID, kind=dge_kind)
     a1 = eventing.interact(dgr.pre, dgr.said, sn=1, data=[seal(dip)], kind=dgr_kind)
     dixn = eventing.interact(dip.pre, dip.said, sn=1, kind=dge_kind)
-    drt = eventing.rotate(dip.pre, keys(23), dixn.said, ilk=Ilks.drt, sn=2,
-                          ndigs=ndigs(24), kind=dge_kind)
+    drt = eventing.rotate(
+        dip.pre, keys(23), dixn.said, ilk=Ilks.drt, sn=2, ndigs=ndigs(24), kind=dge_kind
+    )
     a2 = eventing.interact(dgr.pre, a1.said, sn=2, data=[seal(drt)], kind=dgr_kind)
-    return [(dgr, [20], None), (a1, [20], None), (dip, [22], a1), (dixn, [22], None),
-            (a2, [20], None), (drt, [23], a2)]
+    return [
+        (dgr, [20], None),
+        (a1, [20], None),
+        (dip, [22], a1),
+        (dixn, [22], None),
+        (a2, [20], None),
+        (drt, [23], a2),
+    ]
 
 
 def long_kel(kind, count=30):
@@ -152,8 +172,9 @@ def long_kel(kind, count=30):
     for sn in range(1, count):
         if sn % 5 == 0:
             rots += 1
-            ev = eventing.rotate(ev.pre, keys(base + rots), ev.said, sn=sn,
-                                 ndigs=ndigs(base + rots + 1), kind=kind)
+            ev = eventing.rotate(
+                ev.pre, keys(base + rots), ev.said, sn=sn, ndigs=ndigs(base + rots + 1), kind=kind
+            )
         else:  # every third ixn anchors a digest seal so `a` is not always empty
             data = [dict(d=Diger(ser=b"payload %d" % sn, code=SAID).qb64)] if sn % 3 == 0 else []
             ev = eventing.interact(ev.pre, ev.said, sn=sn, data=data, kind=kind)
@@ -167,21 +188,41 @@ def witnessed_kel(kind):
     Rotations reuse the prior next keys in the same order, so each Siger index is
     valid both for the current keys and for the prior `n` list."""
     w = list(WITS)
-    ev = eventing.incept(keys(0x60, 0x61, 0x62), isith=["1/2"] * 3,
-                         ndigs=ndigs(0x63, 0x64, 0x65), nsith=[["1/2", "1/2"], ["1"]],
-                         toad=2, wits=wits(*w), code=SAID, kind=kind)
+    ev = eventing.incept(
+        keys(0x60, 0x61, 0x62),
+        isith=["1/2"] * 3,
+        ndigs=ndigs(0x63, 0x64, 0x65),
+        nsith=[["1/2", "1/2"], ["1"]],
+        toad=2,
+        wits=wits(*w),
+        code=SAID,
+        kind=kind,
+    )
     out = [(ev, [0x60, 0x61, 0x62], list(w))]
     # (sn, new keys, new kt, next keys, next nt, cuts, adds, toad); None = ixn
-    plan = {2: ([0x63, 0x64, 0x65], [["1/2", "1/2"], ["1"]], [0x66, 0x67], "1", [0x41], [0x44], 2),
-            4: ([0x66, 0x67], "2", [0x68], "1", [], [0x45], 3),
-            7: ([0x68], "1", [0x69, 0x6a], ["1/2", "1/2"], [0x42, 0x43], [], 1)}
+    plan = {
+        2: ([0x63, 0x64, 0x65], [["1/2", "1/2"], ["1"]], [0x66, 0x67], "1", [0x41], [0x44], 2),
+        4: ([0x66, 0x67], "2", [0x68], "1", [], [0x45], 3),
+        7: ([0x68], "1", [0x69, 0x6A], ["1/2", "1/2"], [0x42, 0x43], [], 1),
+    }
     cur = out[0][1]
     for sn in range(1, 9):
         if sn in plan:
             new, kt, nxt, nt, cuts, adds, toad = plan[sn]
-            ev = eventing.rotate(ev.pre, keys(*new), ev.said, sn=sn, isith=kt,
-                                 ndigs=ndigs(*nxt), nsith=nt, toad=toad, wits=wits(*w),
-                                 cuts=wits(*cuts), adds=wits(*adds), kind=kind)
+            ev = eventing.rotate(
+                ev.pre,
+                keys(*new),
+                ev.said,
+                sn=sn,
+                isith=kt,
+                ndigs=ndigs(*nxt),
+                nsith=nt,
+                toad=toad,
+                wits=wits(*w),
+                cuts=wits(*cuts),
+                adds=wits(*adds),
+                kind=kind,
+            )
             w = [x for x in w if x not in cuts] + adds
             cur = new
         else:
@@ -195,16 +236,46 @@ def build_cases(kind):
     e1 = icp(keys(1), ndigs=ndigs(2), code=SAID, kind=kind)
     e1b = icp(keys(1), ndigs=ndigs(2), kind=kind)  # no code: prefix is the key itself
     e2 = icp(keys(4, 5, 6), isith="2", ndigs=ndigs(7, 8, 9), nsith="2", code=SAID, kind=kind)
-    e3 = icp(keys(10, 11, 12), isith=["1/2"] * 3, ndigs=ndigs(13, 14, 15),
-             nsith=[["1/2", "1/2"], ["1"]], code=SAID, kind=kind)
-    eo = icp(keys(16), ndigs=ndigs(17), toad=2, wits=wits(*WITS),
-             cnfg=[TraitDex.EstOnly], code=SAID, kind=kind)
-    dnd = icp(keys(16), ndigs=ndigs(17), toad=2, wits=wits(*WITS),
-              cnfg=[TraitDex.DoNotDelegate], code=SAID, kind=kind)
+    e3 = icp(
+        keys(10, 11, 12),
+        isith=["1/2"] * 3,
+        ndigs=ndigs(13, 14, 15),
+        nsith=[["1/2", "1/2"], ["1"]],
+        code=SAID,
+        kind=kind,
+    )
+    eo = icp(
+        keys(16),
+        ndigs=ndigs(17),
+        toad=2,
+        wits=wits(*WITS),
+        cnfg=[TraitDex.EstOnly],
+        code=SAID,
+        kind=kind,
+    )
+    dnd = icp(
+        keys(16),
+        ndigs=ndigs(17),
+        toad=2,
+        wits=wits(*WITS),
+        cnfg=[TraitDex.DoNotDelegate],
+        code=SAID,
+        kind=kind,
+    )
     nontrans = icp([signer(0x30, transferable=False).verfer.qb64], kind=kind)
     rot1 = eventing.rotate(e1.pre, keys(2), e1.said, sn=1, ndigs=ndigs(3), kind=kind)
-    rotw = eventing.rotate(dnd.pre, keys(17), dnd.said, sn=1, ndigs=ndigs(18), toad=2,
-                           wits=wits(*WITS), cuts=wits(0x41), adds=wits(0x44), kind=kind)
+    rotw = eventing.rotate(
+        dnd.pre,
+        keys(17),
+        dnd.said,
+        sn=1,
+        ndigs=ndigs(18),
+        toad=2,
+        wits=wits(*WITS),
+        cuts=wits(0x41),
+        adds=wits(0x44),
+        kind=kind,
+    )
     ixn_seal = eventing.interact(e1.pre, rot1.said, sn=2, data=[seal(e2)], kind=kind)
     ixn_empty = eventing.interact(e1.pre, ixn_seal.said, sn=3, kind=kind)
     rct = eventing.receipt(e1.pre, e1.sn, e1.said, kind=kind)
@@ -215,9 +286,15 @@ def build_cases(kind):
 
     def delegated(name, ilk, nxt):
         ev, cur, anchor = deleg[ilk]
-        return case(name, ev, cur, nxt, delegator_prefix=anchor.pre,
-                    source_seal_couple=source_couple(anchor).decode(),
-                    message_with_source_seal_b64=b64(event_msg(ev, cur, anchor=anchor)))
+        return case(
+            name,
+            ev,
+            cur,
+            nxt,
+            delegator_prefix=anchor.pre,
+            source_seal_couple=source_couple(anchor).decode(),
+            message_with_source_seal_b64=b64(event_msg(ev, cur, anchor=anchor)),
+        )
 
     return [
         case("icp_single_key", e1, [1], [2]),
@@ -233,10 +310,20 @@ def build_cases(kind):
         case("ixn_empty", ixn_empty, [2]),
         delegated("dip", Ilks.dip, [23]),
         delegated("drt", Ilks.drt, [24]),
-        case("rct_nontrans_couple", rct, msg=rct_nt, receiptor_seeds_hex=hexes([0x41]),
-             receipted_said=e1.said),
-        case("rct_trans_group", rct, msg=rct_tr, receiptor_seeds_hex=hexes([4, 5, 6]),
-             receipted_said=e1.said),
+        case(
+            "rct_nontrans_couple",
+            rct,
+            msg=rct_nt,
+            receiptor_seeds_hex=hexes([0x41]),
+            receipted_said=e1.said,
+        ),
+        case(
+            "rct_trans_group",
+            rct,
+            msg=rct_tr,
+            receiptor_seeds_hex=hexes([4, 5, 6]),
+            receipted_said=e1.said,
+        ),
         case("ixn_sn_1a", ixn_1a, ixn_1a_cur),
     ]
 
@@ -271,11 +358,15 @@ def build_streams():
         msgs += [event_msg(ev, cur, w), witness_receipt(ev, w)]
     deleg = delegation(Kinds.json, Kinds.cbor)  # mixed kinds in one stream on purpose
     return [
-        stream("long_kel_json", [event_msg(ev, cur) for ev, cur, _ in longk],
-               {longk[0][0].pre: 29}),
+        stream(
+            "long_kel_json", [event_msg(ev, cur) for ev, cur, _ in longk], {longk[0][0].pre: 29}
+        ),
         stream("witnessed_kel_cbor", msgs, {witk[0][0].pre: 8}),
-        stream("delegation_mixed", [event_msg(ev, cur, anchor=a) for ev, cur, a in deleg],
-               {deleg[0][0].pre: 2, deleg[2][0].pre: 2}),
+        stream(
+            "delegation_mixed",
+            [event_msg(ev, cur, anchor=a) for ev, cur, a in deleg],
+            {deleg[0][0].pre: 2, deleg[2][0].pre: 2},
+        ),
     ]
 
 
@@ -288,10 +379,10 @@ def check(path):
             if field in rec:
                 msg = base64.b64decode(rec[field])
                 serder = serdering.SerderKERI(raw=msg)
-                assert serder.raw == raw == msg[:serder.size], rec["name"]
+                assert serder.raw == raw == msg[: serder.size], rec["name"]
                 assert serder.said == rec["said"] == rec["ked"]["d"], rec["name"]
                 assert serder.ked == rec["ked"], rec["name"]
-        for sig, k in zip(rec["sigs_qb64"], rec["ked"].get("k", [])):
+        for sig, k in zip(rec["sigs_qb64"], rec["ked"].get("k", []), strict=False):
             siger = Siger(qb64=sig)
             assert Verfer(qb64=k).verify(siger.raw, raw), rec["name"]
         if rec["ilk"] == Ilks.icp:  # standalone inceptions must be accepted as-is
@@ -305,12 +396,19 @@ def check(path):
 
 def main():
     cases = [rec for kind in (Kinds.cbor, Kinds.json) for rec in build_cases(kind)]
-    doc = dict(generator=dict(tool="tools/keripy_vectors.py", keri=keri.__version__,
-                              seed_rule="seed(n) = bytes([n]) * 32"),
-               cases=cases, streams=build_streams())
+    doc = dict(
+        generator=dict(
+            tool="tools/keripy_vectors.py",
+            keri=keri.__version__,
+            seed_rule="seed(n) = bytes([n]) * 32",
+        ),
+        cases=cases,
+        streams=build_streams(),
+    )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(doc, indent=2) + "\n")
-    print("wrote %s: %d cases, %d streams verified" % ((OUT,) + check(OUT)))
+    cases, streams = check(OUT)
+    print(f"wrote {OUT}: {cases} cases, {streams} streams verified")
 
 
 if __name__ == "__main__":
