@@ -7,9 +7,13 @@ Everything goes through bytes: `message()` serializes what it builds and frames 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import traceback
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import hypothesis
 
 from dkms.protocol import events
 from dkms.protocol.cesr import IndexedSig
@@ -195,3 +199,60 @@ class Controller:
     def signers_for(self, event: Event) -> list[Signer]:
         # Generation 0 signs the inception; each rotation up to `event` moves one on.
         return self.keyset(sum(1 for e in self.events[1 : event.sn + 1] if e.establishment))
+
+
+# ------------------------------------------------------------------------ known bugs
+#
+# Bugs found in `protocol/` that are documented by a strict xfail test each (named in the
+# value). Property and fuzz tests that stumble on one of them note it and carry on, so the
+# suite stays green while the xfail tests keep the bug visible. When a bug is fixed its xfail
+# test starts failing (XPASS, strict): remove the marker and the entry here together.
+# Key: (exception type name, file under protocol/ of the innermost library frame). Functions
+# are not part of the key: protocol/ is being tuned for speed and they move around.
+
+KNOWN_BUGS: dict[tuple[str, str], str] = {
+    ("IndexError", "attachments.py"): "test_fuzz.py::test_attachments_of_just_dash_AA",
+    ("IndexError", "cesr.py"): "test_fuzz.py::test_attachments_of_just_dash_AA",
+    ("RecursionError", "attachments.py"): "test_fuzz.py::test_deeply_nested_attachment_groups",
+    ("UnicodeEncodeError", "events.py"): "test_fuzz.py::test_non_ascii_said, "
+    "test_fuzz.py::test_json_lone_surrogate",
+    ("CBOREncodeValueError", "events.py"): "test_fuzz.py::test_cbor_that_cannot_be_re_encoded",
+    ("CBOREncodeError", "events.py"): "test_fuzz.py::test_cbor_that_cannot_be_re_encoded",
+    ("ValueError", "thresholds.py"): "test_validator.py::test_weight_with_more_than_4300_digits",
+    ("ValueError", "validator.py"): "test_validator.py::test_replay_with_unverified_couples",
+}
+
+_PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocol"
+
+
+def known_bug(exc: BaseException) -> str | None:
+    """The xfail test documenting `exc` if it is one of KNOWN_BUGS, else None."""
+    inner = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve().parent == _PROTOCOL_DIR:
+            inner = frame
+    if inner is None:
+        return None
+    return KNOWN_BUGS.get((type(exc).__name__, Path(inner.filename).name))
+
+
+@contextmanager
+def library_errors_only() -> Iterator[None]:
+    """Let ProtocolError through silently; a known bug becomes a hypothesis event; the rest
+    (an unexpected exception escaping the library) fails the test."""
+    try:
+        yield
+    except ProtocolError:
+        pass
+    except Exception as exc:
+        name = known_bug(exc)
+        if name is None:
+            raise
+        note_known_bug(name)
+
+
+def note_known_bug(name: str) -> None:
+    try:
+        hypothesis.event(f"known bug, see {name}")
+    except Exception:  # outside a hypothesis test there is nothing to note it in
+        pass

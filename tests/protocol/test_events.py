@@ -6,20 +6,30 @@ fraction lists, lists of lists), witnesses, traits and anchors, in CBOR and JSON
 
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kel_kit import Controller, frames_until_error, message, one, sign, signer, state_json
+from kel_kit import (
+    Controller,
+    frames_until_error,
+    library_errors_only,
+    message,
+    one,
+    sign,
+    signer,
+    state_json,
+)
 
 from dkms.protocol import crypto, events
 from dkms.protocol.crypto import Signer
 from dkms.protocol.errors import EventError, ProtocolError
 from dkms.protocol.events import Event, Ilk, Kind
 from dkms.protocol.outcomes import Status
-from dkms.protocol.stream import Message, messagize
+from dkms.protocol.stream import Frame, Message, messagize
 from dkms.protocol.validator import Validator
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -305,14 +315,14 @@ def test_single_byte_change_of_a_signed_event_never_moves_the_kel(
     validator = Validator()
     validator.process(one(icp_bytes), 0.0)
     before = state_json(validator, ctl.prefix)
-    frames, _ = frames_until_error(changed)
+    frames: list[Frame] = []
+    with library_errors_only():
+        frames, _ = frames_until_error(changed)
     statuses = []
     for frame in frames:
         if isinstance(frame, Message):
-            try:
+            with library_errors_only():
                 statuses += [o.status for o in validator.process(frame, 0.0)]
-            except ProtocolError:
-                pass
     after = state_json(validator, ctl.prefix)
     if after == before:
         return
@@ -339,10 +349,8 @@ def test_every_single_byte_change_of_a_signed_ixn_is_refused(kind: Kind) -> None
         frames, _ = frames_until_error(changed)
         for frame in frames:
             if isinstance(frame, Message):
-                try:
+                with contextlib.suppress(ProtocolError):
                     validator.process(frame, 0.0)
-                except ProtocolError:
-                    pass
         state = validator.state(ctl.prefix)
         assert state is not None
         assert state.sn == 0, f"byte {at} changed and the interaction was still accepted"
