@@ -211,8 +211,6 @@ class Controller:
 # are not part of the key: protocol/ is being tuned for speed and they move around.
 
 KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("IndexError", "attachments.py"): "test_fuzz.py::test_attachments_of_just_dash_AA",
-    ("IndexError", "cesr.py"): "test_fuzz.py::test_attachments_of_just_dash_AA",
     ("RecursionError", "attachments.py"): "test_fuzz.py::test_deeply_nested_attachment_groups",
     ("UnicodeEncodeError", "events.py"): "test_fuzz.py::test_non_ascii_said, "
     "test_fuzz.py::test_json_lone_surrogate",
