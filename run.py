@@ -101,11 +101,13 @@ def setup() -> None:
             )
     say("installing the project and its test tools (first run only; takes a minute)")
     pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check", "-q"]
-    try:
-        subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-        subprocess.run([*pip, "install", "-e", f"{ROOT}[test]"], check=True)
-    except subprocess.CalledProcessError:
-        fail("pip could not install the project; the messages above say why.")
+    for step in (["install", "--upgrade", "pip"], ["install", "-e", f"{ROOT}[test]"]):
+        # pip and setuptools are chatty about things that are not problems; show their
+        # output only when a step fails, since then it says why.
+        done = subprocess.run([*pip, *step], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.stderr.write(done.stdout + done.stderr)
+            fail("pip could not install the project; the messages above say why.")
     STAMP.write_text(wanted_stamp())
 
 
