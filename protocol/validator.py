@@ -107,8 +107,10 @@ class Validator:
         if event.ilk is Ilk.RCT:
             atc = message.attachments
             self._receipt(event, atc.couples, atc.wigs, now)
-        else:
+        elif self._escrowed or self._early:
             self._submit(Pending(event, now, message.attachments))
+        elif self._judge(Pending(event, now, message.attachments)) and self._escrowed:
+            self._settle(event.prefix)  # acceptance may have freed escrowed events
         self._out = []
         return out
 
@@ -188,14 +190,19 @@ class Validator:
         if self._judge(pending):
             if early is not None:
                 self._emit(early[0], Status.ACCEPTED, "receipts stored with the accepted event")
-            self._settle(pending.event.prefix)
+            if self._escrowed:
+                self._settle(pending.event.prefix)
 
     def _judge(self, p: Pending) -> bool:
         """Route one pending event; True when it was accepted (the caller then settles)."""
         event = p.event
         kel = self._kels.get(event.prefix)
         try:
-            if kel is None:
+            if kel is not None and event.sn == kel.sn + 1 and event.ilk not in INCEPTION:
+                if event.prior != kel.last_said:  # the common case first: the next event
+                    return self._reject(event, "prior event digest p does not match the KEL")
+                accepted = self._extend(kel, p)
+            elif kel is None:
                 if event.ilk not in INCEPTION:
                     return self._escrow(p, Waiting.OUT_OF_ORDER, "its inception is not seen yet")
                 accepted = self._incept(p)
@@ -206,12 +213,8 @@ class Validator:
                     accepted = self._recover(kel, p)
                 else:
                     return self._conflict(kel, p)
-            elif event.sn > kel.sn + 1:
-                return self._escrow(p, Waiting.OUT_OF_ORDER, f"waiting for sn {kel.sn + 1:x}")
-            elif event.prior != kel.last_said:
-                return self._reject(event, "prior event digest p does not match the KEL")
             else:
-                accepted = self._extend(kel, p)
+                return self._escrow(p, Waiting.OUT_OF_ORDER, f"waiting for sn {kel.sn + 1:x}")
         except EventError as err:
             return self._reject(event, err.reason)
         return accepted
@@ -240,9 +243,10 @@ class Validator:
                 if "EO" in kel.traits:
                     return self._reject(event, "establishment-only identifier (EO) cannot interact")
                 return self._reject(event, "a non-transferable identifier has no further events")
-            if not self._gates(p, kel.authority, None, ""):
+            authority = kel.authority
+            if not self._gates(p, authority, None, ""):
                 return False
-            record = self._record(p, kel.authority)
+            record = Record(event, tuple(p.sigs.values()), authority, p.couples, ())
         else:
             authority = self._rotation_authority(kel, event)
             if authority is None or not self._gates(p, authority, kel.authority, kel.delegator):
@@ -297,7 +301,7 @@ class Validator:
             return self._reject(event, check.reason)
         if len(check.verified) != len(p.sigs):
             p.sigs = {s.index: s for s in check.verified}
-        if signing.toad:
+        if signing.toad or p.wigs or p.couples:  # keep only receipts that verify
             good = verify_witnesses(
                 event.raw, signing, p.wigs.values(), p.couples.items(), self._verify
             )
@@ -381,8 +385,6 @@ class Validator:
 
     def _settle(self, prefix: str) -> None:
         """Re-examine escrows that an acceptance for `prefix` may have unblocked."""
-        if not self._escrowed:
-            return
         todo = [prefix]
         while todo:
             pre = todo.pop()
