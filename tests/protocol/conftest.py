@@ -25,7 +25,8 @@ class TestTimedOut(BaseException):
 
 @pytest.fixture(autouse=True)
 def _time_limit() -> Iterator[None]:
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if not hasattr(signal, "setitimer") or not main:
         yield
         return
 

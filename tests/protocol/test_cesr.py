@@ -7,14 +7,13 @@ the length is fixed by the code, and only base64url characters may appear.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from kel_kit import signer
-
 from dkms.protocol import cesr, events
 from dkms.protocol.cesr import B64_ALPHABET, MATTER_SIZES, Codes, Counters, IndexedSig
 from dkms.protocol.errors import LocalProtocolError, ParseError
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kel_kit import signer
 
 CODES = sorted(MATTER_SIZES)
 SMALL_COUNTERS = [
@@ -127,7 +126,7 @@ def test_primitive_codes_and_expectations() -> None:
 def test_seqner_round_trip(sn: int) -> None:
     text = cesr.seqner(sn)
     assert len(text) == 24
-    code, raw = cesr.decode(text, expect=Codes.SEQNER)
+    _, raw = cesr.decode(text, expect=Codes.SEQNER)
     assert int.from_bytes(raw, "big") == sn
 
 
@@ -310,9 +309,7 @@ def attachments(draw: st.DrawFn) -> Attachments:
         (signer(("w", n), transferable=False).verfer, draw(sig_raw))
         for n in draw(st.lists(st.integers(0, 3), max_size=3))
     )
-    sources = tuple(
-        (sn, _SAID) for sn in draw(st.lists(st.integers(0, 2**128 - 1), max_size=3))
-    )
+    sources = tuple((sn, _SAID) for sn in draw(st.lists(st.integers(0, 2**128 - 1), max_size=3)))
     first_seen = tuple(
         (fn, "1AAG" + draw(st.text(B64_ALPHABET, min_size=32, max_size=32)))
         for fn in draw(st.lists(st.integers(0, 2**64), max_size=2))

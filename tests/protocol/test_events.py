@@ -7,10 +7,18 @@ fraction lists, lists of lists), witnesses, traits and anchors, in CBOR and JSON
 from __future__ import annotations
 
 import contextlib
+import itertools
 from fractions import Fraction
 from typing import Any
 
 import pytest
+from dkms.protocol import crypto, events
+from dkms.protocol.crypto import Signer
+from dkms.protocol.errors import EventError, ProtocolError
+from dkms.protocol.events import Event, Ilk, Kind
+from dkms.protocol.outcomes import Status
+from dkms.protocol.stream import Frame, Message, messagize
+from dkms.protocol.validator import Validator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kel_kit import (
@@ -23,14 +31,6 @@ from kel_kit import (
     signer,
     state_json,
 )
-
-from dkms.protocol import crypto, events
-from dkms.protocol.crypto import Signer
-from dkms.protocol.errors import EventError, ProtocolError
-from dkms.protocol.events import Event, Ilk, Kind
-from dkms.protocol.outcomes import Status
-from dkms.protocol.stream import Frame, Message, messagize
-from dkms.protocol.validator import Validator
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -61,15 +61,15 @@ def threshold(draw: st.DrawFn, size: int) -> int | list[str] | list[list[str]]:
         return draw(clause(size))
     cuts = sorted(draw(st.sets(st.integers(1, size - 1), max_size=size - 1)))
     bounds = [0, *cuts, size]
-    return [draw(clause(b - a)) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [draw(clause(b - a)) for a, b in itertools.pairwise(bounds)]
 
 
-scalars = st.one_of(
-    st.text(max_size=12), st.integers(-(2**70), 2**70), st.booleans(), st.none()
-)
+scalars = st.one_of(st.text(max_size=12), st.integers(-(2**70), 2**70), st.booleans(), st.none())
 data_items = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -79,7 +79,9 @@ def seal(draw: st.DrawFn) -> dict[str, str]:
     return {"i": draw(saids), "s": f"{draw(st.integers(0, 2**32)):x}", "d": draw(saids)}
 
 
-anchors = st.lists(seal() | st.dictionaries(st.text(max_size=5), data_items, max_size=3), max_size=3)
+anchors = st.lists(
+    seal() | st.dictionaries(st.text(max_size=5), data_items, max_size=3), max_size=3
+)
 
 
 def signers_from(seed_list: list[bytes], transferable: bool = True) -> list[Signer]:
@@ -220,8 +222,9 @@ def test_same_seeds_build_the_same_bytes(data: st.DataObject, kind: Kind, count:
 
     def build() -> tuple[bytes, bytes]:
         keys = [Signer(s).verfer for s in seed_list]
-        icp = events.incept(keys, next_digests=[crypto.next_key_digest(k) for k in keys],
-                            kt=kt, kind=kind)
+        icp = events.incept(
+            keys, next_digests=[crypto.next_key_digest(k) for k in keys], kt=kt, kind=kind
+        )
         ixn = events.interact(icp.prefix, prior=icp.said, sn=1, anchors=anchor_list, kind=kind)
         return icp.raw, ixn.raw
 
