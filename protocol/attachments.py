@@ -133,7 +133,7 @@ def parse_attachments(data: bytes | str, base: int = 0) -> Attachments:
         text = data
     groups: dict[str, list[object]] = {}
     reader = _Reader(text, base)
-    _groups(reader, len(text), groups)
+    _groups(reader, len(text), groups, 0)
     get = groups.get
     return Attachments(
         tuple(get(Counters.CONTROLLER_SIGS, ())),  # type: ignore[arg-type]
@@ -161,7 +161,10 @@ def _plain_sigs(data: bytes, base: int) -> tuple[IndexedSig, ...] | None:
     return tuple(out)
 
 
-def _groups(reader: _Reader, end: int, groups: dict[str, list[object]]) -> None:
+MAX_NESTING: Final = 4  # -V groups inside -V groups; keripy never nests them at all
+
+
+def _groups(reader: _Reader, end: int, groups: dict[str, list[object]], depth: int) -> None:
     text = reader.text
     while reader.pos < end:
         at = reader.pos
@@ -179,7 +182,9 @@ def _groups(reader: _Reader, end: int, groups: dict[str, list[object]]) -> None:
                 raise ParseError(
                     "attachment group is longer than the attachments", reader.base + at
                 )
-            _groups(reader, inner_end, groups)
+            if depth >= MAX_NESTING:
+                raise ParseError("attachment groups nested too deeply", reader.base + at)
+            _groups(reader, inner_end, groups, depth + 1)
             if reader.pos != inner_end:
                 raise ParseError(
                     "attachment group size does not match its content", reader.base + at

@@ -203,7 +203,12 @@ def parse_indexed_sig(text: str, pos: int = 0) -> tuple[IndexedSig, int]:
         if len(text) < pos + size:
             raise ParseError("truncated indexed signature")
         index = b64_to_int(text[pos + 2 : pos + 4])
-        ondex = b64_to_int(text[pos + 4 : pos + 6]) if text[pos + 1] == "A" else None
+        if text[pos + 1] == "A":
+            ondex = b64_to_int(text[pos + 4 : pos + 6])
+        elif text[pos + 4 : pos + 6] == "AA":
+            ondex = None
+        else:
+            raise ParseError("a current-only (2B) signature must have a zero ondex")
         body = text[pos + 6 : pos + size]
     else:
         raise ParseError(f"unsupported indexed signature code {text[pos : pos + 2]!r}")

@@ -9,13 +9,16 @@ pass in); what is dropped is returned so the caller can report it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from .attachments import Attachments
 from .cesr import IndexedSig
 from .events import Event
+
+T = TypeVar("T")
 
 
 class Waiting(StrEnum):
@@ -27,8 +30,17 @@ class Waiting(StrEnum):
     DELEGATION = "awaiting-delegation"  # its delegator's anchoring seal
 
 
+MAX_CANDIDATES = 64  # signatures (or receipts) of one kind kept per pending event
+
+
 class Pending:
-    """An event with everything attached to it so far."""
+    """An event with every signature and receipt offered for it so far, not yet all checked.
+
+    Candidates are kept side by side rather than one per index: otherwise anyone could send a
+    copy of a partially signed event with a garbage signature at index 0 and so shut out the
+    controller's real one. Only signatures that verified survive into an escrow (see
+    Validator._gates), and each list is capped so hostile copies cannot grow it without end.
+    """
 
     __slots__ = ("couples", "event", "sigs", "since", "sources", "wigs")
 
@@ -36,34 +48,35 @@ class Pending:
         self.event = event
         self.since = since
         if attachments is None:
-            self.sigs: dict[int, IndexedSig] = {}
-            self.wigs: dict[int, IndexedSig] = {}
-            self.couples: dict[str, bytes] = {}
+            self.sigs: list[IndexedSig] = []
+            self.wigs: list[IndexedSig] = []
+            self.couples: list[tuple[str, bytes]] = []
             self.sources: list[tuple[int, str]] = []
-        else:  # reversed, so the first of two signatures with one index wins, as in merge
-            sigs, wigs, couples = attachments.sigs, attachments.wigs, attachments.couples
-            sources = attachments.sources
-            self.sigs = {s.index: s for s in reversed(sigs)} if sigs else {}
-            self.wigs = {s.index: s for s in reversed(wigs)} if wigs else {}
-            self.couples = dict(reversed(couples)) if couples else {}
-            self.sources = list(dict.fromkeys(sources)) if sources else []
+        else:
+            self.sigs = list(attachments.sigs[:MAX_CANDIDATES])
+            self.wigs = list(attachments.wigs[:MAX_CANDIDATES])
+            self.couples = list(attachments.couples[:MAX_CANDIDATES])
+            self.sources = list(attachments.sources[:MAX_CANDIDATES])
 
     def merge(
         self,
-        sigs: tuple[IndexedSig, ...] | list[IndexedSig],
-        wigs: tuple[IndexedSig, ...] | list[IndexedSig],
-        couples: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]],
-        sources: tuple[tuple[int, str], ...] | list[tuple[int, str]],
+        sigs: Sequence[IndexedSig],
+        wigs: Sequence[IndexedSig],
+        couples: Sequence[tuple[str, bytes]],
+        sources: Sequence[tuple[int, str]],
     ) -> None:
-        for sig in sigs:
-            self.sigs.setdefault(sig.index, sig)
-        for wig in wigs:
-            self.wigs.setdefault(wig.index, wig)
-        for prefix, signature in couples:
-            self.couples.setdefault(prefix, signature)
-        for source in sources:
-            if source not in self.sources:
-                self.sources.append(source)
+        _add(self.sigs, sigs)
+        _add(self.wigs, wigs)
+        _add(self.couples, couples)
+        _add(self.sources, sources)
+
+
+def _add(into: list[T], items: Sequence[T]) -> None:
+    for item in items:
+        if len(into) >= MAX_CANDIDATES:
+            return
+        if item not in into:
+            into.append(item)
 
 
 @dataclass(frozen=True, slots=True)

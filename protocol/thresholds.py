@@ -16,7 +16,8 @@ from typing import Final
 from .errors import EventError, LocalProtocolError
 
 _HEX: Final = re.compile(r"(?:0|[1-9a-f][0-9a-f]{0,31})")
-_WEIGHT: Final = re.compile(r"(?:0|[1-9][0-9]*)(?:/[1-9][0-9]*)?")
+# At most 9 digits a side: real weights are small fractions, and this keeps Fraction cheap.
+_WEIGHT: Final = re.compile(r"(?:0|[1-9][0-9]{0,8})(?:/[1-9][0-9]{0,8})?")
 
 ThresholdValue = str | list[str] | list[list[str]]
 """The form a threshold takes inside an event: hex string, fraction list, list of lists."""

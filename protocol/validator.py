@@ -33,7 +33,7 @@ from typing import Any
 from . import crypto
 from .cesr import IndexedSig
 from .duplicity import DuplicityEvidence
-from .errors import EventError
+from .errors import EventError, RemoteProtocolError
 from .escrow import Escrow, EscrowLimits, Pending, Waiting
 from .events import INCEPTION, ROTATION, Event, Ilk
 from .kel import Kel, Record
@@ -62,8 +62,10 @@ class Validator:
         self._seen: dict[str, Record] = {}  # SAID -> record, for every event ever accepted
         self._escrowed: dict[str, Waiting] = {}  # SAID -> escrow holding the event
         self._escrows = {w: Escrow(w, self._limits, self._escrowed) for w in _ESCROW_ORDER}
-        self._early: OrderedDict[str, tuple[Event, float, dict[str, bytes]]] = OrderedDict()
-        self._anchors: dict[tuple[str, str, str], tuple[str, int]] = {}
+        # Receipts for events not seen yet: receipted SAID -> the rct and its signatures.
+        self._early: OrderedDict[str, Pending] = OrderedDict()
+        # Seal (i, s, d) -> (anchoring prefix, its sn, its SAID), for delegation approvals.
+        self._anchors: dict[tuple[str, str, str], tuple[str, int, str]] = {}
         self._out: list[Outcome] = []
         self.evidence: list[DuplicityEvidence] = []
 
@@ -122,8 +124,8 @@ class Validator:
                 reason = f"dropped from escrow after waiting too long ({escrow.waiting})"
                 out.append(_outcome(pending.event, Status.REJECTED, reason))
         cutoff = now - self._limits.max_age
-        for said in [s for s, (_, since, _) in self._early.items() if since < cutoff]:
-            event = self._early.pop(said)[0]
+        for said in [s for s, early in self._early.items() if early.since < cutoff]:
+            event = self._early.pop(said).event
             out.append(_outcome(event, Status.REJECTED, "receipted event never arrived"))
         return out
 
@@ -161,11 +163,12 @@ class Validator:
                 else:
                     self._emit(rct, Status.ESCROWED, "receipted event is escrowed", escrow.waiting)
                 return
-        _, since, stored = self._early.get(said, (rct, now, {}))
-        stored.update(couples)
-        self._early[said] = (rct, since, stored)
+        early = self._early.get(said)
+        if early is None:
+            early = self._early[said] = Pending(rct, now)
+        early.merge((), wigs, couples, ())
         while len(self._early) > self._limits.max_receipts:
-            old = self._early.popitem(last=False)[1][0]
+            old = self._early.popitem(last=False)[1].event
             self._emit(old, Status.REJECTED, "receipt escrow full; dropped oldest receipts")
         self._emit(rct, Status.ESCROWED, "receipted event not seen yet", Waiting.OUT_OF_ORDER)
 
@@ -177,19 +180,14 @@ class Validator:
         if where is not None:
             old = self._escrows[where].pop(said)
             if old is not None:
-                old.merge(
-                    tuple(pending.sigs.values()),
-                    tuple(pending.wigs.values()),
-                    tuple(pending.couples.items()),
-                    pending.sources,
-                )
+                old.merge(pending.sigs, pending.wigs, pending.couples, pending.sources)
                 pending = old
         early = self._early.pop(said, None) if self._early else None
         if early is not None:
-            pending.merge((), (), tuple(early[2].items()), ())
+            pending.merge((), early.wigs, early.couples, ())
         if self._judge(pending):
             if early is not None:
-                self._emit(early[0], Status.ACCEPTED, "receipts stored with the accepted event")
+                self._emit(early.event, Status.ACCEPTED, "receipts stored with the accepted event")
             if self._escrowed:
                 self._settle(pending.event.prefix)
 
@@ -200,6 +198,8 @@ class Validator:
         try:
             if kel is not None and event.sn == kel.sn + 1 and event.ilk not in INCEPTION:
                 if event.prior != kel.last_said:  # the common case first: the next event
+                    if event.said in self._seen:  # e.g. a superseded event sent again
+                        return self._duplicate(self._seen[event.said], p)
                     return self._reject(event, "prior event digest p does not match the KEL")
                 accepted = self._extend(kel, p)
             elif kel is None:
@@ -215,7 +215,7 @@ class Validator:
                     return self._conflict(kel, p)
             else:
                 return self._escrow(p, Waiting.OUT_OF_ORDER, f"waiting for sn {kel.sn + 1:x}")
-        except EventError as err:
+        except RemoteProtocolError as err:  # e.g. a key in a rotation that is not a key
             return self._reject(event, err.reason)
         return accepted
 
@@ -246,12 +246,12 @@ class Validator:
             authority = kel.authority
             if not self._gates(p, authority, None, ""):
                 return False
-            record = Record(event, tuple(p.sigs.values()), authority, p.couples, ())
+            record = Record(event, tuple(p.sigs), authority, dict(p.couples), ())
         else:
-            authority = self._rotation_authority(kel, event)
-            if authority is None or not self._gates(p, authority, kel.authority, kel.delegator):
+            rotated = self._rotation_authority(kel, event)
+            if rotated is None or not self._gates(p, rotated, kel.authority, kel.delegator):
                 return False
-            record = self._record(p, authority)
+            record = self._record(p, rotated)
         kel.append(record)
         self._accepted(record)
         return True
@@ -294,18 +294,16 @@ class Validator:
     ) -> bool:
         """Signatures, then witness receipts, then delegation; escrow or reject on failure."""
         event = p.event
-        check = verify_controller(event, p.sigs.values(), signing, prior, self._verify)
+        check = verify_controller(event, p.sigs, signing, prior, self._verify)
+        if len(check.verified) != len(p.sigs):
+            p.sigs = list(check.verified)  # escrows keep only signatures that verified
         if check.verdict is SigVerdict.PARTIAL:
             return self._escrow(p, Waiting.PARTIALLY_SIGNED, check.reason)
         if check.verdict is not SigVerdict.SATISFIED:
             return self._reject(event, check.reason)
-        if len(check.verified) != len(p.sigs):
-            p.sigs = {s.index: s for s in check.verified}
         if signing.toad or p.wigs or p.couples:  # keep only receipts that verify
-            good = verify_witnesses(
-                event.raw, signing, p.wigs.values(), p.couples.items(), self._verify
-            )
-            p.couples, p.wigs = good, {}
+            good = verify_witnesses(event.raw, signing, p.wigs, p.couples, self._verify)
+            p.couples, p.wigs = list(good.items()), []
             if len(good) < signing.toad:
                 reason = f"{len(good)} of {signing.toad} witness receipts"
                 return self._escrow(p, Waiting.PARTIALLY_WITNESSED, reason)
@@ -314,16 +312,16 @@ class Validator:
         return True
 
     def _anchored(self, event: Event, delegator: str) -> bool:
+        """True when the delegator's KEL, as it stands now, anchors a seal of `event`."""
         where = self._anchors.get((event.prefix, f"{event.sn:x}", event.said))
         if where is None or where[0] != delegator:
             return False
         dkel = self._kels.get(delegator)
-        return dkel is not None and dkel.at(where[1]) is not None
+        anchoring = dkel.at(where[1]) if dkel is not None else None
+        return anchoring is not None and anchoring.event.said == where[2]
 
     def _duplicate(self, record: Record, p: Pending) -> bool:
-        good = verify_witnesses(
-            record.event.raw, record.authority, p.wigs.values(), p.couples.items(), self._verify
-        )
+        good = verify_witnesses(record.event.raw, record.authority, p.wigs, p.couples, self._verify)
         record.receipts.update(good)
         kel = self._kels[record.event.prefix]
         if kel.at(record.event.sn) is not record:
@@ -347,7 +345,7 @@ class Validator:
             signing, prior_auth = authority_of(event, ()), prior
         else:
             signing, prior_auth = prior, None
-        check = verify_controller(event, p.sigs.values(), signing, prior_auth, self._verify)
+        check = verify_controller(event, p.sigs, signing, prior_auth, self._verify)
         if check.verdict is not SigVerdict.SATISFIED:
             reason = f"conflicts with the accepted event at sn {event.sn:x}; {check.reason}"
             return self._reject(event, reason)
@@ -370,7 +368,7 @@ class Validator:
     # ------------------------------------------------------------------ bookkeeping
 
     def _record(self, p: Pending, authority: Authority) -> Record:
-        return Record(p.event, tuple(p.sigs.values()), authority, dict(p.couples), tuple(p.sources))
+        return Record(p.event, tuple(p.sigs), authority, dict(p.couples), tuple(p.sources))
 
     def _accepted(self, record: Record) -> None:
         event = record.event
@@ -380,7 +378,7 @@ class Validator:
             for item in anchors:
                 seal = _seal_key(item)
                 if seal is not None:
-                    self._anchors[seal] = (event.prefix, event.sn)
+                    self._anchors[seal] = (event.prefix, event.sn, event.said)
         self._out.append(Outcome(Status.ACCEPTED, event.prefix, event.sn, event.said, event.ilk))
 
     def _settle(self, prefix: str) -> None:

@@ -209,14 +209,7 @@ class Controller:
 # Key: (exception type name, file under protocol/ of the innermost library frame). Functions
 # are not part of the key: protocol/ is being tuned for speed and they move around.
 
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("RecursionError", "attachments.py"): "test_fuzz.py::test_deeply_nested_attachment_groups",
-    ("UnicodeEncodeError", "events.py"): "test_fuzz.py::test_non_ascii_said, "
-    "test_fuzz.py::test_json_lone_surrogate",
-    ("CBOREncodeValueError", "events.py"): "test_fuzz.py::test_cbor_that_cannot_be_re_encoded",
-    ("CBOREncodeError", "events.py"): "test_fuzz.py::test_cbor_that_cannot_be_re_encoded",
-    ("ValueError", "thresholds.py"): "test_validator.py::test_weight_with_more_than_4300_digits",
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 _PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocol"
 

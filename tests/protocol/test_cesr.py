@@ -211,12 +211,6 @@ def test_big_forms_of_small_indexes_parse(index: int, raw: bytes) -> None:
     assert cesr.parse_indexed_sig("2B" + digits + "AA" + body) == (IndexedSig(index, None, raw), 92)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cesr.parse_indexed_sig ignores the two ondex characters of a 2B "
-    "(current-only) signature: any characters are accepted there, even non-base64 ones, so one "
-    "signature has many texts; keripy rejects a non-zero ondex ('Invalid ondex=.. for code=2B')",
-)
 @pytest.mark.parametrize("ondex_text", ["AJ", "_A", "::", "=="])
 def test_2B_ondex_digits_must_be_zero(ondex_text: str) -> None:
     text = IndexedSig(70, None, bytes(64)).qb64()

@@ -2,8 +2,8 @@
 
 Three sources of hostile input: random bytes (and random soups of CESR-looking tokens), every
 truncation and hypothesis-chosen one-byte edits of the keripy vectors (framed, then validated),
-and duplicity evidence (random, and mutated valid evidence). Bugs already found are listed in
-`kel_kit.KNOWN_BUGS` and pinned by the strict xfail tests at the end of this file.
+and duplicity evidence (random, and mutated valid evidence). Bugs found this way are pinned by
+regression tests at the end of this file.
 """
 
 from __future__ import annotations
@@ -487,11 +487,10 @@ def test_from_cbor_refuses_other_objects() -> None:
         DuplicityEvidence.from_cbor(b"\xff")
 
 
-# ------------------------------------------------------------------------ known bugs
+# ------------------------------------------------------------------------ regressions
 #
-# Each test below pins one bug in `protocol/` with a minimal input. They are strict xfails:
-# when the bug is fixed the test passes, pytest reports XPASS as a failure, and the marker and
-# the matching `kel_kit.KNOWN_BUGS` entry should be removed together.
+# Each test below pins, with a minimal input, a bug that fuzzing found in `protocol/` and that
+# has since been fixed.
 
 
 def json_body(ked: dict[str, Any]) -> bytes:
@@ -520,25 +519,12 @@ def assert_library_error(data: bytes) -> None:
         parse_stream(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="bug: attachments._groups recurses once per nested -V group; ~1000 nested groups "
-    "(4 bytes each) raise RecursionError",
-)
 def test_deeply_nested_attachment_groups() -> None:
     depth = 1100  # level k is a -V counting the (depth - 1 - k) quadlets nested inside it
     nested = b"".join(b"-V" + cesr.int_to_b64(n, 2).encode() for n in range(depth - 1, -1, -1))
     assert_library_error(TINY_BODY + nested)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="bug: events.parse_event's SAID check encodes d as ASCII (said.encode('ascii')) "
-    "without checking it is ASCII; a canonical body whose d is 'E' + 43 non-ASCII characters "
-    "raises UnicodeEncodeError",
-)
 @pytest.mark.parametrize("kind", ["json", "cbor"])
 def test_non_ascii_said(kind: str) -> None:
     ked = {**IXN, "d": "E" + "\u00e9" * 43}
@@ -546,13 +532,6 @@ def test_non_ascii_said(kind: str) -> None:
     assert_library_error(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="bug: events.dumps (called by parse_event for the canonical check) encodes JSON with "
-    'UTF-8; a JSON body holding a lone surrogate escape such as "\\ud800" raises '
-    "UnicodeEncodeError",
-)
 def test_json_lone_surrogate() -> None:
     short = json_body(IXN)
     body = short.replace(b'"a":[]', b'"a":["\\ud800"]')
@@ -561,13 +540,6 @@ def test_json_lone_surrogate() -> None:
     assert_library_error(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=cbor2.CBOREncodeError,
-    reason="bug: events.dumps (the canonical check in parse_event) re-encodes whatever cbor2 "
-    "decoded; a self-referencing array (tags 28/29) or a MIME message (tag 36) cannot be "
-    "re-encoded and cbor2's CBOREncodeError escapes",
-)
 @pytest.mark.parametrize(
     "tail",
     [bytes.fromhex("d81c81d81d00"), bytes.fromhex("81d82462") + b"hi"],

@@ -11,7 +11,6 @@ import pytest
 from dkms.protocol import events
 from dkms.protocol.crypto import Signer, digest
 from dkms.protocol.duplicity import DuplicityEvidence
-from dkms.protocol.errors import ProtocolError
 from dkms.protocol.escrow import EscrowLimits, Waiting
 from dkms.protocol.events import Event, Ilk, Kind
 from dkms.protocol.outcomes import Outcome, Status
@@ -530,13 +529,6 @@ def test_recovery_rotation_supersedes_two_interactions(kind: Kind) -> None:
     assert status_of(validator.process(ctl.signed(ixn), 0.0), ixn) is Status.ACCEPTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (the fast path added to Validator._judge in 734cc02): a superseded event at "
-    "the KEL's next sn is routed to _extend before the seen-SAID check, so resending it gives "
-    "'rejected: prior event digest p does not match' instead of 'superseded' (its sibling "
-    "one sn lower still gets 'superseded')",
-)
 def test_every_superseded_event_stays_superseded() -> None:
     ctl, (_, ixn1, ixn2, _), validator, _ = recovered()
     for event in (ixn1, ixn2):
@@ -776,8 +768,7 @@ def test_replay_with_unverified_couples() -> None:
 
 # ------------------------------------------------------------------------ known bugs
 #
-# Strict xfails pinning bugs in `protocol/`, each with a minimal construction. When one is
-# fixed it XPASSes (a failure under strict): remove the marker and its kel_kit.KNOWN_BUGS entry.
+# Regression tests: bugs found in review of `protocol/`, each with a minimal construction.
 
 
 def icp_with_kt(kt: Any, key: Signer) -> Message:
@@ -801,26 +792,12 @@ def icp_with_kt(kt: Any, key: Signer) -> Message:
     return message(icp, sign(icp, [key]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: thresholds._clause passes the weight text to Fraction(), which raises "
-    "ValueError (Python's 4300-digit int limit) for a weight like '1' * 5000; the validator "
-    "(and DuplicityEvidence.verify) let it escape instead of rejecting the event",
-)
 def test_weight_with_more_than_4300_digits() -> None:
     msg = icp_with_kt(["1" * 5000], signer("digits"))
     outcomes = Validator().process(msg, 0.0)
     assert status_of(outcomes, msg.event) is Status.REJECTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProtocolError,
-    reason="bug: Validator._settle re-judges escrowed events while processing another message "
-    "and lets their errors escape: a hostile rot (undecodable key) waiting out of order makes "
-    "process() of the valid ixn that unblocks it raise ParseError, losing that ixn's outcomes",
-)
 def test_hostile_escrowed_event_does_not_break_a_valid_one() -> None:
     ctl = Controller("hostile-escrow")
     icp = ctl.incept()
@@ -849,12 +826,6 @@ def test_hostile_escrowed_event_does_not_break_a_valid_one() -> None:
     assert status_of(outcomes, rot) is Status.REJECTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a receipt (rct) carrying -B indexed witness signatures that arrives before "
-    "its event is reported escrowed, but Validator._receipt keeps only its -C couples; the "
-    "-B signatures are dropped and never count toward bt",
-)
 def test_early_receipt_with_indexed_witness_signatures() -> None:
     ctl = Controller("early-wigs")
     icp = ctl.incept(witnesses=WITS[:2], toad=2)
@@ -867,13 +838,6 @@ def test_early_receipt_with_indexed_witness_signatures() -> None:
     assert status_of(outcomes, icp) is Status.ACCEPTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an escrowed event keeps the first signature it saw at each index, valid or "
-    "not (Pending.merge uses setdefault; only a satisfied check prunes), so anyone can send a "
-    "copy with garbage signatures and the controller's real signature at that index is then "
-    "ignored: the partially signed event can never be accepted",
-)
 def test_garbage_signature_does_not_block_the_real_one() -> None:
     ctl = Controller("poison", count=2)
     icp = ctl.incept(kt=2, nt=2)
@@ -884,13 +848,6 @@ def test_garbage_signature_does_not_block_the_real_one() -> None:
     assert status_of(outcomes, icp) is Status.ACCEPTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Validator._anchored only checks that the delegator's KEL still has *an* event "
-    "at the anchoring sn; after a recovery rotation supersedes the anchoring ixn, the stale "
-    "seal in _anchors still approves the delegated event (dip accepted with no anchor in the "
-    "delegator's KEL)",
-)
 def test_superseded_anchor_does_not_approve_a_delegation() -> None:
     boss, worker, dip = delegation()
     icp = boss.events[0]
