@@ -62,7 +62,17 @@ def messagize(event: Event, attachments: Attachments | None = None) -> bytes:
 
 
 class _Incomplete(Exception):
-    """More bytes are needed (internal to the reader)."""
+    """More bytes are needed (internal to the reader).
+
+    `need` is how many bytes from the message start must be buffered before trying again
+    (0 when unknown); `scan` is set when only a run of attachment text may still grow: the
+    offset from the message start up to which it was found to be all base64.
+    """
+
+    def __init__(self, need: int = 0, scan: int = -1) -> None:
+        super().__init__()
+        self.need = need
+        self.scan = scan
 
 
 class StreamReader:
@@ -73,6 +83,11 @@ class StreamReader:
         self._base = 0  # stream offset of _buf[0]
         self._max = max_message
         self._failed: ParseError | None = None
+        # Framing the buffer again cannot succeed until it holds `_need` bytes, or (when a
+        # message waits only to learn whether its attachments go on) until a byte that is not
+        # base64 arrives past `_scan`. Checking that first keeps trickled input linear.
+        self._need = 0
+        self._scan = -1
 
     @property
     def buffered(self) -> int:
@@ -83,6 +98,13 @@ class StreamReader:
         if self._failed is not None:
             raise self._failed
         self._buf += chunk
+        if len(self._buf) < self._need:
+            return []
+        if self._scan >= 0:
+            run = _BASE64_RUN.match(self._buf, self._scan)
+            if run is not None and run.end() == len(self._buf) <= 2 * self._max + _HEAD:
+                self._scan = run.end()
+                return []
         return self._drain(final=False)
 
     def close(self) -> list[Frame]:
@@ -92,6 +114,7 @@ class StreamReader:
         return self._drain(final=True)
 
     def _drain(self, final: bool) -> list[Frame]:
+        self._need, self._scan = 0, -1
         out: list[Frame] = []
         buf = bytes(self._buf)
         pos = 0
@@ -100,13 +123,15 @@ class StreamReader:
             while pos < size:
                 try:
                     frame, end = _frame_one(buf, pos, self._base, final, self._max)
-                except _Incomplete:
+                except _Incomplete as wait:
                     if final:
                         raise ParseError("stream ends inside a message", self._base + pos) from None
                     if size - pos > 2 * self._max + _HEAD:  # body + attachments at most
                         raise ParseError(
                             "message exceeds the size limit", self._base + pos
                         ) from None
+                    self._need = pos + wait.need  # made relative to the kept bytes below
+                    self._scan = pos + wait.scan if wait.scan >= 0 else -1
                     break
                 out.append(frame)
                 pos = end
@@ -115,6 +140,9 @@ class StreamReader:
             if not out:
                 raise
             # Hand over what was framed before the bad bytes; the next call raises.
+        if self._need or self._scan >= 0:
+            self._need = max(self._need - pos, 0)
+            self._scan = self._scan - pos if self._scan >= 0 else -1
         del self._buf[:pos]
         self._base += pos
         return out
@@ -139,7 +167,7 @@ def _version(buf: bytes, pos: int, final: bool) -> tuple[Kind, int]:
         what = "attachments without a message" if first == 0x2D else f"byte {first:#04x}"
         raise ParseError(f"expected the start of a message body, found {what}", pos)
     if len(buf) - pos < _HEAD and not final:
-        raise _Incomplete
+        raise _Incomplete(_HEAD)
     if at > 0:
         match = _VERSION_AT(buf, at)
         if match is not None and match.group(1) == _KIND_TEXT[kind]:
@@ -158,11 +186,11 @@ def _frame_one(buf: bytes, pos: int, base: int, final: bool, limit: int) -> tupl
         raise ParseError(f"body size {size} is too small to hold a version string", base + pos)
     end = pos + size
     if end > len(buf):
-        raise _Incomplete
+        raise _Incomplete(size)
     run = _BASE64_RUN.match(buf, end)
     att_end = run.end() if run is not None else end
     if att_end == len(buf) and not final:
-        raise _Incomplete  # its attachments may go on in the next chunk
+        raise _Incomplete(0, att_end - pos)  # its attachments may go on in the next chunk
     if att_end - end > limit:
         raise ParseError("attachments exceed the size limit", base + end)
     attachments = parse_attachments(buf[end:att_end], base + end)
