@@ -17,7 +17,6 @@ from typing import Any, Final
 
 import cbor2
 
-from . import cesr
 from .cesr import Codes
 from .crypto import digest
 from .errors import EventError, LocalProtocolError, ParseError
@@ -61,9 +60,7 @@ VERSION_SIZE: Final = 17
 _cbor_dumps = cbor2.dumps
 _cbor_loads = cbor2.loads
 DUMMY: Final = "#" * 44
-MAX_BODY: Final = 0xFFFFFF
 VERSION_RE: Final = re.compile(rb"KERI([0-9a-f])([0-9a-f])(JSON|CBOR|MGPK|CESR)([0-9a-f]{6})_")
-_SAID_FIELDS: Final = ("d",)
 
 
 def version_string(kind: Kind, size: int) -> str:
@@ -414,12 +411,3 @@ def receipt(prefix: str, sn: int, said: str, kind: Kind = Kind.CBOR) -> Event:
 def seal(event: Event) -> dict[str, str]:
     """The event seal `{i, s, d}` a delegator anchors to approve a delegated event."""
     return {"i": event.prefix, "s": f"{event.sn:x}", "d": event.said}
-
-
-def is_basic_prefix(prefix: str) -> bool:
-    return prefix[:1] in (Codes.ED25519N, Codes.ED25519)
-
-
-def key_of_prefix(prefix: str) -> bytes:
-    """Raw public key of a basic (`B`/`D`) prefix."""
-    return cesr.decode_key(prefix)
