@@ -71,19 +71,19 @@ def int_to_b64(value: int, length: int) -> str:
 # urlsafe -> standard alphabet; characters only the standard alphabet has ('+', '/') and
 # padding become '!', which the strict decoder refuses: one pass validates and converts.
 _STRICT_URLSAFE: Final = bytes.maketrans(b"-_+/=", b"+/!!!")
-_STRICT_URLSAFE_STR: Final = str.maketrans("-_+/=", "+/!!!")
 
 
 def _b64decode(text: str) -> bytes:
-    """Strict base64url decode: no padding, no foreign characters."""
+    """Strict base64url decode of text: no padding, no foreign characters."""
     try:
-        return binascii.a2b_base64(text.translate(_STRICT_URLSAFE_STR), strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ParseError(f"invalid base64url text: {exc}") from None
+        data = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise ParseError("character outside base64url") from None
+    return b64decode_bytes(data)
 
 
 def b64decode_bytes(data: bytes) -> bytes:
-    """`_b64decode` for ASCII bytes."""
+    """Strict base64url decode of ASCII bytes."""
     try:
         return binascii.a2b_base64(data.translate(_STRICT_URLSAFE), strict_mode=True)
     except (binascii.Error, ValueError) as exc:

@@ -30,15 +30,3 @@ class Outcome(NamedTuple):
     reason: str = ""
     waiting: Waiting | None = None
     evidence: DuplicityEvidence | None = None
-
-    def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {
-            "d": self.said,
-            "t": self.ilk,
-            "s": self.sn,
-            "status": self.status.value,
-            "reason": self.reason,
-        }
-        if self.waiting is not None:
-            out["waiting"] = self.waiting.value
-        return out

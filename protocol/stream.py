@@ -89,11 +89,6 @@ class StreamReader:
         self._need = 0
         self._scan = -1
 
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet framed."""
-        return len(self._buf)
-
     def feed(self, chunk: bytes) -> list[Frame]:
         if self._failed is not None:
             raise self._failed

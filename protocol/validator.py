@@ -246,7 +246,7 @@ class Validator:
             authority = kel.authority
             if not self._gates(p, authority, None, ""):
                 return False
-            record = Record(event, tuple(p.sigs), authority, dict(p.couples), ())
+            record = self._record(p, authority)
         else:
             rotated = self._rotation_authority(kel, event)
             if rotated is None or not self._gates(p, rotated, kel.authority, kel.delegator):
