@@ -54,9 +54,17 @@ class Validator:
     """Validates KEL messages for any number of identifiers, in memory."""
 
     def __init__(
-        self, *, verify: Verifier = crypto.verify, limits: EscrowLimits | None = None
+        self,
+        *,
+        verify: Verifier = crypto.verify,
+        limits: EscrowLimits | None = None,
+        witness: str | None = None,
     ) -> None:
+        """`witness` is the prefix of a witness running this validator: for the identifiers
+        that designate it, its own first-seen judgement stands in for the `bt` receipts (it
+        is the one about to receipt), as with keripy's witnesses. Other KELs need receipts."""
         self._verify = verify
+        self._witness = witness
         self._limits = limits or EscrowLimits()
         self._kels: dict[str, Kel] = {}
         self._seen: dict[str, Record] = {}  # SAID -> record, for every event ever accepted
@@ -304,7 +312,7 @@ class Validator:
         if signing.toad or p.wigs or p.couples:  # keep only receipts that verify
             good = verify_witnesses(event.raw, signing, p.wigs, p.couples, self._verify)
             p.couples, p.wigs = list(good.items()), []
-            if len(good) < signing.toad:
+            if len(good) < signing.toad and self._witness not in signing.witnesses:
                 reason = f"{len(good)} of {signing.toad} witness receipts"
                 return self._escrow(p, Waiting.PARTIALLY_WITNESSED, reason)
         if delegator and not self._anchored(event, delegator):

@@ -1,0 +1,331 @@
+"""The controller role: own identifiers, sign their events, and get each one witnessed.
+
+Theory of operation. For every event it makes (inception, rotation, interaction) the
+controller signs it, feeds it to its own `Validator` (which keeps it escrowed until `bt`
+witness receipts verify), and pushes it to each of the event's witnesses at once:
+
+    push      -> Send(submit) to every witness             (all in flight together)
+    answer ok -> the receipts in the reply go to the validator; a witness that answered is done
+    answer no -> retry that witness after a back-off (doubling, capped), or give up and report
+    accepted  -> the event is fully witnessed: Send(receipts) with every receipt to every
+                 witness (witness agreement), and report it
+
+A witness added by a rotation first receives the KEL it needs to check that rotation. Keys
+come in as seeds (the runtime makes and guards them), so this module has no randomness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dkms.protocol import cesr, crypto
+from dkms.protocol.crypto import Signer, next_key_digest
+from dkms.protocol.errors import LocalProtocolError, ProtocolError
+from dkms.protocol.events import Event, Kind, incept, interact, receipt, rotate
+from dkms.protocol.signing import Verifier
+from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
+from dkms.protocol.thresholds import ThresholdValue
+from dkms.protocol.validator import Validator
+
+from .effects import Effect, Report, Send, SetTimer, Surface
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Back-off for a witness that failed: `first` seconds, doubling up to `cap`."""
+
+    first: float = 0.5
+    cap: float = 30.0
+    attempts: int = 8
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.cap, self.first * 2 ** (attempt - 1)))
+
+
+@dataclass(slots=True)
+class Identity:
+    """An identifier this controller owns: its keys (as signers) and where its KEL stands."""
+
+    name: str
+    prefix: str
+    kind: Kind
+    signers: list[Signer]
+    next_signers: list[Signer]
+    witnesses: tuple[str, ...]
+    sn: int
+    last_said: str
+
+
+@dataclass(slots=True)
+class _Push:
+    """One event on its way to its witnesses."""
+
+    event: Event
+    message: bytes
+    witnesses: tuple[str, ...]
+    preludes: dict[str, bytes]  # witness -> KEL it must see first (added witnesses)
+    waiting: dict[str, int] = field(default_factory=dict)  # witness -> attempts so far
+    complete: bool = False  # fully witnessed; laggards are still retried until they answer
+
+
+class Controller:
+    """Identifiers owned here, and the pushes of their events to witnesses."""
+
+    def __init__(self, *, verify: Verifier = crypto.verify, retry: RetryPolicy | None = None):
+        self.validator = Validator(verify=verify)
+        self._verify = verify
+        self.retry = retry or RetryPolicy()
+        self._ids: dict[str, Identity] = {}
+        self._pushes: dict[str, _Push] = {}
+
+    # ---------------------------------------------------------------- views
+
+    def identity(self, name: str) -> Identity:
+        try:
+            return self._ids[name]
+        except KeyError:
+            raise LocalProtocolError(f"no identifier named {name!r}") from None
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._ids)
+
+    def done(self, said: str) -> bool:
+        """True once the event is fully witnessed (in the controller's own KEL)."""
+        return self.validator.record(said) is not None
+
+    def pending(self) -> list[str]:
+        """SAIDs of events still waiting for witness receipts."""
+        return [s for s, p in self._pushes.items() if not p.complete]
+
+    def export(self, name: str) -> bytes:
+        """The identifier's fully witnessed KEL as CESR (signatures and witness receipts)."""
+        return self.validator.replay(self.identity(name).prefix)
+
+    # ---------------------------------------------------------------- commands
+
+    def incept(
+        self,
+        name: str,
+        seeds: Sequence[bytes],
+        next_seeds: Sequence[bytes],
+        *,
+        now: float,
+        witnesses: Sequence[str] = (),
+        toad: int | None = None,
+        kt: int | ThresholdValue | None = None,
+        nt: int | ThresholdValue | None = None,
+        traits: Sequence[str] = (),
+        kind: Kind = Kind.CBOR,
+    ) -> list[Effect]:
+        if name in self._ids:
+            raise LocalProtocolError(f"an identifier named {name!r} exists already")
+        signers = [Signer(s) for s in seeds]
+        nexts = [Signer(s) for s in next_seeds]
+        event = incept(
+            [s.verfer for s in signers],
+            next_digests=[next_key_digest(s.verfer) for s in nexts],
+            kt=kt,
+            nt=nt,
+            witnesses=witnesses,
+            toad=toad if toad is not None else (len(witnesses) if witnesses else 0),
+            traits=traits,
+            kind=kind,
+        )
+        self._ids[name] = Identity(
+            name, event.prefix, kind, signers, nexts, tuple(witnesses), 0, event.said
+        )
+        return self._push(self._ids[name], event, {}, now)
+
+    def rotate(
+        self,
+        name: str,
+        next_seeds: Sequence[bytes],
+        *,
+        now: float,
+        adds: Sequence[str] = (),
+        cuts: Sequence[str] = (),
+        toad: int | None = None,
+        kt: int | ThresholdValue | None = None,
+        nt: int | ThresholdValue | None = None,
+        anchors: Sequence[Any] = (),
+    ) -> list[Effect]:
+        ident = self.identity(name)
+        if not ident.next_signers:
+            raise LocalProtocolError(f"{name} is non-transferable: it has no next keys")
+        signers, nexts = ident.next_signers, [Signer(s) for s in next_seeds]
+        after = tuple(w for w in ident.witnesses if w not in cuts) + tuple(adds)
+        event = rotate(
+            ident.prefix,
+            [s.verfer for s in signers],
+            prior=ident.last_said,
+            sn=ident.sn + 1,
+            next_digests=[next_key_digest(s.verfer) for s in nexts],
+            kt=kt,
+            nt=nt,
+            toad=toad if toad is not None else len(after),
+            witnesses=ident.witnesses,
+            cuts=cuts,
+            adds=adds,
+            anchors=anchors,
+            kind=ident.kind,
+        )
+        ident.signers, ident.next_signers, ident.witnesses = signers, nexts, after
+        prelude = self.validator.replay(ident.prefix)
+        return self._push(ident, event, {w: prelude for w in adds}, now)
+
+    def interact(self, name: str, anchors: Sequence[Any], *, now: float) -> list[Effect]:
+        ident = self.identity(name)
+        event = interact(
+            ident.prefix, prior=ident.last_said, sn=ident.sn + 1, anchors=anchors, kind=ident.kind
+        )
+        return self._push(ident, event, {}, now)
+
+    # ---------------------------------------------------------------- inputs
+
+    def answer(self, tag: str, ok: bool, payload: bytes, reason: str, now: float) -> list[Effect]:
+        """A witness answered (or failed to answer) a request this controller sent."""
+        kind, said, witness = _untag(tag)
+        if kind == "agree":
+            if ok:
+                return []
+            return [Report("warning", f"witness {witness} refused receipts of {said}: {reason}")]
+        push = self._pushes.get(said)
+        if push is None or witness not in push.waiting:
+            return []
+        if not ok:
+            return self._failed(push, witness, reason, now)
+        if not self._take_receipts(push, witness, payload, now):
+            return self._failed(push, witness, "reply carried no valid receipt", now)
+        del push.waiting[witness]
+        if push.complete:  # a laggard: give it the receipts the others gathered
+            effects: list[Effect] = [self._agreement(push, witness)]
+        else:
+            effects = self._settle(now)
+        self._forget(push)
+        return effects
+
+    def timer(self, key: str, now: float) -> list[Effect]:
+        kind, said, witness = _untag(key)
+        push = self._pushes.get(said)
+        if kind != "retry" or push is None or witness not in push.waiting:
+            return []
+        return [self._send(push, witness)]
+
+    # ---------------------------------------------------------------- internals
+
+    def _push(
+        self, ident: Identity, event: Event, preludes: dict[str, bytes], now: float
+    ) -> list[Effect]:
+        sigs = tuple(s.sign_indexed(event.raw, i) for i, s in enumerate(ident.signers))
+        message = messagize(event, Attachments(sigs=sigs))
+        ident.sn, ident.last_said = event.sn, event.said
+        own = self.validator.process(parse_stream(message)[0], now)  # type: ignore[arg-type]
+        witnesses = ident.witnesses
+        push = _Push(event, message, witnesses, preludes, {w: 0 for w in witnesses})
+        effects: list[Effect] = [
+            Report("debug", f"{event.ilk} {event.said} of {ident.name}: {own[0].status}")
+        ]
+        if not witnesses:
+            return [
+                *effects,
+                Report("info", f"{ident.name}: {event.ilk} sn {event.sn:x} done (no witnesses)"),
+            ]
+        self._pushes[event.said] = push
+        effects.extend(self._send(push, w) for w in witnesses)
+        return effects
+
+    def _send(self, push: _Push, witness: str) -> Send:
+        payload = push.preludes.get(witness, b"") + push.message
+        return Send(witness, Surface.SUBMIT, payload, _tag("submit", push.event.said, witness))
+
+    def _failed(self, push: _Push, witness: str, reason: str, now: float) -> list[Effect]:
+        said = push.event.said
+        if reason.startswith("conflicting version refused"):
+            del push.waiting[witness]  # it holds another version: retrying cannot help
+            self._forget(push)
+            return [Report("error", f"witness {witness} refused {said}: {reason}")]
+        attempt = push.waiting[witness] = push.waiting[witness] + 1
+        if attempt >= self.retry.attempts:
+            del push.waiting[witness]
+            self._forget(push)
+            return [
+                Report(
+                    "error",
+                    f"gave up on witness {witness} for {said} after {attempt} attempts: {reason}",
+                )
+            ]
+        delay = self.retry.delay(attempt)
+        return [
+            Report(
+                "warning",
+                f"witness {witness} failed for {said} ({reason}); retry {attempt} in {delay:g} s",
+            ),
+            SetTimer(_tag("retry", said, witness), now + delay),
+        ]
+
+    def _take_receipts(self, push: _Push, witness: str, payload: bytes, now: float) -> bool:
+        """Feed the receipts in a reply to the validator; True if `witness` receipted."""
+        try:
+            frames = parse_stream(payload)
+        except ProtocolError:
+            return False
+        receipted = False
+        key = cesr.decode_key(witness)
+        for frame in frames:
+            if not isinstance(frame, Message) or frame.event.said != push.event.said:
+                continue
+            for prefix, sig in frame.attachments.couples:
+                if prefix == witness and self._verify(key, sig, push.event.raw):
+                    receipted = True
+            self.validator.process(frame, now)
+        return receipted
+
+    def _settle(self, now: float) -> list[Effect]:
+        """Report pushes whose event is now fully witnessed, and share their receipts."""
+        effects: list[Effect] = []
+        for push in [p for p in self._pushes.values() if not p.complete]:
+            record = self.validator.record(push.event.said)
+            if record is None:
+                continue
+            push.complete = True
+            event = record.event
+            effects.extend(
+                self._agreement(push, w) for w in push.witnesses if w not in push.waiting
+            )
+            effects.append(
+                Report(
+                    "info",
+                    f"{event.ilk} sn {event.sn:x} of {event.prefix} fully "
+                    f"witnessed: {len(record.receipts)}/{len(push.witnesses)} "
+                    "receipts",
+                )
+            )
+            self._forget(push)
+        return effects
+
+    def _agreement(self, push: _Push, witness: str) -> Send:
+        """Every receipt of the event, for `witness` to keep (witness agreement)."""
+        record = self.validator.record(push.event.said)
+        event = push.event
+        couples = tuple(record.receipts.items()) if record else ()
+        rct = receipt(event.prefix, event.sn, event.said, kind=event.kind)
+        payload = messagize(rct, Attachments(couples=couples))
+        return Send(witness, Surface.RECEIPTS, payload, _tag("agree", event.said, witness))
+
+    def _forget(self, push: _Push) -> None:
+        if push.complete and not push.waiting:
+            self._pushes.pop(push.event.said, None)
+
+
+def _tag(kind: str, said: str, witness: str) -> str:
+    return f"{kind}|{said}|{witness}"
+
+
+def _untag(tag: str) -> tuple[str, str, str]:
+    parts = tag.split("|")
+    if len(parts) != 3:
+        raise LocalProtocolError(f"not a controller tag: {tag!r}")
+    return parts[0], parts[1], parts[2]

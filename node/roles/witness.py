@@ -1,0 +1,303 @@
+"""The witness role: check events, keep the first version, store it, receipt it, spread it.
+
+Theory of operation. A witness holds a `Validator` in witness mode: for identifiers that name
+this witness, its own first-seen judgement stands in for the `bt` receipts. Inputs:
+
+    submit(request, bytes)    controller -> witness: events; each accepted event that names us
+                              is persisted, receipted (the receipt is in the reply), and
+                              published on its gossip shard; anything else is refused with why
+    receipts(request, bytes)  receipts of the co-witnesses (witness agreement): verified,
+                              persisted; once `bt` hold, the event is republished with them all
+    heard(bytes)              gossip: events of identifiers we witness are applied; a gap in a
+                              KEL makes us ask the co-witnesses for the missing events
+    query(request, bytes)     a KEL from some sn, or a key state with receipts
+    answer(tag, ok, bytes)    the answer to a query this witness sent
+    timer(key)                escrow expiry
+
+Because the validator keeps the first validly signed version at each sequence number and
+reports any other as duplicitous, a witness never receipts two versions of one event; the
+runtime makes that hold across crashes by storing each `PersistEvent` before the `Reply` that
+follows it, and by replaying the stored messages into a fresh witness at start-up (`restore`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import cbor2
+from dkms.protocol import crypto
+from dkms.protocol.crypto import Signer
+from dkms.protocol.errors import LocalProtocolError, ProtocolError
+from dkms.protocol.escrow import EscrowLimits, Waiting
+from dkms.protocol.events import Ilk, receipt
+from dkms.protocol.kel import Record
+from dkms.protocol.outcomes import Outcome, Status
+from dkms.protocol.signing import Verifier
+from dkms.protocol.stream import Attachments, BadFrame, Message, messagize, parse_stream
+from dkms.protocol.validator import Validator
+
+from .effects import (
+    Effect,
+    PersistEvent,
+    PersistReceipts,
+    Publish,
+    Reply,
+    Report,
+    Send,
+    SetTimer,
+    Surface,
+)
+from .topics import kel_topic
+
+EXPIRE_EVERY: Final = 60.0  # seconds between escrow expiry sweeps
+
+
+class Witness:
+    """One witness: its key, its view of the KELs it witnesses, and its receipts."""
+
+    def __init__(
+        self,
+        signer: Signer,
+        *,
+        verify: Verifier = crypto.verify,
+        limits: EscrowLimits | None = None,
+    ) -> None:
+        if signer.transferable:
+            raise LocalProtocolError("a witness key must be non-transferable (a B prefix)")
+        self.signer = signer
+        self.prefix = signer.verfer
+        self.validator = Validator(verify=verify, limits=limits, witness=self.prefix)
+
+    # ---------------------------------------------------------------- inputs
+
+    def start(self, now: float) -> list[Effect]:
+        return [SetTimer("expire", now + EXPIRE_EVERY)]
+
+    def restore(self, stored: bytes, now: float) -> None:
+        """Replay persisted messages (events, then receipts) into a fresh witness."""
+        for frame in parse_stream(stored):
+            if isinstance(frame, Message):
+                self.validator.process(frame, now)
+
+    def submit(self, request: int, data: bytes, now: float) -> list[Effect]:
+        """Events from a controller; the reply carries our receipts or says why not."""
+        effects: list[Effect] = []
+        receipts: list[bytes] = []
+        refusal = ""
+        try:
+            frames = parse_stream(data)
+        except ProtocolError as err:
+            return [Reply(request, False, reason=f"unreadable submission: {err}")]
+        for frame in frames:
+            if isinstance(frame, BadFrame):
+                refusal = refusal or f"invalid event: {frame.error}"
+                continue
+            event = frame.event
+            if event.ilk is Ilk.RCT:
+                self._apply(frame, now, effects)
+                continue
+            outcomes = self._apply(frame, now, effects)
+            own = _own(outcomes, event.said) or Outcome(
+                Status.REJECTED, event.prefix, event.sn, event.said, event.ilk, "not judged"
+            )
+            record = self.validator.record(event.said)
+            if own.status is Status.ACCEPTED and record is not None:
+                if self.prefix in record.authority.witnesses:
+                    receipts.append(self._receipt_message(record, effects))
+                elif not refusal and frame is frames[-1]:
+                    refusal = f"not a designated witness of {event.prefix} at sn {event.sn:x}"
+            elif not refusal:
+                refusal = _refusal(own)
+        if refusal:
+            effects.append(Reply(request, False, b"".join(receipts), refusal))
+        else:
+            effects.append(Reply(request, True, b"".join(receipts)))
+        return effects
+
+    def receipts(self, request: int, data: bytes, now: float) -> list[Effect]:
+        """Co-witnesses' receipts, passed on by the controller (witness agreement)."""
+        effects: list[Effect] = []
+        try:
+            frames = parse_stream(data)
+        except ProtocolError as err:
+            return [Reply(request, False, reason=f"unreadable receipts: {err}")]
+        stored = 0
+        for frame in frames:
+            if isinstance(frame, Message) and frame.event.ilk is Ilk.RCT:
+                outcomes = self._apply(frame, now, effects)
+                stored += any(o.status is Status.ACCEPTED and o.ilk == Ilk.RCT for o in outcomes)
+        if not stored:
+            return [*effects, Reply(request, False, reason="no receipt verified")]
+        return [*effects, Reply(request, True)]
+
+    def heard(self, data: bytes, now: float) -> list[Effect]:
+        """A gossip payload: apply what concerns identifiers this witness knows or witnesses."""
+        effects: list[Effect] = []
+        try:
+            frames = parse_stream(data)
+        except ProtocolError as err:
+            return [Report("debug", f"ignored unreadable gossip: {err}")]
+        for frame in frames:
+            if isinstance(frame, Message) and self._concerns(frame):
+                self._apply(frame, now, effects)
+        return effects
+
+    def query(self, request: int, data: bytes, now: float) -> list[Effect]:
+        """Answer `{"t": "kel", "i": prefix, "s": sn}` or `{"t": "state", "i": prefix}`."""
+        try:
+            ask = cbor2.loads(data)
+        except Exception:
+            return [Reply(request, False, reason="query is not CBOR")]
+        if not isinstance(ask, dict) or not isinstance(ask.get("i"), str):
+            return [Reply(request, False, reason="query needs an identifier prefix i")]
+        prefix = ask["i"]
+        kel = self.validator.kel(prefix)
+        if kel is None:
+            return [Reply(request, False, reason=f"unknown identifier {prefix}")]
+        if ask.get("t") == "kel":
+            start = ask.get("s", 0)
+            if not isinstance(start, int) or start < 0:
+                return [Reply(request, False, reason="s must be a sequence number")]
+            return [Reply(request, True, self.validator.replay(prefix, start))]
+        if ask.get("t") == "state":
+            return [Reply(request, True, cbor2.dumps(self.key_state(prefix)))]
+        return [Reply(request, False, reason="query type t must be 'kel' or 'state'")]
+
+    def answer(self, tag: str, ok: bool, data: bytes, reason: str, now: float) -> list[Effect]:
+        """The answer to a gap-filling query this witness sent."""
+        if not ok:
+            return [Report("debug", f"{tag}: no answer ({reason})")]
+        return self.heard(data, now)
+
+    def timer(self, key: str, now: float) -> list[Effect]:
+        effects: list[Effect] = [SetTimer("expire", now + EXPIRE_EVERY)]
+        for outcome in self.validator.expire(now):
+            effects.append(
+                Report("info", f"dropped {outcome.ilk} {outcome.said}: {outcome.reason}")
+            )
+        return effects
+
+    # ---------------------------------------------------------------- views
+
+    def key_state(self, prefix: str) -> dict[str, Any]:
+        """Key state plus receipts per event and whether the latest is fully witnessed."""
+        kel = self.validator.kel(prefix)
+        if kel is None:
+            raise LocalProtocolError(f"unknown identifier {prefix}")
+        state = kel.state().to_json()
+        state["receipts"] = {r.event.said: sorted(r.receipts) for r in kel.chain}
+        state["fully_witnessed"] = len(kel.last.receipts) >= kel.last.authority.toad
+        return state
+
+    # ---------------------------------------------------------------- internals
+
+    def _concerns(self, message: Message) -> bool:
+        event = message.event
+        if self.validator.kel(event.prefix) is not None:
+            return True
+        return event.ilk in (Ilk.ICP, Ilk.DIP) and self.prefix in event.ked["b"]
+
+    def _apply(self, message: Message, now: float, effects: list[Effect]) -> list[Outcome]:
+        """Validate one message and turn what changed into persist/publish/report effects."""
+        before = self._receipt_counts(message)
+        outcomes = self.validator.process(message, now)
+        for outcome in outcomes:
+            if outcome.ilk == Ilk.RCT:
+                continue
+            if outcome.status is Status.ACCEPTED and outcome.reason == "":
+                self._accepted(outcome, effects)
+            elif outcome.status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
+                self._ask_for_gap(outcome, effects)
+            elif outcome.status is Status.DUPLICITOUS:
+                effects.append(
+                    Report(
+                        "warning",
+                        f"duplicitous {outcome.ilk} {outcome.said} "
+                        f"of {outcome.prefix}: {outcome.reason}",
+                    )
+                )
+            elif outcome.status is Status.SUPERSEDED:
+                effects.append(Report("info", f"{outcome.said} {outcome.reason}"))
+        self._new_receipts(message, before, effects)
+        return outcomes
+
+    def _accepted(self, outcome: Outcome, effects: list[Effect]) -> None:
+        record = self.validator.record(outcome.said)
+        if record is None:
+            return
+        event = record.event
+        message = messagize(event, Attachments(sigs=record.sigs, sources=record.sources))
+        effects.append(PersistEvent(event.prefix, event.sn, event.said, message))
+        if self.prefix in record.authority.witnesses and self.prefix not in record.receipts:
+            record.receipts[self.prefix] = self.signer.sign_raw(event.raw)
+        if record.receipts:
+            effects.append(
+                PersistReceipts(event.prefix, event.sn, event.said, tuple(record.receipts.items()))
+            )
+        effects.append(Publish(kel_topic(event.prefix), message + _rct(record)))
+        effects.append(Report("debug", f"accepted {event.ilk} {event.said} sn {event.sn:x}"))
+
+    def _receipt_counts(self, message: Message) -> dict[str, int]:
+        if message.event.ilk is not Ilk.RCT:
+            return {}
+        record = self.validator.record(message.event.said)
+        return {message.event.said: len(record.receipts) if record else 0}
+
+    def _new_receipts(
+        self, message: Message, before: dict[str, int], effects: list[Effect]
+    ) -> None:
+        for said, count in before.items():
+            record = self.validator.record(said)
+            if record is None or len(record.receipts) == count:
+                continue
+            event = record.event
+            effects.append(
+                PersistReceipts(event.prefix, event.sn, said, tuple(record.receipts.items()))
+            )
+            toad = record.authority.toad
+            if count < toad <= len(record.receipts):
+                effects.append(Publish(kel_topic(event.prefix), _rct(record)))
+                effects.append(Report("debug", f"{said} fully witnessed ({toad} receipts)"))
+
+    def _ask_for_gap(self, outcome: Outcome, effects: list[Effect]) -> None:
+        kel = self.validator.kel(outcome.prefix)
+        if kel is None:
+            return
+        ask = cbor2.dumps({"t": "kel", "i": outcome.prefix, "s": kel.sn + 1})
+        for witness in kel.authority.witnesses:
+            if witness != self.prefix:
+                effects.append(Send(witness, Surface.QUERY, ask, f"gap:{outcome.prefix}"))
+
+    def _receipt_message(self, record: Record, effects: list[Effect]) -> bytes:
+        event = record.event
+        if self.prefix not in record.receipts:  # accepted before we were asked: sign now
+            record.receipts[self.prefix] = self.signer.sign_raw(event.raw)
+            effects.append(
+                PersistReceipts(event.prefix, event.sn, event.said, tuple(record.receipts.items()))
+            )
+        rct = receipt(event.prefix, event.sn, event.said, kind=event.kind)
+        return messagize(rct, Attachments(couples=((self.prefix, record.receipts[self.prefix]),)))
+
+
+def _rct(record: Record) -> bytes:
+    """A receipt message carrying every receipt `record` holds (empty when it has none)."""
+    if not record.receipts:
+        return b""
+    event = record.event
+    rct = receipt(event.prefix, event.sn, event.said, kind=event.kind)
+    return messagize(rct, Attachments(couples=tuple(record.receipts.items())))
+
+
+def _own(outcomes: list[Outcome], said: str) -> Outcome | None:
+    mine = [o for o in outcomes if o.said == said and o.ilk != Ilk.RCT]
+    return mine[-1] if mine else None
+
+
+def _refusal(outcome: Outcome) -> str:
+    if outcome.status is Status.DUPLICITOUS:
+        return f"conflicting version refused: {outcome.reason}"
+    if outcome.status is Status.ESCROWED:
+        return f"escrowed ({outcome.waiting}): {outcome.reason}"
+    if outcome.status is Status.SUPERSEDED:
+        return f"superseded: {outcome.reason}"
+    return f"rejected: {outcome.reason}"
