@@ -31,6 +31,8 @@ _CBOR_VERSION_AT: Final = 4  # map byte, 0x61 "v", 0x71 (text of 17): version fo
 _JSON_VERSION_AT: Final = 6  # {"v":"
 _VERSION_AT: Final = re.compile(rb"KERI10(JSON|CBOR)([0-9a-f]{6})_").match
 _KIND_TEXT: Final = {Kind.JSON: b"JSON", Kind.CBOR: b"CBOR"}
+_JSON: Final = Kind.JSON  # module constants: enum lookups are slow on the hot path
+_CBOR: Final = Kind.CBOR
 
 
 class Message(NamedTuple):
@@ -153,9 +155,9 @@ def _version(buf: bytes, pos: int, final: bool) -> tuple[Kind, int]:
     """Kind and size of the body at `pos`; fast path for keripy's layouts, else a search."""
     first = buf[pos]
     if first == 0x7B:
-        at, kind = pos + _JSON_VERSION_AT, Kind.JSON
+        at, kind = pos + _JSON_VERSION_AT, _JSON
     elif 0xA0 <= first <= 0xB7:
-        at, kind = pos + _CBOR_VERSION_AT, Kind.CBOR
+        at, kind = pos + _CBOR_VERSION_AT, _CBOR
     elif 0xB8 <= first <= 0xBB:
         at, kind = -1, Kind.CBOR
     else:

@@ -42,6 +42,13 @@ from .outcomes import Outcome, Status
 from .signing import SigVerdict, Verifier, verify_controller, verify_witnesses
 from .stream import Attachments, Message, messagize
 
+# Enum members cost ~60 ns per lookup on CPython 3.11 (a descriptor); the per-event path
+# reads these module constants instead.
+_RCT = Ilk.RCT
+_IXN = Ilk.IXN
+_SATISFIED = SigVerdict.SATISFIED
+_ACCEPTED = Status.ACCEPTED
+
 _ESCROW_ORDER = (
     Waiting.OUT_OF_ORDER,
     Waiting.PARTIALLY_SIGNED,
@@ -114,7 +121,9 @@ class Validator:
         out: list[Outcome] = []
         self._out = out
         event = message.event
-        if event.ilk is Ilk.RCT:
+        if self._interaction_in_order(message):
+            pass
+        elif event.ilk is _RCT:
             atc = message.attachments
             self._receipt(event, atc.couples, atc.wigs, now)
         elif self._escrowed or self._early:
@@ -123,6 +132,38 @@ class Validator:
             self._settle(event.prefix)  # acceptance may have freed escrowed events
         self._out = []
         return out
+
+    def _interaction_in_order(self, message: Message) -> bool:
+        """The fast lane for most of any KEL: the next interaction, only signatures attached.
+
+        It accepts exactly what the general path (`_judge` -> `_extend` -> `_gates`) accepts
+        for such a message, without building a `Pending`; anything else goes the long way.
+        """
+        event = message.event
+        if event.ilk is not _IXN or self._escrowed or self._early:
+            return False
+        kel = self._kels.get(event.prefix)
+        atc = message.attachments
+        if (
+            kel is None
+            or event.sn != kel.sn + 1
+            or event.prior != kel.last_said
+            or not kel.interactive
+            or atc.wigs
+            or atc.couples
+            or atc.sources
+        ):
+            return False
+        authority = kel.authority
+        if authority.toad and self._witness not in authority.witnesses:
+            return False
+        check = verify_controller(event, atc.sigs, authority, None, self._verify)
+        if check.verdict is not _SATISFIED:
+            return False
+        record = Record(event, check.verified, authority, {}, ())
+        kel.append(record)
+        self._accepted(record)
+        return True
 
     def expire(self, now: float) -> list[Outcome]:
         """Drop escrow entries older than the age limit; report each as rejected."""
@@ -387,7 +428,7 @@ class Validator:
                 seal = _seal_key(item)
                 if seal is not None:
                     self._anchors[seal] = (event.prefix, event.sn, event.said)
-        self._out.append(Outcome(Status.ACCEPTED, event.prefix, event.sn, event.said, event.ilk))
+        self._out.append(Outcome(_ACCEPTED, event.prefix, event.sn, event.said, event.ilk))
 
     def _settle(self, prefix: str) -> None:
         """Re-examine escrows that an acceptance for `prefix` may have unblocked."""
