@@ -96,6 +96,13 @@ class Controller:
         """True once the event is fully witnessed (in the controller's own KEL)."""
         return self.validator.record(said) is not None
 
+    def status(self, said: str) -> str:
+        """`done` (fully witnessed), `waiting` (witnesses still being asked) or `failed`."""
+        if self.done(said):
+            return "done"
+        push = self._pushes.get(said)
+        return "waiting" if push is not None and push.waiting else "failed"
+
     def pending(self) -> list[str]:
         """SAIDs of events still waiting for witness receipts."""
         return [s for s, p in self._pushes.items() if not p.complete]

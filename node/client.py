@@ -1,0 +1,42 @@
+"""Driving a `Controller` over a transport: make an event, wait until it is fully witnessed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own types for mypy.
+    from trio_typing import TaskStatus
+
+from .roles.controller import Controller
+from .roles.effects import Effect
+from .runtime import Runtime
+from .transport import Transport
+
+
+class WitnessingFailed(Exception):
+    """Not enough witnesses receipted the event; the message says which failed."""
+
+
+class ControllerClient:
+    """A controller and the runtime that carries its events to witnesses."""
+
+    def __init__(self, controller: Controller, transport: Transport) -> None:
+        self.controller = controller
+        self.runtime = Runtime(controller, transport)
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.runtime.run(task_status=task_status)
+
+    async def witnessed(self, effects: list[Effect], said: str) -> None:
+        """Perform a command's effects and return once `said` is fully witnessed."""
+        await self.runtime.perform(effects)
+        while True:
+            status = self.controller.status(said)
+            if status == "done":
+                return
+            if status == "failed":
+                raise WitnessingFailed(f"event {said} could not gather its witness receipts")
+            await self.runtime.changed.wait()

@@ -1,0 +1,256 @@
+"""The runtime: performs the effects that node roles return, over a transport and a store.
+
+Theory of operation. Roles are synchronous and run inside one trio task tree, so a role's
+state is only ever touched by one step at a time. Each step's effects are performed in order:
+
+    PersistEvent/PersistReceipts  collected, then made durable (group commit) before any later
+                                  effect of the step runs: no receipt leaves for an event a
+                                  crash could make us forget
+    Reply                         becomes the answer of the request being handled
+    Send                          a request in its own task; its answer goes to role.answer
+    Publish                       gossip (and subscribe to that topic, to hear the replies)
+    SetTimer                      role.timer(key) at that time (one timer per key)
+    Report                        a log line
+
+Group commit: concurrent steps hand their persist effects to one committer task, which writes
+everything waiting in one transaction (in a worker thread, since SQLite blocks), so durability
+does not cap throughput.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+if TYPE_CHECKING:
+    # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own types for mypy.
+    from trio_typing import TaskStatus
+
+from .roles.effects import (
+    Effect,
+    PersistEvent,
+    PersistReceipts,
+    Publish,
+    Reply,
+    Report,
+    Send,
+    SetTimer,
+    Surface,
+)
+from .transport import Answer, Transport, TransportError
+
+log = logging.getLogger("dkms.node")
+
+Persist = PersistEvent | PersistReceipts
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class Durable(Protocol):
+    """Where persist effects go (`dkms.node.store.Store`); `apply` returns once durable.
+
+    A store may set `blocking = False` (an in-memory one) to be called without a thread.
+    """
+
+    def apply(self, effects: Sequence[Persist]) -> None: ...
+
+
+class Role(Protocol):
+    def answer(
+        self, tag: str, ok: bool, payload: bytes, reason: str, now: float
+    ) -> list[Effect]: ...
+
+    def timer(self, key: str, now: float) -> list[Effect]: ...
+
+
+class StorageFailure(Exception):
+    """The store could not make a batch durable; nothing that depended on it was released."""
+
+
+class GroupCommitter:
+    """Makes persist effects durable, many steps' worth per transaction."""
+
+    def __init__(self, store: Durable | None) -> None:
+        self._store = store
+        self._send, self._receive = trio.open_memory_channel[
+            tuple[list[Persist], list[BaseException | None], trio.Event]
+        ](1024)
+        self.commits = 0
+        self.batched = 0
+
+    async def commit(self, effects: list[Persist]) -> None:
+        if self._store is None or not effects:
+            return
+        done = trio.Event()
+        failure: list[BaseException | None] = [None]
+        await self._send.send((effects, failure, done))
+        await done.wait()
+        if failure[0] is not None:
+            raise StorageFailure(str(failure[0])) from failure[0]
+
+    async def run(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        async for first in self._receive:
+            waiting = [first]
+            while True:
+                try:
+                    waiting.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            batch = [e for effects, _, _ in waiting for e in effects]
+            error: BaseException | None = None
+            try:
+                if getattr(store, "blocking", True):  # disk I/O: keep the event loop free
+                    await trio.to_thread.run_sync(store.apply, batch)
+                else:
+                    store.apply(batch)
+            except Exception as exc:  # a full disk must not kill the node: refuse instead
+                error = exc
+                log.error("storage failure, %d effects not stored: %s", len(batch), exc)
+            self.commits += 1
+            self.batched += len(waiting)
+            for _, failure, done in waiting:
+                failure[0] = error
+                done.set()
+
+
+class Runtime:
+    """Performs one role's effects; handlers for requests are added with `serve`."""
+
+    def __init__(
+        self,
+        role: Role,
+        transport: Transport,
+        store: Durable | None = None,
+        *,
+        request_timeout: float = 5.0,
+    ) -> None:
+        self.role = role
+        self.transport = transport
+        self.committer = GroupCommitter(store)
+        self.request_timeout = request_timeout
+        self.changed = trio.Event()  # set (and replaced) after every step: for waiters
+        self._nursery: trio.Nursery | None = None
+        self._timers: dict[str, trio.CancelScope] = {}
+        self._topics: set[str] = set()
+        self._gossip: Callable[[bytes, float], list[Effect]] | None = None
+        self._requests = itertools.count(1)
+
+    @staticmethod
+    def now() -> float:
+        return trio.current_time()
+
+    async def run(
+        self,
+        start: list[Effect] | None = None,
+        *,
+        gossip: Callable[[bytes, float], list[Effect]] | None = None,
+        task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until cancelled; `gossip` receives payloads heard on topics we publish to."""
+        self._gossip = gossip
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.committer.run)
+            await self.perform(start or [])
+            task_status.started()
+            await trio.sleep_forever()
+
+    def serve(self, surface: Surface, step: Callable[[int, bytes, float], list[Effect]]) -> None:
+        """Answer requests on `surface` with the role's `step(request, payload, now)`."""
+
+        async def handler(peer: str, payload: bytes) -> Answer:
+            reply = await self.perform(step(next(self._requests), payload, self.now()))
+            if reply is None:
+                return False, b"", "no answer"
+            return reply.ok, reply.payload, reply.reason
+
+        self.transport.handle(surface.value, handler)
+
+    async def perform(self, effects: Sequence[Effect]) -> Reply | None:
+        """Perform one step's effects in order; return its Reply, if any."""
+        reply: Reply | None = None
+        durable: list[Persist] = []
+        try:
+            for effect in effects:
+                if isinstance(effect, PersistEvent | PersistReceipts):
+                    durable.append(effect)
+                    continue
+                if durable and not isinstance(effect, Report | SetTimer):
+                    await self.committer.commit(durable)
+                    durable = []
+                if isinstance(effect, Reply):
+                    reply = effect
+                elif isinstance(effect, Send):
+                    self._spawn(self._send, effect)
+                elif isinstance(effect, Publish):
+                    await self._publish(effect)
+                elif isinstance(effect, SetTimer):
+                    self._set_timer(effect)
+                elif isinstance(effect, Report):
+                    log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
+            await self.committer.commit(durable)
+        except StorageFailure as err:
+            return Reply(reply.request if reply else 0, False, reason=f"storage failure: {err}")
+        finally:
+            self._changed()
+        return reply
+
+    # ---------------------------------------------------------------- internals
+
+    def _spawn(self, fn: Callable[[Send], object], effect: Send) -> None:
+        if self._nursery is None:
+            raise RuntimeError("the runtime is not running")
+        self._nursery.start_soon(fn, effect)  # type: ignore[arg-type]
+
+    async def _send(self, send: Send) -> None:
+        try:
+            ok, payload, reason = await self.transport.request(
+                send.to, send.surface.value, send.payload, self.request_timeout
+            )
+        except TransportError as err:
+            ok, payload, reason = False, b"", str(err)
+        await self.perform(self.role.answer(send.tag, ok, payload, reason, self.now()))
+
+    async def _publish(self, publish: Publish) -> None:
+        if publish.topic not in self._topics and self._gossip is not None:
+            self._topics.add(publish.topic)
+            channel = await self.transport.subscribe(publish.topic)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._hear, channel)
+        await self.transport.publish(publish.topic, publish.payload)
+
+    async def _hear(self, channel: trio.MemoryReceiveChannel[tuple[str, bytes]]) -> None:
+        assert self._gossip is not None
+        async for _, payload in channel:
+            await self.perform(self._gossip(payload, self.now()))
+
+    def _set_timer(self, timer: SetTimer) -> None:
+        old = self._timers.pop(timer.key, None)
+        if old is not None:
+            old.cancel()
+        scope = trio.CancelScope()
+        self._timers[timer.key] = scope
+        if self._nursery is not None:
+            self._nursery.start_soon(self._fire, timer, scope)
+
+    async def _fire(self, timer: SetTimer, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep_until(timer.at)
+            if self._timers.get(timer.key) is scope:
+                del self._timers[timer.key]
+            await self.perform(self.role.timer(timer.key, self.now()))
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()

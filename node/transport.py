@@ -1,0 +1,90 @@
+"""What the runtime needs from a network, and an in-memory one for tests.
+
+`Transport` is the seam between the node runtime and libp2p: request/response on the
+`/dkms/1/...` surfaces, addressed by witness prefix, and gossip topics. `dkms.node.p2p` is the
+real one; `MemoryNetwork` wires nodes together inside one trio process (the ddht way), so the
+runtime's own logic (ordering of persistence and replies, group commit, timers, retries) can be
+tested quickly and deterministically. Both deliver the same bytes to the same handlers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+Answer = tuple[bool, bytes, str]  # ok, payload, reason (for a refusal)
+Handler = Callable[[str, bytes], Awaitable[Answer]]  # (peer prefix, request) -> answer
+
+
+class TransportError(Exception):
+    """A request could not be delivered or answered (unreachable, timed out)."""
+
+
+class Transport(Protocol):
+    @property
+    def prefix(self) -> str: ...
+
+    def handle(self, surface: str, handler: Handler) -> None: ...
+
+    async def request(self, to: str, surface: str, payload: bytes, timeout: float) -> Answer: ...
+
+    async def publish(self, topic: str, payload: bytes) -> None: ...
+
+    async def subscribe(self, topic: str) -> trio.MemoryReceiveChannel[tuple[str, bytes]]: ...
+
+
+@dataclass
+class MemoryNetwork:
+    """Nodes in one process: requests are direct calls, gossip is fan-out to subscribers."""
+
+    nodes: dict[str, MemoryTransport] = field(default_factory=dict)
+    down: set[str] = field(default_factory=set)
+
+    def join(self, prefix: str) -> MemoryTransport:
+        node = MemoryTransport(prefix, self)
+        self.nodes[prefix] = node
+        return node
+
+
+@dataclass
+class MemoryTransport:
+    prefix: str
+    network: MemoryNetwork
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    topics: dict[str, list[trio.MemorySendChannel[tuple[str, bytes]]]] = field(default_factory=dict)
+
+    def handle(self, surface: str, handler: Handler) -> None:
+        self.handlers[surface] = handler
+
+    async def request(self, to: str, surface: str, payload: bytes, timeout: float) -> Answer:
+        target = self.network.nodes.get(to)
+        if target is None or to in self.network.down or surface not in target.handlers:
+            await trio.lowlevel.checkpoint()
+            raise TransportError(f"{to} is unreachable")
+        with trio.move_on_after(timeout) as scope:
+            return await target.handlers[surface](self.prefix, payload)
+        assert scope.cancelled_caught
+        raise TransportError(f"{to} did not answer within {timeout:g} s")
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        for prefix, node in self.network.nodes.items():
+            if prefix == self.prefix or prefix in self.network.down:
+                continue
+            for channel in node.topics.get(topic, []):
+                # A slow or gone subscriber loses gossip, as with libp2p.
+                with contextlib.suppress(
+                    trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+                ):
+                    channel.send_nowait((self.prefix, payload))
+        await trio.lowlevel.checkpoint()
+
+    async def subscribe(self, topic: str) -> trio.MemoryReceiveChannel[tuple[str, bytes]]:
+        send, receive = trio.open_memory_channel[tuple[str, bytes]](math.inf)
+        self.topics.setdefault(topic, []).append(send)
+        await trio.lowlevel.checkpoint()
+        return receive

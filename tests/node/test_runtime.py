@@ -1,0 +1,198 @@
+"""The runtime performing role effects over the in-memory transport, on trio's virtual clock.
+
+These check what only the runtime can get wrong: persistence lands before the receipt that
+depends on it, concurrent steps share commits, timers and retries fire, gossip is heard, and a
+storage failure refuses instead of receipting.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio.testing
+from dkms.node.client import ControllerClient, WitnessingFailed
+from dkms.node.roles.controller import Controller, RetryPolicy
+from dkms.node.roles.effects import PersistEvent, PersistReceipts, Surface
+from dkms.node.roles.witness import Witness
+from dkms.node.runtime import Runtime
+from dkms.node.transport import MemoryNetwork
+from dkms.protocol.crypto import Signer
+
+Persist = PersistEvent | PersistReceipts
+
+
+def seed(n: int) -> bytes:
+    return bytes([n]) * 32
+
+
+@dataclass
+class FakeStore:
+    """Records batches; `fail` makes apply raise (a full disk)."""
+
+    batches: list[list[Persist]] = field(default_factory=list)
+    fail: bool = False
+    blocking: bool = False  # in memory: no worker thread (which autojump_clock cannot see)
+
+    def apply(self, effects: Sequence[Persist]) -> None:
+        if self.fail:
+            raise OSError("disk full")
+        self.batches.append(list(effects))
+
+    @property
+    def saids(self) -> set[str]:
+        return {e.said for b in self.batches for e in b if isinstance(e, PersistEvent)}
+
+
+@dataclass
+class Cluster:
+    net: MemoryNetwork
+    witnesses: list[Witness]
+    stores: list[FakeStore]
+    client: ControllerClient
+
+
+@asynccontextmanager
+async def cluster(count: int, retry: RetryPolicy | None = None) -> AsyncIterator[Cluster]:
+    net = MemoryNetwork()
+    witnesses = [Witness(Signer(bytes([200 + i]) * 32, transferable=False)) for i in range(count)]
+    stores = [FakeStore() for _ in witnesses]
+    client = ControllerClient(Controller(retry=retry), net.join("controller"))
+    async with trio.open_nursery() as nursery:
+        for witness, store in zip(witnesses, stores, strict=True):
+            runtime = Runtime(witness, net.join(witness.prefix), store)
+            runtime.serve(Surface.SUBMIT, witness.submit)
+            runtime.serve(Surface.RECEIPTS, witness.receipts)
+            runtime.serve(Surface.QUERY, witness.query)
+            await nursery.start(
+                functools.partial(runtime.run, witness.start(runtime.now()), gossip=witness.heard)
+            )
+        await nursery.start(client.run)
+        yield Cluster(net, witnesses, stores, client)
+        nursery.cancel_scope.cancel()
+
+
+def kel_saids(witness: Witness, prefix: str) -> list[str]:
+    kel = witness.validator.kel(prefix)
+    return [r.event.said for r in kel.chain] if kel else []
+
+
+async def test_events_are_witnessed_and_stored_by_every_witness() -> None:
+    with trio.fail_after(10):
+        async with cluster(4) as c:
+            ctl = c.client.controller
+            prefixes = [w.prefix for w in c.witnesses]
+            effects = ctl.incept("alice", [seed(1)], [seed(2)], witnesses=prefixes, toad=3, now=0.0)
+            await c.client.witnessed(effects, ctl.identity("alice").last_said)
+            for n in range(5):
+                effects = ctl.interact("alice", [{"n": n}], now=1.0)
+                await c.client.witnessed(effects, ctl.identity("alice").last_said)
+            alice = ctl.identity("alice").prefix
+            await trio.testing.wait_all_tasks_blocked()
+            expected = kel_saids(c.witnesses[0], alice)
+            assert len(expected) == 6
+            for witness, store in zip(c.witnesses, c.stores, strict=True):
+                assert kel_saids(witness, alice) == expected
+                assert store.saids == set(expected)
+
+
+async def test_persistence_happens_before_the_receipt_is_released() -> None:
+    order: list[str] = []
+
+    class OrderedStore(FakeStore):
+        def apply(self, effects: Sequence[Persist]) -> None:
+            order.extend(f"stored {e.said}" for e in effects if isinstance(e, PersistEvent))
+
+    net = MemoryNetwork()
+    witness = Witness(Signer(seed(200), transferable=False))
+    runtime = Runtime(witness, net.join(witness.prefix), OrderedStore())
+    runtime.serve(Surface.SUBMIT, witness.submit)
+    ctl = Controller()
+    effects = ctl.incept("bob", [seed(3)], [seed(4)], witnesses=[witness.prefix], toad=1, now=0.0)
+    message = next(e for e in effects if hasattr(e, "payload") and hasattr(e, "to")).payload
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.run)
+            caller = net.join("caller")
+            ok, _, reason = await caller.request(witness.prefix, Surface.SUBMIT.value, message, 5)
+            order.append("replied")
+            nursery.cancel_scope.cancel()
+    assert ok, reason
+    assert order == [f"stored {ctl.identity('bob').last_said}", "replied"]
+
+
+async def test_concurrent_submissions_share_commits() -> None:
+    with trio.fail_after(10):
+        async with cluster(1) as c:
+            ctl = c.client.controller
+            w = c.witnesses[0].prefix
+            async with trio.open_nursery() as nursery:  # twenty identifiers pushed at once
+                for i in range(20):
+                    effects = ctl.incept(
+                        f"x{i}", [seed(80 + i)], [seed(120 + i)], witnesses=[w], toad=1, now=0.0
+                    )
+                    nursery.start_soon(c.client.witnessed, effects, ctl.identity(f"x{i}").last_said)
+            store = c.stores[0]
+            assert len(store.saids) >= 20
+            assert len(store.batches) < 20  # group commit put several steps in one batch
+
+
+async def test_a_down_witness_is_retried_and_events_still_complete(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(120):
+        async with cluster(4, retry=RetryPolicy(first=1.0, cap=8.0, attempts=10)) as c:
+            late = c.witnesses[3]
+            c.net.down.add(late.prefix)
+            ctl = c.client.controller
+            prefixes = [w.prefix for w in c.witnesses]
+            effects = ctl.incept(
+                "carol",
+                [seed(5)],
+                [seed(6)],
+                witnesses=prefixes,
+                toad=3,
+                now=c.client.runtime.now(),
+            )
+            said = ctl.identity("carol").last_said
+            await c.client.witnessed(effects, said)
+            assert ctl.status(said) == "done"
+            c.net.down.clear()
+            await trio.sleep(20)  # virtual: the retry timer brings the laggard the event
+            assert kel_saids(late, ctl.identity("carol").prefix) == [said]
+
+
+async def test_too_many_witnesses_down_fails_clearly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(300):
+        async with cluster(4, retry=RetryPolicy(first=1.0, cap=2.0, attempts=3)) as c:
+            for w in c.witnesses[:2]:
+                c.net.down.add(w.prefix)
+            ctl = c.client.controller
+            effects = ctl.incept(
+                "dan",
+                [seed(7)],
+                [seed(8)],
+                witnesses=[w.prefix for w in c.witnesses],
+                toad=3,
+                now=c.client.runtime.now(),
+            )
+            with pytest.raises(WitnessingFailed):
+                await c.client.witnessed(effects, ctl.identity("dan").last_said)
+
+
+async def test_storage_failure_refuses_instead_of_receipting() -> None:
+    with trio.fail_after(10):
+        async with cluster(1, retry=RetryPolicy(attempts=1)) as c:
+            c.stores[0].fail = True
+            ctl = c.client.controller
+            effects = ctl.incept(
+                "eve", [seed(9)], [seed(11)], witnesses=[c.witnesses[0].prefix], toad=1, now=0.0
+            )
+            with pytest.raises(WitnessingFailed):
+                await c.client.witnessed(effects, ctl.identity("eve").last_said)
