@@ -1,0 +1,114 @@
+"""One frozen configuration for a node, from a TOML file and command-line flags (flags win).
+
+Like ddht's boot_info: everything the node needs to start is checked here, once, and bad input
+is a `ConfigError` with one line saying what to fix.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+ROLES: Final = ("witness",)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    role: str = "witness"
+    data_dir: Path = Path("dkms-node")
+    listen: str = "/ip4/127.0.0.1/tcp/0"
+    bootstrap: tuple[str, ...] = ()
+    metrics_port: int | None = None
+    log_level: str = "info"
+    request_timeout: float = 5.0  # seconds a peer has to answer a request
+    max_message: int = 1 << 20  # bytes; libp2p gossip drops larger messages anyway
+    escrow_entries: int = 10_000
+    escrow_age: float = 3600.0  # seconds an escrowed event may wait
+
+    def check(self) -> NodeConfig:
+        if self.role not in ROLES:
+            raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {self.role!r}")
+        if not self.listen.startswith("/ip4/") and not self.listen.startswith("/ip6/"):
+            raise ConfigError(
+                f"listen must be a multiaddr like /ip4/0.0.0.0/tcp/4001, not {self.listen!r}"
+            )
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise ConfigError(f"metrics_port must be a TCP port, not {self.metrics_port}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError("log_level must be debug, info, warning or error")
+        for name in ("request_timeout", "escrow_age"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        for name in ("max_message", "escrow_entries"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        return self
+
+
+_TYPES: Final[dict[str, type]] = {
+    "role": str,
+    "data_dir": str,
+    "listen": str,
+    "bootstrap": list,
+    "metrics_port": int,
+    "log_level": str,
+    "request_timeout": float,
+    "max_message": int,
+    "escrow_entries": int,
+    "escrow_age": float,
+}
+
+
+def load(path: Path | None = None, **flags: Any) -> NodeConfig:
+    """Defaults, then the TOML file at `path`, then the flags that are not None."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_read_toml(path))
+    values.update({k: v for k, v in flags.items() if v is not None and v != ()})
+    unknown = set(values) - {f.name for f in fields(NodeConfig)}
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    config = NodeConfig()
+    converted = {k: _convert(k, v) for k, v in values.items()}
+    return replace(config, **converted).check()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    node = data.get("node", data)  # settings may sit at the top level or under [node]
+    if not isinstance(node, dict):
+        raise ConfigError(f"config file {path}: [node] must be a table")
+    return {k.replace("-", "_"): v for k, v in node.items()}
+
+
+def _convert(name: str, value: Any) -> Any:
+    expected = _TYPES.get(name)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is list and isinstance(value, tuple):
+        value = list(value)
+    if name == "data_dir" and isinstance(value, Path):
+        value = str(value)
+    if expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+        raise ConfigError(f"{name} must be a {expected.__name__}, not {value!r}")
+    if name == "data_dir":
+        return Path(value).expanduser()
+    if name == "bootstrap":
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError("bootstrap must be a list of multiaddrs or PREFIX@MULTIADDR")
+        return tuple(value)
+    return value

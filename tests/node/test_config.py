@@ -1,0 +1,50 @@
+"""Node configuration: TOML file, flags over it, one clear error for each mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dkms.node.config import ConfigError, NodeConfig, load
+
+
+def test_defaults() -> None:
+    assert load() == NodeConfig()
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        '[node]\nlisten = "/ip4/0.0.0.0/tcp/4001"\nbootstrap = ["/ip4/127.0.0.1/tcp/5000"]\n'
+        'request-timeout = 2\ndata_dir = "~/wit"\n'
+    )
+    config = load(path, listen="/ip4/127.0.0.1/tcp/4002", bootstrap=None)
+    assert config.listen == "/ip4/127.0.0.1/tcp/4002"
+    assert config.bootstrap == ("/ip4/127.0.0.1/tcp/5000",)
+    assert config.request_timeout == 2.0
+    assert config.data_dir == Path("~/wit").expanduser()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("role = 'judge'", "role must be one of"),
+        ("listen = 'localhost:4001'", "listen must be a multiaddr"),
+        ("colour = 'blue'", "unknown setting"),
+        ("max_message = 'big'", "max_message must be a int"),
+        ("request_timeout = -1", "request_timeout must be positive"),
+        ("metrics_port = 70000", "metrics_port must be a TCP port"),
+        ("bootstrap = [1, 2]", "bootstrap must be a list"),
+        ("this is not toml", "not valid TOML"),
+    ],
+)
+def test_bad_settings_say_what_to_fix(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "nope.toml")
