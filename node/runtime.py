@@ -145,6 +145,7 @@ class Runtime:
         self._topics: set[str] = set()
         self._gossip: Callable[[bytes, float], list[Effect]] | None = None
         self._requests = itertools.count(1)
+        self._fatal: StorageFailure | None = None
 
     @staticmethod
     def now() -> float:
@@ -165,6 +166,8 @@ class Runtime:
             await self.perform(start or [])
             task_status.started()
             await trio.sleep_forever()
+        if self._fatal is not None:
+            raise self._fatal
 
     def serve(self, surface: Surface, step: Callable[[int, bytes, float], list[Effect]]) -> None:
         """Answer requests on `surface` with the role's `step(request, payload, now)`."""
@@ -201,6 +204,10 @@ class Runtime:
                     log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
             await self.committer.commit(durable)
         except StorageFailure as err:
+            # The role already believes what the store failed to keep; carrying on could hand
+            # out receipts for events a restart would forget. Refuse, then stop the node: a
+            # restart rebuilds the role from what the store did keep.
+            self._stop(err)
             return Reply(reply.request if reply else 0, False, reason=f"storage failure: {err}")
         finally:
             self._changed()
@@ -250,6 +257,13 @@ class Runtime:
             if self._timers.get(timer.key) is scope:
                 del self._timers[timer.key]
             await self.perform(self.role.timer(timer.key, self.now()))
+
+    def _stop(self, error: StorageFailure) -> None:
+        if self._fatal is None:
+            log.critical("stopping: %s; restart the node to recover from its store", error)
+            self._fatal = error
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def _changed(self) -> None:
         self.changed.set()

@@ -17,9 +17,9 @@ import trio
 import trio.testing
 from dkms.node.client import ControllerClient, WitnessingFailed
 from dkms.node.roles.controller import Controller, RetryPolicy
-from dkms.node.roles.effects import PersistEvent, PersistReceipts, Surface
+from dkms.node.roles.effects import PersistEvent, PersistReceipts, Send, Surface
 from dkms.node.roles.witness import Witness
-from dkms.node.runtime import Runtime
+from dkms.node.runtime import Runtime, StorageFailure
 from dkms.node.transport import MemoryNetwork
 from dkms.protocol.crypto import Signer
 
@@ -186,13 +186,25 @@ async def test_too_many_witnesses_down_fails_clearly(
                 await c.client.witnessed(effects, ctl.identity("dan").last_said)
 
 
-async def test_storage_failure_refuses_instead_of_receipting() -> None:
-    with trio.fail_after(10):
-        async with cluster(1, retry=RetryPolicy(attempts=1)) as c:
-            c.stores[0].fail = True
-            ctl = c.client.controller
-            effects = ctl.incept(
-                "eve", [seed(9)], [seed(11)], witnesses=[c.witnesses[0].prefix], toad=1, now=0.0
-            )
-            with pytest.raises(WitnessingFailed):
-                await c.client.witnessed(effects, ctl.identity("eve").last_said)
+async def test_storage_failure_refuses_and_stops_the_node() -> None:
+    net = MemoryNetwork()
+    witness = Witness(Signer(seed(200), transferable=False))
+    runtime = Runtime(witness, net.join(witness.prefix), FakeStore(fail=True))
+    runtime.serve(Surface.SUBMIT, witness.submit)
+    ctl = Controller()
+    effects = ctl.incept("eve", [seed(9)], [seed(11)], witnesses=[witness.prefix], toad=1, now=0.0)
+    message = next(e for e in effects if isinstance(e, Send)).payload
+    answers: list[tuple[bool, bytes, str]] = []
+
+    async def submit() -> None:
+        answers.append(
+            await net.join("caller").request(witness.prefix, "/dkms/1/submit", message, 5)
+        )
+
+    stopped = pytest.RaisesGroup(pytest.RaisesExc(StorageFailure, match="disk full"))
+    with trio.fail_after(10), stopped:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.run)
+            nursery.start_soon(submit)
+    ok, _, reason = answers[0]
+    assert not ok and "storage failure" in reason
