@@ -111,6 +111,40 @@ class Controller:
         """The identifier's fully witnessed KEL as CESR (signatures and witness receipts)."""
         return self.validator.replay(self.identity(name).prefix)
 
+    def secrets(self, name: str) -> dict[str, list[bytes]]:
+        """The seeds to keep (encrypted) for `name`: current and next signing keys."""
+        ident = self.identity(name)
+        return {
+            "current": [s.seed for s in ident.signers],
+            "next": [s.seed for s in ident.next_signers],
+        }
+
+    def restore(
+        self, name: str, secrets: dict[str, list[bytes]], kel: bytes, now: float
+    ) -> Identity:
+        """Take back an identifier from its kept seeds and its fully witnessed KEL."""
+        for frame in parse_stream(kel):
+            if isinstance(frame, Message):
+                self.validator.process(frame, now)
+        signers = [Signer(s) for s in secrets["current"]]
+        prefixes = {r for r in self.validator.prefixes if self.validator.state(r) is not None}
+        for prefix in prefixes:
+            state = self.validator.state(prefix)
+            if state is not None and list(state.keys) == [s.verfer for s in signers]:
+                ident = Identity(
+                    name,
+                    prefix,
+                    _kind_of(self.validator, prefix),
+                    signers,
+                    [Signer(s) for s in secrets["next"]],
+                    state.witnesses,
+                    state.sn,
+                    state.said,
+                )
+                self._ids[name] = ident
+                return ident
+        raise LocalProtocolError(f"the KEL kept for {name!r} does not match its keys")
+
     # ---------------------------------------------------------------- commands
 
     def incept(
@@ -325,6 +359,11 @@ class Controller:
     def _forget(self, push: _Push) -> None:
         if push.complete and not push.waiting:
             self._pushes.pop(push.event.said, None)
+
+
+def _kind_of(validator: Validator, prefix: str) -> Kind:
+    kel = validator.kel(prefix)
+    return kel.last.event.kind if kel is not None else Kind.CBOR
 
 
 def _tag(kind: str, said: str, witness: str) -> str:

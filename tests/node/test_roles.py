@@ -299,3 +299,22 @@ def test_local_only_identifier_needs_no_witnesses() -> None:
 def test_witness_key_must_be_non_transferable() -> None:
     with pytest.raises(Exception, match="non-transferable"):
         Witness(Signer(seed(1)))
+
+
+def test_controller_restores_an_identifier_from_its_seeds_and_kel() -> None:
+    net = Net.of(4)
+    net.run(
+        net.controller.incept(
+            "hal", [seed(18)], [seed(19)], witnesses=net.prefixes, toad=3, now=0.0
+        )
+    )
+    net.run(net.controller.rotate("hal", [seed(20)], now=1.0))
+    kept, kel = net.controller.secrets("hal"), net.controller.export("hal")
+    again = Controller()
+    ident = again.restore("hal", kept, kel, now=2.0)
+    assert ident.prefix == net.controller.identity("hal").prefix
+    assert ident.sn == 1
+    net.controller = again
+    net.run(again.interact("hal", [{"after": "restore"}], now=3.0))
+    assert again.pending() == []
+    assert again.validator.state(ident.prefix).sn == 2  # type: ignore[union-attr]
