@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -235,9 +235,12 @@ class Runtime:
             channel = await self.transport.subscribe(publish.topic)
             assert self._nursery is not None
             self._nursery.start_soon(self._hear, channel)
-        await self.transport.publish(publish.topic, publish.payload)
+        try:
+            await self.transport.publish(publish.topic, publish.payload)
+        except TransportError as err:  # best effort: co-witnesses also answer queries
+            log.warning("could not publish on %s: %s", publish.topic, err)
 
-    async def _hear(self, channel: trio.MemoryReceiveChannel[tuple[str, bytes]]) -> None:
+    async def _hear(self, channel: AsyncIterator[tuple[str, bytes]]) -> None:
         assert self._gossip is not None
         async for _, payload in channel:
             await self.perform(self._gossip(payload, self.now()))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,7 +35,7 @@ class Transport(Protocol):
 
     async def publish(self, topic: str, payload: bytes) -> None: ...
 
-    async def subscribe(self, topic: str) -> trio.MemoryReceiveChannel[tuple[str, bytes]]: ...
+    async def subscribe(self, topic: str) -> AsyncIterator[tuple[str, bytes]]: ...
 
 
 @dataclass

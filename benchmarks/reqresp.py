@@ -1,0 +1,143 @@
+"""Raw request/response round trips between two local hosts: the floor under the witness.
+
+Two `dkms.node.p2p` hosts on 127.0.0.1; the responder echoes the payload back at once, so
+what is measured is the transport (TCP, Noise, the muxer, one stream per request, our
+framing), not any node logic. For each payload size and each number of requests kept in
+flight, it reports round trips/s, latency percentiles and the requester's CPU per request.
+
+    python benchmarks/reqresp.py [--requests 2000] [--sizes 300,1024] [--concurrency 1,8,32]
+                                 [--muxer yamux|mplex|both] [--processes 1|2] [--repeat 2]
+
+`--processes 2` (default) runs the responder in its own process, as a witness would run;
+`--processes 1` puts both hosts in one trio loop on one core. Each figure is the best of
+`--repeat` runs. Output: one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import trio
+from dkms.node.p2p import HostConfig, P2PHost, open_host
+
+PROTOCOL = "/dkms/bench/echo"
+REQUESTER_SEED = b"\x01" * 32
+RESPONDER_SEED = b"\x02" * 32
+
+
+async def echo(peer: str, payload: bytes) -> tuple[bool, bytes, str]:
+    return True, payload, ""
+
+
+async def serve(muxer: str) -> None:
+    """Responder process: print our introduction, echo until stdin closes."""
+    config = HostConfig(muxer=muxer)  # type: ignore[arg-type]
+    async with open_host(RESPONDER_SEED, config=config) as host:
+        host.handle(PROTOCOL, echo)
+        print(host.introduction, flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+
+
+async def measure(
+    host: P2PHost, target: str, size: int, requests: int, width: int
+) -> dict[str, float]:
+    """`requests` round trips with `width` in flight at once."""
+    payload = bytes(size)
+    latencies: list[float] = []
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < requests:
+            next_index += 1
+            start = time.perf_counter()
+            ok, answer, _ = await host.request(target, PROTOCOL, payload)
+            latencies.append(time.perf_counter() - start)
+            if not ok or len(answer) != size:
+                raise SystemExit("the responder did not echo")
+
+    await host.request(target, PROTOCOL, payload)  # connect and warm up
+    wall, cpu = time.perf_counter(), time.process_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(width):
+            nursery.start_soon(worker)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    latencies.sort()
+    return {
+        "per_s": requests / wall,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "cpu_ms_per_request": cpu / requests * 1000,
+    }
+
+
+async def run(args: argparse.Namespace, muxer: str, target: str | None) -> None:
+    config = HostConfig(muxer=muxer)  # type: ignore[arg-type]
+    async with open_host(REQUESTER_SEED, config=config) as host:
+        if target is None:  # one process: the responder lives in this loop too
+            async with open_host(RESPONDER_SEED, config=config) as responder:
+                responder.handle(PROTOCOL, echo)
+                await report(args, muxer, host, responder.introduction)
+        else:
+            await report(args, muxer, host, target)
+
+
+async def report(args: argparse.Namespace, muxer: str, host: P2PHost, target: str) -> None:
+    for size in args.sizes:
+        for width in args.concurrency:
+            best: dict[str, float] = {}
+            for _ in range(args.repeat):
+                got = await measure(host, target, size, args.requests, width)
+                if not best or got["per_s"] > best["per_s"]:
+                    best = got
+            row = {"muxer": muxer, "processes": args.processes, "bytes": size, "in_flight": width}
+            row.update({k: round(v, 2) for k, v in best.items()})
+            print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--sizes", type=_ints, default=[300, 1024])
+    parser.add_argument("--concurrency", type=_ints, default=[1, 8, 32])
+    parser.add_argument("--muxer", choices=["yamux", "mplex", "both"], default="yamux")
+    parser.add_argument("--processes", type=int, choices=[1, 2], default=2)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--serve", choices=["yamux", "mplex"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        trio.run(serve, args.serve)
+        return
+    for muxer in ["yamux", "mplex"] if args.muxer == "both" else [args.muxer]:
+        if args.processes == 1:
+            trio.run(run, args, muxer, None)
+            continue
+        responder = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve", muxer],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert responder.stdout is not None
+            target = responder.stdout.readline().strip()
+            if not target:
+                raise SystemExit("the responder process did not start")
+            trio.run(run, args, muxer, target)
+        finally:
+            assert responder.stdin is not None
+            responder.stdin.close()  # the responder's cue to shut down
+            responder.wait(timeout=10)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""`dkms-node`: run a node, or show who it is.
+
+    dkms-node run --role witness --data-dir DIR --listen MULTIADDR [--bootstrap INTRO]...
+                  [--config FILE.toml] [--log-level LEVEL]
+    dkms-node info --data-dir DIR [--json]
+
+`run` prints the node's introduction (`PREFIX@MULTIADDR`, what controllers name as a witness)
+once it listens, and stops cleanly on SIGINT/SIGTERM. `main(argv) -> int` is a plain function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from dkms.protocol.crypto import Signer
+from dkms.protocol.errors import ProtocolError
+from dkms.protocol.escrow import EscrowLimits
+
+from .config import ConfigError, NodeConfig, load
+from .p2p import HostConfig, NodeIdentity, P2PError, open_host
+from .p2p_transport import P2PTransport
+from .roles.effects import Surface
+from .roles.witness import Witness
+from .runtime import Runtime, StorageFailure
+from .secretfiles import SEED_FILE, SecretError, load_or_create_node_seed, read_private
+from .store import FILENAME, Store, StoreError
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+    from .p2p import P2PHost
+
+log = logging.getLogger("dkms.node")
+NODE_FILE: Final = "node.json"  # who the node is and where it last listened (no secrets)
+
+
+class NodeError(Exception):
+    """The node cannot start or go on; the message says what to do."""
+
+
+async def serve(
+    config: NodeConfig,
+    *,
+    announce: Callable[[str], None] = print,
+    handle_signals: bool = False,
+    task_status: TaskStatus[P2PHost] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a witness until cancelled (or signalled); `task_status` gets the host once up."""
+    try:
+        seed = load_or_create_node_seed(config.data_dir)
+    except SecretError as err:
+        raise NodeError(str(err)) from None
+    signer = Signer(seed, transferable=False)
+    witness = Witness(
+        signer, limits=EscrowLimits(max_entries=config.escrow_entries, max_age=config.escrow_age)
+    )
+    try:
+        store = Store.open(config.data_dir / FILENAME)
+    except StoreError as err:
+        raise NodeError(str(err)) from None
+    with store:
+        store.bind_node(signer.verfer)
+        restored = _restore(witness, store)
+        host_config = HostConfig(
+            max_message_size=config.max_message, request_timeout=config.request_timeout
+        )
+        try:
+            async with open_host(seed, config.listen, host_config) as host:
+                await _run(
+                    config, witness, store, host, restored, announce, handle_signals, task_status
+                )
+        except P2PError as err:
+            raise NodeError(f"network: {err}") from None
+        except OSError as err:
+            raise NodeError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
+
+
+def _restore(witness: Witness, store: Store) -> int:
+    for chunk in store.replay_chunks():
+        witness.restore(chunk, trio.current_time())
+    return store.stats().events
+
+
+async def _run(
+    config: NodeConfig,
+    witness: Witness,
+    store: Store,
+    host: P2PHost,
+    restored: int,
+    announce: Callable[[str], None],
+    handle_signals: bool,
+    task_status: TaskStatus[P2PHost],
+) -> None:
+    transport = P2PTransport(host)
+    runtime = Runtime(witness, transport, store, request_timeout=config.request_timeout)
+    runtime.serve(Surface.SUBMIT, witness.submit)
+    runtime.serve(Surface.RECEIPTS, witness.receipts)
+    runtime.serve(Surface.QUERY, witness.query)
+    _write_node_file(config.data_dir, host)
+    log.info("witness %s: %d stored events restored", witness.prefix, restored)
+    announce(f"witness {host.introduction}")
+    if config.bootstrap:
+        report = await host.connect(config.bootstrap)
+        log.info("bootstrap: %s", report)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(runtime.run, witness.start(runtime.now()), gossip=witness.heard)
+        )
+        task_status.started(host)
+        if handle_signals:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+
+
+def _write_node_file(data_dir: Path, host: P2PHost) -> None:
+    info = {
+        "prefix": host.prefix,
+        "peer_id": host.peer_id.to_base58(),
+        "introductions": [str(i) for i in host.introductions()],
+    }
+    (data_dir / NODE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def node_info(data_dir: Path) -> dict[str, Any]:
+    """Prefix, peer id and (where it last listened) introductions of the node in `data_dir`."""
+    seed_path = data_dir / SEED_FILE
+    if not seed_path.exists():
+        raise NodeError(
+            f"no node in {data_dir}: start one with `dkms-node run --data-dir {data_dir}`"
+        )
+    try:
+        identity = NodeIdentity(read_private(seed_path, "node seed"))
+    except (SecretError, ValueError) as err:
+        raise NodeError(str(err)) from None
+    info: dict[str, Any] = {
+        "prefix": identity.prefix,
+        "peer_id": identity.peer_id.to_base58(),
+        "introductions": [],
+    }
+    try:
+        last = json.loads((data_dir / NODE_FILE).read_text())
+        info["introductions"] = list(last.get("introductions", []))
+    except (OSError, ValueError):
+        pass  # never ran yet: no addresses to tell
+    return info
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dkms-node", description="Run a DKMS node.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a node until SIGINT/SIGTERM")
+    run.add_argument("--role", choices=["witness"], default=None)
+    run.add_argument("--data-dir", type=Path, default=None, help="where the node keeps its state")
+    run.add_argument("--listen", default=None, help="multiaddr, e.g. /ip4/0.0.0.0/tcp/4001")
+    run.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        metavar="PREFIX@MULTIADDR",
+        help="a peer to join the network through (repeatable)",
+    )
+    run.add_argument("--config", type=Path, default=None, help="TOML file; flags override it")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    info = commands.add_parser("info", help="show the node's prefix, peer id and introduction")
+    info.add_argument("--data-dir", type=Path, required=True)
+    info.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            return _info(args.data_dir, args.json)
+        config = load(
+            args.config,
+            role=args.role,
+            data_dir=args.data_dir,
+            listen=args.listen,
+            bootstrap=tuple(args.bootstrap),
+            log_level=args.log_level,
+        )
+        logging.basicConfig(
+            level=config.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(message)s",
+            stream=sys.stderr,
+        )
+        trio.run(functools.partial(serve, config, announce=_announce, handle_signals=True))
+    except (ConfigError, NodeError) as err:
+        print(f"dkms-node: {err}", file=sys.stderr)
+        return 1
+    except StorageFailure as err:
+        print(
+            f"dkms-node: storage failure: {err}; restart to recover from the store", file=sys.stderr
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except ProtocolError as err:  # a stored message that no longer reads
+        print(f"dkms-node: stored data is unreadable: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _announce(line: str) -> None:
+    print(line, flush=True)
+
+
+def _info(data_dir: Path, as_json: bool) -> int:
+    info = node_info(data_dir)
+    if as_json:
+        print(json.dumps(info))
+    else:
+        print(f"prefix:   {info['prefix']}")
+        print(f"peer id:  {info['peer_id']}")
+        for intro in info["introductions"] or ["(not listening yet: run the node)"]:
+            print(f"address:  {intro}")
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,222 @@
+"""Keeping enough neighbours: bootstrap dials, peer exchange, and a maintenance loop.
+
+GossipSub in py-libp2p 0.8.1 sends a node's own messages only to its mesh, and its PRUNE
+carries no peer exchange: a node that only knows one bootstrap peer can end up meshless and
+its messages vanish. So every node keeps at least `min_peers` (D_low) connections, aiming for
+`target_peers` (D), wherever the network has that many.
+
+Peer exchange is one request/response protocol, `/dkms/1/peers`: the requester sends its own
+introductions, the responder answers with introductions of peers it knows (those it dialed,
+and those who introduced themselves to it). A self-introduction is kept only when its prefix
+is the authenticated peer on the stream: a peer can say where it is, never who someone else is.
+An address can still be false; the dial then fails Noise's identity check and costs a dial.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import trio
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.peer.id import ID
+from multiaddr import Multiaddr
+
+from .config import HostConfig
+from .dialer import Dialer
+from .errors import P2PError
+from .framing import Response
+from .identity import Introduction, parse_introduction, peer_name
+
+logger = logging.getLogger(__name__)
+
+PEERS_PROTOCOL = "/dkms/1/peers"
+SETTLE = 1.0  # seconds after a disconnect before acting: the peer may be shutting down
+RETRY_FIRST = 5.0  # seconds before redialing a peer that failed; doubles per failure
+RETRY_MAX = 300.0
+MAX_KNOWN = 1024  # introductions remembered; the oldest go first
+
+Requester = Callable[[ID, str, bytes], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectReport:
+    """Outcome of `connect`: who we are connected to, and why each failed one failed."""
+
+    connected: tuple[str, ...]
+    failed: dict[str, str]
+
+
+class _ConnectionNotifee(INotifee):
+    """Tells `Neighbours` when a connection comes or goes."""
+
+    def __init__(self, on_connect: Callable[[], None], on_disconnect: Callable[[], None]) -> None:
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_connect()
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_disconnect()
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        pass
+
+
+class Neighbours:
+    """Bootstrap, peer exchange and upkeep of a host's connections."""
+
+    def __init__(
+        self,
+        dialer: Dialer,
+        request: Requester,
+        own: Callable[[], list[Introduction]],
+        config: HostConfig,
+    ) -> None:
+        self._dialer = dialer
+        self._request = request
+        self._own = own
+        self._config = config
+        self.known: dict[ID, Introduction] = {}
+        self._wake = trio.Event()  # a connection went away
+        self._changed = trio.Event()  # a connection came
+        self._retry: dict[ID, tuple[float, float]] = {}  # peer -> (not before, last delay)
+
+    def notifee(self) -> INotifee:
+        return _ConnectionNotifee(self._connected, self._disconnected)
+
+    def _connected(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _disconnected(self) -> None:
+        self._wake.set()
+        self._connected()
+
+    async def wait_for_peers(self, count: int) -> None:
+        """Return once at least `count` peers are connected (no timeout: the caller bounds it)."""
+        while len(self._dialer.connected_peers()) < count:
+            await self._changed.wait()
+
+    async def connect(self, introductions: Iterable[Introduction]) -> ConnectReport:
+        """Dial `introductions` at once; then fill up to `target_peers` from what they know."""
+        intros = {intro.peer_id: intro for intro in introductions}
+        failures = await self._dialer.ensure_all(i.peer_info() for i in intros.values())
+        for pid, intro in intros.items():
+            if pid not in failures:
+                self._remember(intro)
+        if len(self._dialer.connected_peers()) < self._config.target_peers:
+            await self.exchange()
+        connected = {self._name(pid) for pid in self._dialer.connected_peers()}
+        return ConnectReport(
+            connected=tuple(sorted(connected)),
+            failed={str(intros[pid]): why for pid, why in failures.items()},
+        )
+
+    async def exchange(self) -> None:
+        """Ask every connected peer whom it knows; dial enough of them to reach the target."""
+        candidates: dict[ID, Introduction] = {}
+
+        async def ask(pid: ID) -> None:
+            for intro in await self._ask(pid):
+                candidates.setdefault(intro.peer_id, intro)
+
+        async with trio.open_nursery() as nursery:
+            for pid in self._dialer.connected_peers():
+                nursery.start_soon(ask, pid)
+        for pid, intro in self.known.items():
+            candidates.setdefault(pid, intro)
+        connected = set(self._dialer.connected_peers())
+        now = trio.current_time()
+        fresh = [
+            intro
+            for pid, intro in candidates.items()
+            if pid not in connected
+            and pid != self._dialer.self_id
+            and self._retry.get(pid, (0.0, 0.0))[0] <= now
+        ]
+        random.shuffle(fresh)  # spread load across the network, not onto the first peers listed
+        wanted = self._config.target_peers - len(connected)
+        if wanted <= 0 or not fresh:
+            return
+        chosen = fresh[:wanted]
+        failures = await self._dialer.ensure_all(intro.peer_info() for intro in chosen)
+        now = trio.current_time()
+        for intro in chosen:
+            pid = intro.peer_id
+            if pid in failures:
+                delay = min(self._retry.get(pid, (0.0, RETRY_FIRST / 2))[1] * 2, RETRY_MAX)
+                self._retry[pid] = (now + delay, delay)
+            else:
+                self._retry.pop(pid, None)
+                self._remember(intro)
+
+    async def maintain(self) -> None:
+        """Runs as a task: after a disconnect, or every interval, top up if below `min_peers`."""
+        while True:
+            with trio.move_on_after(self._config.maintenance_interval):
+                await self._wake.wait()
+                await trio.sleep(SETTLE)
+            self._wake = trio.Event()
+            if len(self._dialer.connected_peers()) < self._config.min_peers:
+                try:
+                    await self.exchange()
+                except Exception:  # a bad peer must not end upkeep for good
+                    logger.exception("neighbour upkeep failed; will try again")
+
+    async def serve(self, peer: str, payload: bytes) -> tuple[bool, bytes, str]:
+        """The `/dkms/1/peers` handler: learn the requester's address, list whom we know."""
+        for line in payload.decode("utf-8", errors="replace").splitlines()[:4]:
+            try:
+                intro = parse_introduction(line)
+            except ValueError:
+                continue
+            if intro.prefix == peer:
+                self._remember(intro)
+        live = set(self._dialer.connected_peers())
+        others = [intro for intro in self.known.values() if intro.prefix != peer]
+        random.shuffle(others)
+        others.sort(key=lambda intro: intro.peer_id not in live)  # peers we reach now first
+        listed = others[: self._config.peer_exchange_limit]
+        return True, "\n".join(str(i) for i in listed).encode(), ""
+
+    async def _ask(self, pid: ID) -> list[Introduction]:
+        mine = "\n".join(str(i) for i in self._own()).encode()
+        try:
+            ok, payload, reason = await self._request(pid, PEERS_PROTOCOL, mine)
+        except P2PError as exc:
+            logger.info("peer exchange with %s failed: %s", self._name(pid), exc)
+            return []
+        if not ok:
+            logger.info("peer exchange refused by %s: %s", self._name(pid), reason)
+            return []
+        found = []
+        for line in payload.decode("utf-8", errors="replace").splitlines():
+            try:
+                found.append(parse_introduction(line))
+            except ValueError:
+                logger.info("peer %s listed a bad introduction %r", self._name(pid), line)
+            if len(found) >= self._config.peer_exchange_limit:
+                break
+        return found
+
+    def _remember(self, intro: Introduction) -> None:
+        self.known.pop(intro.peer_id, None)  # re-insert: newest last
+        self.known[intro.peer_id] = intro
+        while len(self.known) > MAX_KNOWN:
+            del self.known[next(iter(self.known))]
+
+    def _name(self, pid: ID) -> str:
+        return peer_name(pid)

@@ -1,0 +1,68 @@
+"""Request/response frames without I/O: round trips, limits, and what a bad peer sends."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from dkms.node.p2p import RemoteP2PError, Response, Status
+from dkms.node.p2p.framing import (
+    MAX_REASON,
+    REQUEST_HEADER,
+    RESPONSE_HEADER,
+    decode_request_head,
+    decode_response_body,
+    decode_response_head,
+    encode_request,
+    encode_response,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+def decode(frame: bytes, limit: int = 1 << 20) -> Response:
+    head = decode_response_head(frame[: RESPONSE_HEADER.size], limit)
+    return decode_response_body(head, frame[RESPONSE_HEADER.size :])
+
+
+@given(st.binary(max_size=2048))
+def test_request_round_trip(payload: bytes) -> None:
+    frame = encode_request(payload)
+    length, refusal = decode_request_head(frame[: REQUEST_HEADER.size], 2048)
+    assert (length, refusal) == (len(payload), "")
+    assert frame[REQUEST_HEADER.size :] == payload
+
+
+@given(st.sampled_from(list(Status)), st.binary(max_size=512), st.text(max_size=300))
+def test_response_round_trip(status: Status, payload: bytes, reason: str) -> None:
+    frame = encode_response(status, payload, "" if status is Status.OK else reason)
+    answer = decode(frame)
+    assert answer.ok is (status is Status.OK)
+    assert answer.payload == payload
+    if status is not Status.OK:
+        assert answer.reason == (reason or status.name.lower().replace("_", " "))
+
+
+def test_request_over_the_limit_is_refused_with_a_reason() -> None:
+    length, refusal = decode_request_head(struct.pack(">I", 2_000_000), 1 << 20)
+    assert length == 2_000_000
+    assert refusal == "request of 2000000 bytes exceeds this peer's limit of 1048576 bytes"
+
+
+def test_long_reasons_are_cut_on_a_character_boundary() -> None:
+    answer = decode(encode_response(Status.REFUSED, b"", "é" * MAX_REASON))
+    assert answer.reason == "é" * (MAX_REASON // 2)
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (struct.pack(">BIH", 9, 0, 0), "unknown response status 9"),
+        (struct.pack(">BIH", 0, 2_000_000, 0), "exceeds our limit"),
+        (struct.pack(">BIH", 0, 0, 2) + b"no", "OK response carries no reason"),
+        (struct.pack(">BIH", 1, 0, 2) + b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_a_malformed_response_is_the_peers_fault(frame: bytes, message: str) -> None:
+    with pytest.raises(RemoteP2PError, match=message):
+        decode(frame)

@@ -1,0 +1,205 @@
+"""Gossip among four real hosts on 127.0.0.1: delivery, validators, limits, shutdown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+import trio
+from dkms.node.p2p import (
+    Gossip,
+    HostConfig,
+    MessageTooLarge,
+    P2PHost,
+    PeerUnreachable,
+    PublishRejected,
+    Subscription,
+    open_host,
+)
+
+TOPIC = "/dkms/1/kel/7"
+LIMIT = 30  # seconds any test may take
+
+
+@asynccontextmanager
+async def clique(count: int, config: HostConfig | None = None) -> AsyncIterator[list[P2PHost]]:
+    """`count` hosts subscribed to TOPIC (before listening), all bootstrapped from the first."""
+    async with AsyncExitStack() as stack:
+        hosts = [
+            await stack.enter_async_context(
+                open_host(bytes([i + 1]) * 32, config=config, topics=[TOPIC])
+            )
+            for i in range(count)
+        ]
+        async with trio.open_nursery() as nursery:
+            for host in hosts[1:]:
+                nursery.start_soon(host.connect, [hosts[0].introduction])
+        for host in hosts:
+            await host.wait_for_peers(count - 1)
+        # D_low (4) exceeds the peers there are, so each mesh takes all of them; libp2p
+        # signals each graft, so this waits on events, not on time.
+        for host in hosts:
+            for other in hosts:
+                if other is not host:
+                    await host.pubsub.wait_for_mesh(other.peer_id, TOPIC, timeout=LIMIT)
+        yield hosts
+
+
+async def collect(
+    sub: Subscription, want: Callable[[dict[bytes, float]], bool]
+) -> dict[bytes, float]:
+    """Payloads (with arrival times) read from `sub` until `want` says enough."""
+    got: dict[bytes, float] = {}
+    async for item in sub:
+        got[item.payload] = time.perf_counter()
+        if want(got):
+            break
+    return got
+
+
+async def publish_and_collect(
+    origin: P2PHost, subs: list[Subscription], payloads: list[bytes]
+) -> tuple[list[dict[bytes, float]], dict[bytes, float]]:
+    """Publish `payloads` from `origin`; what each subscription got (and when), and send times."""
+    results: list[dict[bytes, float]] = [{} for _ in subs]
+    sent: dict[bytes, float] = {}
+
+    async def reader(i: int) -> None:
+        results[i] = await collect(subs[i], lambda got: len(got) == len(payloads))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(subs)):
+            nursery.start_soon(reader, i)
+        for payload in payloads:
+            sent[payload] = time.perf_counter()
+            await origin.publish(TOPIC, payload)
+    return results, sent
+
+
+async def test_every_host_gets_every_message() -> None:
+    count = 50
+    with trio.fail_after(LIMIT):
+        async with clique(4) as hosts:
+            subs = [await h.subscribe(TOPIC) for h in hosts]
+            assert await hosts[1].subscribe(TOPIC) is subs[1]
+            for o in (0, 3):  # the bootstrap node and a leaf
+                origin = hosts[o]
+                tag = origin.prefix[:8].encode()
+                payloads = [b"%s %03d " % (tag, n) + b"x" * 280 for n in range(count)]
+                results, sent = await publish_and_collect(origin, subs, payloads)
+                for got in results:
+                    assert set(got) == set(payloads)  # the origin hears itself too
+                others = [got for i, got in enumerate(results) if i != o]
+                latencies = sorted(got[p] - sent[p] for got in others for p in got)
+                first = min(sent.values())
+                print(
+                    f"\n{count} msgs from host {o} to 3 others: published in "
+                    f"{(max(sent.values()) - first) * 1000:.0f} ms, all delivered in "
+                    f"{(max(max(got.values()) for got in others) - first) * 1000:.0f} ms; "
+                    f"latency p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, "
+                    f"max {latencies[-1] * 1000:.0f} ms"
+                )
+            assert [s.dropped for s in subs] == [0, 0, 0, 0]
+
+
+async def test_sender_of_a_message_is_its_origin() -> None:
+    with trio.fail_after(LIMIT):
+        async with clique(3) as (_, b, c):
+            sub = await c.subscribe(TOPIC)
+            await b.publish(TOPIC, b"from b")
+            assert await sub.receive() == Gossip(b.prefix, b"from b")
+
+
+async def test_validators_stop_what_they_reject() -> None:
+    with trio.fail_after(LIMIT):
+        async with clique(4) as hosts:
+            origin, receivers = hosts[0], hosts[1:]
+            rejected_all = [trio.Event() for _ in receivers]
+
+            def make_validator(done: trio.Event) -> Callable[[bytes], bool]:
+                rejected = 0
+
+                def validate(payload: bytes) -> bool:
+                    nonlocal rejected
+                    if payload.startswith(b"RAISE"):
+                        rejected += 1
+                        if rejected == 7:
+                            done.set()
+                        raise ValueError("a validator that raises rejects")
+                    if payload.startswith(b"BAD"):
+                        rejected += 1
+                        if rejected == 7:
+                            done.set()
+                        return False
+                    return True
+
+                return validate
+
+            for host, done in zip(receivers, rejected_all, strict=True):
+                host.set_validator(TOPIC, make_validator(done))
+            subs = [await h.subscribe(TOPIC) for h in receivers]
+            good = [b"GOOD %d" % n for n in range(10)]
+            bad = [b"BAD %d" % n for n in range(5)] + [b"RAISE %d" % n for n in range(2)]
+            for n, payload in enumerate(good):  # the origin has no validator: it sends all
+                await origin.publish(TOPIC, payload)
+                if n < len(bad):
+                    await origin.publish(TOPIC, bad[n])
+            for done in rejected_all:
+                await done.wait()  # every receiver saw, and rejected, all seven
+            await origin.publish(TOPIC, b"GOOD END")
+            for sub in subs:
+                got = await collect(sub, lambda got: b"GOOD END" in got)
+                assert set(got) == {*good, b"GOOD END"}
+
+
+async def test_own_validator_and_size_limit_refuse_to_publish() -> None:
+    with trio.fail_after(LIMIT):
+        async with clique(2) as (a, _):
+            a.set_validator(TOPIC, lambda payload: not payload.startswith(b"BAD"))
+            with pytest.raises(PublishRejected):
+                await a.publish(TOPIC, b"BAD")
+            a.set_validator(TOPIC, lambda payload: 1 / 0 == 0)
+            with pytest.raises(PublishRejected):
+                await a.publish(TOPIC, b"anything")
+            with pytest.raises(MessageTooLarge):
+                await a.publish(TOPIC, b"x" * (a.config.gossip.max_payload + 1))
+
+
+async def test_largest_payload_crosses_and_late_subscriptions_work() -> None:
+    late = "/dkms/1/governance"
+    with trio.fail_after(LIMIT):
+        async with clique(3) as hosts:
+            # Subscribed after the connections exist: the announcement must still arrive.
+            subs = [await h.subscribe(late) for h in hosts]
+            for host in hosts:
+                for other in hosts:
+                    if other is not host:
+                        await host.pubsub.wait_for_mesh(other.peer_id, late, timeout=LIMIT)
+            biggest = bytes(hosts[0].config.gossip.max_payload)
+            await hosts[1].publish(late, biggest)
+            for sub in subs:
+                assert (await sub.receive()).payload == biggest
+
+
+async def test_four_hosts_shut_down_cleanly_within_five_seconds() -> None:
+    with trio.fail_after(LIMIT):
+        async with clique(4) as hosts:
+            subs = [await h.subscribe(TOPIC) for h in hosts]
+            await hosts[2].publish(TOPIC, b"last words")
+            for sub in subs:
+                assert (await sub.receive()).payload == b"last words"
+            addrs = [h.introduction for h in hosts]
+            start = time.perf_counter()
+        # Cancel scopes must nest, so the exit is timed rather than bounded on its own.
+        elapsed = time.perf_counter() - start
+        print(f"\n4 hosts shut down in {elapsed * 1000:.0f} ms")
+        assert elapsed < 5
+        for sub in subs:  # readers see the end, not a hang
+            with pytest.raises(trio.EndOfChannel):
+                await sub.receive()
+        async with open_host(b"\x09" * 32, config=HostConfig(dial_timeout=2)) as late:
+            for addr in addrs:  # nothing listens there any more
+                with pytest.raises(PeerUnreachable):
+                    await late.request(addr, "/dkms/1/query", b"")
