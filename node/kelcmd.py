@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
 from .kelverify import FileReport, verify_file
@@ -30,16 +29,10 @@ def verify(paths: Sequence[str], as_json: bool) -> int:
 
 
 def demo() -> int:
-    """Verify the sample KEL shipped with the package and show what it proves."""
-    with resources.as_file(resources.files("dkms.node").joinpath(SAMPLE)) as path:
-        print("A sample key event log (KERI v1, CBOR) ships with dkms at:")
-        print(f"  {path}")
-        print("It holds a witnessed identifier and a delegated one with its delegator.")
-        print(f"`dkms kel verify {path}` reads it and reports:\n")
-        status = verify([str(path)], as_json=False)
-        print("Try `dkms kel verify --json FILE` for machine-readable output,")
-        print("and `dkms kel inspect FILE` to read each event and its signatures.")
-    return status
+    """A local witness network: an identifier made and rotated through it (see demo.py)."""
+    from . import demo as network_demo  # noqa: PLC0415 - libp2p loads only for the demo
+
+    return network_demo.main()
 
 
 def render(report: FileReport) -> list[str]:

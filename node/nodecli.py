@@ -124,6 +124,13 @@ async def _run(
                     break
 
 
+def quiet_libp2p(level: int = logging.CRITICAL) -> None:
+    """py-libp2p logs routine events (a peer going away, a protocol a peer does not serve)
+    at ERROR; our own log says what matters, so libp2p's speaks only when asked (debug)."""
+    logging.getLogger("libp2p").setLevel(level)
+    logging.getLogger("multiaddr").setLevel(level)
+
+
 def _write_node_file(data_dir: Path, host: P2PHost) -> None:
     info = {
         "prefix": host.prefix,
@@ -200,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(message)s",
             stream=sys.stderr,
         )
+        if config.log_level != "debug":
+            quiet_libp2p()
         trio.run(functools.partial(serve, config, announce=_announce, handle_signals=True))
     except (ConfigError, NodeError) as err:
         print(f"dkms-node: {err}", file=sys.stderr)

@@ -190,10 +190,13 @@ def test_inspect_garbage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    # The demo runs five real witnesses on 127.0.0.1 and an identifier through them.
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    assert "sample.cesr" in out
-    assert "accepted" in out and "rejected" not in out and "escrowed" not in out
+    assert out.count("fully witnessed with") == 4
+    assert out.count("sn 3, latest") == 3  # w1-w3 hold the whole KEL; w0 was cut, w4 stopped
+    assert "fully witnessed: False" not in out
+    assert "checked from its bytes alone" in out
 
 
 def test_module_entry_point_exits_with_the_status() -> None:
@@ -205,7 +208,7 @@ def test_module_entry_point_exits_with_the_status() -> None:
         timeout=60,
         check=False,
     )
-    assert demo.returncode == 0 and "sample.cesr" in demo.stdout
+    assert demo.returncode == 0 and "fully witnessed with" in demo.stdout
     missing = subprocess.run(
         [sys.executable, "-m", "dkms.node.cli", "kel", "verify", "/no/such"],
         capture_output=True,
