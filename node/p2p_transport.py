@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from dkms.protocol.errors import ProtocolError
+from dkms.protocol.stream import Message, parse_stream
+
 from .p2p import (
     Introduction,
     P2PError,
@@ -58,8 +61,23 @@ class P2PTransport:
             raise TransportError(str(err)) from None
 
     async def subscribe(self, topic: str) -> AsyncIterator[tuple[str, bytes]]:
+        self.host.set_validator(topic, well_formed)
         subscription = await self.host.subscribe(topic)
         return _pairs(subscription)
+
+
+def well_formed(payload: bytes) -> bool:
+    """Gossip validator: forward only payloads that frame into valid KERI messages.
+
+    It judges the bytes alone (libp2p caches the verdict per message id, so it must never
+    say "not yet"): garbage is dropped and costs its sender, while a validly formed conflicting
+    event passes, since rejecting conflicts here would hide what watchers exist to see.
+    """
+    try:
+        frames = parse_stream(payload)
+    except ProtocolError:
+        return False
+    return bool(frames) and all(isinstance(f, Message) for f in frames)
 
 
 async def _pairs(subscription: Subscription) -> AsyncIterator[tuple[str, bytes]]:
