@@ -30,6 +30,7 @@ class NodeConfig:
     max_message: int = 1 << 20  # bytes; libp2p gossip drops larger messages anyway
     escrow_entries: int = 10_000
     escrow_age: float = 3600.0  # seconds an escrowed event may wait
+    peer_rate: float = 1000.0  # requests per second one peer may make (bursts of twice that)
 
     def check(self) -> NodeConfig:
         if self.role not in ROLES:
@@ -42,7 +43,7 @@ class NodeConfig:
             raise ConfigError(f"metrics_port must be a TCP port, not {self.metrics_port}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level must be debug, info, warning or error")
-        for name in ("request_timeout", "escrow_age"):
+        for name in ("request_timeout", "escrow_age", "peer_rate"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("max_message", "escrow_entries"):
@@ -62,6 +63,7 @@ _TYPES: Final[dict[str, type]] = {
     "max_message": int,
     "escrow_entries": int,
     "escrow_age": float,
+    "peer_rate": float,
 }
 
 

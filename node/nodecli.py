@@ -30,6 +30,7 @@ from .p2p import HostConfig, NodeIdentity, P2PError, open_host
 from .p2p_transport import P2PTransport
 from .roles.effects import Surface
 from .roles.witness import Witness
+from .ratelimit import RateLimit
 from .runtime import Runtime, StorageFailure
 from .secretfiles import SEED_FILE, SecretError, load_or_create_node_seed, read_private
 from .store import FILENAME, Store, StoreError
@@ -101,7 +102,13 @@ async def _run(
     task_status: TaskStatus[P2PHost],
 ) -> None:
     transport = P2PTransport(host)
-    runtime = Runtime(witness, transport, store, request_timeout=config.request_timeout)
+    runtime = Runtime(
+        witness,
+        transport,
+        store,
+        request_timeout=config.request_timeout,
+        rate_limit=RateLimit(config.peer_rate, 2 * config.peer_rate),
+    )
     runtime.serve(Surface.SUBMIT, witness.submit)
     runtime.serve(Surface.RECEIPTS, witness.receipts)
     runtime.serve(Surface.QUERY, witness.query)

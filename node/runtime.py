@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own types for mypy.
     from trio_typing import TaskStatus
 
+from .ratelimit import PeerBuckets, RateLimit
 from .roles.effects import (
     Effect,
     PersistEvent,
@@ -134,8 +135,10 @@ class Runtime:
         store: Durable | None = None,
         *,
         request_timeout: float = 5.0,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.role = role
+        self.buckets = PeerBuckets(rate_limit or RateLimit())
         self.transport = transport
         self.committer = GroupCommitter(store)
         self.request_timeout = request_timeout
@@ -173,6 +176,9 @@ class Runtime:
         """Answer requests on `surface` with the role's `step(request, payload, now)`."""
 
         async def handler(peer: str, payload: bytes) -> Answer:
+            if not self.buckets.allow(peer, self.now()):
+                log.debug("refused %s from %s: rate limit", surface.value, peer)
+                return False, b"", "rate limited: slow down and retry"
             reply = await self.perform(step(next(self._requests), payload, self.now()))
             if reply is None:
                 return False, b"", "no answer"

@@ -1,0 +1,15 @@
+"""Per-peer token buckets."""
+
+from __future__ import annotations
+
+from dkms.node.ratelimit import PeerBuckets, RateLimit
+
+
+def test_burst_then_refill() -> None:
+    buckets = PeerBuckets(RateLimit(rate=10, burst=3))
+    assert [buckets.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert buckets.allow("b", 0.0)  # another peer has its own bucket
+    assert not buckets.allow("a", 0.05)  # half a token
+    assert buckets.allow("a", 0.2)
+    assert buckets.allow("a", 100.0) and buckets.allow("a", 100.0) and buckets.allow("a", 100.0)
+    assert not buckets.allow("a", 100.0)  # refill is capped at the burst
