@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import trio
+
 from dkms.node.p2p import HostConfig, P2PHost, open_host
 
 PROTOCOL = "/dkms/bench/echo"

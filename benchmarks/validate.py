@@ -15,11 +15,12 @@ import argparse
 import json
 import time
 
+from nacl import bindings
+
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.events import Kind, incept, interact, rotate
 from dkms.protocol.stream import Attachments, Message, StreamReader, messagize
 from dkms.protocol.validator import Validator
-from nacl import bindings
 
 
 def build_kel(count: int, kind: Kind) -> tuple[bytes, list[tuple[bytes, bytes, bytes]]]:

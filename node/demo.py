@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import cbor2
 import trio
+
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
+
 from dkms.protocol.crypto import Signer
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.escrow import EscrowLimits
@@ -28,9 +29,9 @@ from dkms.protocol.escrow import EscrowLimits
 from .config import ConfigError, NodeConfig, load
 from .p2p import HostConfig, NodeIdentity, P2PError, open_host
 from .p2p_transport import P2PTransport
+from .ratelimit import RateLimit
 from .roles.effects import Surface
 from .roles.witness import Witness
-from .ratelimit import RateLimit
 from .runtime import Runtime, StorageFailure
 from .secretfiles import SEED_FILE, SecretError, load_or_create_node_seed, read_private
 from .store import FILENAME, Store, StoreError

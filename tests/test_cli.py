@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dkms.node.cli import main
 
 VECTORS = Path(__file__).parent / "vectors" / "keri-v1"

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import multiaddr
-from dkms.protocol import cesr
-from dkms.protocol.cesr import Codes
-from dkms.protocol.crypto import Signer
-from dkms.protocol.errors import ProtocolError
 from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.crypto.keys import KeyPair, KeyType
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+
+from dkms.protocol import cesr
+from dkms.protocol.cesr import Codes
+from dkms.protocol.crypto import Signer
+from dkms.protocol.errors import ProtocolError
 
 SEED_SIZE: Final = 32
 # Transports this adapter dials; an introduction must name one of them.

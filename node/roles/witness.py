@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import cbor2
+
 from dkms.protocol import crypto
 from dkms.protocol.crypto import Signer
 from dkms.protocol.errors import LocalProtocolError, ProtocolError

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.events import Event, Ilk, Kind, incept, interact, receipt, rotate
 from dkms.protocol.stream import Attachments, BadFrame, messagize, parse_stream

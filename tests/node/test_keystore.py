@@ -10,6 +10,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dkms.node.keystore import HEADER, KEYS, MINIMUM, Keystore, KeystoreError
 from dkms.node.secretfiles import (
     SEED_FILE,
@@ -18,8 +21,6 @@ from dkms.node.secretfiles import (
     load_or_create_node_seed,
     passphrase_from,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 PASS = "correct horse battery staple"
 

@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import pytest
+
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import (
     Effect,

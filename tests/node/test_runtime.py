@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 import trio.testing
+
 from dkms.node.client import ControllerClient, WitnessingFailed
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import PersistEvent, PersistReceipts, Send, Surface

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from dkms.node.roles.controller import Controller
 from dkms.node.roles.effects import (
     Effect,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cbor2
 import trio
+
 from dkms.node.client import ControllerClient
 from dkms.node.config import NodeConfig
 from dkms.node.nodecli import serve

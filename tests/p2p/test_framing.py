@@ -5,6 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dkms.node.p2p import RemoteP2PError, Response, Status
 from dkms.node.p2p.framing import (
     MAX_REASON,
@@ -16,8 +19,6 @@ from dkms.node.p2p.framing import (
     encode_request,
     encode_response,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def decode(frame: bytes, limit: int = 1 << 20) -> Response:

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
+
 from dkms.node.p2p import (
     Gossip,
     HostConfig,

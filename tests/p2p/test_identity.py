@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.secp256k1 import create_new_key_pair as secp256k1_key_pair
+from libp2p.peer.id import ID
+
 from dkms.node.p2p import (
     NodeIdentity,
     format_introduction,
@@ -13,11 +19,6 @@ from dkms.node.p2p import (
     prefix_from_peer_id,
 )
 from dkms.protocol.crypto import Signer
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.secp256k1 import create_new_key_pair as secp256k1_key_pair
-from libp2p.peer.id import ID
 
 SEED = bytes(range(32))
 ADDR = "/ip4/127.0.0.1/tcp/4001"

@@ -7,6 +7,7 @@ import time
 from contextlib import AsyncExitStack
 
 import trio
+
 from dkms.node.p2p import PEERS_PROTOCOL, HostConfig, P2PHost, open_host, parse_introduction
 
 TOPIC = "/dkms/1/duplicity"

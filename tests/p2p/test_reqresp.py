@@ -9,6 +9,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
+from libp2p.custom_types import TProtocol
+
 from dkms.node.p2p import (
     HostConfig,
     ListenError,
@@ -21,7 +23,6 @@ from dkms.node.p2p import (
     Response,
     open_host,
 )
-from libp2p.custom_types import TProtocol
 
 ECHO = "/dkms/1/echo"
 LIMIT = 30  # seconds any test may take

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis
+
 from dkms.protocol import events
 from dkms.protocol.cesr import IndexedSig
 from dkms.protocol.crypto import Signer, next_key_digest

@@ -7,13 +7,14 @@ the length is fixed by the code, and only base64url characters may appear.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kel_kit import signer
+
 from dkms.protocol import cesr, events
 from dkms.protocol.cesr import B64_ALPHABET, MATTER_SIZES, Codes, Counters, IndexedSig
 from dkms.protocol.errors import LocalProtocolError, ParseError
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from kel_kit import signer
 
 CODES = sorted(MATTER_SIZES)
 SMALL_COUNTERS = [

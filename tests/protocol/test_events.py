@@ -12,13 +12,6 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from dkms.protocol import crypto, events
-from dkms.protocol.crypto import Signer
-from dkms.protocol.errors import EventError, ProtocolError
-from dkms.protocol.events import Event, Ilk, Kind
-from dkms.protocol.outcomes import Status
-from dkms.protocol.stream import Frame, Message, messagize
-from dkms.protocol.validator import Validator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kel_kit import (
@@ -31,6 +24,14 @@ from kel_kit import (
     signer,
     state_json,
 )
+
+from dkms.protocol import crypto, events
+from dkms.protocol.crypto import Signer
+from dkms.protocol.errors import EventError, ProtocolError
+from dkms.protocol.events import Event, Ilk, Kind
+from dkms.protocol.outcomes import Status
+from dkms.protocol.stream import Frame, Message, messagize
+from dkms.protocol.validator import Validator
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -16,13 +16,6 @@ from typing import Any
 
 import cbor2
 import pytest
-from dkms.protocol import cesr, events
-from dkms.protocol.cesr import B64_ALPHABET
-from dkms.protocol.duplicity import EVIDENCE_TYPE, DuplicityEvidence
-from dkms.protocol.errors import EvidenceError, ParseError, ProtocolError
-from dkms.protocol.events import Kind
-from dkms.protocol.stream import Frame, Message, StreamReader, parse_stream
-from dkms.protocol.validator import Validator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kel_kit import (
@@ -33,6 +26,14 @@ from kel_kit import (
     library_errors_only,
     vector_id,
 )
+
+from dkms.protocol import cesr, events
+from dkms.protocol.cesr import B64_ALPHABET
+from dkms.protocol.duplicity import EVIDENCE_TYPE, DuplicityEvidence
+from dkms.protocol.errors import EvidenceError, ParseError, ProtocolError
+from dkms.protocol.events import Kind
+from dkms.protocol.stream import Frame, Message, StreamReader, parse_stream
+from dkms.protocol.validator import Validator
 
 # Examples take milliseconds; the deadline only catches pathological slowness, the conftest
 # alarm catches hangs.

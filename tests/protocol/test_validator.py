@@ -8,15 +8,6 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from dkms.protocol import events
-from dkms.protocol.crypto import Signer, digest
-from dkms.protocol.duplicity import DuplicityEvidence
-from dkms.protocol.escrow import EscrowLimits, Waiting
-from dkms.protocol.events import Event, Ilk, Kind
-from dkms.protocol.outcomes import Outcome, Status
-from dkms.protocol.stream import Message, parse_stream
-from dkms.protocol.thresholds import parse_threshold
-from dkms.protocol.validator import Validator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kel_kit import (
@@ -31,6 +22,16 @@ from kel_kit import (
     vector_id,
     witness,
 )
+
+from dkms.protocol import events
+from dkms.protocol.crypto import Signer, digest
+from dkms.protocol.duplicity import DuplicityEvidence
+from dkms.protocol.escrow import EscrowLimits, Waiting
+from dkms.protocol.events import Event, Ilk, Kind
+from dkms.protocol.outcomes import Outcome, Status
+from dkms.protocol.stream import Message, parse_stream
+from dkms.protocol.thresholds import parse_threshold
+from dkms.protocol.validator import Validator
 
 kinds = pytest.mark.parametrize("kind", [Kind.CBOR, Kind.JSON])
 
