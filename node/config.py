@@ -24,7 +24,8 @@ class NodeConfig:
     data_dir: Path = Path("dkms-node")
     listen: str = "/ip4/127.0.0.1/tcp/0"
     bootstrap: tuple[str, ...] = ()
-    metrics_port: int | None = None
+    metrics_port: int | None = None  # serve Prometheus metrics on this port (off when unset)
+    metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     request_timeout: float = 5.0  # seconds a peer has to answer a request
     max_message: int = 1 << 20  # bytes; libp2p gossip drops larger messages anyway
@@ -58,6 +59,7 @@ _TYPES: Final[dict[str, type]] = {
     "listen": str,
     "bootstrap": list,
     "metrics_port": int,
+    "metrics_host": str,
     "log_level": str,
     "request_timeout": float,
     "max_message": int,

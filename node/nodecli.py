@@ -27,6 +27,7 @@ from dkms.protocol.errors import ProtocolError
 from dkms.protocol.escrow import EscrowLimits
 
 from .config import ConfigError, NodeConfig, load
+from .metrics import Metrics, serve_metrics
 from .p2p import HostConfig, NodeIdentity, P2PError, open_host
 from .p2p_transport import P2PTransport
 from .ratelimit import RateLimit
@@ -103,12 +104,17 @@ async def _run(
     task_status: TaskStatus[P2PHost],
 ) -> None:
     transport = P2PTransport(host)
+    metrics = Metrics()
+    metrics.gauge("store_events", lambda: store.stats().events, "events in the store")
+    metrics.gauge("store_receipts", lambda: store.stats().receipts, "receipts in the store")
+    metrics.gauge("peers", lambda: len(host.connected_peers()), "connected peers")
     runtime = Runtime(
         witness,
         transport,
         store,
         request_timeout=config.request_timeout,
         rate_limit=RateLimit(config.peer_rate, 2 * config.peer_rate),
+        metrics=metrics,
     )
     runtime.serve(Surface.SUBMIT, witness.submit)
     runtime.serve(Surface.RECEIPTS, witness.receipts)
@@ -123,6 +129,11 @@ async def _run(
         await nursery.start(
             functools.partial(runtime.run, witness.start(runtime.now()), gossip=witness.heard)
         )
+        if config.metrics_port is not None:
+            port = await nursery.start(
+                serve_metrics, metrics, config.metrics_port, config.metrics_host
+            )
+            log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
         task_status.started(host)
         if handle_signals:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -191,6 +202,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, default=None, help="TOML file; flags override it")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    run.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT"
+    )
     info = commands.add_parser("info", help="show the node's prefix, peer id and introduction")
     info.add_argument("--data-dir", type=Path, required=True)
     info.add_argument("--json", action="store_true")
@@ -209,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             listen=args.listen,
             bootstrap=tuple(args.bootstrap),
             log_level=args.log_level,
+            metrics_port=args.metrics_port,
         )
         logging.basicConfig(
             level=config.log_level.upper(),

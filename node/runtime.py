@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own types for mypy.
     from trio_typing import TaskStatus
 
+from .metrics import Metrics
 from .ratelimit import PeerBuckets, RateLimit
 from .roles.effects import (
     Effect,
@@ -136,8 +137,10 @@ class Runtime:
         *,
         request_timeout: float = 5.0,
         rate_limit: RateLimit | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.role = role
+        self.metrics = metrics or Metrics()
         self.buckets = PeerBuckets(rate_limit or RateLimit())
         self.transport = transport
         self.committer = GroupCommitter(store)
@@ -176,10 +179,14 @@ class Runtime:
         """Answer requests on `surface` with the role's `step(request, payload, now)`."""
 
         async def handler(peer: str, payload: bytes) -> Answer:
+            self.metrics.count("requests", help="requests answered", surface=surface.value)
             if not self.buckets.allow(peer, self.now()):
                 log.debug("refused %s from %s: rate limit", surface.value, peer)
+                self.metrics.count("rate_limited", help="requests refused by the rate limit")
                 return False, b"", "rate limited: slow down and retry"
             reply = await self.perform(step(next(self._requests), payload, self.now()))
+            if reply is None or not reply.ok:
+                self.metrics.count("refusals", help="requests refused", surface=surface.value)
             if reply is None:
                 return False, b"", "no answer"
             return reply.ok, reply.payload, reply.reason
@@ -193,6 +200,8 @@ class Runtime:
         try:
             for effect in effects:
                 if isinstance(effect, PersistEvent | PersistReceipts):
+                    if isinstance(effect, PersistEvent):
+                        self.metrics.count("events_stored", help="events made durable")
                     durable.append(effect)
                     continue
                 if durable and not isinstance(effect, Report | SetTimer):
@@ -203,6 +212,7 @@ class Runtime:
                 elif isinstance(effect, Send):
                     self._spawn(self._send, effect)
                 elif isinstance(effect, Publish):
+                    self.metrics.count("published", help="gossip messages published")
                     await self._publish(effect)
                 elif isinstance(effect, SetTimer):
                     self._set_timer(effect)

@@ -1,0 +1,106 @@
+"""Counters and gauges, and a minimal Prometheus endpoint (`GET /metrics`, text format 0.0.4).
+
+The endpoint speaks just enough HTTP/1.0 for a scraper or `curl`; anything else gets a 404 or
+400. It listens on 127.0.0.1 unless told otherwise: metrics are for the operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+if TYPE_CHECKING:
+    # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own types for mypy.
+    from trio_typing import TaskStatus
+
+MAX_REQUEST: Final = 8192  # bytes of request head we read before giving up
+
+
+class Metrics:
+    """Named counters with optional labels, plus gauges computed when scraped."""
+
+    def __init__(self, prefix: str = "dkms") -> None:
+        self.prefix = prefix
+        self._counters: defaultdict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(
+            float
+        )
+        self._help: dict[str, str] = {}
+        self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+
+    def count(self, name: str, value: float = 1.0, help: str = "", **labels: str) -> None:
+        self._counters[(name, tuple(sorted(labels.items())))] += value
+        if help:
+            self._help.setdefault(name, help)
+
+    def gauge(self, name: str, read: Callable[[], float], help: str = "") -> None:
+        self._gauges[name] = (help, read)
+
+    def value(self, name: str, **labels: str) -> float:
+        return self._counters.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        seen: set[str] = set()
+        for (name, labels), value in sorted(self._counters.items()):
+            full = f"{self.prefix}_{name}_total"
+            if name not in seen:
+                seen.add(name)
+                lines.append(f"# HELP {full} {self._help.get(name, name)}")
+                lines.append(f"# TYPE {full} counter")
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            lines.append(f"{full}{{{label_text}}} {value:g}" if labels else f"{full} {value:g}")
+        for name, (help_text, read) in sorted(self._gauges.items()):
+            full = f"{self.prefix}_{name}"
+            lines.append(f"# HELP {full} {help_text or name}")
+            lines.append(f"# TYPE {full} gauge")
+            lines.append(f"{full} {read():g}")
+        return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+async def serve_metrics(
+    metrics: Metrics,
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `GET /metrics` until cancelled; `task_status` receives the bound port."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    task_status.started(bound)
+    await trio.serve_listeners(lambda stream: _answer(stream, metrics), listeners)
+
+
+async def _answer(stream: trio.SocketStream, metrics: Metrics) -> None:
+    async with stream:
+        head = b""
+        with trio.move_on_after(5):
+            while b"\r\n\r\n" not in head and len(head) < MAX_REQUEST:
+                chunk = await stream.receive_some(1024)
+                if not chunk:
+                    break
+                head += chunk
+        request_line = head.split(b"\r\n", 1)[0].split()
+        if len(request_line) < 2 or request_line[0] != b"GET":
+            await _send(stream, b"400 Bad Request", b"send GET /metrics\n")
+        elif request_line[1].split(b"?")[0] != b"/metrics":
+            await _send(stream, b"404 Not Found", b"try /metrics\n")
+        else:
+            await _send(stream, b"200 OK", metrics.render().encode())
+
+
+async def _send(stream: trio.SocketStream, status: bytes, body: bytes) -> None:
+    head = (
+        b"HTTP/1.0 " + status + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(head + body)  # the scraper may have gone away
