@@ -1,69 +1,272 @@
 """The `dkms` command line: argument parsing and dispatch; commands live in their own modules.
 
 `main(argv)` is a plain function returning the exit status, so tests call it directly; only
-`entry` (the console script) touches `sys.exit`. Exit statuses: 0 all input read, 1 some input
-unreadable or unframeable, 2 usage error, 70 an internal error (a bug: please report it).
+`entry` (the console script) touches `sys.exit`. Commands that talk to nodes are async and run
+under `trio.run` in `main`; `amain(argv)` runs them in a trio run of the caller's (tests). Exit
+statuses: 0 done, 1 some input unreadable or a problem the user can fix (one line on stderr:
+a bad name or address, a wrong passphrase, a witness that failed), 2 usage error, 70 an
+internal error (a bug: please report it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from . import kelcmd, kelinspect
+from .home import CommandError, Home, Options, default_home
+from .secretfiles import SecretError
 
-Command = Callable[[argparse.Namespace], int]
+Command = Callable[[argparse.Namespace, Options], int]
+AsyncCommand = Callable[[argparse.Namespace, Options], Awaitable[int]]
+WAIT = 30.0  # default --timeout, seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dkms", description="KERI key event logs: verify, inspect, and (later) manage them."
+        prog="dkms", description="KERI identifiers and key event logs: manage, verify, inspect."
     )
-    # Accepted now so scripts written today keep working once identifiers are stored there.
-    parser.add_argument("--home", metavar="DIR", help="data directory (not used yet)")
+    parser.add_argument(
+        "--home", metavar="DIR", help="where identifiers are kept (default: $DKMS_HOME or ~/.dkms)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    secret = argparse.ArgumentParser(add_help=False)
+    secret.add_argument(
+        "--passphrase-file", metavar="FILE", help="else $DKMS_PASSPHRASE, else a prompt"
+    )
+    wait = argparse.ArgumentParser(add_help=False)
+    for parent in (secret, wait):
+        parent.add_argument(
+            "--timeout", type=float, default=WAIT, metavar="SECONDS", help="wait for nodes"
+        )
 
-    kel = commands.add_parser("kel", help="read key event log files (CESR streams)")
+    kel = commands.add_parser("kel", help="key event log files (CESR streams)")
     kel_commands = kel.add_subparsers(dest="kel_command", metavar="COMMAND", required=True)
-
     verify = kel_commands.add_parser(
         "verify", help="validate each file: key state of every identifier, fate of every message"
     )
     verify.add_argument("--json", action="store_true", help="one JSON object per file per line")
     verify.add_argument("files", nargs="+", metavar="FILE", help="CESR file, or - for stdin")
-    verify.set_defaults(run=_verify)
-
+    verify.set_defaults(run=lambda a, o: kelcmd.verify(a.files, as_json=a.json))
     inspect = kel_commands.add_parser("inspect", help="show each message of a file, unjudged")
     inspect.add_argument("file", metavar="FILE", help="CESR file, or - for stdin")
-    inspect.set_defaults(run=_inspect)
+    inspect.set_defaults(run=lambda a, o: kelinspect.inspect(a.file))
+    export = kel_commands.add_parser("export", help="write NAME's KEL (binary CESR) to stdout")
+    export.add_argument("name", metavar="NAME")
+    export.set_defaults(run=_export)
+    submit = kel_commands.add_parser(
+        "submit", parents=[wait], help="push a KEL file to witnesses and show their receipts"
+    )
+    submit.add_argument("file", metavar="FILE")
+    submit.add_argument(
+        "--to", action="extend", nargs="+", required=True, metavar="PREFIX@MULTIADDR"
+    )
+    submit.add_argument("--json", action="store_true", help="one JSON object per witness")
+    submit.set_defaults(arun=_submit)
 
-    demo = commands.add_parser("demo", help="verify the sample KEL shipped with dkms")
-    demo.set_defaults(run=_demo)
+    ident = commands.add_parser("id", help="identifiers kept in --home")
+    id_commands = ident.add_subparsers(dest="id_command", metavar="COMMAND", required=True)
+    create = id_commands.add_parser("create", parents=[secret], help="incept a new identifier")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument(
+        "--witness", action="append", default=[], metavar="PREFIX@MULTIADDR", help="repeatable"
+    )
+    create.add_argument("--toad", type=int, help="witness threshold (default: all witnesses)")
+    create.add_argument("--keys", type=int, default=1, help="number of signing keys")
+    create.add_argument("--threshold", type=int, help="signing threshold (default: majority)")
+    create.set_defaults(arun=_create)
+    rotate = id_commands.add_parser(
+        "rotate", parents=[secret], help="rotate to the next keys, changing witnesses if asked"
+    )
+    rotate.add_argument("name", metavar="NAME")
+    rotate.add_argument("--add-witness", action="append", default=[], metavar="PREFIX@MULTIADDR")
+    rotate.add_argument("--cut-witness", action="append", default=[], metavar="PREFIX")
+    rotate.add_argument(
+        "--toad", type=int, help="witness threshold (default: as many may fail as before)"
+    )
+    rotate.set_defaults(arun=_rotate)
+    interact = id_commands.add_parser("interact", parents=[secret], help="anchor data")
+    interact.add_argument("name", metavar="NAME")
+    interact.add_argument("--data", required=True, metavar="JSON", help="an object or a list")
+    interact.set_defaults(arun=_interact)
+    show = id_commands.add_parser("show", help="key state of NAME from its stored KEL")
+    show.add_argument("name", metavar="NAME")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=_show)
+    listing = id_commands.add_parser("list", help="the identifiers kept in --home")
+    listing.set_defaults(run=_list)
+
+    keystate = commands.add_parser(
+        "keystate", parents=[wait], help="ask a node for an identifier's key state"
+    )
+    keystate.add_argument("prefix", metavar="PREFIX")
+    keystate.add_argument("--from", dest="node", required=True, metavar="PREFIX@MULTIADDR")
+    keystate.add_argument("--json", action="store_true")
+    keystate.set_defaults(arun=_keystate)
+
+    demo = commands.add_parser("demo", help="run a small witness network and use it")
+    demo.set_defaults(run=lambda a, o: kelcmd.demo())
     return parser
 
 
-def _verify(args: argparse.Namespace) -> int:
-    return kelcmd.verify(args.files, as_json=args.json)
+# ---------------------------------------------------------------- dispatch
+# The network commands load libp2p, which takes a while: only when they run.
+# ruff: noqa: PLC0415
 
 
-def _inspect(args: argparse.Namespace) -> int:
-    return kelinspect.inspect(args.file)
+def _home(args: argparse.Namespace) -> Home:
+    return Home(args.home or default_home())
 
 
-def _demo(args: argparse.Namespace) -> int:
-    return kelcmd.demo()
+def _show(a: argparse.Namespace, o: Options) -> int:
+    from . import idcmd
+
+    return idcmd.show(_home(a), a.name, as_json=a.json)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run `dkms` with `argv` (default: the process arguments); return the exit status."""
+def _list(a: argparse.Namespace, o: Options) -> int:
+    from . import idcmd
+
+    return idcmd.listing(_home(a))
+
+
+def _export(a: argparse.Namespace, o: Options) -> int:
+    from . import netcmd
+
+    return netcmd.export(_home(a), a.name)
+
+
+async def _create(a: argparse.Namespace, o: Options) -> int:
+    from . import idcmd
+
+    return await idcmd.create(
+        _home(a),
+        a.name,
+        witnesses=a.witness,
+        toad=a.toad,
+        keys=a.keys,
+        threshold=a.threshold,
+        passphrase_file=a.passphrase_file,
+        timeout=a.timeout,
+        options=o,
+    )
+
+
+async def _rotate(a: argparse.Namespace, o: Options) -> int:
+    from . import idcmd
+
+    return await idcmd.rotate(
+        _home(a),
+        a.name,
+        adds=a.add_witness,
+        cuts=a.cut_witness,
+        toad=a.toad,
+        passphrase_file=a.passphrase_file,
+        timeout=a.timeout,
+        options=o,
+    )
+
+
+async def _interact(a: argparse.Namespace, o: Options) -> int:
+    from . import idcmd
+
+    return await idcmd.interact(
+        _home(a),
+        a.name,
+        data=a.data,
+        passphrase_file=a.passphrase_file,
+        timeout=a.timeout,
+        options=o,
+    )
+
+
+async def _submit(a: argparse.Namespace, o: Options) -> int:
+    from . import netcmd
+
+    return await netcmd.submit(a.file, a.to, as_json=a.json, timeout=a.timeout, options=o)
+
+
+async def _keystate(a: argparse.Namespace, o: Options) -> int:
+    from . import netcmd
+
+    return await netcmd.keystate(a.prefix, a.node, as_json=a.json, timeout=a.timeout, options=o)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace | int:
     try:
-        args = build_parser().parse_args(argv)
+        return build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else 2
-    run: Command = args.run
-    return run(args)
+
+
+def _failed(err: Exception) -> int:
+    print(f"dkms: {err}", file=sys.stderr)
+    return 1
+
+
+@contextlib.contextmanager
+def _logging(verbose: bool) -> Iterator[None]:
+    """Progress to stderr with -v; else only the command's own one-line errors."""
+    loggers = [logging.getLogger(n) for n in ("dkms", "libp2p", "multiaddr")]
+    levels = [lg.level for lg in loggers]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("dkms: %(message)s"))
+    for lg in loggers:  # py-libp2p logs routine events (a peer that went away) as errors
+        lg.setLevel(logging.CRITICAL)
+    if verbose:
+        loggers[0].setLevel(logging.INFO)
+        loggers[0].addHandler(handler)
+    try:
+        yield
+    finally:
+        loggers[0].removeHandler(handler)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def main(argv: list[str] | None = None, options: Options | None = None) -> int:
+    """Run `dkms` with `argv` (default: the process arguments); return the exit status."""
+    args = _parse(argv)
+    if isinstance(args, int):
+        return args
+    opts = options or Options()
+    if hasattr(args, "arun"):
+        from . import netcmd  # noqa: F401 - libp2p sets up its loggers on import: before _logging
+    with _logging(args.verbose):
+        try:
+            if hasattr(args, "arun"):
+                import trio
+
+                status: int = trio.run(args.arun, args, opts)
+                return status
+            run: Command = args.run
+            return run(args, opts)
+        except (CommandError, SecretError) as err:
+            return _failed(err)
+
+
+async def amain(argv: list[str], options: Options | None = None) -> int:
+    """`main` for a caller already inside `trio.run` (tests)."""
+    args = _parse(argv)
+    if isinstance(args, int):
+        return args
+    opts = options or Options()
+    if hasattr(args, "arun"):
+        from . import netcmd  # noqa: F401 - libp2p sets up its loggers on import: before _logging
+    with _logging(args.verbose):
+        try:
+            if hasattr(args, "arun"):
+                arun: AsyncCommand = args.arun
+                return await arun(args, opts)
+            run: Command = args.run
+            return run(args, opts)
+        except (CommandError, SecretError) as err:
+            return _failed(err)
 
 
 def entry() -> None:

@@ -241,8 +241,10 @@ class Controller:
         if not self._take_receipts(push, witness, payload, now):
             return self._failed(push, witness, "reply carried no valid receipt", now)
         del push.waiting[witness]
-        if push.complete:  # a laggard: give it the receipts the others gathered
-            effects: list[Effect] = [self._agreement(push, witness)]
+        if push.complete:  # a laggard: share the receipts, its own now among them, with all
+            effects: list[Effect] = [
+                self._agreement(push, w) for w in push.witnesses if w not in push.waiting
+            ]
         else:
             effects = self._settle(now)
         self._forget(push)

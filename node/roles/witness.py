@@ -81,38 +81,41 @@ class Witness:
                 self.validator.process(frame, now)
 
     def submit(self, request: int, data: bytes, now: float) -> list[Effect]:
-        """Events from a controller; the reply carries our receipts or says why not."""
+        """Events from a controller; the reply carries our receipts or says why not.
+
+        Every message is applied first and each event judged by where it ended, so receipts
+        that follow their events in one stream (as keripy writes KELs) count.
+        """
         effects: list[Effect] = []
-        receipts: list[bytes] = []
-        refusal = ""
         try:
             frames = parse_stream(data)
         except ProtocolError as err:
             return [Reply(request, False, reason=f"unreadable submission: {err}")]
+        fates: dict[str, Outcome] = {}
+        events: list[Message] = []
+        refusal = ""
         for frame in frames:
             if isinstance(frame, BadFrame):
                 refusal = refusal or f"invalid event: {frame.error}"
                 continue
-            event = frame.event
-            if event.ilk is Ilk.RCT:
-                self._apply(frame, now, effects)
-                continue
-            outcomes = self._apply(frame, now, effects)
-            own = _own(outcomes, event.said) or Outcome(
-                Status.REJECTED, event.prefix, event.sn, event.said, event.ilk, "not judged"
-            )
+            for outcome in self._apply(frame, now, effects):
+                if outcome.ilk != Ilk.RCT:
+                    fates[outcome.said] = outcome
+            if frame.event.ilk is not Ilk.RCT:
+                events.append(frame)
+        receipts: list[bytes] = []
+        for message in events:
+            event = message.event
             record = self.validator.record(event.said)
-            if own.status is Status.ACCEPTED and record is not None:
+            if record is not None and record.event.prefix == event.prefix:
                 if self.prefix in record.authority.witnesses:
                     receipts.append(self._receipt_message(record, effects))
-                elif not refusal and frame is frames[-1]:
+                elif not refusal and message is events[-1]:
                     refusal = f"not a designated witness of {event.prefix} at sn {event.sn:x}"
             elif not refusal:
-                refusal = _refusal(own)
-        if refusal:
-            effects.append(Reply(request, False, b"".join(receipts), refusal))
-        else:
-            effects.append(Reply(request, True, b"".join(receipts)))
+                fate = fates.get(event.said)
+                refusal = _refusal(fate) if fate else f"{event.said} was not judged"
+        effects.append(Reply(request, not refusal, b"".join(receipts), refusal))
         return effects
 
     def receipts(self, request: int, data: bytes, now: float) -> list[Effect]:
@@ -287,11 +290,6 @@ def _rct(record: Record) -> bytes:
     event = record.event
     rct = receipt(event.prefix, event.sn, event.said, kind=event.kind)
     return messagize(rct, Attachments(couples=tuple(record.receipts.items())))
-
-
-def _own(outcomes: list[Outcome], said: str) -> Outcome | None:
-    mine = [o for o in outcomes if o.said == said and o.ilk != Ilk.RCT]
-    return mine[-1] if mine else None
 
 
 def _refusal(outcome: Outcome) -> str:

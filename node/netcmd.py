@@ -1,0 +1,360 @@
+"""Commands that talk to nodes: `kel submit`, `keystate`, and the pushes of `dkms id ...`.
+
+Each command opens an ephemeral libp2p host (a random identity, listening on loopback) for
+its own duration: a controller only ever dials witnesses, and nothing should link one run to
+the next. `push` hands a controller's events to its witnesses and returns once they are fully
+witnessed (and the receipts shared among the witnesses), or raises a `CommandError` naming
+each witness that failed and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import trio
+
+from dkms.protocol import cesr, crypto
+from dkms.protocol.errors import ProtocolError
+from dkms.protocol.events import Event, Ilk, receipt
+from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
+
+from .client import ControllerClient, WitnessingFailed
+from .home import CommandError, Home, Options, introduction, read_kel
+from .p2p import Introduction, P2PError, open_host
+from .p2p_transport import P2PTransport
+from .roles.controller import Controller
+from .roles.effects import Effect, Send, Surface
+from .textout import safe, short, table
+from .transport import Answer, Handler, Transport, TransportError
+
+
+@asynccontextmanager
+async def session(intros: Iterable[Introduction], options: Options) -> AsyncIterator[P2PTransport]:
+    """A transport over a fresh libp2p host that knows where `intros` listen."""
+    started = False
+    try:
+        async with open_host(os.urandom(32), options.listen) as host:
+            started = True
+            transport = P2PTransport(host)
+            for intro in intros:
+                transport.learn(intro)
+            yield transport
+    except (P2PError, OSError) as err:
+        if started:
+            raise
+        raise CommandError(f"cannot start a libp2p host on {options.listen}: {err}") from None
+
+
+class Tracked:
+    """A transport that counts requests in flight and keeps each node's last failure."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.busy = 0
+        self.failures: dict[str, str] = {}  # witness -> why its last submission failed
+        self._idle = trio.Event()
+
+    @property
+    def prefix(self) -> str:
+        return self.inner.prefix
+
+    def handle(self, surface: str, handler: Handler) -> None:
+        self.inner.handle(surface, handler)
+
+    async def request(self, to: str, surface: str, payload: bytes, timeout: float) -> Answer:
+        self.busy += 1
+        try:
+            answer = await self.inner.request(to, surface, payload, timeout)
+        except TransportError as err:
+            if surface == Surface.SUBMIT:
+                self.failures[to] = str(err)
+            raise
+        finally:
+            self.busy -= 1
+            if not self.busy:
+                self._idle.set()
+                self._idle = trio.Event()
+        if surface == Surface.SUBMIT:
+            if answer[0]:
+                self.failures.pop(to, None)
+            else:
+                self.failures[to] = f"{to} refused: {answer[2]}"
+        return answer
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        await self.inner.publish(topic, payload)
+
+    async def subscribe(self, topic: str) -> AsyncIterator[tuple[str, bytes]]:
+        return await self.inner.subscribe(topic)
+
+    async def settle(self) -> None:
+        """Return once no request is in flight."""
+        while True:
+            # One checkpoint lets the senders that the last step spawned reach `request`.
+            await trio.lowlevel.checkpoint()
+            if not self.busy:
+                return
+            await self._idle.wait()
+
+
+async def push(
+    ctl: Controller,
+    effects: list[Effect],
+    said: str,
+    home: Home,
+    *,
+    what: str,
+    timeout: float,
+    options: Options,
+) -> None:
+    """Perform a controller command's effects; return once `said` is fully witnessed."""
+    witnesses = sorted({e.to for e in effects if isinstance(e, Send)})
+    if not witnesses:  # a local-only identifier: its own validator already accepted it
+        if not ctl.done(said):
+            raise CommandError(f"{what} was not accepted by its own controller")
+        return
+    async with session(home.introductions(witnesses), options) as transport:
+        tracked = Tracked(transport)
+        client = ControllerClient(ctl, tracked)
+        problem = ""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    await client.witnessed(effects, said)
+                except WitnessingFailed:
+                    problem = "could not gather enough witness receipts"
+            if scope.cancelled_caught:
+                problem = f"was not fully witnessed within {timeout:g} s"
+            if not problem:  # let the witnesses' receipt exchange (agreement) go out
+                with trio.move_on_after(options.settle):
+                    await tracked.settle()
+            nursery.cancel_scope.cancel()
+    if problem:
+        failed = "; ".join(
+            r if w in r else f"{w}: {r}" for w, r in sorted(tracked.failures.items())
+        )
+        raise CommandError(
+            f"{what} {problem} ({failed or 'no witness answered in time'}); "
+            "its keys are kept: run the same command again to retry"
+        )
+
+
+# ---------------------------------------------------------------- kel submit
+
+
+@dataclass(slots=True)
+class Submitted:
+    """What one witness made of a submitted KEL."""
+
+    witness: str
+    ok: bool = False
+    reason: str = ""
+    receipts: dict[str, bytes] = field(default_factory=dict)  # event SAID -> its signature
+    shared: str | None = None  # outcome of the receipt exchange, if there was one
+
+    def to_json(self, events: Sequence[Event]) -> dict[str, Any]:
+        return {
+            "witness": self.witness,
+            "ok": self.ok,
+            "reason": self.reason,
+            "events": [
+                {"s": e.sn, "t": e.ilk.value, "d": e.said, "receipted": e.said in self.receipts}
+                for e in events
+            ],
+            "shared": self.shared,
+        }
+
+
+async def submit(
+    path: str, to: Sequence[str], *, as_json: bool, timeout: float, options: Options
+) -> int:
+    """Push a ready-made KEL to witnesses, one request each; print what each receipted."""
+    try:
+        with open(path, "rb") as source:
+            data = source.read()
+        frames = parse_stream(data)
+    except OSError as err:
+        raise CommandError(f"cannot read {path}: {err.strerror}") from None
+    except ProtocolError as err:
+        raise CommandError(f"{path} is not a CESR stream: {err}") from None
+    events = [f.event for f in frames if isinstance(f, Message) and f.event.ilk is not Ilk.RCT]
+    if not events:
+        raise CommandError(f"{path} holds no key events")
+    intros = [introduction(t) for t in to]
+    results = {i.prefix: Submitted(i.prefix) for i in intros}
+    by_said = {e.said: e for e in events}
+    async with session(intros, options) as transport:
+
+        async def ask(result: Submitted) -> None:
+            try:
+                result.ok, payload, result.reason = await transport.request(
+                    result.witness, Surface.SUBMIT.value, data, timeout
+                )
+            except TransportError as err:
+                result.reason = f"no answer: {err}"
+                return
+            result.receipts = _receipts(payload, result.witness, by_said)
+
+        async with trio.open_nursery() as nursery:
+            for result in results.values():
+                nursery.start_soon(ask, result)
+        await _share(transport, list(results.values()), by_said, timeout)
+    _print_submitted(list(results.values()), events, as_json)
+    failed = [r for r in results.values() if not r.ok]
+    if failed:
+        print(
+            f"dkms: {len(failed)} of {len(results)} witnesses refused or did not answer",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _receipts(payload: bytes, witness: str, by_said: dict[str, Event]) -> dict[str, bytes]:
+    """The receipts signed by `witness` in a reply, each checked against its event."""
+    try:
+        frames = parse_stream(payload)
+        key = cesr.decode_key(witness)
+    except ProtocolError:
+        return {}
+    found: dict[str, bytes] = {}
+    for frame in frames:
+        if not isinstance(frame, Message) or frame.event.said not in by_said:
+            continue
+        raw = by_said[frame.event.said].raw
+        for prefix, sig in frame.attachments.couples:
+            if prefix == witness and crypto.verify(key, sig, raw):
+                found[frame.event.said] = sig
+    return found
+
+
+async def _share(
+    transport: P2PTransport, results: list[Submitted], by_said: dict[str, Event], timeout: float
+) -> None:
+    """Give each witness the receipts the others signed (witness agreement)."""
+    couples: dict[str, list[tuple[str, bytes]]] = {}
+    for result in results:
+        for said, sig in result.receipts.items():
+            couples.setdefault(said, []).append((result.witness, sig))
+
+    async def give(result: Submitted, payload: bytes) -> None:
+        try:
+            ok, _, reason = await transport.request(
+                result.witness, Surface.RECEIPTS.value, payload, timeout
+            )
+        except TransportError as err:
+            ok, reason = False, f"no answer: {err}"
+        result.shared = "ok" if ok else reason
+
+    async with trio.open_nursery() as nursery:
+        for result in results:
+            payload = b"".join(
+                messagize(
+                    receipt(by_said[s].prefix, by_said[s].sn, s, kind=by_said[s].kind),
+                    Attachments(couples=tuple(couples[s])),
+                )
+                for s in result.receipts
+                if len(couples[s]) > 1
+            )
+            if payload:
+                nursery.start_soon(give, result, payload)
+
+
+def _print_submitted(results: list[Submitted], events: list[Event], as_json: bool) -> None:
+    if as_json:
+        for result in results:
+            print(json.dumps(result.to_json(events)))
+        return
+    rows = []
+    for r in results:
+        for e in events:
+            if e.said in r.receipts:
+                outcome = "receipted"
+            elif r.ok:
+                outcome = "accepted, no receipt (not a designated witness at this sn)"
+            else:
+                outcome = f"no receipt: {safe(r.reason)}"
+            rows.append((short(r.witness), str(e.sn), e.ilk.value, short(e.said), outcome))
+    print("\n".join(table(("WITNESS", "SN", "ILK", "EVENT", "RESULT"), rows, indent="")))
+    for r in results:
+        if r.shared is not None:
+            print(f"receipts of the other witnesses given to {short(r.witness)}: {r.shared}")
+
+
+# ---------------------------------------------------------------- keystate
+
+
+async def keystate(
+    prefix: str, node: str, *, as_json: bool, timeout: float, options: Options
+) -> int:
+    """Ask a node for an identifier's key state, and check it against the KEL it serves."""
+    intro = introduction(node)
+    async with session([intro], options) as transport:
+        claimed = await _query(transport, intro, {"t": "state", "i": prefix}, timeout)
+        kel = await _query(transport, intro, {"t": "kel", "i": prefix, "s": 0}, timeout)
+    try:
+        answer = cbor2.loads(claimed)
+    except Exception:
+        raise CommandError(f"{intro.prefix} answered with a key state that is not CBOR") from None
+    if not isinstance(answer, dict):
+        raise CommandError(f"{intro.prefix} answered with a malformed key state")
+    validator = read_kel(kel, f"the KEL {intro.prefix} sent")
+    state, log = validator.state(prefix), validator.kel(prefix)
+    verified = state.to_json() if state is not None else None
+    out = dict(answer)
+    out["fel"] = [[n, r.event.said] for n, r in enumerate(log.first_seen)] if log else []
+    out["verified"] = verified is not None and all(answer.get(k) == v for k, v in verified.items())
+    if as_json:
+        print(json.dumps(out))
+        return 0
+    print(f"{safe(prefix)} according to {intro}")
+    for key in ("sn", "d", "et", "kt", "k", "nt", "n", "bt", "b", "c", "di"):
+        print(f"  {key:3} {safe(out.get(key))}")
+    print(f"  fully witnessed: {'yes' if out.get('fully_witnessed') else 'no'}")
+    receipts = out.get("receipts")
+    if isinstance(receipts, dict):
+        for said, signers in receipts.items():
+            count = len(signers) if isinstance(signers, list) else 0
+            print(f"  receipts of {short(safe(said))}: {count}")
+    if out["verified"]:
+        print("  verified: the KEL it serves validates to this state")
+    else:
+        upto = f"only to sn {state.sn}" if state is not None else "to nothing"
+        print(f"  NOT verified: the KEL it serves validates {upto}")
+    return 0
+
+
+async def _query(
+    transport: P2PTransport, intro: Introduction, ask: dict[str, Any], timeout: float
+) -> bytes:
+    try:
+        ok, payload, reason = await transport.request(
+            intro.prefix, Surface.QUERY.value, cbor2.dumps(ask), timeout
+        )
+    except TransportError as err:  # its message names the node
+        raise CommandError(str(err)) from None
+    if not ok:
+        raise CommandError(f"{intro.prefix} refused the query: {safe(reason)}")
+    return payload
+
+
+# ---------------------------------------------------------------- kel export
+
+
+def export(home: Home, name: str) -> int:
+    """Write NAME's stored KEL (CESR, binary) to stdout."""
+    kel = home.require_kel(name)
+    out = sys.stdout.buffer
+    if out.isatty():
+        raise CommandError("a KEL is binary: redirect it to a file (`> FILE.cesr`)")
+    out.write(kel)
+    out.flush()
+    return 0
