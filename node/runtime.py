@@ -78,52 +78,68 @@ class StorageFailure(Exception):
 
 
 class GroupCommitter:
-    """Makes persist effects durable, many steps' worth per transaction."""
+    """Makes persist effects durable, many steps' worth per transaction, in step order.
+
+    `enqueue` is synchronous, so each step's effects join the queue in the order the roles
+    produced them (the order events were accepted) before anything else can run; `wait(ticket)`
+    returns once everything enqueued up to that ticket is durable. A step with nothing to
+    persist waits for the latest ticket, so no answer can overtake an earlier step's data (a
+    receipt for a resubmitted event waits for the first submission's commit).
+    """
 
     def __init__(self, store: Durable | None) -> None:
         self._store = store
-        self._send, self._receive = trio.open_memory_channel[
-            tuple[list[Persist], list[BaseException | None], trio.Event]
-        ](1024)
+        self._queue: list[Persist] = []
+        self._enqueued = 0  # ticket of the last entry queued
+        self._durable = 0  # every entry up to this ticket is durable
+        self._wake = trio.Event()
+        self._progress = trio.Event()
+        self._error: BaseException | None = None
         self.commits = 0
         self.batched = 0
 
+    def enqueue(self, effects: list[Persist]) -> int:
+        """Queue a step's persist effects; return the ticket to `wait` for."""
+        if self._store is not None and effects:
+            self._queue.extend(effects)
+            self._enqueued += 1
+            self._wake.set()
+        return self._enqueued
+
+    async def wait(self, ticket: int) -> None:
+        while self._durable < ticket and self._error is None:
+            await self._progress.wait()
+        if self._error is not None:
+            raise StorageFailure(str(self._error)) from self._error
+
     async def commit(self, effects: list[Persist]) -> None:
-        if self._store is None or not effects:
-            return
-        done = trio.Event()
-        failure: list[BaseException | None] = [None]
-        await self._send.send((effects, failure, done))
-        await done.wait()
-        if failure[0] is not None:
-            raise StorageFailure(str(failure[0])) from failure[0]
+        await self.wait(self.enqueue(effects))
 
     async def run(self) -> None:
         store = self._store
         if store is None:
             return
-        async for first in self._receive:
-            waiting = [first]
-            while True:
-                try:
-                    waiting.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            batch = [e for effects, _, _ in waiting for e in effects]
-            error: BaseException | None = None
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            if not self._queue:
+                continue
+            batch, self._queue = self._queue, []
+            upto, entries = self._enqueued, self._enqueued - self._durable
             try:
                 if getattr(store, "blocking", True):  # disk I/O: keep the event loop free
                     await trio.to_thread.run_sync(store.apply, batch)
                 else:
                     store.apply(batch)
-            except Exception as exc:  # a full disk must not kill the node: refuse instead
-                error = exc
+            except Exception as exc:  # a full disk must not kill the node: refuse, then stop
+                self._error = exc
                 log.error("storage failure, %d effects not stored: %s", len(batch), exc)
-            self.commits += 1
-            self.batched += len(waiting)
-            for _, failure, done in waiting:
-                failure[0] = error
-                done.set()
+            else:
+                self._durable = upto
+                self.commits += 1
+                self.batched += entries
+            self._progress.set()
+            self._progress = trio.Event()
 
 
 class Runtime:
@@ -196,17 +212,25 @@ class Runtime:
     async def perform(self, effects: Sequence[Effect]) -> Reply | None:
         """Perform one step's effects in order; return its Reply, if any."""
         reply: Reply | None = None
-        durable: list[Persist] = []
+        durable = [e for e in effects if isinstance(e, PersistEvent | PersistReceipts)]
+        ticket = self.committer.enqueue(durable)  # before any await: keeps acceptance order
+        self.metrics.count(
+            "events_stored",
+            sum(isinstance(e, PersistEvent) for e in durable),
+            help="events made durable",
+        )
+        waited = False
         try:
             for effect in effects:
-                if isinstance(effect, PersistEvent | PersistReceipts):
-                    if isinstance(effect, PersistEvent):
-                        self.metrics.count("events_stored", help="events made durable")
-                    durable.append(effect)
+                if isinstance(effect, PersistEvent | PersistReceipts | Report | SetTimer):
+                    if isinstance(effect, SetTimer):
+                        self._set_timer(effect)
+                    elif isinstance(effect, Report):
+                        log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
                     continue
-                if durable and not isinstance(effect, Report | SetTimer):
-                    await self.committer.commit(durable)
-                    durable = []
+                if not waited:  # nothing leaves before what it may depend on is durable
+                    await self.committer.wait(ticket)
+                    waited = True
                 if isinstance(effect, Reply):
                     reply = effect
                 elif isinstance(effect, Send):
@@ -214,11 +238,8 @@ class Runtime:
                 elif isinstance(effect, Publish):
                     self.metrics.count("published", help="gossip messages published")
                     await self._publish(effect)
-                elif isinstance(effect, SetTimer):
-                    self._set_timer(effect)
-                elif isinstance(effect, Report):
-                    log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
-            await self.committer.commit(durable)
+            if not waited:
+                await self.committer.wait(ticket)
         except StorageFailure as err:
             # The role already believes what the store failed to keep; carrying on could hand
             # out receipts for events a restart would forget. Refuse, then stop the node: a

@@ -8,6 +8,7 @@ storage failure refuses instead of receipting.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -209,3 +210,42 @@ async def test_storage_failure_refuses_and_stops_the_node() -> None:
             nursery.start_soon(submit)
     ok, _, reason = answers[0]
     assert not ok and "storage failure" in reason
+
+
+async def test_no_receipt_overtakes_the_commit_it_depends_on() -> None:
+    # The first submission's event is still being written when the same event comes again:
+    # the second receipt must wait for that write, although its own step stores nothing.
+    gate = threading.Event()
+    order: list[str] = []
+
+    class SlowStore(FakeStore):
+        def apply(self, effects: Sequence[Persist]) -> None:
+            gate.wait(5)
+            order.append("durable")
+
+    net = MemoryNetwork()
+    witness = Witness(Signer(seed(201), transferable=False))
+    runtime = Runtime(witness, net.join(witness.prefix), SlowStore(blocking=True))  # a thread
+    runtime.serve(Surface.SUBMIT, witness.submit)
+    ctl = Controller()
+    effects = ctl.incept("fay", [seed(12)], [seed(13)], witnesses=[witness.prefix], toad=1, now=0.0)
+    message = next(e for e in effects if isinstance(e, Send)).payload
+
+    async def submit(name: str) -> None:
+        ok, _, reason = await net.join(name).request(witness.prefix, "/dkms/1/submit", message, 10)
+        assert ok, reason
+        order.append(f"receipt to {name}")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.run)
+            async with trio.open_nursery() as requests:
+                requests.start_soon(submit, "first")
+                await trio.testing.wait_all_tasks_blocked()
+                requests.start_soon(submit, "second")
+                await trio.testing.wait_all_tasks_blocked()
+                assert order == []  # neither receipt left while the write is pending
+                gate.set()
+            nursery.cancel_scope.cancel()
+    assert order[0] == "durable"
+    assert sorted(order[1:]) == ["receipt to first", "receipt to second"]
