@@ -7,8 +7,11 @@ state is only ever touched by one step at a time. Each step's effects are perfor
                                   effect of the step runs: no receipt leaves for an event a
                                   crash could make us forget
     Reply                         becomes the answer of the request being handled
-    Send                          a request in its own task; its answer goes to role.answer
-    Publish                       gossip (and subscribe to that topic, to hear the replies)
+    Send                          queued per (peer, surface): one request in flight each, and
+                                  what queued meanwhile goes next as one CESR stream; each
+                                  Send's answer goes to role.answer
+    Publish                       queued per topic and flushed by one task, batched likewise
+                                  (and the topic subscribed, to hear the others)
     SetTimer                      role.timer(key) at that time (one timer per key)
     Report                        a log line
 
@@ -46,6 +49,7 @@ from .roles.effects import (
 from .transport import Answer, Transport, TransportError
 
 log = logging.getLogger("dkms.node")
+BATCH = 256 * 1024  # bytes at most in one batched request or gossip payload
 
 Persist = PersistEvent | PersistReceipts
 _LEVELS = {
@@ -168,6 +172,8 @@ class Runtime:
         self._gossip: Callable[[bytes, float], list[Effect]] | None = None
         self._requests = itertools.count(1)
         self._fatal: StorageFailure | None = None
+        self._outbox: dict[tuple[str, Surface], list[Send]] = {}
+        self._gossip_box: dict[str, list[bytes]] = {}
 
     @staticmethod
     def now() -> float:
@@ -234,10 +240,10 @@ class Runtime:
                 if isinstance(effect, Reply):
                     reply = effect
                 elif isinstance(effect, Send):
-                    self._spawn(self._send, effect)
+                    self._queue_send(effect)
                 elif isinstance(effect, Publish):
                     self.metrics.count("published", help="gossip messages published")
-                    await self._publish(effect)
+                    self._publish(effect)
             if not waited:
                 await self.committer.wait(ticket)
         except StorageFailure as err:
@@ -252,35 +258,80 @@ class Runtime:
 
     # ---------------------------------------------------------------- internals
 
-    def _spawn(self, fn: Callable[[Send], object], effect: Send) -> None:
+    def _queue_send(self, send: Send) -> None:
+        """Requests to one peer on one surface go one at a time; what queues meanwhile goes
+        in the next request as one CESR stream (submissions and receipts concatenate)."""
         if self._nursery is None:
             raise RuntimeError("the runtime is not running")
-        self._nursery.start_soon(fn, effect)  # type: ignore[arg-type]
+        if send.surface is Surface.QUERY:
+            self._nursery.start_soon(self._request, [send])
+            return
+        key = (send.to, send.surface)
+        box = self._outbox.get(key)
+        if box is not None:
+            box.append(send)
+            return
+        self._outbox[key] = [send]
+        self._nursery.start_soon(self._drain_outbox, key)
 
-    async def _send(self, send: Send) -> None:
+    async def _drain_outbox(self, key: tuple[str, Surface]) -> None:
+        while self._outbox[key]:
+            box = self._outbox[key]
+            size, count = 0, 0
+            while count < len(box) and (count == 0 or size + len(box[count].payload) <= BATCH):
+                size += len(box[count].payload)
+                count += 1
+            self._outbox[key] = box[count:]
+            await self._request(box[:count])
+        del self._outbox[key]
+
+    async def _request(self, sends: list[Send]) -> None:
+        first = sends[0]
+        payload = b"".join(s.payload for s in sends)
         try:
-            ok, payload, reason = await self.transport.request(
-                send.to, send.surface.value, send.payload, self.request_timeout
+            ok, answer, reason = await self.transport.request(
+                first.to, first.surface.value, payload, self.request_timeout
             )
         except TransportError as err:
-            ok, payload, reason = False, b"", str(err)
-        await self.perform(self.role.answer(send.tag, ok, payload, reason, self.now()))
+            ok, answer, reason = False, b"", str(err)
+        for send in sends:
+            await self.perform(self.role.answer(send.tag, ok, answer, reason, self.now()))
 
-    async def _publish(self, publish: Publish) -> None:
-        if publish.topic not in self._topics and self._gossip is not None:
-            self._topics.add(publish.topic)
-            channel = await self.transport.subscribe(publish.topic)
+    def _publish(self, publish: Publish) -> None:
+        """Queue gossip; a flusher per topic publishes what queued as one payload, so replies
+        never wait on gossip and a busy node sends fewer, larger messages."""
+        box = self._gossip_box.get(publish.topic)
+        if box is not None:
+            box.append(publish.payload)
+            return
+        self._gossip_box[publish.topic] = [publish.payload]
+        assert self._nursery is not None
+        self._nursery.start_soon(self._flush_gossip, publish.topic)
+
+    async def _flush_gossip(self, topic: str) -> None:
+        if topic not in self._topics and self._gossip is not None:
+            self._topics.add(topic)
+            channel = await self.transport.subscribe(topic)
             assert self._nursery is not None
             self._nursery.start_soon(self._hear, channel)
-        try:
-            await self.transport.publish(publish.topic, publish.payload)
-        except TransportError as err:  # best effort: co-witnesses also answer queries
-            log.warning("could not publish on %s: %s", publish.topic, err)
+        while self._gossip_box[topic]:
+            box = self._gossip_box[topic]
+            size, count = 0, 0
+            while count < len(box) and (count == 0 or size + len(box[count]) <= BATCH):
+                size += len(box[count])
+                count += 1
+            self._gossip_box[topic] = box[count:]
+            try:
+                await self.transport.publish(topic, b"".join(box[:count]))
+            except TransportError as err:  # best effort: co-witnesses also answer queries
+                log.warning("could not publish on %s: %s", topic, err)
+        del self._gossip_box[topic]
 
     async def _hear(self, channel: AsyncIterator[tuple[str, bytes]]) -> None:
         assert self._gossip is not None
-        async for _, payload in channel:
-            await self.perform(self._gossip(payload, self.now()))
+        async for peer, payload in channel:
+            if peer != self.transport.prefix:  # libp2p hands us our own messages too
+                await self.perform(self._gossip(payload, self.now()))
 
     def _set_timer(self, timer: SetTimer) -> None:
         old = self._timers.pop(timer.key, None)

@@ -6,6 +6,7 @@ Keys come in as seeds from the caller: this module makes no randomness of its ow
 from __future__ import annotations
 
 import binascii
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import blake3
@@ -39,6 +40,38 @@ def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     except (BadSignatureError, ValueError, TypeError):
         return False
     return True
+
+
+class MemoVerifier:
+    """`verify` with a bounded memory of answers, keyed by (key, signature, message).
+
+    The same signature reaches a node more than once (a receipt in a reply, then again in the
+    witness agreement; an event submitted, then heard on gossip): each is checked once. A
+    simulator shares one across all its nodes. Oldest answers are forgotten first.
+    """
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self._seen: OrderedDict[tuple[bytes, bytes, bytes], bool] = OrderedDict()
+        self.hits = 0
+
+    def __call__(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
+        key = (public_key, signature, message)
+        answer = self._seen.get(key)
+        if answer is not None:
+            self.hits += 1
+            self._seen.move_to_end(key)
+            return answer
+        answer = verify(public_key, signature, message)
+        self.remember(public_key, signature, message, answer)
+        return answer
+
+    def remember(self, public_key: bytes, signature: bytes, message: bytes, valid: bool = True
+                 ) -> None:
+        """Record an answer known without checking (a signature this node just made)."""
+        self._seen[(public_key, signature, message)] = valid
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,9 @@ class _Push:
 class Controller:
     """Identifiers owned here, and the pushes of their events to witnesses."""
 
-    def __init__(self, *, verify: Verifier = crypto.verify, retry: RetryPolicy | None = None):
+    def __init__(self, *, verify: Verifier | None = None, retry: RetryPolicy | None = None):
+        # Memoised: a receipt is checked on arrival and again inside the validator.
+        verify = verify or crypto.MemoVerifier()
         self.validator = Validator(verify=verify)
         self._verify = verify
         self.retry = retry or RetryPolicy()
@@ -236,15 +238,13 @@ class Controller:
         push = self._pushes.get(said)
         if push is None or witness not in push.waiting:
             return []
-        if not ok:
-            return self._failed(push, witness, reason, now)
+        # A reply may answer several events at once (the runtime batches submissions): what
+        # counts is whether it carries this witness's receipt of this event.
         if not self._take_receipts(push, witness, payload, now):
-            return self._failed(push, witness, "reply carried no valid receipt", now)
+            return self._failed(push, witness, reason if not ok else "no valid receipt", now)
         del push.waiting[witness]
         if push.complete:  # a laggard: share the receipts, its own now among them, with all
-            effects: list[Effect] = [
-                self._agreement(push, w) for w in push.witnesses if w not in push.waiting
-            ]
+            effects = self._agreements(push, [w for w in push.witnesses if w not in push.waiting])
         else:
             effects = self._settle(now)
         self._forget(push)
@@ -336,7 +336,7 @@ class Controller:
             push.complete = True
             event = record.event
             effects.extend(
-                self._agreement(push, w) for w in push.witnesses if w not in push.waiting
+                self._agreements(push, [w for w in push.witnesses if w not in push.waiting])
             )
             effects.append(
                 Report(
@@ -348,6 +348,12 @@ class Controller:
             )
             self._forget(push)
         return effects
+
+    def _agreements(self, push: _Push, witnesses: Sequence[str]) -> list[Effect]:
+        """Every receipt of the event, for each of `witnesses` that lacks some of them."""
+        record = self.validator.record(push.event.said)
+        have = set(record.receipts) if record else set()
+        return [self._agreement(push, w) for w in witnesses if have - {w}]
 
     def _agreement(self, push: _Push, witness: str) -> Send:
         """Every receipt of the event, for `witness` to keep (witness agreement)."""

@@ -60,9 +60,12 @@ class Witness:
         self,
         signer: Signer,
         *,
-        verify: Verifier = crypto.verify,
+        verify: Verifier | None = None,
         limits: EscrowLimits | None = None,
     ) -> None:
+        # Memoised, and told of our own receipts: they come back in the witness agreement.
+        self._memo = crypto.MemoVerifier()
+        verify = verify or self._memo
         if signer.transferable:
             raise LocalProtocolError("a witness key must be non-transferable (a B prefix)")
         self.signer = signer
@@ -195,6 +198,11 @@ class Witness:
 
     # ---------------------------------------------------------------- internals
 
+    def _sign(self, raw: bytes) -> bytes:
+        signature = self.signer.sign_raw(raw)
+        self._memo.remember(self.signer.public, signature, raw)
+        return signature
+
     def _concerns(self, message: Message) -> bool:
         event = message.event
         if self.validator.kel(event.prefix) is not None:
@@ -233,7 +241,7 @@ class Witness:
         message = messagize(event, Attachments(sigs=record.sigs, sources=record.sources))
         effects.append(PersistEvent(event.prefix, event.sn, event.said, message))
         if self.prefix in record.authority.witnesses and self.prefix not in record.receipts:
-            record.receipts[self.prefix] = self.signer.sign_raw(event.raw)
+            record.receipts[self.prefix] = self._sign(event.raw)
         if record.receipts:
             effects.append(
                 PersistReceipts(event.prefix, event.sn, event.said, tuple(record.receipts.items()))
@@ -275,7 +283,7 @@ class Witness:
     def _receipt_message(self, record: Record, effects: list[Effect]) -> bytes:
         event = record.event
         if self.prefix not in record.receipts:  # accepted before we were asked: sign now
-            record.receipts[self.prefix] = self.signer.sign_raw(event.raw)
+            record.receipts[self.prefix] = self._sign(event.raw)
             effects.append(
                 PersistReceipts(event.prefix, event.sn, event.said, tuple(record.receipts.items()))
             )
