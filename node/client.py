@@ -26,6 +26,8 @@ class ControllerClient:
     def __init__(self, controller: Controller, transport: Transport) -> None:
         self.controller = controller
         self.runtime = Runtime(controller, transport)
+        self.runtime.after_step = self._wake
+        self._waiting: dict[str, trio.Event] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.runtime.run(task_status=task_status)
@@ -33,10 +35,13 @@ class ControllerClient:
     async def witnessed(self, effects: list[Effect], said: str) -> None:
         """Perform a command's effects and return once `said` is fully witnessed."""
         await self.runtime.perform(effects)
-        while True:
-            status = self.controller.status(said)
-            if status == "done":
-                return
-            if status == "failed":
-                raise WitnessingFailed(f"event {said} could not gather its witness receipts")
-            await self.runtime.changed.wait()
+        if self.controller.status(said) == "waiting":
+            event = self._waiting.setdefault(said, trio.Event())
+            await event.wait()
+        if self.controller.status(said) != "done":
+            raise WitnessingFailed(f"event {said} could not gather its witness receipts")
+
+    def _wake(self) -> None:
+        """After each step: release the waiters whose event is settled (done or failed)."""
+        for said in [s for s in self._waiting if self.controller.status(s) != "waiting"]:
+            self._waiting.pop(said).set()

@@ -165,7 +165,11 @@ class Runtime:
         self.transport = transport
         self.committer = GroupCommitter(store)
         self.request_timeout = request_timeout
-        self.changed = trio.Event()  # set (and replaced) after every step: for waiters
+        # After every step `changed` is set (and replaced), for occasional observers, and
+        # `after_step` is called: how a client releases just the waiters whose wait is over,
+        # instead of waking every waiting task on every step.
+        self.changed = trio.Event()
+        self.after_step: Callable[[], None] | None = None
         self._nursery: trio.Nursery | None = None
         self._timers: dict[str, trio.CancelScope] = {}
         self._topics: set[str] = set()
@@ -359,3 +363,5 @@ class Runtime:
     def _changed(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
+        if self.after_step is not None:
+            self.after_step()
