@@ -100,6 +100,8 @@ async def _story(
     await step("interaction anchoring {'n': 2}", ctl.interact("demo", [{"n": 2}], now=now()))
 
     prefix = ctl.identity("demo").prefix
+    with trio.move_on_after(5):  # the witnesses' receipt exchange (agreement) goes out
+        await client.runtime.quiet()
     say("\nWhat each witness says about 'demo' (asked over /dkms/1/query):")
     for i, witness in enumerate(w):
         answer = await _state(client, witness, prefix)

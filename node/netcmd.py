@@ -53,13 +53,11 @@ async def session(intros: Iterable[Introduction], options: Options) -> AsyncIter
 
 
 class Tracked:
-    """A transport that counts requests in flight and keeps each node's last failure."""
+    """A transport that keeps each node's last failure, to say why witnessing failed."""
 
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
-        self.busy = 0
         self.failures: dict[str, str] = {}  # witness -> why its last submission failed
-        self._idle = trio.Event()
 
     @property
     def prefix(self) -> str:
@@ -69,18 +67,12 @@ class Tracked:
         self.inner.handle(surface, handler)
 
     async def request(self, to: str, surface: str, payload: bytes, timeout: float) -> Answer:
-        self.busy += 1
         try:
             answer = await self.inner.request(to, surface, payload, timeout)
         except TransportError as err:
             if surface == Surface.SUBMIT:
                 self.failures[to] = str(err)
             raise
-        finally:
-            self.busy -= 1
-            if not self.busy:
-                self._idle.set()
-                self._idle = trio.Event()
         if surface == Surface.SUBMIT:
             if answer[0]:
                 self.failures.pop(to, None)
@@ -93,15 +85,6 @@ class Tracked:
 
     async def subscribe(self, topic: str) -> AsyncIterator[tuple[str, bytes]]:
         return await self.inner.subscribe(topic)
-
-    async def settle(self) -> None:
-        """Return once no request is in flight."""
-        while True:
-            # One checkpoint lets the senders that the last step spawned reach `request`.
-            await trio.lowlevel.checkpoint()
-            if not self.busy:
-                return
-            await self._idle.wait()
 
 
 async def push(
@@ -135,7 +118,7 @@ async def push(
                 problem = f"was not fully witnessed within {timeout:g} s"
             if not problem:  # let the witnesses' receipt exchange (agreement) go out
                 with trio.move_on_after(options.settle):
-                    await tracked.settle()
+                    await client.runtime.quiet()
             nursery.cancel_scope.cancel()
     if problem:
         failed = "; ".join(

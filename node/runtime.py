@@ -177,6 +177,7 @@ class Runtime:
         self._requests = itertools.count(1)
         self._fatal: StorageFailure | None = None
         self._outbox: dict[tuple[str, Surface], list[Send]] = {}
+        self._unanswered = 0  # Sends queued or in flight whose answer is not yet performed
         self._gossip_box: dict[str, list[bytes]] = {}
 
     @staticmethod
@@ -267,6 +268,7 @@ class Runtime:
         in the next request as one CESR stream (submissions and receipts concatenate)."""
         if self._nursery is None:
             raise RuntimeError("the runtime is not running")
+        self._unanswered += 1
         if send.surface is Surface.QUERY:
             self._nursery.start_soon(self._request, [send])
             return
@@ -299,7 +301,17 @@ class Runtime:
         except TransportError as err:
             ok, answer, reason = False, b"", str(err)
         for send in sends:
-            await self.perform(self.role.answer(send.tag, ok, answer, reason, self.now()))
+            try:
+                await self.perform(self.role.answer(send.tag, ok, answer, reason, self.now()))
+            finally:
+                self._unanswered -= 1
+                self._changed()
+
+    async def quiet(self) -> None:
+        """Return once every request sent has been answered, and what that caused was sent
+        and answered too (e.g. the witness agreement after an event completes)."""
+        while self._unanswered:
+            await self.changed.wait()
 
     def _publish(self, publish: Publish) -> None:
         """Queue gossip; a flusher per topic publishes what queued as one payload, so replies
