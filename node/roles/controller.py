@@ -81,6 +81,7 @@ class Controller:
         self.retry = retry or RetryPolicy()
         self._ids: dict[str, Identity] = {}
         self._pushes: dict[str, _Push] = {}
+        self._last_reply: tuple[bytes, dict[str, list[Message]]] = (b"", {})
 
     # ---------------------------------------------------------------- views
 
@@ -311,20 +312,30 @@ class Controller:
 
     def _take_receipts(self, push: _Push, witness: str, payload: bytes, now: float) -> bool:
         """Feed the receipts in a reply to the validator; True if `witness` receipted."""
-        try:
-            frames = parse_stream(payload)
-        except ProtocolError:
-            return False
         receipted = False
         key = cesr.decode_key(witness)
-        for frame in frames:
-            if not isinstance(frame, Message) or frame.event.said != push.event.said:
-                continue
+        for frame in self._receipts_in(payload).get(push.event.said, ()):
             for prefix, sig in frame.attachments.couples:
                 if prefix == witness and self._verify(key, sig, push.event.raw):
                     receipted = True
             self.validator.process(frame, now)
         return receipted
+
+    def _receipts_in(self, payload: bytes) -> dict[str, list[Message]]:
+        """Receipt messages of a reply by receipted SAID. One reply answers every event of a
+        batched request, so the last reply read is kept rather than parsed once per event."""
+        if payload is self._last_reply[0]:
+            return self._last_reply[1]
+        found: dict[str, list[Message]] = {}
+        try:
+            frames = parse_stream(payload)
+        except ProtocolError:
+            frames = []
+        for frame in frames:
+            if isinstance(frame, Message):
+                found.setdefault(frame.event.said, []).append(frame)
+        self._last_reply = (payload, found)
+        return found
 
     def _settle(self, now: float) -> list[Effect]:
         """Report pushes whose event is now fully witnessed, and share their receipts."""
