@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
+from libp2p.peer.id import ID
 
 from dkms.protocol.crypto import Signer
 from dkms.protocol.errors import ProtocolError
@@ -28,7 +29,7 @@ from dkms.protocol.escrow import EscrowLimits
 
 from .config import ConfigError, NodeConfig, load
 from .metrics import Metrics, serve_metrics
-from .p2p import HostConfig, NodeIdentity, P2PError, open_host
+from .p2p import HostConfig, NodeIdentity, P2PError, open_host, prefix_from_peer_id
 from .p2p_transport import P2PTransport
 from .ratelimit import RateLimit
 from .roles.effects import Surface
@@ -123,7 +124,7 @@ async def _run(
     log.info("witness %s: %d stored events restored", witness.prefix, restored)
     announce(f"witness {host.introduction}")
     if config.bootstrap:
-        report = await host.connect(config.bootstrap)
+        report = await host.connect([bootstrap_introduction(b) for b in config.bootstrap])
         log.info("bootstrap: %s", report)
     async with trio.open_nursery() as nursery:
         await nursery.start(
@@ -141,6 +142,19 @@ async def _run(
                     log.info("%s: shutting down", signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
                     break
+
+
+def bootstrap_introduction(text: str) -> str:
+    """`PREFIX@MULTIADDR`, or a libp2p multiaddr ending in `/p2p/<peer id>` (the prefix is
+    read off the peer id, which for our nodes carries their Ed25519 key)."""
+    if "@" in text or "/p2p/" not in text:
+        return text
+    addr, _, peer = text.rpartition("/p2p/")
+    try:
+        prefix = prefix_from_peer_id(ID.from_base58(peer))
+    except Exception:
+        raise NodeError(f"bootstrap {text!r}: /p2p/{peer} is not the id of a dkms node") from None
+    return f"{prefix}@{addr}"
 
 
 def quiet_libp2p(level: int = logging.CRITICAL) -> None:

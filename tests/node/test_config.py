@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from dkms.node.config import ConfigError, NodeConfig, load
+from dkms.node.nodecli import NodeError, bootstrap_introduction
+from dkms.node.p2p import NodeIdentity
 
 
 def test_defaults() -> None:
@@ -49,3 +51,14 @@ def test_bad_settings_say_what_to_fix(tmp_path: Path, text: str, message: str) -
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "nope.toml")
+
+
+def test_bootstrap_accepts_a_libp2p_multiaddr() -> None:
+    node = NodeIdentity(bytes([7]) * 32)
+    addr = "/ip4/127.0.0.1/tcp/4001"
+    assert bootstrap_introduction(f"{addr}/p2p/{node.peer_id.to_base58()}") == (
+        f"{node.prefix}@{addr}"
+    )
+    assert bootstrap_introduction(f"{node.prefix}@{addr}") == f"{node.prefix}@{addr}"
+    with pytest.raises(NodeError, match="not the id of a dkms node"):
+        bootstrap_introduction(f"{addr}/p2p/notapeerid")
