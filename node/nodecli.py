@@ -212,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PREFIX@MULTIADDR",
-        help="a peer to join the network through (repeatable)",
+        help="a peer to join through: PREFIX@MULTIADDR or MULTIADDR/p2p/PEER_ID (repeatable)",
     )
     run.add_argument("--config", type=Path, default=None, help="TOML file; flags override it")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
