@@ -35,6 +35,12 @@ class GossipConfig:
     queue_high_water: int = 24
     publish_wait: float = 5.0  # seconds at most; then it publishes anyway
     max_payload: int = DEFAULT_MAX_MESSAGE - GOSSIP_ENVELOPE_ROOM
+    # Peer scoring counts only what our validators reject (garbage): each invalid message
+    # costs `invalid_penalty` (decaying by `invalid_decay` per heartbeat), and a peer whose
+    # score falls below `graylist_threshold` is ignored. py-libp2p weighs nothing by default.
+    invalid_penalty: float = 10.0
+    invalid_decay: float = 0.99
+    graylist_threshold: float = -100.0
 
     def __post_init__(self) -> None:
         if not 0 < self.degree_low <= self.degree <= self.degree_high:

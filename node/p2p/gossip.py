@@ -43,6 +43,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
 from .config import GossipConfig
 from .errors import MessageTooLarge, PublishRejected
@@ -77,6 +78,12 @@ def build_router(config: GossipConfig) -> GossipSub:
         heartbeat_interval=config.heartbeat_interval,
         spam_protection_enabled=config.spam_protection,
         adaptive_gossip_enabled=False,
+        score_params=ScoreParams(
+            p4_invalid_messages=TopicScoreParams(
+                weight=config.invalid_penalty, cap=1000.0, decay=config.invalid_decay
+            ),
+            graylist_threshold=config.graylist_threshold,
+        ),
     )
 
 

@@ -204,3 +204,31 @@ async def test_four_hosts_shut_down_cleanly_within_five_seconds() -> None:
             for addr in addrs:  # nothing listens there any more
                 with pytest.raises(PeerUnreachable):
                     await late.request(addr, "/dkms/1/query", b"")
+
+
+async def test_a_peer_sending_garbage_is_graylisted() -> None:
+    # Each message our validator rejects costs its sender 10; below -100 it is ignored.
+    with trio.fail_after(LIMIT):
+        async with clique(2) as (origin, receiver):
+            rejected = trio.Event()
+            count = 0
+
+            def validate(payload: bytes) -> bool:
+                nonlocal count
+                if payload.startswith(b"BAD"):
+                    count += 1
+                    if count == 12:
+                        rejected.set()
+                    return False
+                return True
+
+            receiver.set_validator(TOPIC, validate)
+            sub = await receiver.subscribe(TOPIC)
+            await origin.publish(TOPIC, b"GOOD before")
+            assert (await sub.receive()).payload == b"GOOD before"
+            scorer = receiver.router.scorer
+            assert not scorer.is_graylisted(origin.peer_id, [TOPIC])
+            for n in range(12):
+                await origin.publish(TOPIC, b"BAD %d" % n)
+            await rejected.wait()
+            assert scorer.is_graylisted(origin.peer_id, [TOPIC])
