@@ -66,8 +66,9 @@ class MemoVerifier:
         self.remember(public_key, signature, message, answer)
         return answer
 
-    def remember(self, public_key: bytes, signature: bytes, message: bytes, valid: bool = True
-                 ) -> None:
+    def remember(
+        self, public_key: bytes, signature: bytes, message: bytes, valid: bool = True
+    ) -> None:
         """Record an answer known without checking (a signature this node just made)."""
         self._seen[(public_key, signature, message)] = valid
         if len(self._seen) > self.size:

@@ -83,6 +83,7 @@ class Validator:
         self._anchors: dict[tuple[str, str, str], tuple[str, int, str]] = {}
         self._out: list[Outcome] = []
         self.evidence: list[DuplicityEvidence] = []
+        self._rivals: set[tuple[str, int, frozenset[str]]] = set()  # reported escrowed pairs
 
     # ------------------------------------------------------------------ queries
 
@@ -459,7 +460,44 @@ class Validator:
         for dropped in self._escrows[waiting].put(p, group):
             self._emit(dropped.event, Status.REJECTED, f"escrow full ({waiting}); dropped oldest")
         self._emit(event, Status.ESCROWED, reason, waiting)
+        if waiting is Waiting.PARTIALLY_WITNESSED:
+            self._signed_rivals(p)
         return False
+
+    def _signed_rivals(self, p: Pending) -> None:
+        """Two fully signed versions waiting for receipts at one sequence number are duplicity
+        too: a controller that splits its witnesses may never get either fully witnessed."""
+        event = p.event
+        kel = self._kels.get(event.prefix)
+        if kel is None:
+            return
+        for other in self._escrows[Waiting.PARTIALLY_WITNESSED].group(event.prefix):
+            rival = other.event
+            kinds = {rival.ilk, event.ilk}
+            if rival.sn != event.sn or rival.said == event.said:
+                continue
+            if Ilk.IXN in kinds and kinds & ROTATION:
+                continue  # a recovery and what it replaces
+            pair = (event.prefix, event.sn, frozenset((rival.said, event.said)))
+            if pair in self._rivals:
+                continue
+            self._rivals.add(pair)
+            evidence = DuplicityEvidence(
+                prefix=kel.prefix,
+                sn=event.sn,
+                establishment=tuple(
+                    _replay_message(self._seen[a.said], controller_only=True)
+                    for a in kel.authorities
+                    if a.sn < event.sn
+                ),
+                first=messagize(rival, Attachments(sigs=tuple(other.sigs))),
+                second=messagize(event, Attachments(sigs=tuple(p.sigs))),
+            )
+            self.evidence.append(evidence)
+            reason = (
+                f"a second signed version of sn {event.sn:x}; {rival.said} also awaits receipts"
+            )
+            self._out.append(_outcome(event, Status.DUPLICITOUS, reason, evidence=evidence))
 
     def _reject(self, event: Event, reason: str) -> bool:
         self._emit(event, Status.REJECTED, reason)
