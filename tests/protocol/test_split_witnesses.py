@@ -16,7 +16,7 @@ PREFIXES = [w.verfer for w in WITNESSES]
 
 
 def signed(
-    event: object, signer: Signer = KEY, receipted_by: list[Signer] | None = None
+    event: Event, signer: Signer = KEY, receipted_by: list[Signer] | None = None
 ) -> list[Message]:
     sigs = (signer.sign_indexed(event.raw, 0),)
     out = parse_stream(messagize(event, Attachments(sigs=sigs)))
