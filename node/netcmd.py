@@ -32,7 +32,7 @@ from .p2p_transport import P2PTransport
 from .roles.controller import Controller
 from .roles.effects import Effect, Send, Surface
 from .textout import safe, short, table
-from .transport import Answer, Handler, Transport, TransportError
+from .transport import Answer, Check, Handler, Transport, TransportError
 
 
 @asynccontextmanager
@@ -83,8 +83,10 @@ class Tracked:
     async def publish(self, topic: str, payload: bytes) -> None:
         await self.inner.publish(topic, payload)
 
-    async def subscribe(self, topic: str) -> AsyncIterator[tuple[str, bytes]]:
-        return await self.inner.subscribe(topic)
+    async def subscribe(
+        self, topic: str, check: Check | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        return await self.inner.subscribe(topic, check)
 
 
 async def push(

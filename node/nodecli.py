@@ -128,7 +128,7 @@ async def _run(
         log.info("bootstrap: %s", report)
     async with trio.open_nursery() as nursery:
         await nursery.start(
-            functools.partial(runtime.run, witness.start(runtime.now()), gossip=witness.heard)
+            functools.partial(runtime.run, witness.start(runtime.now()), gossip=witness.hear)
         )
         if config.metrics_port is not None:
             port = await nursery.start(

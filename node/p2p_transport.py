@@ -15,7 +15,7 @@ from .p2p import (
     parse_introduction,
     peer_id_from_prefix,
 )
-from .transport import Answer, Handler, TransportError
+from .transport import Answer, Check, Handler, TransportError
 
 
 class P2PTransport:
@@ -60,8 +60,10 @@ class P2PTransport:
         except P2PError as err:  # gossip is best effort: witnesses also answer queries
             raise TransportError(str(err)) from None
 
-    async def subscribe(self, topic: str) -> AsyncIterator[tuple[str, bytes]]:
-        self.host.set_validator(topic, well_formed)
+    async def subscribe(
+        self, topic: str, check: Check | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        self.host.set_validator(topic, check or well_formed)
         subscription = await self.host.subscribe(topic)
         return _pairs(subscription)
 

@@ -12,6 +12,8 @@ state is only ever touched by one step at a time. Each step's effects are perfor
                                   Send's answer goes to role.answer
     Publish                       queued per topic and flushed by one task, batched likewise
                                   (and the topic subscribed, to hear the others)
+    Subscribe                     listen to a topic without publishing (watchers); gossip
+                                  validation asks the role's `admits`, when it has one
     SetTimer                      role.timer(key) at that time (one timer per key)
     Report                        a log line
 
@@ -36,14 +38,16 @@ if TYPE_CHECKING:
 from .metrics import Metrics
 from .ratelimit import PeerBuckets, RateLimit
 from .roles.effects import (
+    PERSIST,
     Effect,
+    Persist,
     PersistEvent,
-    PersistReceipts,
     Publish,
     Reply,
     Report,
     Send,
     SetTimer,
+    Subscribe,
     Surface,
 )
 from .transport import Answer, Transport, TransportError
@@ -51,7 +55,7 @@ from .transport import Answer, Transport, TransportError
 log = logging.getLogger("dkms.node")
 BATCH = 256 * 1024  # bytes at most in one batched request or gossip payload
 
-Persist = PersistEvent | PersistReceipts
+Hear = Callable[[str, bytes, float], list[Effect]]  # (topic, payload, now) -> effects
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -173,7 +177,7 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._timers: dict[str, trio.CancelScope] = {}
         self._topics: set[str] = set()
-        self._gossip: Callable[[bytes, float], list[Effect]] | None = None
+        self._gossip: Hear | None = None
         self._requests = itertools.count(1)
         self._fatal: StorageFailure | None = None
         self._outbox: dict[tuple[str, Surface], list[Send]] = {}
@@ -188,10 +192,11 @@ class Runtime:
         self,
         start: list[Effect] | None = None,
         *,
-        gossip: Callable[[bytes, float], list[Effect]] | None = None,
+        gossip: Hear | None = None,
         task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run until cancelled; `gossip` receives payloads heard on topics we publish to."""
+        """Run until cancelled; `gossip(topic, payload, now)` receives what is heard on the
+        topics we publish to or subscribe to."""
         self._gossip = gossip
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -223,7 +228,7 @@ class Runtime:
     async def perform(self, effects: Sequence[Effect]) -> Reply | None:
         """Perform one step's effects in order; return its Reply, if any."""
         reply: Reply | None = None
-        durable = [e for e in effects if isinstance(e, PersistEvent | PersistReceipts)]
+        durable: list[Persist] = [e for e in effects if isinstance(e, PERSIST)]
         ticket = self.committer.enqueue(durable)  # before any await: keeps acceptance order
         self.metrics.count(
             "events_stored",
@@ -233,9 +238,11 @@ class Runtime:
         waited = False
         try:
             for effect in effects:
-                if isinstance(effect, PersistEvent | PersistReceipts | Report | SetTimer):
+                if isinstance(effect, (*PERSIST, Report, SetTimer, Subscribe)):
                     if isinstance(effect, SetTimer):
                         self._set_timer(effect)
+                    elif isinstance(effect, Subscribe):
+                        self._subscribe(effect.topic)
                     elif isinstance(effect, Report):
                         log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
                     continue
@@ -324,12 +331,25 @@ class Runtime:
         assert self._nursery is not None
         self._nursery.start_soon(self._flush_gossip, publish.topic)
 
+    def _subscribe(self, topic: str) -> None:
+        if topic in self._topics or self._gossip is None or self._nursery is None:
+            return
+        self._topics.add(topic)
+        self._nursery.start_soon(self._listen, topic)
+
+    async def _listen(self, topic: str) -> None:
+        admits = getattr(self.role, "admits", None)
+        check: Callable[[bytes], bool] | None = None
+        if admits is not None:
+
+            def check(payload: bytes) -> bool:
+                return bool(admits(topic, payload))
+
+        channel = await self.transport.subscribe(topic, check)
+        await self._hear(topic, channel)
+
     async def _flush_gossip(self, topic: str) -> None:
-        if topic not in self._topics and self._gossip is not None:
-            self._topics.add(topic)
-            channel = await self.transport.subscribe(topic)
-            assert self._nursery is not None
-            self._nursery.start_soon(self._hear, channel)
+        self._subscribe(topic)
         while self._gossip_box[topic]:
             box = self._gossip_box[topic]
             size, count = 0, 0
@@ -343,11 +363,11 @@ class Runtime:
                 log.warning("could not publish on %s: %s", topic, err)
         del self._gossip_box[topic]
 
-    async def _hear(self, channel: AsyncIterator[tuple[str, bytes]]) -> None:
+    async def _hear(self, topic: str, channel: AsyncIterator[tuple[str, bytes]]) -> None:
         assert self._gossip is not None
         async for peer, payload in channel:
             if peer != self.transport.prefix:  # libp2p hands us our own messages too
-                await self.perform(self._gossip(payload, self.now()))
+                await self.perform(self._gossip(topic, payload, self.now()))
 
     def _set_timer(self, timer: SetTimer) -> None:
         old = self._timers.pop(timer.key, None)

@@ -33,6 +33,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +44,21 @@ from dkms.protocol.errors import ProtocolError
 from dkms.protocol.events import receipt, sniff
 from dkms.protocol.stream import Attachments, messagize
 
-from .roles.effects import PersistEvent, PersistReceipts
+from .roles.effects import (
+    Persist,
+    PersistEvent,
+    PersistEvidence,
+    PersistMeta,
+    PersistReceipts,
+    PersistRuling,
+)
 
 FILENAME: Final = "store.sqlite3"  # the database's name inside a node's data directory
 APPLICATION_ID: Final = 0x444B4D53  # "DKMS" in the SQLite header: `file` and tools can tell
 SCHEMA_VERSION: Final = 1
 REPLAY_PAGE: Final = 1000  # events per replay chunk
 
-Persist = PersistEvent | PersistReceipts
+__all__ = ["FILENAME", "Persist", "Store", "StoreError", "StoreStats", "Stored"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
@@ -187,12 +195,37 @@ class Store:
             return
         events: list[tuple[str, int, str, bytes]] = []
         receipts: list[tuple[str, str, bytes]] = []
+        evidence: list[tuple[str, int, bytes, bytes, float]] = []
+        rulings: list[tuple[str, bytes, bytes, float]] = []
+        meta: list[tuple[str, bytes]] = []
+        now = time.time()
         for effect in effects:
             if isinstance(effect, PersistEvent):
                 events.append((effect.prefix, effect.sn, effect.said, effect.message))
-            else:
+            elif isinstance(effect, PersistReceipts):
                 receipts.extend((effect.said, w, sig) for w, sig in effect.couples)
+            elif isinstance(effect, PersistEvidence):
+                body = effect.envelope
+                evidence.append((effect.accused, effect.sn, _digest(body), body, now))
+            elif isinstance(effect, PersistRuling):
+                rulings.append((effect.accused, _digest(effect.envelope), effect.envelope, now))
+            elif isinstance(effect, PersistMeta):
+                meta.append((effect.key, effect.value))
         with self._transaction("store a batch") as db:
+            if evidence:
+                db.executemany(
+                    "INSERT OR IGNORE INTO evidence (prefix, sn, digest, body, received)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    evidence,
+                )
+            if rulings:
+                db.executemany(
+                    "INSERT OR IGNORE INTO rulings (prefix, digest, body, received)"
+                    " VALUES (?, ?, ?, ?)",
+                    rulings,
+                )
+            if meta:
+                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
             added_events = db.executemany(
                 "INSERT OR IGNORE INTO events (prefix, sn, said, message) VALUES (?, ?, ?, ?)",
                 events,

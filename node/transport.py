@@ -19,6 +19,7 @@ import trio
 
 Answer = tuple[bool, bytes, str]  # ok, payload, reason (for a refusal)
 Handler = Callable[[str, bytes], Awaitable[Answer]]  # (peer prefix, request) -> answer
+Check = Callable[[bytes], bool]  # gossip validation: forward (and deliver) this payload?
 
 
 class TransportError(Exception):
@@ -35,7 +36,9 @@ class Transport(Protocol):
 
     async def publish(self, topic: str, payload: bytes) -> None: ...
 
-    async def subscribe(self, topic: str) -> AsyncIterator[tuple[str, bytes]]: ...
+    async def subscribe(
+        self, topic: str, check: Check | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]: ...
 
 
 @dataclass
@@ -57,6 +60,7 @@ class MemoryTransport:
     network: MemoryNetwork
     handlers: dict[str, Handler] = field(default_factory=dict)
     topics: dict[str, list[trio.MemorySendChannel[tuple[str, bytes]]]] = field(default_factory=dict)
+    checks: dict[str, Check] = field(default_factory=dict)
 
     def handle(self, surface: str, handler: Handler) -> None:
         self.handlers[surface] = handler
@@ -75,6 +79,9 @@ class MemoryTransport:
         for prefix, node in self.network.nodes.items():
             if prefix == self.prefix or prefix in self.network.down:
                 continue
+            check = node.checks.get(topic)
+            if check is not None and not check(payload):
+                continue  # the subscriber's validator refused it
             for channel in node.topics.get(topic, []):
                 # A slow or gone subscriber loses gossip, as with libp2p.
                 with contextlib.suppress(
@@ -83,7 +90,11 @@ class MemoryTransport:
                     channel.send_nowait((self.prefix, payload))
         await trio.lowlevel.checkpoint()
 
-    async def subscribe(self, topic: str) -> trio.MemoryReceiveChannel[tuple[str, bytes]]:
+    async def subscribe(
+        self, topic: str, check: Check | None = None
+    ) -> trio.MemoryReceiveChannel[tuple[str, bytes]]:
+        if check is not None:
+            self.checks[topic] = check
         send, receive = trio.open_memory_channel[tuple[str, bytes]](math.inf)
         self.topics.setdefault(topic, []).append(send)
         await trio.lowlevel.checkpoint()

@@ -45,3 +45,7 @@ class EventError(RemoteProtocolError):
 
 class EvidenceError(RemoteProtocolError):
     """A piece of duplicity evidence does not prove what it claims."""
+
+
+class RosterError(RemoteProtocolError):
+    """A governance roster is malformed, or not signed by the governance's current keys."""

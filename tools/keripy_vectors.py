@@ -15,7 +15,8 @@ value is reproducible (Ed25519 signatures are deterministic) and re-running
 yields identical bytes.  Seed numbers used:
     1-3 single-key KEL, 4-9 three-key KEL, 10-15 weighted KEL,
     16-18 witnessed KEL, 20-21 delegator, 22-24 delegate, 0x30 non-transferable,
-    0x41-0x45 witnesses (non-transferable), 0x50.. long KEL, 0x60.. witnessed stream.
+    0x41-0x45 witnesses (non-transferable), 0x50.. long KEL, 0x60.. witnessed stream,
+    0x70-0x72 watched KEL (witnesses 0x41-0x44).
 
 Each case record holds: name, kind, ilk, ked (as keripy built it), raw_b64 (body),
 said, signer/next/witness seeds (hex, in ked order), sigs_qb64 (controller Sigers,
@@ -30,6 +31,13 @@ message_b64 (body + attachments).  Notes on the less obvious fields:
     dip/drt cases         also carry the -G source seal couple of the delegating event.
 Each stream holds the concatenated messages and keripy's final key state record
 (minus its wall-clock "dt") for every AID, after a fresh Kevery parsed the stream.
+
+"watched" is a CBOR KEL (key 0x70, next 0x71, four witnesses, toad 3) for our own
+witnesses to receipt and watch, so its messages carry controller -A sigs only:
+    kel_b64               icp + ixn sn 1.
+    ixn_a_b64, ixn_b_b64  two different ixn at sn 2 after ixn sn 1 (duplicity).
+    rot_b64               rot at sn 2 by the pre-rotated key 0x71 (next 0x72), which
+                          keripy accepts as a recovery superseding an ixn at sn 2.
 """
 
 import base64
@@ -52,6 +60,7 @@ from keri.kering import Ilks, Kinds, TraitDex
 OUT = Path(__file__).resolve().parents[1] / "tests/vectors/keripy-seeded/vectors.json"
 SAID = MtrDex.Blake3_256  # force self-addressing prefixes; keripy defaults to key-as-prefix
 WITS = [0x41, 0x42, 0x43]
+WATCH_WITS = [0x41, 0x42, 0x43, 0x44]
 
 
 def seed(n):
@@ -231,6 +240,39 @@ def witnessed_kel(kind):
     return out
 
 
+def watched_kel():
+    """icp, ixn sn 1, two conflicting ixn at sn 2 and a recovery rot at sn 2."""
+    kind, w = Kinds.cbor, wits(*WATCH_WITS)
+    icp = eventing.incept(keys(0x70), ndigs=ndigs(0x71), toad=3, wits=w, code=SAID, kind=kind)
+    ixn1 = eventing.interact(icp.pre, icp.said, sn=1, kind=kind)
+
+    def ixn2(payload):
+        data = [dict(d=Diger(ser=payload, code=SAID).qb64)]
+        return eventing.interact(icp.pre, ixn1.said, sn=2, data=data, kind=kind)
+
+    rot = eventing.rotate(
+        icp.pre, keys(0x71), ixn1.said, sn=2, ndigs=ndigs(0x72), toad=3, wits=w, kind=kind
+    )
+    return icp, ixn1, ixn2(b"watched a"), ixn2(b"watched b"), rot
+
+
+def build_watched():
+    icp, ixn1, ixn_a, ixn_b, rot = watched_kel()
+
+    def msg(serder, cur):
+        return messagize(serder, sigers=sign(serder.raw, cur))
+
+    return dict(
+        witness_seeds_hex=hexes(WATCH_WITS),
+        prefix=icp.pre,
+        kel_b64=b64(msg(icp, [0x70]) + msg(ixn1, [0x70])),
+        ixn_a_b64=b64(msg(ixn_a, [0x70])),
+        ixn_b_b64=b64(msg(ixn_b, [0x70])),
+        rot_b64=b64(msg(rot, [0x71])),
+        saids=dict(icp=icp.said, ixn1=ixn1.said, ixn_a=ixn_a.said, ixn_b=ixn_b.said, rot=rot.said),
+    )
+
+
 def build_cases(kind):
     icp = eventing.incept
     e1 = icp(keys(1), ndigs=ndigs(2), code=SAID, kind=kind)
@@ -370,6 +412,54 @@ def build_streams():
     ]
 
 
+def split_messages(data):
+    """Split body + -A controller sig messages, as stored in the watched record."""
+    msgs = []
+    while data:
+        end = serdering.SerderKERI(raw=data).size
+        counter = Counter(qb64b=data[end:], gvrsn=kering.Vrsn_1_0)
+        assert counter.name == Codens.ControllerIdxSigs, counter.qb64
+        end += counter.fullSize
+        for _ in range(counter.count):
+            end += len(Siger(qb64b=data[end:]).qb64b)
+        msgs.append(data[:end])
+        data = data[end:]
+    return msgs
+
+
+def check_watched(rec):
+    """Witness the stored messages with all 4 witnesses; keripy must accept
+    ixn_a or ixn_b at sn 2, and the rot at sn 2 as a recovery after ixn_a."""
+    wit_ns = [bytes.fromhex(h)[0] for h in rec["witness_seeds_hex"]]
+    assert hexes(wit_ns) == rec["witness_seeds_hex"]
+    saids = rec["saids"]
+    msgs = dict(zip(("icp", "ixn1"), split_messages(base64.b64decode(rec["kel_b64"])), strict=True))
+    for name in ("ixn_a", "ixn_b", "rot"):
+        (msgs[name],) = split_messages(base64.b64decode(rec[name + "_b64"]))
+    serders = {name: serdering.SerderKERI(raw=msg) for name, msg in msgs.items()}
+    for name, serder in serders.items():
+        assert serder.pre == rec["prefix"] and serder.said == saids[name], name
+    for name in ("ixn_a", "ixn_b", "rot"):
+        assert serders[name].sn == 2 and serders[name].prior == saids["ixn1"], name
+    assert saids["ixn_a"] != saids["ixn_b"]
+
+    def witnessed(name):  # append -B witness sigs, then an rct with -C couples
+        serder = serders[name]
+        wigers = sign(serder.raw, wit_ns, transferable=False)
+        counter = Counter(Codens.WitnessIdxSigs, count=len(wigers), gvrsn=kering.Vrsn_1_0)
+        sigs = counter.qb64b + b"".join(wiger.qb64b for wiger in wigers)
+        return msgs[name] + sigs + bytes(witness_receipt(serder, wit_ns))
+
+    for names, last in (
+        (("icp", "ixn1", "ixn_a"), "ixn_a"),
+        (("icp", "ixn1", "ixn_b"), "ixn_b"),
+        (("icp", "ixn1", "ixn_a", "rot"), "rot"),
+    ):
+        states = key_states(b"".join(witnessed(name) for name in names))
+        got = {pre: (st["s"], st["d"]) for pre, st in states.items()}
+        assert got == {rec["prefix"]: ("2", saids[last])}, (names, got)
+
+
 def check(path):
     """Re-read the written file with keripy: bodies, SAIDs, sigs, streams."""
     data = json.loads(path.read_text())
@@ -391,6 +481,7 @@ def check(path):
             assert states[rec["ked"]["i"]]["d"] == rec["said"], rec["name"]
     for st in data["streams"]:
         assert key_states(base64.b64decode(st["stream_b64"])) == st["key_states"], st["name"]
+    check_watched(data["watched"])
     return len(data["cases"]), len(data["streams"])
 
 
@@ -404,11 +495,12 @@ def main():
         ),
         cases=cases,
         streams=build_streams(),
+        watched=build_watched(),
     )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(doc, indent=2) + "\n")
     cases, streams = check(OUT)
-    print(f"wrote {OUT}: {cases} cases, {streams} streams verified")
+    print(f"wrote {OUT}: {cases} cases, {streams} streams, watched KEL verified")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ class Surface(StrEnum):
     SUBMIT = "/dkms/1/submit"
     RECEIPTS = "/dkms/1/receipts"
     QUERY = "/dkms/1/query"
+    GOVERNANCE = "/dkms/1/governance"  # a governance KEL and signed roster, handed to a node
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,31 @@ class PersistReceipts:
 
 
 @dataclass(frozen=True, slots=True)
+class PersistEvidence:
+    """Store a signed envelope holding duplicity evidence against `accused` at `sn`."""
+
+    accused: str
+    sn: int
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PersistRuling:
+    """Store a judge's signed ruling against `accused`."""
+
+    accused: str
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PersistMeta:
+    """Store `value` under `key`, replacing what was there (e.g. the governance roster)."""
+
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """Answer the request `request`; `ok` False carries a refusal `reason` for the peer."""
 
@@ -54,6 +80,17 @@ class Publish:
 
     topic: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Listen to `topic`; what is heard goes to the role's `hear(topic, payload, now)`.
+
+    If the role has `admits(topic, payload) -> bool`, gossip validation asks it (and only
+    what it admits is forwarded to other peers); otherwise the transport's default check runs.
+    """
+
+    topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,4 +119,6 @@ class Report:
     message: str
 
 
-Effect = PersistEvent | PersistReceipts | Reply | Publish | Send | SetTimer | Report
+Persist = PersistEvent | PersistReceipts | PersistEvidence | PersistRuling | PersistMeta
+Effect = Persist | Reply | Publish | Subscribe | Send | SetTimer | Report
+PERSIST = (PersistEvent, PersistReceipts, PersistEvidence, PersistRuling, PersistMeta)

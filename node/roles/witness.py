@@ -137,6 +137,10 @@ class Witness:
             return [*effects, Reply(request, False, reason="no receipt verified")]
         return [*effects, Reply(request, True)]
 
+    def hear(self, topic: str, data: bytes, now: float) -> list[Effect]:
+        """Gossip heard on `topic` (a KEL shard: the witness listens to no other kind)."""
+        return self.heard(data, now)
+
     def heard(self, data: bytes, now: float) -> list[Effect]:
         """A gossip payload: apply what concerns identifiers this witness knows or witnesses."""
         effects: list[Effect] = []

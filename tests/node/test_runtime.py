@@ -71,7 +71,7 @@ async def cluster(count: int, retry: RetryPolicy | None = None) -> AsyncIterator
             runtime.serve(Surface.RECEIPTS, witness.receipts)
             runtime.serve(Surface.QUERY, witness.query)
             await nursery.start(
-                functools.partial(runtime.run, witness.start(runtime.now()), gossip=witness.heard)
+                functools.partial(runtime.run, witness.start(runtime.now()), gossip=witness.hear)
             )
         await nursery.start(client.run)
         yield Cluster(net, witnesses, stores, client)
