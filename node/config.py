@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
-ROLES: Final = ("witness",)
+ROLES: Final = ("witness", "watcher")
 
 
 class ConfigError(Exception):
@@ -32,6 +32,9 @@ class NodeConfig:
     escrow_entries: int = 10_000
     escrow_age: float = 3600.0  # seconds an escrowed event may wait
     peer_rate: float = 1000.0  # requests per second one peer may make (bursts of twice that)
+    governance: str = ""  # watcher: the governance identifier's prefix (required)
+    watch: tuple[str, ...] = ()  # watcher: only these identifiers (all when empty)
+    anomaly_after: float = 30.0  # watcher: seconds before a missing receipt is an anomaly
 
     def check(self) -> NodeConfig:
         if self.role not in ROLES:
@@ -44,7 +47,13 @@ class NodeConfig:
             raise ConfigError(f"metrics_port must be a TCP port, not {self.metrics_port}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level must be debug, info, warning or error")
-        for name in ("request_timeout", "escrow_age", "peer_rate"):
+        if self.role == "watcher" and not self.governance:
+            raise ConfigError(
+                "a watcher needs --governance PREFIX: the identifier whose roster appoints it"
+            )
+        if self.role != "watcher" and (self.governance or self.watch):
+            raise ConfigError("governance and watch are watcher settings (--role watcher)")
+        for name in ("request_timeout", "escrow_age", "peer_rate", "anomaly_after"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("max_message", "escrow_entries"):
@@ -66,6 +75,9 @@ _TYPES: Final[dict[str, type]] = {
     "escrow_entries": int,
     "escrow_age": float,
     "peer_rate": float,
+    "governance": str,
+    "watch": list,
+    "anomaly_after": float,
 }
 
 
@@ -114,5 +126,9 @@ def _convert(name: str, value: Any) -> Any:
     if name == "bootstrap":
         if not all(isinstance(v, str) for v in value):
             raise ConfigError("bootstrap must be a list of multiaddrs or PREFIX@MULTIADDR")
+        return tuple(value)
+    if name == "watch":
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError("watch must be a list of identifier prefixes")
         return tuple(value)
     return value

@@ -2,6 +2,7 @@
 
     dkms-node run --role witness --data-dir DIR --listen MULTIADDR [--bootstrap INTRO]...
                   [--config FILE.toml] [--log-level LEVEL]
+    dkms-node run --role watcher --governance PREFIX [--watch PREFIX]... (same options)
     dkms-node info --data-dir DIR [--json]
 
 `run` prints the node's introduction (`PREFIX@MULTIADDR`, what controllers name as a witness)
@@ -32,7 +33,8 @@ from .metrics import Metrics, serve_metrics
 from .p2p import HostConfig, NodeIdentity, P2PError, open_host, prefix_from_peer_id
 from .p2p_transport import P2PTransport
 from .ratelimit import RateLimit
-from .roles.effects import Surface
+from .roles.effects import Effect, Surface
+from .roles.watcher import GOVERNANCE_KEY, Watcher
 from .roles.witness import Witness
 from .runtime import Runtime, StorageFailure
 from .secretfiles import SEED_FILE, SecretError, load_or_create_node_seed, read_private
@@ -56,31 +58,51 @@ async def serve(
     *,
     announce: Callable[[str], None] = print,
     handle_signals: bool = False,
+    on_start: Callable[[Runtime], None] | None = None,
     task_status: TaskStatus[P2PHost] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a witness until cancelled (or signalled); `task_status` gets the host once up."""
+    """Run a witness or a watcher until cancelled (or signalled); `task_status` gets the
+    host once it is up, and `on_start` (for embedding and tests) the runtime with its role."""
     try:
         seed = load_or_create_node_seed(config.data_dir)
     except SecretError as err:
         raise NodeError(str(err)) from None
     signer = Signer(seed, transferable=False)
-    witness = Witness(
-        signer, limits=EscrowLimits(max_entries=config.escrow_entries, max_age=config.escrow_age)
-    )
+    limits = EscrowLimits(max_entries=config.escrow_entries, max_age=config.escrow_age)
+    role: Witness | Watcher
+    if config.role == "watcher":
+        role = Watcher(
+            signer,
+            config.governance,
+            limits=limits,
+            watch=frozenset(config.watch),
+            anomaly_after=config.anomaly_after,
+        )
+    else:
+        role = Witness(signer, limits=limits)
     try:
         store = Store.open(config.data_dir / FILENAME)
     except StoreError as err:
         raise NodeError(str(err)) from None
     with store:
         store.bind_node(signer.verfer)
-        restored = _restore(witness, store)
+        _bind_role(store, config.role)
+        restored = _restore(role, store)
         host_config = HostConfig(
             max_message_size=config.max_message, request_timeout=config.request_timeout
         )
         try:
             async with open_host(seed, config.listen, host_config) as host:
                 await _run(
-                    config, witness, store, host, restored, announce, handle_signals, task_status
+                    config,
+                    role,
+                    store,
+                    host,
+                    restored,
+                    announce,
+                    handle_signals,
+                    task_status,
+                    on_start,
                 )
         except P2PError as err:
             raise NodeError(f"network: {err}") from None
@@ -88,21 +110,43 @@ async def serve(
             raise NodeError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
 
 
-def _restore(witness: Witness, store: Store) -> int:
+def _bind_role(store: Store, role: str) -> None:
+    """One node identity serves one infrastructure: the seed insists that the witnesses of an
+    identifier and the watchers judging it be governed apart."""
+    held = store.get_meta("role")
+    if held is None:
+        store.put_meta("role", role.encode())
+    elif held.decode(errors="replace") != role:
+        raise NodeError(
+            f"{store.path.parent} holds a node that served as a {held.decode(errors='replace')};"
+            f" one identity may not be both a witness and a watcher: give the {role} its own"
+            " --data-dir (and so its own key)"
+        )
+
+
+def _restore(role: Witness | Watcher, store: Store) -> int:
+    now = trio.current_time()
+    if isinstance(role, Watcher):
+        bundle = store.get_meta(GOVERNANCE_KEY)
+        if bundle is not None:
+            role.restore_governance(bundle, now)
+        for held in [*store.evidence(), *store.rulings()]:
+            role.restore_held(held.body)
     for chunk in store.replay_chunks():
-        witness.restore(chunk, trio.current_time())
+        role.restore(chunk, now)
     return store.stats().events
 
 
 async def _run(
     config: NodeConfig,
-    witness: Witness,
+    role: Witness | Watcher,
     store: Store,
     host: P2PHost,
     restored: int,
     announce: Callable[[str], None],
     handle_signals: bool,
     task_status: TaskStatus[P2PHost],
+    on_start: Callable[[Runtime], None] | None = None,
 ) -> None:
     transport = P2PTransport(host)
     metrics = Metrics()
@@ -110,31 +154,48 @@ async def _run(
     metrics.gauge("store_receipts", lambda: store.stats().receipts, "receipts in the store")
     metrics.gauge("peers", lambda: len(host.connected_peers()), "connected peers")
     runtime = Runtime(
-        witness,
+        role,
         transport,
         store,
         request_timeout=config.request_timeout,
         rate_limit=RateLimit(config.peer_rate, 2 * config.peer_rate),
         metrics=metrics,
     )
-    runtime.serve(Surface.SUBMIT, witness.submit)
-    runtime.serve(Surface.RECEIPTS, witness.receipts)
-    runtime.serve(Surface.QUERY, witness.query)
+    start: list[Effect] = role.start(runtime.now())
+    if isinstance(role, Witness):
+        runtime.serve(Surface.SUBMIT, role.submit)
+        runtime.serve(Surface.RECEIPTS, role.receipts)
+    else:
+        runtime.serve(Surface.GOVERNANCE, role.govern)
+        held = len(role.holdings.evidence)
+        metrics.gauge("evidence", lambda: len(role.holdings.evidence), "evidence held")
+        metrics.gauge("rulings", lambda: len(role.holdings.rulings), "rulings held")
+    runtime.serve(Surface.QUERY, role.query)
     _write_node_file(config.data_dir, host)
-    log.info("witness %s: %d stored events restored", witness.prefix, restored)
-    announce(f"witness {host.introduction}")
-    if config.bootstrap:
-        report = await host.connect([bootstrap_introduction(b) for b in config.bootstrap])
-        log.info("bootstrap: %s", report)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(
-            functools.partial(runtime.run, witness.start(runtime.now()), gossip=witness.hear)
+    if isinstance(role, Watcher):
+        log.info(
+            "watcher %s: %d stored events and %d pieces of evidence restored; governance %s",
+            role.prefix,
+            restored,
+            held,
+            f"epoch {role.governance.epoch}" if role.governance.roster else "not known yet",
         )
+    else:
+        log.info("witness %s: %d stored events restored", role.prefix, restored)
+    announce(f"{config.role} {host.introduction}")
+    async with trio.open_nursery() as nursery:
+        # Subscribed before connecting: peers learn every topic from our first hello.
+        await nursery.start(functools.partial(runtime.run, start, gossip=role.hear))
+        if config.bootstrap:
+            report = await host.connect([bootstrap_introduction(b) for b in config.bootstrap])
+            log.info("bootstrap: %s", report)
         if config.metrics_port is not None:
             port = await nursery.start(
                 serve_metrics, metrics, config.metrics_port, config.metrics_host
             )
             log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
+        if on_start is not None:
+            on_start(runtime)
         task_status.started(host)
         if handle_signals:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -204,7 +265,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dkms-node", description="Run a DKMS node.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a node until SIGINT/SIGTERM")
-    run.add_argument("--role", choices=["witness"], default=None)
+    run.add_argument("--role", choices=["witness", "watcher"], default=None)
+    run.add_argument(
+        "--governance",
+        default=None,
+        metavar="PREFIX",
+        help="watcher: the governance identifier whose roster appoints watchers and jurors",
+    )
+    run.add_argument(
+        "--watch",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="watcher: watch only this identifier (repeatable; default: all)",
+    )
     run.add_argument("--data-dir", type=Path, default=None, help="where the node keeps its state")
     run.add_argument("--listen", default=None, help="multiaddr, e.g. /ip4/0.0.0.0/tcp/4001")
     run.add_argument(
@@ -238,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bootstrap=tuple(args.bootstrap),
             log_level=args.log_level,
             metrics_port=args.metrics_port,
+            governance=args.governance,
+            watch=tuple(args.watch),
         )
         logging.basicConfig(
             level=config.log_level.upper(),

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from dkms.protocol.errors import ProtocolError
-from dkms.protocol.stream import Message, parse_stream
-
 from .p2p import (
     Introduction,
     P2PError,
@@ -15,6 +12,7 @@ from .p2p import (
     parse_introduction,
     peer_id_from_prefix,
 )
+from .roles.topics import well_formed
 from .transport import Answer, Check, Handler, TransportError
 
 
@@ -66,20 +64,6 @@ class P2PTransport:
         self.host.set_validator(topic, check or well_formed)
         subscription = await self.host.subscribe(topic)
         return _pairs(subscription)
-
-
-def well_formed(payload: bytes) -> bool:
-    """Gossip validator: forward only payloads that frame into valid KERI messages.
-
-    It judges the bytes alone (libp2p caches the verdict per message id, so it must never
-    say "not yet"): garbage is dropped and costs its sender, while a validly formed conflicting
-    event passes, since rejecting conflicts here would hide what watchers exist to see.
-    """
-    try:
-        frames = parse_stream(payload)
-    except ProtocolError:
-        return False
-    return bool(frames) and all(isinstance(f, Message) for f in frames)
 
 
 async def _pairs(subscription: Subscription) -> AsyncIterator[tuple[str, bytes]]:

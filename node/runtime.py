@@ -242,7 +242,7 @@ class Runtime:
                     if isinstance(effect, SetTimer):
                         self._set_timer(effect)
                     elif isinstance(effect, Subscribe):
-                        self._subscribe(effect.topic)
+                        await self._subscribe(effect.topic)
                     elif isinstance(effect, Report):
                         log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
                     continue
@@ -331,13 +331,13 @@ class Runtime:
         assert self._nursery is not None
         self._nursery.start_soon(self._flush_gossip, publish.topic)
 
-    def _subscribe(self, topic: str) -> None:
+    async def _subscribe(self, topic: str) -> None:
+        """Subscribe now (so a node that subscribes before it connects announces all its
+        topics in its first hello, not in one message per topic that small libp2p queues
+        drop), then hear the topic in a task of its own."""
         if topic in self._topics or self._gossip is None or self._nursery is None:
             return
         self._topics.add(topic)
-        self._nursery.start_soon(self._listen, topic)
-
-    async def _listen(self, topic: str) -> None:
         admits = getattr(self.role, "admits", None)
         check: Callable[[bytes], bool] | None = None
         if admits is not None:
@@ -346,10 +346,10 @@ class Runtime:
                 return bool(admits(topic, payload))
 
         channel = await self.transport.subscribe(topic, check)
-        await self._hear(topic, channel)
+        self._nursery.start_soon(self._hear, topic, channel)
 
     async def _flush_gossip(self, topic: str) -> None:
-        self._subscribe(topic)
+        await self._subscribe(topic)
         while self._gossip_box[topic]:
             box = self._gossip_box[topic]
             size, count = 0, 0

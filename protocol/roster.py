@@ -104,7 +104,7 @@ class SignedRoster:
                 "r": self.body,
                 "s": self.sn,
                 "d": self.said,
-                "x": [s.qb64 for s in self.sigs],
+                "x": [s.qb64() for s in self.sigs],
             }
         )
         return out

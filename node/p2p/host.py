@@ -211,6 +211,10 @@ class P2PHost:
                 for conn in conns:
                     nursery.start_soon(close, conn)
             await network.close()
+        # A graceful close that a checkpoint cancelled (or a peer never acknowledged) leaves
+        # py-libp2p's TCP socket open until garbage collection: close what is left now.
+        for conn in conns + [c for cs in list(network.connections.values()) for c in cs]:
+            _close_socket(conn)
 
 
 @asynccontextmanager
@@ -257,6 +261,26 @@ async def open_host(
         if body_error is not None and _sole_leaf(group) is body_error:
             raise body_error from None
         raise
+
+
+def _close_socket(conn: object) -> None:
+    """Close the TCP socket under a libp2p connection (swarm conn -> muxer -> security ->
+    raw connection -> trio stream), synchronously: safe when cancelled, idempotent."""
+    layer: object | None = conn
+    for _ in range(8):
+        if isinstance(layer, trio.SocketStream):
+            layer.socket.close()
+            return
+        layer = next(
+            (
+                getattr(layer, attr)
+                for attr in ("muxed_conn", "secured_conn", "conn", "stream")
+                if hasattr(layer, attr)
+            ),
+            None,
+        )
+        if layer is None:
+            return
 
 
 def _sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

@@ -1,0 +1,140 @@
+"""The juror's own detectors: witnesses that receipt two versions, and witnesses that lag.
+
+Theory of operation. Controller duplicity is found by the watcher's KEL validator (a second
+validly signed event at a taken sequence number); this module finds what the validator does
+not judge:
+
+    Receipts   keeps, per (prefix, sn, witness), the first version the witness receipted
+               (its signature verified over that version's body); a verified receipt of a
+               different version at the same (prefix, sn) is `WitnessDuplicity` evidence,
+               except a rotation replacing an interaction, which is a recovery
+    Lag        each event seen starts a clock; when `after` seconds pass, every designated
+               witness that has not receipted it, or the event still being below its witness
+               threshold, is an anomaly (not evidence: silence proves nothing)
+
+Receipts for an event whose body is not known yet wait in a bounded list. Pure: bodies,
+signatures and times come in as arguments.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Final
+
+from dkms.protocol import cesr
+from dkms.protocol.cesr import Codes
+from dkms.protocol.errors import ProtocolError
+from dkms.protocol.events import ROTATION, Event, Ilk
+from dkms.protocol.signing import Verifier
+from dkms.protocol.witness_duplicity import WitnessDuplicity
+
+MAX_BODIES: Final = 200_000  # event versions kept to check receipts against
+MAX_EARLY: Final = 10_000  # receipts waiting for the body they sign
+MAX_ANOMALIES: Final = 1_000
+
+
+class Receipts:
+    """First receipted version per (prefix, sn, witness); a second one is evidence."""
+
+    def __init__(self, verify: Verifier, ignore: str = "") -> None:
+        self._verify = verify
+        self._ignore = ignore  # our own prefix: a watcher ignores its own receipts
+        self.bodies: OrderedDict[str, Event] = OrderedDict()
+        self._first: dict[tuple[str, int, str], tuple[str, bytes]] = {}
+        self._early: OrderedDict[str, list[tuple[str, bytes]]] = OrderedDict()
+
+    def body(self, event: Event) -> list[WitnessDuplicity]:
+        """A version seen (validly signed); returns evidence from receipts that waited for it."""
+        if event.said in self.bodies:
+            return []
+        self.bodies[event.said] = event
+        if len(self.bodies) > MAX_BODIES:
+            self.bodies.popitem(last=False)
+        found = []
+        for witness, signature in self._early.pop(event.said, []):
+            found.extend(self.receipt(event.prefix, event.sn, event.said, witness, signature))
+        return found
+
+    def receipt(
+        self, prefix: str, sn: int, said: str, witness: str, signature: bytes
+    ) -> list[WitnessDuplicity]:
+        """`witness`'s receipt of `said`; returns evidence if it receipted another version."""
+        if witness == self._ignore:
+            return []
+        event = self.bodies.get(said)
+        if event is None:
+            self._early.setdefault(said, []).append((witness, signature))
+            if len(self._early) > MAX_EARLY:
+                self._early.popitem(last=False)
+            return []
+        if event.prefix != prefix or event.sn != sn:
+            return []
+        try:
+            key = cesr.decode(witness, expect=Codes.ED25519N)[1]
+        except ProtocolError:
+            return []
+        if not self._verify(key, signature, event.raw):
+            return []
+        slot = (prefix, sn, witness)
+        first = self._first.get(slot)
+        if first is None:
+            self._first[slot] = (said, signature)
+            return []
+        other = self.bodies.get(first[0])
+        if first[0] == said or other is None:
+            return []
+        kinds = {other.ilk, event.ilk}
+        if Ilk.IXN in kinds and kinds & ROTATION:
+            return []  # a recovery and the interaction it replaces
+        return [WitnessDuplicity(witness, other.raw, first[1], event.raw, signature)]
+
+
+class Lag:
+    """Events whose witnesses are slow to receipt them, checked `after` seconds on."""
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self._due: deque[tuple[float, str, int, str]] = deque()
+        self._seen: set[str] = set()
+        self.anomalies: deque[dict[str, object]] = deque(maxlen=MAX_ANOMALIES)
+
+    def seen(self, prefix: str, sn: int, said: str, now: float) -> None:
+        if said not in self._seen:
+            self._seen.add(said)
+            self._due.append((now + self.after, prefix, sn, said))
+
+    def due(
+        self, now: float, receipts_of: Callable[[str], tuple[tuple[str, ...], set[str]] | None]
+    ) -> list[dict[str, object]]:
+        """Check the events whose time is up. `receipts_of(said)` gives (designated
+        witnesses, those that receipted) of an accepted event, None if it was not accepted."""
+        found: list[dict[str, object]] = []
+        while self._due and self._due[0][0] <= now:
+            _, prefix, sn, said = self._due.popleft()
+            self._seen.discard(said)
+            got = receipts_of(said)
+            if got is None:
+                found.append(
+                    {
+                        "i": prefix,
+                        "s": sn,
+                        "d": said,
+                        "anomaly": f"not fully witnessed within {self.after:g} s",
+                    }
+                )
+                continue
+            witnesses, receipted = got
+            for witness in witnesses:
+                if witness not in receipted:
+                    found.append(
+                        {
+                            "i": prefix,
+                            "s": sn,
+                            "d": said,
+                            "w": witness,
+                            "anomaly": f"witness {witness} did not receipt within {self.after:g} s",
+                        }
+                    )
+        self.anomalies.extend(found)
+        return found
