@@ -30,7 +30,7 @@ from dkms.node.roles.effects import Surface
 from dkms.node.roles.topics import DUPLICITY_TOPIC, kel_topic
 from dkms.node.roles.watcher import Watcher
 from dkms.node.runtime import Runtime
-from dkms.node.secretfiles import load_or_create_node_seed
+from dkms.node.secretfiles import SEED_FILE, atomic_write, load_or_create_node_seed, private_dir
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.envelope import Signed
 from dkms.protocol.events import Event, interact, receipt, rotate
@@ -109,18 +109,21 @@ async def start_node(
 
 
 @asynccontextmanager
-async def network(tmp_path: Path) -> AsyncIterator[Net]:
+async def network(tmp_path: Path, witness_seeds: list[bytes] | None = None) -> AsyncIterator[Net]:
+    """4 witnesses (with these node seeds, if given), 2 watchers, a governance roster."""
     gov_ctl = Controller()
     gov_ctl.incept("gov", [seed(90)], [seed(91)], now=0.0)
     governance = gov_ctl.identity("gov").prefix
     runtimes: dict[str, Runtime] = {}
     async with trio.open_nursery() as nursery:
-        witnesses = [
-            await start_node(
-                nursery, NodeConfig(data_dir=tmp_path / f"w{i}", listen=LOOPBACK), runtimes
-            )
-            for i in range(4)
-        ]
+        witnesses = []
+        for i in range(4):
+            data_dir = tmp_path / f"w{i}"
+            if witness_seeds is not None:
+                private_dir(data_dir)
+                atomic_write(data_dir / SEED_FILE, witness_seeds[i], exclusive=True)
+            config = NodeConfig(data_dir=data_dir, listen=LOOPBACK)
+            witnesses.append(await start_node(nursery, config, runtimes))
         intros = [h.introduction for h in witnesses]
         watchers: list[P2PHost] = []
         for i in range(2):

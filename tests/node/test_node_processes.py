@@ -50,8 +50,9 @@ def seed(n: int) -> bytes:
 class WitnessProcess:
     """One `dkms-node run` process on a data directory; its log goes to `DIR.log`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.args = args  # more `dkms-node run` options, e.g. ("--role", "watcher", ...)
         self.log = data_dir.with_name(data_dir.name + ".log")
         self.process: trio.Process | None = None
         self.introduction = ""
@@ -67,8 +68,9 @@ class WitnessProcess:
     async def start(self, listen: str = LOOPBACK) -> str:
         """Start the process and return its introduction once it listens."""
         assert self.process is None or self.process.returncode is not None
+        await self.close()  # the last run's pipe
         command = [sys.executable, "-m", "dkms.node.nodecli", "run"]
-        command += ["--data-dir", str(self.data_dir), "--listen", listen]
+        command += ["--data-dir", str(self.data_dir), "--listen", listen, *self.args]
         with self.log.open("ab") as log:
             self.process = await trio.lowlevel.open_process(
                 command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL
@@ -82,7 +84,7 @@ class WitnessProcess:
                     break
                 line += chunk
         words = line.decode(errors="replace").split()
-        if len(words) != 2 or words[0] != "witness":
+        if len(words) != 2 or words[0] not in ("witness", "watcher"):
             self.kill()
             raise AssertionError(f"no introduction from {self.data_dir}: {line!r}\n{self.tail()}")
         self.introduction = words[1]
@@ -91,6 +93,15 @@ class WitnessProcess:
     def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()  # SIGKILL
+
+    async def close(self) -> None:
+        """SIGKILL if still running, reap it, and close its pipes."""
+        self.kill()
+        if self.process is not None:
+            with trio.CancelScope(shield=True):
+                await self.process.wait()
+                if self.process.stdout is not None:
+                    await self.process.stdout.aclose()
 
     async def wait(self) -> int:
         assert self.process is not None
@@ -126,12 +137,10 @@ async def witness_processes(tmp_path: Path, count: int) -> AsyncIterator[list[Wi
                 nursery.start_soon(node.start)
         yield nodes
     finally:
-        with trio.CancelScope(shield=True):
-            for node in nodes:
-                node.kill()
-            for node in nodes:
-                if node.process is not None:
-                    await node.wait()
+        for node in nodes:
+            node.kill()
+        for node in nodes:
+            await node.close()
 
 
 @dataclass
