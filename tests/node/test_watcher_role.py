@@ -1,0 +1,150 @@
+"""The watcher role as a state machine: bytes and times in, effects out (no network)."""
+
+from __future__ import annotations
+
+import cbor2
+
+from dkms.node.govcmd import roster_bundle
+from dkms.node.roles.controller import Controller
+from dkms.node.roles.effects import (
+    Effect,
+    PersistEvidence,
+    PersistMeta,
+    PersistRuling,
+    Publish,
+    Reply,
+)
+from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topic
+from dkms.node.roles.watcher import Watcher
+from dkms.protocol.crypto import Signer, next_key_digest
+from dkms.protocol.envelope import Signed
+from dkms.protocol.events import Event, incept, interact, receipt
+from dkms.protocol.roster import Roster
+from dkms.protocol.stream import Attachments, messagize
+
+
+def seed(n: int) -> bytes:
+    return bytes([n]) * 32
+
+
+WITNESSES = [Signer(seed(0x40 + i), transferable=False) for i in range(4)]
+ME = Signer(seed(9), transferable=False)
+
+
+def governance(epoch: int, **roles: tuple[str, ...]) -> tuple[str, bytes, Controller]:
+    gov = Controller()
+    gov.incept("gov", [seed(90)], [seed(91)], now=0.0)
+    prefix = gov.identity("gov").prefix
+    return prefix, roster_bundle(gov, "gov", Roster(prefix, epoch, **roles)), gov
+
+
+def witnessed(event: Event, witnesses: list[Signer]) -> bytes:
+    """The signed event followed by a receipt from each of `witnesses`."""
+    rct = receipt(event.prefix, event.sn, event.said)
+    couples = tuple((w.verfer, w.sign_raw(event.raw)) for w in witnesses)
+    return signed(event) + messagize(rct, Attachments(couples=couples))
+
+
+def test_stale_roster_changes_nothing_and_a_newer_one_replaces_it() -> None:
+    prefix, bundle1, gov = governance(1, watchers=(ME.verfer,))
+    watcher = Watcher(ME, prefix)
+    effects = watcher.govern(1, bundle1, 0.0)
+    assert any(isinstance(e, PersistMeta) for e in effects)
+    assert any(isinstance(e, Publish) and e.topic == GOVERNANCE_TOPIC for e in effects)
+    assert watcher.governance.epoch == 1
+    again = watcher.govern(2, bundle1, 0.0)
+    assert not any(isinstance(e, PersistMeta) for e in again)
+    reply = next(e for e in again if isinstance(e, Reply))
+    assert "not newer" in reply.reason
+    bundle2 = roster_bundle(gov, "gov", Roster(prefix, 2, jurors=(ME.verfer,)))
+    watcher.govern(3, bundle2, 0.0)
+    assert watcher.governance.epoch == 2
+    assert watcher.governance.allows(ME.verfer, "juror")
+
+
+def test_a_roster_of_another_governance_is_refused() -> None:
+    prefix, _, _ = governance(1)
+    watcher = Watcher(ME, prefix)
+    other = Controller()
+    other.incept("x", [seed(70)], [seed(71)], now=0.0)
+    foreign = roster_bundle(other, "x", Roster(other.identity("x").prefix, 5))
+    [reply] = [e for e in watcher.govern(1, foreign, 0.0) if isinstance(e, Reply)]
+    assert not reply.ok and "not ours" in reply.reason
+    assert not watcher.admits(GOVERNANCE_TOPIC, foreign)
+    assert not watcher.admits(GOVERNANCE_TOPIC, b"garbage")
+
+
+def inception(witnesses: list[Signer] = WITNESSES) -> Event:
+    key = Signer(seed(1))
+    return incept(
+        [key.verfer],
+        next_digests=[next_key_digest(Signer(seed(2)).verfer)],
+        witnesses=[w.verfer for w in witnesses],
+        toad=3,
+    )
+
+
+def signed(event: Event) -> bytes:
+    return messagize(event, Attachments(sigs=(Signer(seed(1)).sign_indexed(event.raw, 0),)))
+
+
+def split(watcher: Watcher) -> tuple[str, list[Effect]]:
+    """Feed the watcher a fully witnessed inception, then two versions of sn 1 each receipted
+    by two witnesses; return the prefix and every effect."""
+    icp = inception()
+    topic = kel_topic(icp.prefix)
+    effects = watcher.hear(topic, witnessed(icp, WITNESSES), 0.0)
+    a = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "a"}])
+    b = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "b"}])
+    effects += watcher.hear(topic, witnessed(a, WITNESSES[:2]), 1.0)
+    effects += watcher.hear(topic, witnessed(b, WITNESSES[2:]), 1.0)
+    return icp.prefix, effects
+
+
+def test_without_a_roster_evidence_is_kept_but_not_published() -> None:
+    prefix, bundle, _ = governance(1, jurors=(ME.verfer,), judges=(ME.verfer,))
+    watcher = Watcher(ME, prefix)
+    kel_prefix, effects = split(watcher)
+    assert any(isinstance(e, PersistEvidence) for e in effects)
+    assert not any(isinstance(e, Publish) and e.topic == DUPLICITY_TOPIC for e in effects)
+    assert watcher.holdings.standing(kel_prefix, True) == ("duplicitous", 1)
+    # The roster arrives: the juror publishes what it held, and the judge rules.
+    later = watcher.govern(1, bundle, 2.0)
+    published = [e for e in later if isinstance(e, Publish) and e.topic == DUPLICITY_TOPIC]
+    assert len(published) == 2  # the evidence, then the ruling
+    assert any(isinstance(e, PersistRuling) for e in later)
+    kinds = {Signed.from_cbor(p.payload).kind for p in published}
+    assert kinds == {"dkms/duplicity/1", "dkms/ruling/1"}
+
+
+def test_duplicity_gossip_is_admitted_only_from_rostered_jurors() -> None:
+    juror = Signer(seed(12), transferable=False)
+    prefix, bundle, _ = governance(1, jurors=(juror.verfer,))
+    finder = Watcher(Signer(seed(13), transferable=False), prefix)
+    split(finder)
+    [held] = finder.holdings.evidence.values()
+    watcher = Watcher(ME, prefix)
+    watcher.govern(1, bundle, 0.0)
+    by_juror = Signed.make(juror, held.evidence).to_cbor()
+    by_stranger = Signed.make(Signer(seed(14), transferable=False), held.evidence).to_cbor()
+    assert watcher.admits(DUPLICITY_TOPIC, by_juror)
+    assert not watcher.admits(DUPLICITY_TOPIC, by_stranger)
+    assert not watcher.admits(DUPLICITY_TOPIC, b"\x00junk")
+    watcher.hear(DUPLICITY_TOPIC, by_stranger, 0.0)
+    assert not watcher.holdings.evidence
+    watcher.hear(DUPLICITY_TOPIC, by_juror, 0.0)
+    assert len(watcher.holdings.evidence) == 1
+
+
+def test_a_lagging_witness_is_an_anomaly() -> None:
+    prefix, _, _ = governance(1)
+    watcher = Watcher(ME, prefix, anomaly_after=5.0)
+    icp = inception()
+    watcher.hear(kel_topic(icp.prefix), witnessed(icp, WITNESSES[:3]), 0.0)
+    assert watcher.timer("lag", 4.0) and not watcher.lag.anomalies
+    watcher.timer("lag", 6.0)
+    [anomaly] = list(watcher.lag.anomalies)
+    assert anomaly["w"] == WITNESSES[3].verfer
+    state = watcher.key_state(icp.prefix)
+    assert state["standing"] == "ok" and state["anomalies"] == [anomaly]
+    assert cbor2.loads(cbor2.dumps(state))["fully_witnessed"]
