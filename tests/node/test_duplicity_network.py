@@ -8,174 +8,53 @@ a witness receipting two versions; evidence from a node not on the roster.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import trio
 
-from dkms.node.client import ControllerClient
-from dkms.node.config import NodeConfig
-from dkms.node.govcmd import roster_bundle
-from dkms.node.nodecli import serve
-from dkms.node.p2p import P2PHost, open_host
-from dkms.node.p2p_transport import P2PTransport
-from dkms.node.roles.controller import Controller, RetryPolicy
-from dkms.node.roles.effects import Surface
+from dkms.node.localnet import LOOPBACK, LocalNet, local_network
+from dkms.node.p2p import open_host
 from dkms.node.roles.topics import DUPLICITY_TOPIC, kel_topic
-from dkms.node.roles.watcher import Watcher
-from dkms.node.runtime import Runtime
-from dkms.node.secretfiles import SEED_FILE, atomic_write, load_or_create_node_seed, private_dir
+from dkms.node.secretfiles import load_or_create_node_seed
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.envelope import Signed
-from dkms.protocol.events import Event, interact, receipt, rotate
+from dkms.protocol.events import Event, receipt, rotate
 from dkms.protocol.evidence import parse_evidence, verify_evidence
-from dkms.protocol.roster import Roster
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator
 from dkms.protocol.witness_duplicity import WitnessDuplicity
-
-LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 
 
 def seed(n: int) -> bytes:
     return bytes([n]) * 32
 
 
-@dataclass
-class Net:
-    witnesses: list[P2PHost]
-    watchers: list[P2PHost]
-    runtimes: dict[str, Runtime]
-    client: ControllerClient
-    governance: str
-    extra: list[P2PHost] = field(default_factory=list)
-
-    @property
-    def w(self) -> list[str]:
-        return [h.prefix for h in self.witnesses]
-
-    def watcher(self, i: int) -> Watcher:
-        role = self.runtimes[self.watchers[i].prefix].role
-        assert isinstance(role, Watcher)
-        return role
-
-    async def until(self, what: Callable[[], bool], *, on: list[int] | None = None) -> None:
-        """Wait (no sleeping) until `what()` holds, re-checking after every watcher step."""
-        while not what():
-            runtimes = [self.runtimes[self.watchers[i].prefix] for i in (on or [0, 1])]
-            async with trio.open_nursery() as nursery:
-                for runtime in runtimes:
-
-                    async def woke(r: Runtime = runtime) -> None:
-                        await r.changed.wait()
-                        nursery.cancel_scope.cancel()
-
-                    nursery.start_soon(woke)
-
-    async def state(self, i: int, prefix: str) -> dict[str, Any]:
-        """Key state with standing, asked over the query surface as an application would."""
-        ask = cbor2.dumps({"t": "state", "i": prefix})
-        transport = self.client.runtime.transport
-        ok, payload, reason = await transport.request(
-            self.watchers[i].prefix, Surface.QUERY.value, ask, 5
-        )
-        assert ok, reason
-        state: dict[str, Any] = cbor2.loads(payload)
-        return state
-
-    async def submit(self, witness: int, message: bytes) -> tuple[bool, bytes, str]:
-        transport = self.client.runtime.transport
-        return await transport.request(self.w[witness], Surface.SUBMIT.value, message, 5)
-
-
-async def start_node(
-    nursery: trio.Nursery, config: NodeConfig, runtimes: dict[str, Runtime]
-) -> P2PHost:
-    host: P2PHost = await nursery.start(
-        functools.partial(
-            serve,
-            config,
-            announce=lambda _: None,
-            on_start=lambda r: runtimes.__setitem__(r.transport.prefix, r),
-        )
-    )
-    return host
+Net = LocalNet
 
 
 @asynccontextmanager
 async def network(tmp_path: Path, witness_seeds: list[bytes] | None = None) -> AsyncIterator[Net]:
-    """4 witnesses (with these node seeds, if given), 2 watchers, a governance roster."""
-    gov_ctl = Controller()
-    gov_ctl.incept("gov", [seed(90)], [seed(91)], now=0.0)
-    governance = gov_ctl.identity("gov").prefix
-    runtimes: dict[str, Runtime] = {}
-    async with trio.open_nursery() as nursery:
-        witnesses = []
-        for i in range(4):
-            data_dir = tmp_path / f"w{i}"
-            if witness_seeds is not None:
-                private_dir(data_dir)
-                atomic_write(data_dir / SEED_FILE, witness_seeds[i], exclusive=True)
-            config = NodeConfig(data_dir=data_dir, listen=LOOPBACK)
-            witnesses.append(await start_node(nursery, config, runtimes))
-        intros = [h.introduction for h in witnesses]
-        watchers: list[P2PHost] = []
-        for i in range(2):
-            config = NodeConfig(
-                role="watcher",
-                data_dir=tmp_path / f"v{i}",
-                listen=LOOPBACK,
-                governance=governance,
-                bootstrap=tuple(intros + [h.introduction for h in watchers]),
-                anomaly_after=5.0,
-            )
-            watchers.append(await start_node(nursery, config, runtimes))
-        roster = Roster(
-            governance,
-            epoch=1,
-            watchers=tuple(h.prefix for h in watchers),
-            jurors=tuple(h.prefix for h in watchers),
-            judges=(watchers[0].prefix,),
-        )
-        bundle = roster_bundle(gov_ctl, "gov", roster)
-        async with open_host(os.urandom(32), LOOPBACK) as host:
-            transport = P2PTransport(host)
-            for intro in intros + [h.introduction for h in watchers]:
-                transport.learn(intro)
-            client = ControllerClient(Controller(retry=RetryPolicy(attempts=3)), transport)
-            await nursery.start(client.run)
-            for watcher in watchers:
-                ok, _, reason = await transport.request(
-                    watcher.prefix, Surface.GOVERNANCE.value, bundle, 5
-                )
-                assert ok, reason
-            net = Net(witnesses, watchers, runtimes, client, governance)
-            for i in range(2):
-                assert net.watcher(i).governance.epoch == 1
-            yield net
-            nursery.cancel_scope.cancel()
+    """4 witnesses (with these node seeds, if given), 2 watchers, a governance roster naming
+    both watchers jurors and the first the judge."""
+    async with local_network(
+        tmp_path,
+        witness_seeds=witness_seeds,
+        governance_seeds=(seed(90), seed(91)),
+        anomaly_after=5.0,
+    ) as net:
+        yield net
 
 
 async def incept(net: Net, name: str, first: int) -> str:
-    ctl = net.client.controller
-    now = net.client.runtime.now()
-    effects = ctl.incept(name, [seed(first)], [seed(first + 1)], witnesses=net.w, toad=3, now=now)
-    await net.client.witnessed(effects, ctl.identity(name).last_said)
-    return ctl.identity(name).prefix
+    return await net.incept(name, (seed(first), seed(first + 1)))
 
 
 def signed_ixn(net: Net, name: str, anchors: list[Any]) -> tuple[Event, bytes]:
-    """An interaction at the next sn, signed, but not sent (the controller does not learn it)."""
-    ident = net.client.controller.identity(name)
-    event = interact(ident.prefix, prior=ident.last_said, sn=ident.sn + 1, anchors=anchors)
-    sigs = tuple(s.sign_indexed(event.raw, i) for i, s in enumerate(ident.signers))
-    return event, messagize(event, Attachments(sigs=sigs))
+    return net.signed_ixn(name, anchors)
 
 
 def full_kel_at(net: Net, i: int, prefix: str, sn: int) -> bool:

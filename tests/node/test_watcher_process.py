@@ -19,6 +19,7 @@ import trio
 from dkms.node.client import ControllerClient
 from dkms.node.config import NodeConfig
 from dkms.node.govcmd import roster_bundle
+from dkms.node.localnet import LOOPBACK, LocalNet, start_node
 from dkms.node.p2p import open_host
 from dkms.node.p2p_transport import P2PTransport
 from dkms.node.roles.controller import Controller, RetryPolicy
@@ -27,7 +28,7 @@ from dkms.node.runtime import Runtime
 from dkms.protocol.envelope import Signed
 from dkms.protocol.roster import Roster
 
-from .test_duplicity_network import LOOPBACK, Net, seed, signed_ixn, start_node
+from .test_duplicity_network import seed
 from .test_node_processes import WitnessProcess
 
 POLL = 0.05  # seconds between questions to the watcher process (it has no other channel)
@@ -82,9 +83,9 @@ async def test_watcher_keeps_its_evidence_across_kill_9(tmp_path: Path) -> None:
                     )
                     await client.witnessed(effects, ctl.identity("eve").last_said)
                     ident = ctl.identity("eve")
-                    net = Net(hosts, [], runtimes, client, governance)
-                    _, msg_a = signed_ixn(net, "eve", [{"d": "a"}])
-                    _, msg_b = signed_ixn(net, "eve", [{"d": "b"}])
+                    net = LocalNet(hosts, [], runtimes, client, governance)
+                    _, msg_a = net.signed_ixn("eve", [{"d": "a"}])
+                    _, msg_b = net.signed_ixn("eve", [{"d": "b"}])
                     async with trio.open_nursery() as sends:
                         for i, message in ((0, msg_a), (1, msg_a), (2, msg_b), (3, msg_b)):
                             sends.start_soon(net.submit, i, message)
