@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
+import trio
 
 from dkms.node.config import ConfigError, NodeConfig, load
-from dkms.node.nodecli import NodeError, bootstrap_introduction
+from dkms.node.nodecli import NodeError, bootstrap_introduction, serve
 from dkms.node.p2p import NodeIdentity
 
 
@@ -62,3 +64,29 @@ def test_bootstrap_accepts_a_libp2p_multiaddr() -> None:
     assert bootstrap_introduction(f"{node.prefix}@{addr}") == f"{node.prefix}@{addr}"
     with pytest.raises(NodeError, match="not the id of a dkms node"):
         bootstrap_introduction(f"{addr}/p2p/notapeerid")
+
+
+def test_a_watcher_needs_its_governance(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--governance"):
+        load(role="watcher")
+    config = load(role="watcher", governance="Egov", watch=("Ea", "Eb"))
+    assert config.watch == ("Ea", "Eb")
+    path = tmp_path / "w.toml"
+    path.write_text('role = "watcher"\ngovernance = "Egov"\nwatch = ["Ea"]\nanomaly-after = 5\n')
+    assert load(path).anomaly_after == 5.0
+    with pytest.raises(ConfigError, match="watcher settings"):
+        load(governance="Egov")  # a witness has no governance to follow
+
+
+async def test_one_identity_is_never_both_witness_and_watcher(tmp_path: Path) -> None:
+    """The seed's rule: the witness of an identifier may not be a watcher judging it; a data
+    directory (so a node key) that served as a witness refuses to start as a watcher."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                functools.partial(serve, load(data_dir=tmp_path), announce=lambda _: None)
+            )
+            nursery.cancel_scope.cancel()
+        watcher = load(role="watcher", governance="Egov", data_dir=tmp_path)
+        with pytest.raises(NodeError, match="may not be both a witness and a watcher"):
+            await serve(watcher, announce=lambda _: None)
