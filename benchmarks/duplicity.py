@@ -9,7 +9,8 @@ w1 and version b to w2 and w3 at the same moment. Clocks:
 
     t0          version b accepted by its first witness (that witness's own step)
     evidence    each watcher's first step holding verified evidence against the identifier
-    ruling      each watcher's first step holding a judge's ruling against it
+    ruling      each watcher's first step holding a judge's ruling against it (the judge's
+                own ruling first)
 
 Reported per round: the slowest watcher's evidence and ruling times after t0; over all
 rounds: p50, p90 and max of those. Everything shares one event loop (and the machine's
@@ -96,6 +97,7 @@ async def one_round(net: LocalNet, n: int) -> dict[str, float]:
         "evidence_ms": (max(evidence.values()) - t0) * 1000,
         "ruling_ms": (max(ruling.values()) - t0) * 1000,
         "first_evidence_ms": (min(evidence.values()) - t0) * 1000,
+        "judge_ruling_ms": (min(ruling.values()) - t0) * 1000,
         "b_accepted": float(bool(first_b)),
     }
 
@@ -123,6 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "all_watchers_evidence_ms": percentiles([r["evidence_ms"] for r in rounds]),
         "first_watcher_evidence_ms": percentiles([r["first_evidence_ms"] for r in rounds]),
+        "judge_ruling_ms": percentiles([r["judge_ruling_ms"] for r in rounds]),
         "all_watchers_ruling_ms": percentiles([r["ruling_ms"] for r in rounds]),
         "rounds_where_b_was_accepted_by_a_witness": sum(r["b_accepted"] for r in rounds),
         "python": sys.version.split()[0],

@@ -16,6 +16,10 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from dkms.protocol import cesr
+from dkms.protocol.errors import ProtocolError
 
 from . import kelcmd, kelinspect
 from .home import CommandError, Home, Options, default_home
@@ -109,9 +113,81 @@ def build_parser() -> argparse.ArgumentParser:
     keystate.add_argument("--json", action="store_true")
     keystate.set_defaults(arun=_keystate)
 
+    _governance_commands(commands, secret, wait)
+    _evidence_commands(commands, wait)
+
     demo = commands.add_parser("demo", help="run a small witness network and use it")
     demo.set_defaults(run=lambda a, o: kelcmd.demo())
     return parser
+
+
+def _governance_commands(
+    commands: Any, secret: argparse.ArgumentParser, wait: argparse.ArgumentParser
+) -> None:
+    gov = commands.add_parser("governance", help="governance rosters: who watches, who judges")
+    gov_commands = gov.add_subparsers(dest="gov_command", metavar="COMMAND", required=True)
+    roster = gov_commands.add_parser("roster", help="the roster of watchers, jurors and judges")
+    roster_commands = roster.add_subparsers(dest="roster_command", metavar="COMMAND", required=True)
+    create = roster_commands.add_parser(
+        "create",
+        parents=[secret],
+        help="sign a roster with GOVNAME and hand it to nodes",
+        description="Sign a roster with GOVNAME's current keys. Put GOVNAME first: --watcher, "
+        "--juror, --judge and --publish-to take every word that follows them.",
+    )
+    create.add_argument("name", metavar="GOVNAME", help="the governance identifier (`dkms id`)")
+    nodes = {"action": "extend", "nargs": "+", "type": _node_prefix, "metavar": "PREFIX"}
+    create.add_argument("--watcher", required=True, **nodes)
+    create.add_argument("--juror", default=[], **nodes)
+    create.add_argument("--judge", default=[], **nodes)
+    create.add_argument(
+        "--epoch",
+        type=int,
+        metavar="N",
+        help="default: one more than the last roster of GOVNAME made here",
+    )
+    create.add_argument(
+        "--publish-to", action="extend", nargs="+", default=[], metavar="PREFIX@MULTIADDR"
+    )
+    create.add_argument("--out", metavar="FILE", help="also write the roster bundle (CBOR)")
+    create.set_defaults(arun=_roster_create)
+    show = roster_commands.add_parser(
+        "show", parents=[wait], help="the roster a node holds, verified"
+    )
+    show.add_argument("--from", dest="node", required=True, metavar="PREFIX@MULTIADDR")
+    show.add_argument("--governance", metavar="PREFIX", help="the governance it must be of")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(arun=_roster_show)
+
+
+def _evidence_commands(commands: Any, wait: argparse.ArgumentParser) -> None:
+    evidence = commands.add_parser("evidence", help="duplicity evidence and judges' rulings")
+    ev_commands = evidence.add_subparsers(dest="ev_command", metavar="COMMAND", required=True)
+    listing = ev_commands.add_parser(
+        "list", parents=[wait], help="the evidence and rulings a watcher holds, explained"
+    )
+    listing.add_argument("--from", dest="node", required=True, metavar="PREFIX@MULTIADDR")
+    listing.add_argument("--prefix", metavar="PREFIX", help="only what concerns this identifier")
+    listing.add_argument("--json", action="store_true", help="one JSON object")
+    listing.set_defaults(arun=_evidence_list)
+    verify = ev_commands.add_parser("verify", help="check evidence or rulings offline")
+    verify.add_argument(
+        "file", metavar="FILE", help="evidence or envelope CBOR, `evidence list --json`, or -"
+    )
+    verify.set_defaults(run=_evidence_verify)
+
+
+def _node_prefix(text: str) -> str:
+    """A node's prefix: non-transferable Ed25519 (`B...`, 44 characters)."""
+    try:
+        if len(text) == 44:
+            cesr.decode(text, expect=cesr.Codes.ED25519N)
+            return text
+    except ProtocolError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a node prefix (a non-transferable B... prefix of 44 characters)"
+    )
 
 
 # ---------------------------------------------------------------- dispatch
@@ -195,6 +271,50 @@ async def _keystate(a: argparse.Namespace, o: Options) -> int:
     from . import netcmd
 
     return await netcmd.keystate(a.prefix, a.node, as_json=a.json, timeout=a.timeout, options=o)
+
+
+async def _roster_create(a: argparse.Namespace, o: Options) -> int:
+    from . import govcmd
+
+    if not a.publish_to and a.out is None:
+        print(
+            "dkms: roster create needs --publish-to PREFIX@MULTIADDR, --out FILE, or both",
+            file=sys.stderr,
+        )
+        return 2
+    return await govcmd.create(
+        _home(a),
+        a.name,
+        watchers=a.watcher,
+        jurors=a.juror,
+        judges=a.judge,
+        epoch=a.epoch,
+        publish_to=a.publish_to,
+        out=a.out,
+        passphrase_file=a.passphrase_file,
+        timeout=a.timeout,
+        options=o,
+    )
+
+
+async def _roster_show(a: argparse.Namespace, o: Options) -> int:
+    from . import govcmd
+
+    return await govcmd.show(
+        a.node, governance=a.governance, as_json=a.json, timeout=a.timeout, options=o
+    )
+
+
+async def _evidence_list(a: argparse.Namespace, o: Options) -> int:
+    from . import netcmd
+
+    return await netcmd.evidence(a.node, a.prefix, as_json=a.json, timeout=a.timeout, options=o)
+
+
+def _evidence_verify(a: argparse.Namespace, o: Options) -> int:
+    from . import evidencecmd
+
+    return evidencecmd.verify(a.file)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace | int:

@@ -118,8 +118,8 @@ async def _propagation(net: LocalNet, say: Callable[[str], None]) -> None:
     with trio.move_on_after(5):
         await net.until(lambda: all(_holds(net.watcher(i), prefix, last) for i in (0, 1)))
     for i in range(len(net.watchers)):
-        state = await net.state(i, prefix)
-        say(f"  v{i}  sn {state.get('sn')}, standing: {state['standing']}")
+        seen = await net.state(i, prefix)
+        say(f"  v{i}  sn {seen.get('sn')}, standing: {seen['standing']}")
 
     say("\nThe controller's KEL, checked from its bytes alone:")
     validator = Validator()

@@ -1,4 +1,4 @@
-"""Commands that talk to nodes: `kel submit`, `keystate`, and the pushes of `dkms id ...`.
+"""Commands that talk to nodes: `kel submit`, `keystate`, `evidence list`, the pushes of `dkms id`.
 
 Each command opens an ephemeral libp2p host (a random identity, listening on loopback) for
 its own duration: a controller only ever dials witnesses, and nothing should link one run to
@@ -25,6 +25,7 @@ from dkms.protocol.errors import ProtocolError
 from dkms.protocol.events import Event, Ilk, receipt
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 
+from . import evidencecmd
 from .client import ControllerClient, WitnessingFailed
 from .home import CommandError, Home, Options, introduction, read_kel
 from .p2p import Introduction, P2PError, open_host
@@ -280,17 +281,24 @@ def _print_submitted(results: list[Submitted], events: list[Event], as_json: boo
 async def keystate(
     prefix: str, node: str, *, as_json: bool, timeout: float, options: Options
 ) -> int:
-    """Ask a node for an identifier's key state, and check it against the KEL it serves."""
+    """Ask a node for an identifier's key state, and check it against the KEL it serves.
+    A watcher's answer also gives the identifier's standing and the evidence behind it."""
     intro = introduction(node)
     async with session([intro], options) as transport:
-        claimed = await _query(transport, intro, {"t": "state", "i": prefix}, timeout)
-        kel = await _query(transport, intro, {"t": "kel", "i": prefix, "s": 0}, timeout)
-    try:
-        answer = cbor2.loads(claimed)
-    except Exception:
-        raise CommandError(f"{intro.prefix} answered with a key state that is not CBOR") from None
-    if not isinstance(answer, dict):
-        raise CommandError(f"{intro.prefix} answered with a malformed key state")
+        answer = _map(
+            await query(transport, intro, {"t": "state", "i": prefix}, timeout), intro, "key state"
+        )
+        watcher = "standing" in answer
+        kel = None
+        if "d" in answer or not watcher:  # a watcher has no key state of an unknown prefix
+            kel = await query(transport, intro, {"t": "kel", "i": prefix, "s": 0}, timeout)
+    if kel is None:
+        if as_json:
+            print(evidencecmd.dumps(evidencecmd.standing_json(answer) | {"verified": False}))
+            return 0
+        print(f"{safe(prefix)} according to {intro}: it holds no key state of it")
+        evidencecmd.print_standing(answer)
+        return 0
     validator = read_kel(kel, f"the KEL {intro.prefix} sent")
     state, log = validator.state(prefix), validator.kel(prefix)
     verified = state.to_json() if state is not None else None
@@ -298,7 +306,7 @@ async def keystate(
     out["fel"] = [[n, r.event.said] for n, r in enumerate(log.first_seen)] if log else []
     out["verified"] = verified is not None and all(answer.get(k) == v for k, v in verified.items())
     if as_json:
-        print(json.dumps(out))
+        print(evidencecmd.dumps(evidencecmd.standing_json(out) if watcher else out))
         return 0
     print(f"{safe(prefix)} according to {intro}")
     for key in ("sn", "d", "et", "kt", "k", "nt", "n", "bt", "b", "c", "di"):
@@ -314,12 +322,47 @@ async def keystate(
     else:
         upto = f"only to sn {state.sn}" if state is not None else "to nothing"
         print(f"  NOT verified: the KEL it serves validates {upto}")
+    if watcher:
+        evidencecmd.print_standing(out)
     return 0
 
 
-async def _query(
-    transport: P2PTransport, intro: Introduction, ask: dict[str, Any], timeout: float
+# ---------------------------------------------------------------- evidence list
+
+
+async def evidence(
+    node: str, prefix: str | None, *, as_json: bool, timeout: float, options: Options
+) -> int:
+    """The evidence and rulings a watcher holds (about `prefix`, or all), checked here."""
+    intro = introduction(node)
+    ask: dict[str, Any] = {"t": "evidence"} if prefix is None else {"t": "evidence", "i": prefix}
+    async with session([intro], options) as transport:
+        payload = await query(transport, intro, ask, timeout, hint=" (only watchers hold evidence)")
+    answer = _map(payload, intro, "evidence list")
+    evidencecmd.print_held(intro.prefix, answer, as_json=as_json)
+    return 0
+
+
+def _map(payload: bytes, intro: Introduction, what: str) -> dict[str, Any]:
+    try:
+        answer = cbor2.loads(payload)
+    except Exception:  # cbor2 raises many types on hostile input
+        raise CommandError(f"{intro.prefix} answered with a {what} that is not CBOR") from None
+    if not isinstance(answer, dict):
+        raise CommandError(f"{intro.prefix} answered with a malformed {what}")
+    return answer
+
+
+async def query(
+    transport: P2PTransport,
+    intro: Introduction,
+    ask: dict[str, Any],
+    timeout: float,
+    *,
+    hint: str = "",
 ) -> bytes:
+    """Ask a node on its query surface; its answer, or a CommandError naming it (and
+    ending with `hint` when the node refused)."""
     try:
         ok, payload, reason = await transport.request(
             intro.prefix, Surface.QUERY.value, cbor2.dumps(ask), timeout
@@ -327,7 +370,7 @@ async def _query(
     except TransportError as err:  # its message names the node
         raise CommandError(str(err)) from None
     if not ok:
-        raise CommandError(f"{intro.prefix} refused the query: {safe(reason)}")
+        raise CommandError(f"{intro.prefix} refused the query: {safe(reason)}{hint}")
     return payload
 
 

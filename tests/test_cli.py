@@ -191,13 +191,19 @@ def test_inspect_garbage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
-    # The demo runs five real witnesses on 127.0.0.1 and an identifier through them.
+    # The demo runs five real witnesses and two watchers on 127.0.0.1: an identifier through
+    # them, then another one equivocating.
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert out.count("fully witnessed with") == 4
-    assert out.count("sn 3, latest") == 3  # w1-w3 hold the whole KEL; w0 was cut, w4 stopped
+    # w1-w3 hold the whole KEL; w0, cut at sn 1, still heard the rest on gossip; w4 stopped
+    assert out.count("sn 3, latest") == 4
     assert "fully witnessed: False" not in out
     assert "checked from its bytes alone" in out
+    assert out.count("sn 3, standing: ok") == 2  # both watchers
+    assert out.count("holds verified evidence") == 2
+    assert out.count("standing: duplicitous from sn 1") == 2
+    assert "signed two different events at sequence number 1" in out
 
 
 def test_module_entry_point_exits_with_the_status() -> None:

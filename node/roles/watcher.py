@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import blake3
 import cbor2
 
 from dkms.protocol import crypto
@@ -60,11 +61,12 @@ from .effects import (
     Surface,
 )
 from .governance import Governance
-from .holdings import Held, Holdings, conflict_of
+from .holdings import Conflict, Held, Holdings, conflict_of
 from .juror import Lag, Receipts
 from .topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topic, kel_topics, well_formed
 
 EXPIRE_EVERY: Final = 60.0
+PUBLISH_STAGGER: Final = 0.25  # seconds between jurors' turns to publish one conflict
 GOVERNANCE_KEY: Final = "governance"  # meta key of the stored governance bundle
 
 
@@ -94,6 +96,8 @@ class Watcher:
         self.receipts = Receipts(self._verify, ignore=self.prefix)
         self.lag = Lag(anomaly_after)
         self._asking: set[str] = set()  # prefixes with a gap query in flight
+        self._echoed: set[Conflict] = set()  # conflicts another juror's evidence told us of
+        self._turns: dict[str, Conflict] = {}  # timer tag -> conflict we publish in our turn
 
     # ---------------------------------------------------------------- life cycle
 
@@ -218,6 +222,13 @@ class Watcher:
         return self.hear("", data, now)
 
     def timer(self, key: str, now: float) -> list[Effect]:
+        if key.startswith("publish:"):
+            turn: list[Effect] = []
+            conflict = self._turns.pop(key, None)
+            held = self.holdings.evidence.get(conflict) if conflict else None
+            if held is not None:
+                self._publish_evidence(held.accusation, now, turn, turn=True)
+            return turn
         if key == "expire":
             effects: list[Effect] = [SetTimer("expire", now + EXPIRE_EVERY)]
             for outcome in self.validator.expire(now):
@@ -279,7 +290,7 @@ class Watcher:
                 for found in self.receipts.receipt(
                     event.prefix, event.sn, event.said, witness, signature
                 ):
-                    self._found(found, effects)
+                    self._found(found, now, effects)
         before = self._receipt_count(event.said) if event.ilk is Ilk.RCT else -1
         for outcome in self.validator.process(message, now):
             self._outcome(outcome, event.said, message, now, effects)
@@ -299,7 +310,7 @@ class Watcher:
             return
         if outcome.said == said and status is not Status.REJECTED:
             for found in self.receipts.body(message.event):
-                self._found(found, effects)
+                self._found(found, now, effects)
             if status is not Status.DUPLICITOUS:
                 self.lag.seen(outcome.prefix, outcome.sn, said, now)
         if status is Status.ACCEPTED and outcome.reason == "":
@@ -313,7 +324,7 @@ class Watcher:
                         PersistReceipts(e.prefix, e.sn, e.said, tuple(record.receipts.items()))
                     )
         elif status is Status.DUPLICITOUS and outcome.evidence is not None:
-            self._found(outcome.evidence, effects)
+            self._found(outcome.evidence, now, effects)
         elif status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
             self._ask_for_gap(outcome.prefix, effects)
 
@@ -343,7 +354,9 @@ class Watcher:
 
     # ---------------------------------------------------------------- duplicity
 
-    def _found(self, evidence: DuplicityEvidence | WitnessDuplicity, effects: list[Effect]) -> None:
+    def _found(
+        self, evidence: DuplicityEvidence | WitnessDuplicity, now: float, effects: list[Effect]
+    ) -> None:
         """Duplicity this node detected: sign it, keep it, publish it if we are a juror."""
         body = evidence.to_cbor()
         try:
@@ -355,14 +368,30 @@ class Watcher:
             return
         signed = Signed.make(self.signer, body)
         self._keep_evidence(Held(accusation, signed, body), effects)
-        self._publish_evidence(accusation, effects)
+        self._publish_evidence(accusation, now, effects)
 
-    def _publish_evidence(self, accusation: Accusation, effects: list[Effect]) -> None:
+    def _publish_evidence(
+        self, accusation: Accusation, now: float, effects: list[Effect], *, turn: bool = False
+    ) -> None:
+        """Publish our evidence of a conflict, in our turn among the jurors.
+
+        Every watcher sees an equivocation at about the same moment; if every juror published
+        its own envelope, each conflict would cross the network once per juror. So jurors take
+        turns, `PUBLISH_STAGGER` apart, in an order drawn from the conflict (a different juror
+        goes first for each), and a juror skips its turn once another's evidence (or a ruling,
+        which carries it) has reached it."""
         key = conflict_of(accusation)
         held = self.holdings.evidence.get(key)
-        if held is None or key in self.holdings.published:
+        if held is None or key in self.holdings.published or key in self._echoed:
             return
-        if not self.governance.allows(self.prefix, "juror"):
+        roster = self.governance.roster
+        if roster is None or self.prefix not in roster.jurors:
+            return
+        rank = _rank(key, roster.jurors, self.prefix)
+        if rank and not turn:
+            tag = f"publish:{len(self._turns)}"
+            self._turns[tag] = key
+            effects.append(SetTimer(tag, now + rank * PUBLISH_STAGGER))
             return
         self.holdings.published.add(key)
         effects.append(Publish(DUPLICITY_TOPIC, held.envelope.to_cbor()))
@@ -424,6 +453,7 @@ class Watcher:
         except ProtocolError as err:
             effects.append(Report("debug", f"ignored duplicity gossip: {err}"))
             return
+        self._echoed.add(conflict_of(held.accusation))
         if signed.kind == RULING_TYPE:
             self._keep_ruling(held, effects)
             if not self.holdings.knows(held.accusation):  # the ruling carries the evidence
@@ -456,10 +486,18 @@ class Watcher:
             )
         for held in list(self.holdings.evidence.values()):  # duties the new roster gives us
             if held.envelope.signer == self.prefix:
-                self._publish_evidence(held.accusation, effects)
+                self._publish_evidence(held.accusation, now, effects)
             self._rule(held, effects)
         return True, why
 
 
 class _NotRostered(ProtocolError):
     """An envelope's signer is not on the roster for what it signed."""
+
+
+def _rank(conflict: Conflict, jurors: tuple[str, ...], me: str) -> int:
+    """Our place among the jurors in publishing `conflict` (0: first)."""
+    kind, accused, prefix, sn, saids = conflict
+    base = "|".join([kind, accused, prefix, str(sn), *sorted(saids)])
+    order = sorted(jurors, key=lambda j: blake3.blake3(f"{base}|{j}".encode()).digest())
+    return order.index(me)
