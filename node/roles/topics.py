@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import blake3
 
 from dkms.protocol.errors import ProtocolError
-from dkms.protocol.stream import Message, parse_stream
+from dkms.protocol.stream import BadFrame, Message, parse_stream
+
+Parse = Callable[[bytes], list[Message | BadFrame]]  # parse_stream, or a cache of it
 
 KEL_SHARDS: Final = 64
 DUPLICITY_TOPIC: Final = "/dkms/1/duplicity"

@@ -63,7 +63,14 @@ from .effects import (
 from .governance import Governance
 from .holdings import Conflict, Held, Holdings, conflict_of
 from .juror import Lag, Receipts
-from .topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topic, kel_topics, well_formed
+from .topics import (
+    DUPLICITY_TOPIC,
+    GOVERNANCE_TOPIC,
+    Parse,
+    kel_topic,
+    kel_topics,
+    well_formed,
+)
 
 EXPIRE_EVERY: Final = 60.0
 PUBLISH_STAGGER: Final = 0.25  # seconds between jurors' turns to publish one conflict
@@ -82,9 +89,12 @@ class Watcher:
         limits: EscrowLimits | None = None,
         watch: frozenset[str] = frozenset(),
         anomaly_after: float = 30.0,
+        parse: Parse | None = None,
     ) -> None:
+        """`verify` and `parse` may be caches shared across nodes (as in the simulator)."""
         if signer.transferable:
             raise LocalProtocolError("a watcher key must be non-transferable (a B prefix)")
+        self._parse = parse or parse_stream
         self._memo = crypto.MemoVerifier()
         self._verify = verify or self._memo
         self.signer = signer
@@ -167,7 +177,7 @@ class Watcher:
             self._offered(data, now, effects, forward=False)
         else:
             try:
-                frames = parse_stream(data)
+                frames = self._parse(data)
             except ProtocolError as err:
                 return [Report("debug", f"ignored unreadable gossip: {err}")]
             for frame in frames:

@@ -48,7 +48,7 @@ from .effects import (
     SetTimer,
     Surface,
 )
-from .topics import kel_topic
+from .topics import Parse, kel_topic
 
 EXPIRE_EVERY: Final = 60.0  # seconds between escrow expiry sweeps
 
@@ -62,7 +62,11 @@ class Witness:
         *,
         verify: Verifier | None = None,
         limits: EscrowLimits | None = None,
+        parse: Parse | None = None,
     ) -> None:
+        """`verify` and `parse` may be shared caches (a simulator shares them across nodes:
+        the same bytes parse and verify the same way everywhere)."""
+        self._parse = parse or parse_stream
         # Memoised, and told of our own receipts: they come back in the witness agreement.
         self._memo = crypto.MemoVerifier()
         verify = verify or self._memo
@@ -145,7 +149,7 @@ class Witness:
         """A gossip payload: apply what concerns identifiers this witness knows or witnesses."""
         effects: list[Effect] = []
         try:
-            frames = parse_stream(data)
+            frames = self._parse(data)
         except ProtocolError as err:
             return [Report("debug", f"ignored unreadable gossip: {err}")]
         for frame in frames:
@@ -296,12 +300,15 @@ class Witness:
 
 
 def _rct(record: Record) -> bytes:
-    """A receipt message carrying every receipt `record` holds (empty when it has none)."""
+    """A receipt message carrying every receipt `record` holds (empty when it has none).
+
+    Couples go in prefix order: witnesses holding the same receipts publish the same bytes,
+    which gossip (message id = digest of the payload) carries as one message."""
     if not record.receipts:
         return b""
     event = record.event
     rct = receipt(event.prefix, event.sn, event.said, kind=event.kind)
-    return messagize(rct, Attachments(couples=tuple(record.receipts.items())))
+    return messagize(rct, Attachments(couples=tuple(sorted(record.receipts.items()))))
 
 
 def _refusal(outcome: Outcome) -> str:

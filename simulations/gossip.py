@@ -1,0 +1,423 @@
+"""A model of libp2p gossipsub over `Links`, cheap enough for tens of thousands of nodes.
+
+Theory of operation.
+
+    connections  every node keeps `degree` random connections (a random graph, as bootstrap
+                 and peer exchange give); a topic with few members (the duplicity topic: only
+                 watchers) is found through discovery: a member short of `d_low` connected
+                 members connects to random other members
+    mesh         per topic, each member keeps up to `d` mesh peers among its connected
+                 members (symmetric: a graft is refused by a peer already at `d_high`);
+                 a topic's overlay is built the first time it is used
+    push         a member receiving a message for the first time validates it (validate
+                 before forward: invalid ones are dropped and cost the sender score), hands it
+                 to its role, and forwards it to every mesh peer but the sender; duplicates
+                 are counted and dropped by the seen cache
+    heartbeat    every `heartbeat_s`: meshes that lost peers (churn, pruning) are refilled to
+                 `d` and trimmed above `d_high`; then lazy gossip: a member missing a message
+                 of the window (published one to `history` heartbeats ago) gets an IHAVE from
+                 each connected member holding it outside its mesh with probability
+                 `d_lazy / (that member's non-mesh peers)`, and fetches it with IWANT (three
+                 link delays). Modelled from the receiving side, so a message everyone already
+                 has costs nothing; a message is left to mesh push for its first heartbeat
+                 (which, unlike libp2p, sends no IHAVE for it to members it is still reaching)
+    scoring      each invalid message costs its forwarder `invalid_penalty`; at
+                 `graylist_score` the receiver prunes and ignores it
+    sybils       members that take part in meshes but forward nothing
+
+Seen caches are one byte per node per message (`Msg.got`), so a message costs N bytes however
+many times it arrives. Validity of KEL messages depends on the bytes alone and is decided once
+per message for everyone (the memoisation the real nodes get from their caches); topics with
+node-dependent validation (the duplicity topic) ask each node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from heapq import heappush
+
+from .engine import Sim
+from .links import Links
+
+
+@dataclass(frozen=True)
+class GossipParams:
+    d: int = 6
+    d_low: int = 4
+    d_high: int = 12
+    d_lazy: int = 6
+    heartbeat_s: float = 1.0
+    history: int = 3  # heartbeats a message stays in the gossip window
+    degree: int = 16  # random connections each node opens
+    invalid_penalty: float = 10.0
+    graylist_score: float = -100.0
+    control_bytes: int = 64  # size of an IHAVE / IWANT / GRAFT
+
+    def check(self) -> GossipParams:
+        if not 0 < self.d_low <= self.d <= self.d_high:
+            raise ValueError("need 0 < d_low <= d <= d_high")
+        if self.heartbeat_s <= 0 or self.history < 1 or self.degree < 1:
+            raise ValueError("heartbeat_s > 0, history >= 1 and degree >= 1 are needed")
+        return self
+
+
+class Msg:
+    """One gossip message: its payload, and who has seen it (a byte per node)."""
+
+    __slots__ = (
+        "got",
+        "id",
+        "missing",
+        "origin",
+        "payload",
+        "reached",
+        "sent",
+        "size",
+        "topic",
+        "valid",
+    )
+
+    def __init__(
+        self, ident: int, topic: str, payload: bytes, origin: int, sent: float, nodes: int
+    ) -> None:
+        self.id = ident
+        self.topic = topic
+        self.payload = payload
+        self.size = len(payload) + 64
+        self.origin = origin
+        self.sent = sent
+        self.got = bytearray(nodes)
+        self.reached = 0  # valid first deliveries (the origin included)
+        self.valid: bool | None = None
+        self.missing: list[int] | None = None  # members still without it (lazy gossip)
+
+
+Validate = Callable[[Msg], bool]  # content-only: decided once per message
+NodeCheck = Callable[[int, Msg], bool]  # per node (e.g. a watcher's roster)
+Receive = Callable[[int, Msg], None]
+
+
+@dataclass
+class Topic:
+    name: str
+    members: set[int] = field(default_factory=set)
+    mesh: dict[int, set[int]] = field(default_factory=dict)
+    built: bool = False
+
+
+class Gossip:
+    """Every node's gossipsub state, and the message flow between them."""
+
+    def __init__(
+        self,
+        sim: Sim,
+        links: Links,
+        params: GossipParams,
+        nodes: int,
+        *,
+        validate: Validate,
+        receive: Receive,
+    ) -> None:
+        self.sim = sim
+        self.links = links
+        self.p = params
+        self.n = nodes
+        self.validate = validate
+        self.receive = receive
+        self.node_check: dict[str, NodeCheck] = {}  # topic -> per-node validation
+        self.conn: list[set[int]] = [set() for _ in range(nodes)]
+        self.topics: dict[str, Topic] = {}
+        self.silent: set[int] = set()  # sybils: never forward
+        self.only: dict[int, set[int]] = {}  # eclipsed nodes: the only peers they may have
+        self.score: dict[tuple[int, int], float] = {}
+        self.graylisted: set[tuple[int, int]] = set()  # (node, peer it ignores)
+        self.window: list[tuple[int, Msg]] = []  # (heartbeat, message) for lazy gossip
+        self._by_payload: dict[tuple[str, bytes], Msg] = {}  # the window's messages by content
+        self.dirty: set[tuple[str, int]] = set()
+        self.beat = 0
+        self.next_id = 0
+        # statistics
+        self.deliveries = 0
+        self.duplicates = 0
+        self.invalid = 0
+        self.control = 0
+        self.sent_msgs = [0] * nodes
+        self.sent_bytes = [0] * nodes
+        self.recv_msgs = [0] * nodes
+        self.recv_bytes = [0] * nodes
+
+    # ---------------------------------------------------------------- set-up
+
+    def connect_randomly(self, members: list[int]) -> None:
+        rng = self.sim.rng
+        count = len(members)
+        if count < 2:
+            return
+        for node in members:
+            for _ in range(min(self.p.degree // 2 or 1, count - 1)):
+                peer = members[rng.randrange(count)]
+                if peer != node:
+                    self.conn[node].add(peer)
+                    self.conn[peer].add(node)
+
+    def subscribe(self, node: int, topic: str) -> None:
+        t = self.topics.get(topic)
+        if t is None:
+            t = self.topics[topic] = Topic(topic)
+        if node in t.members:
+            return
+        t.members.add(node)
+        if t.built:
+            self._join(t, node)
+
+    def _build(self, t: Topic) -> None:
+        """Build a topic's overlay on first use: discovery, then meshes."""
+        t.built = True
+        for node in sorted(t.members):
+            self._join(t, node)
+
+    def _join(self, t: Topic, node: int) -> None:
+        p, rng = self.p, self.sim.rng
+        members = t.members
+        known = [q for q in self.conn[node] if q in members and q != node]
+        if len(known) < p.d_low and len(members) > 1 and node not in self.only:
+            pool = sorted(members)
+            for _ in range(4 * p.d):
+                if len(known) >= p.d:
+                    break
+                q = pool[rng.randrange(len(pool))]
+                if q != node and q not in self.conn[node] and q not in self.only:
+                    self.conn[node].add(q)
+                    self.conn[q].add(node)
+                    known.append(q)
+        mesh = t.mesh.setdefault(node, set())
+        known.sort()
+        rng.shuffle(known)
+        for q in known:
+            if len(mesh) >= p.d:
+                break
+            self._graft(t, node, q)
+
+    def _graft(self, t: Topic, a: int, b: int) -> bool:
+        if (a, b) in self.graylisted or (b, a) in self.graylisted:
+            return False
+        if b in self.links.down:
+            return False
+        other = t.mesh.setdefault(b, set())
+        if len(other) >= self.p.d_high:
+            return False
+        t.mesh.setdefault(a, set()).add(b)
+        other.add(a)
+        self.control += 1
+        return True
+
+    # ---------------------------------------------------------------- messages
+
+    def publish(self, node: int, topic: str, payload: bytes) -> Msg:
+        t = self.topics.get(topic)
+        if t is None:
+            t = self.topics[topic] = Topic(topic)
+        if not t.built:
+            self._build(t)
+        msg = self._by_payload.get((topic, payload))
+        if msg is not None:  # ids are content hashes (as ours): the same bytes, one message
+            if msg.got[node]:
+                return msg  # the seen cache drops it
+            msg.got[node] = 1
+            msg.reached += 1
+            self._forward(node, msg, t.mesh.get(node) or set(), -1)
+            return msg
+        msg = Msg(self.next_id, topic, payload, node, self.sim.now, self.n)
+        self.next_id += 1
+        self._by_payload[(topic, payload)] = msg
+        msg.got[node] = 1
+        if self.validate(msg) if msg.valid is None else msg.valid:
+            msg.valid = True
+        msg.reached = 1
+        self.window.append((self.beat, msg))
+        peers = t.mesh.get(node)
+        if not peers:  # not a member: fanout to up to d connected members
+            peers = {q for q in self.conn[node] if q in t.members}
+            if len(peers) > self.p.d:
+                peers = set(self.sim.rng.sample(sorted(peers), self.p.d))
+        self._forward(node, msg, peers, -1)
+        return msg
+
+    def _forward(self, node: int, msg: Msg, peers: set[int], skip: int) -> None:
+        """Send `msg` to `peers` but `skip`. A copy to a peer that already holds it can only
+        be a duplicate when it lands, so it is counted now rather than scheduled (with a
+        lossy or bandwidth-limited link it still goes through the link model). With a plain
+        link model (no loss, regions, bandwidth, partitions or nodes down) the latency draw
+        and the scheduling are inlined: this loop is most of a large simulation's time."""
+        sim, links = self.sim, self.links
+        now, size, got = sim.now, msg.size, msg.got
+        sent = dup = 0
+        recv_msgs, recv_bytes = self.recv_msgs, self.recv_bytes
+        arrive = self._arrive
+        if links.plain():
+            table, bits, rand = links.table, links.bits, sim.rng.getrandbits
+            heap, seq = sim.heap, sim.seq
+            for q in peers:
+                if q == skip:
+                    continue
+                sent += 1
+                if got[q]:
+                    dup += 1
+                    recv_msgs[q] += 1
+                    recv_bytes[q] += size
+                    continue
+                heappush(heap, (now + table[rand(bits)], next(seq), arrive, (q, msg, node)))
+        else:
+            exact = links.model.loss or links.model.bandwidth_kbps
+            for q in peers:
+                if q == skip:
+                    continue
+                sent += 1
+                if got[q] and not exact and q not in links.down:
+                    dup += 1
+                    recv_msgs[q] += 1
+                    recv_bytes[q] += size
+                    continue
+                delay = links.delay(node, q, size, now)
+                if delay is not None:
+                    sim.at(now + delay, arrive, q, msg, node)
+        self.deliveries += dup
+        self.duplicates += dup
+        self.sent_msgs[node] += sent
+        self.sent_bytes[node] += sent * size
+
+    def _arrive(self, node: int, msg: Msg, frm: int) -> None:
+        self.deliveries += 1
+        self.recv_msgs[node] += 1
+        self.recv_bytes[node] += msg.size
+        got = msg.got
+        if got[node]:
+            self.duplicates += 1
+            return
+        if node in self.links.down or (node, frm) in self.graylisted:
+            return
+        valid = msg.valid
+        if valid is None:
+            valid = msg.valid = self.validate(msg)
+        check = self.node_check.get(msg.topic)
+        if valid and check is not None:
+            valid = check(node, msg)
+        if not valid:
+            self.invalid += 1
+            self._penalise(node, frm, msg.topic)
+            return
+        got[node] = 1
+        msg.reached += 1
+        self.receive(node, msg)
+        if node in self.silent:
+            return
+        peers = self.topics[msg.topic].mesh.get(node)
+        if peers:
+            self._forward(node, msg, peers, frm)
+
+    def _penalise(self, node: int, frm: int, topic: str) -> None:
+        key = (node, frm)
+        score = self.score.get(key, 0.0) - self.p.invalid_penalty
+        self.score[key] = score
+        if score <= self.p.graylist_score and key not in self.graylisted:
+            self.graylisted.add(key)
+            for t in self.topics.values():
+                mesh = t.mesh.get(node)
+                if mesh is not None and frm in mesh:
+                    mesh.discard(frm)
+                    t.mesh.get(frm, set()).discard(node)
+                    self.dirty.add((t.name, node))
+
+    # ---------------------------------------------------------------- heartbeat
+
+    def start(self) -> None:
+        self.sim.after(self.p.heartbeat_s, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        self.beat += 1
+        self._maintain()
+        self._lazy()
+        self.sim.after(self.p.heartbeat_s, self._heartbeat)
+
+    def _maintain(self) -> None:
+        p = self.p
+        for name, node in sorted(self.dirty):
+            t = self.topics[name]
+            if node in self.links.down or node not in t.members:
+                continue
+            mesh = t.mesh.setdefault(node, set())
+            if len(mesh) < p.d_low:
+                candidates = sorted(
+                    q
+                    for q in self.conn[node]
+                    if q in t.members and q not in mesh and q not in self.links.down
+                )
+                self.sim.rng.shuffle(candidates)
+                for q in candidates:
+                    if len(mesh) >= p.d:
+                        break
+                    self._graft(t, node, q)
+            while len(mesh) > p.d_high:
+                q = max(mesh)
+                mesh.discard(q)
+                t.mesh.get(q, set()).discard(node)
+                self.control += 1
+        self.dirty.clear()
+
+    def _lazy(self) -> None:
+        """IHAVE/IWANT for members still missing a message of the gossip window."""
+        p, sim, links, rng = self.p, self.sim, self.links, self.sim.rng
+        oldest = self.beat - p.history - 1
+        self.window = [(b, m) for b, m in self.window if b > oldest]
+        keep = {(m.topic, m.payload) for _, m in self.window}
+        self._by_payload = {k: m for k, m in self._by_payload.items() if k in keep}
+        down = links.down
+        for beat, msg in self.window:
+            if beat >= self.beat - 1:
+                continue  # still being pushed through the mesh: repair what push missed
+            t = self.topics[msg.topic]
+            if msg.reached >= len(t.members) or not msg.valid:
+                continue
+            got = msg.got
+            if msg.missing is None:
+                msg.missing = [n for n in sorted(t.members) if not got[n]]
+            else:
+                msg.missing = [n for n in msg.missing if not got[n]]
+            for node in msg.missing:
+                if node in down:
+                    continue
+                for q in sorted(self.conn[node]):
+                    if not got[q] or q in self.silent or q in down:
+                        continue
+                    mesh_q = t.mesh.get(q, ())
+                    if node in mesh_q:
+                        continue  # a mesh peer pushes; it has (or lost it on the way)
+                    others = sum(1 for x in self.conn[q] if x in t.members) - len(mesh_q)
+                    if others <= 0 or rng.random() >= p.d_lazy / others:
+                        continue
+                    self.control += 2  # IHAVE, IWANT
+                    there = links.delay(q, node, p.control_bytes, sim.now)
+                    back = links.delay(node, q, p.control_bytes, sim.now)
+                    again = links.delay(q, node, msg.size, sim.now)
+                    if there is None or back is None or again is None:
+                        continue
+                    sim.at(sim.now + there + back + again, self._arrive, node, msg, q)
+                    break
+
+    # ---------------------------------------------------------------- churn
+
+    def leave(self, node: int) -> None:
+        self.links.down.add(node)
+        for t in self.topics.values():
+            for q in t.mesh.pop(node, set()):
+                peer_mesh = t.mesh.get(q)
+                if peer_mesh is not None:
+                    peer_mesh.discard(node)
+                    self.dirty.add((t.name, q))
+
+    def rejoin(self, node: int) -> None:
+        self.links.down.discard(node)
+        for t in self.topics.values():
+            if node in t.members and t.built:
+                self._join(t, node)

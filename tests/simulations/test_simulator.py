@@ -1,0 +1,166 @@
+"""The simulator: deterministic, and its shipped scenarios show what they are meant to show.
+
+Every test runs a small version of a shipped scenario (a few hundred nodes, a few dozen
+virtual seconds: under a few seconds of wall time each).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dkms.simulations import cli
+from dkms.simulations.runner import run
+from dkms.simulations.scenario import Scenario, ScenarioError, from_dict, load, shipped
+
+
+def small(name: str, **changes: object) -> Scenario:
+    return load(name).with_params(nodes=250, duration=25.0, settle=4.0, **changes)
+
+
+def test_same_seed_same_results_different_seed_different() -> None:
+    first = run(small("equivocation")).results
+    again = run(small("equivocation")).results
+    other = run(small("equivocation", seed=99)).results
+    assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
+    assert json.dumps(first, sort_keys=True) != json.dumps(other, sort_keys=True)
+
+
+def test_honest_network_delivers_everything_and_raises_no_alarm() -> None:
+    r = run(small("honest")).results
+    assert r["delivery_ratio"] == 1.0
+    assert r["events"] > 0 and r["events_reaching_every_watcher"] == r["events"]
+    assert r["false_alarms"] == 0 and r["detection_ms"] is None
+    assert 0 < r["witnessed_ms"]["p50"] <= r["to_watchers_ms"]["p50"] < 1000
+    assert r["deliveries"] > r["duplicates"] > 0
+
+
+def test_every_honest_watcher_catches_an_equivocation() -> None:
+    r = run(small("equivocation")).results
+    assert r["detected_fraction"] == 1.0
+    assert r["false_alarms"] == 0
+    assert r["detection_ms"]["max"] < 2000
+
+
+def test_a_colluding_witness_is_named_by_every_watcher() -> None:
+    r = run(small("witness-collusion")).results
+    assert r["detected_fraction"] == 1.0
+    assert r["colluders_named_fraction"] == 1.0
+    assert r["false_alarms"] == 0
+
+
+def test_an_eclipsed_watcher_is_blind_and_the_others_are_not() -> None:
+    r = run(small("eclipse-watcher")).results
+    assert r["detected_fraction"] == 1.0
+    assert r["eclipsed_detected_fraction"] == 0.0
+
+
+def test_sybils_that_never_forward_do_not_stop_delivery() -> None:
+    r = run(small("sybil-30pct")).results
+    assert r["delivery_ratio"] >= 0.99
+    assert r["events_reaching_every_watcher"] == r["events"]
+
+
+def test_spam_is_dropped_and_costs_its_senders() -> None:
+    outcome = run(small("churn", **{"churn.rate": 0.0}))
+    r = outcome.results
+    assert r["invalid_dropped"] > 0
+    assert r["delivery_ratio"] == 1.0
+    assert outcome.record.world.gossip.graylisted  # spammers' neighbours stopped listening
+
+
+def test_a_partition_loses_what_it_cuts_off() -> None:
+    r = run(small("partition-heal", **{"partition.at": 8.0, "partition.heal": 16.0})).results
+    assert 0.5 < r["delivery_ratio"] < 1.0
+    assert r["events_reaching_every_watcher"] == r["events"]  # watchers sit outside the cut
+
+
+def test_shipped_scenarios_load() -> None:
+    names = shipped()
+    for required in (
+        "honest",
+        "equivocation",
+        "witness-collusion",
+        "sybil-30pct",
+        "eclipse-watcher",
+        "partition-heal",
+        "churn",
+    ):
+        assert required in names
+    for name in names:
+        assert load(name).name == name
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"nodes": 10, "witnesses": 40}, "nodes must cover"),
+        ({"bogus": 1}, "unknown setting"),
+        ({"link": {"kind": "teleport"}}, "link kind"),
+        ({"gossip": {"d": 2, "d_low": 4}}, "d_low"),
+        ({"nodes": "many"}, "must be a int"),
+        ({"adversaries": {"sybil_fraction": 1.5}}, "sybil_fraction"),
+    ],
+)
+def test_bad_scenarios_say_what_to_fix(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        from_dict(data)
+
+
+def test_unknown_scenario_lists_the_shipped_ones() -> None:
+    with pytest.raises(ScenarioError, match=r"shipped: .*honest"):
+        load("no-such-scenario")
+
+
+def test_cli_run_writes_results_and_plots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "equivocation", "--nodes", "200", "--set", "duration=15", "--quiet"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "b"), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "detected_fraction" in out
+    for name in ("results.json", "perf.json", "events.csv", "detections.csv", "delivery.csv"):
+        assert (tmp_path / "a" / name).stat().st_size > 0
+    for name in ("latency_cdf.png", "detection_cdf.png", "load_per_node.png", "delivery_ratio.png"):
+        assert (tmp_path / "a" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    for key in (
+        "scenario",
+        "seed",
+        "nodes",
+        "virtual_s",
+        "deliveries",
+        "delivery_ratio",
+        "witnessed_ms",
+        "to_watchers_ms",
+        "detection_ms",
+        "detected_fraction",
+        "false_alarms",
+        "messages_per_node",
+        "bytes_per_node",
+    ):
+        assert key in results
+    assert set(results["witnessed_ms"]) == {"p50", "p90", "p99", "max"}
+    assert set(results["detection_ms"]) == {"p50", "p99", "max"}
+    same = (tmp_path / "a" / "results.json").read_bytes() == (
+        tmp_path / "b" / "results.json"
+    ).read_bytes()
+    assert same  # the same seed gives the same bytes
+    perf = json.loads((tmp_path / "a" / "perf.json").read_text())
+    assert {"wall_s", "peak_rss_mb", "us_per_delivery"} <= set(perf)
+
+
+def test_cli_sweep_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["sweep", "honest", "--nodes", "150", "--param", "gossip.d=4,8"]
+    argv += ["--metric", "messages_per_node.mean", "--out", str(tmp_path)]
+    assert cli.main([*argv, "--seed", "3"]) == 0
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert [p[0] for p in sweep["points"]] == [4, 8]
+    assert sweep["points"][0][1] < sweep["points"][1][1]  # a denser mesh sends more copies
+    assert (tmp_path / "sweep.png").exists()
+    assert cli.main(["list"]) == 0
+    assert "eclipse-watcher" in capsys.readouterr().out
+    assert cli.main(["run", "nope"]) == 1
