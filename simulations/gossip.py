@@ -33,6 +33,8 @@ node-dependent validation (the duplicity topic) ask each node.
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from heapq import heappush
@@ -66,9 +68,11 @@ class Msg:
     """One gossip message: its payload, and who has seen it (a byte per node)."""
 
     __slots__ = (
+        "eta",
         "got",
         "id",
         "missing",
+        "net",
         "origin",
         "payload",
         "reached",
@@ -88,11 +92,14 @@ class Msg:
         self.origin = origin
         self.sent = sent
         self.got = bytearray(nodes)
+        self.eta: array[float] | None = _NEVER * nodes  # earliest scheduled arrival per node
         self.reached = 0  # valid first deliveries (the origin included)
         self.valid: bool | None = None
         self.missing: list[int] | None = None  # members still without it (lazy gossip)
+        self.net: Topic | None = None  # the overlay it travels on
 
 
+_NEVER = array("d", [math.inf])
 Validate = Callable[[Msg], bool]  # content-only: decided once per message
 NodeCheck = Callable[[int, Msg], bool]  # per node (e.g. a watcher's roster)
 Receive = Callable[[int, Msg], None]
@@ -126,6 +133,9 @@ class Gossip:
         self.validate = validate
         self.receive = receive
         self.node_check: dict[str, NodeCheck] = {}  # topic -> per-node validation
+        # Topics that share one overlay (every node joins every KEL shard: one mesh for all
+        # of them is statistically the same and costs a shard count less memory).
+        self.overlay: Callable[[str], str] = lambda topic: topic
         self.conn: list[set[int]] = [set() for _ in range(nodes)]
         self.topics: dict[str, Topic] = {}
         self.silent: set[int] = set()  # sybils: never forward
@@ -162,6 +172,7 @@ class Gossip:
                     self.conn[peer].add(node)
 
     def subscribe(self, node: int, topic: str) -> None:
+        topic = self.overlay(topic)
         t = self.topics.get(topic)
         if t is None:
             t = self.topics[topic] = Topic(topic)
@@ -215,9 +226,10 @@ class Gossip:
     # ---------------------------------------------------------------- messages
 
     def publish(self, node: int, topic: str, payload: bytes) -> Msg:
-        t = self.topics.get(topic)
+        net = self.overlay(topic)
+        t = self.topics.get(net)
         if t is None:
-            t = self.topics[topic] = Topic(topic)
+            t = self.topics[net] = Topic(net)
         if not t.built:
             self._build(t)
         msg = self._by_payload.get((topic, payload))
@@ -229,6 +241,7 @@ class Gossip:
             self._forward(node, msg, t.mesh.get(node) or set(), -1)
             return msg
         msg = Msg(self.next_id, topic, payload, node, self.sim.now, self.n)
+        msg.net = t
         self.next_id += 1
         self._by_payload[(topic, payload)] = msg
         msg.got[node] = 1
@@ -256,18 +269,28 @@ class Gossip:
         recv_msgs, recv_bytes = self.recv_msgs, self.recv_bytes
         arrive = self._arrive
         if links.plain():
+            # Only the earliest copy to a node can be its first delivery: a later one (it
+            # holds the message already, or an earlier copy is on its way) is counted now.
             table, bits, rand = links.table, links.bits, sim.rng.getrandbits
+            eta = msg.eta
+            if eta is None:  # released when the message left the gossip window
+                eta = msg.eta = _NEVER * self.n
             heap, seq = sim.heap, sim.seq
+            ignored = self.graylisted
             for q in peers:
                 if q == skip:
                     continue
                 sent += 1
-                if got[q]:
+                if ignored and (q, node) in ignored:
+                    continue  # q ignores everything from us: this copy can never count
+                when = now + table[rand(bits)]
+                if got[q] or when >= eta[q]:
                     dup += 1
                     recv_msgs[q] += 1
                     recv_bytes[q] += size
                     continue
-                heappush(heap, (now + table[rand(bits)], next(seq), arrive, (q, msg, node)))
+                eta[q] = when
+                heappush(heap, (when, next(seq), arrive, (q, msg, node)))
         else:
             exact = links.model.loss or links.model.bandwidth_kbps
             for q in peers:
@@ -312,7 +335,8 @@ class Gossip:
         self.receive(node, msg)
         if node in self.silent:
             return
-        peers = self.topics[msg.topic].mesh.get(node)
+        assert msg.net is not None
+        peers = msg.net.mesh.get(node)
         if peers:
             self._forward(node, msg, peers, frm)
 
@@ -369,6 +393,9 @@ class Gossip:
         """IHAVE/IWANT for members still missing a message of the gossip window."""
         p, sim, links, rng = self.p, self.sim, self.links, self.sim.rng
         oldest = self.beat - p.history - 1
+        for b, m in self.window:
+            if b <= oldest:
+                m.eta = None  # 8 bytes a node: only needed while it spreads
         self.window = [(b, m) for b, m in self.window if b > oldest]
         keep = {(m.topic, m.payload) for _, m in self.window}
         self._by_payload = {k: m for k, m in self._by_payload.items() if k in keep}
@@ -376,8 +403,8 @@ class Gossip:
         for beat, msg in self.window:
             if beat >= self.beat - 1:
                 continue  # still being pushed through the mesh: repair what push missed
-            t = self.topics[msg.topic]
-            if msg.reached >= len(t.members) or not msg.valid:
+            t = msg.net
+            if t is None or msg.reached >= len(t.members) or not msg.valid:
                 continue
             got = msg.got
             if msg.missing is None:

@@ -225,7 +225,8 @@ class Recorder:
         total = reached = 0
         buckets: dict[int, list[int]] = {}
         for msg in self.messages:
-            members = w.gossip.topics[msg.topic].members
+            assert msg.net is not None
+            members = msg.net.members
             live = len(members) - len(down & members) if down else len(members)
             got = min(msg.reached, live)
             total += live

@@ -36,7 +36,7 @@ from dkms.node.roles.effects import (
     Subscribe,
     Surface,
 )
-from dkms.node.roles.topics import DUPLICITY_TOPIC, KEL_SHARDS, kel_topic, kel_topics
+from dkms.node.roles.topics import DUPLICITY_TOPIC, KEL_SHARDS, kel_topic
 from dkms.node.roles.watcher import Watcher
 from dkms.node.roles.witness import Witness
 from dkms.protocol.crypto import MemoVerifier, Signer
@@ -185,10 +185,9 @@ class World:
                 gossip.conn[peer].add(node)
             gossip.only[node] = set(gossip.conn[node])
         self.withholding = set(sorted(self.witness_ids)[: a.withholding_witnesses])
-        topics = kel_topics()
+        gossip.overlay = _overlay
         for node in members:
-            for topic in topics:
-                gossip.subscribe(node, topic)
+            gossip.subscribe(node, KEL_OVERLAY)
         for node in self.watcher_ids:
             gossip.subscribe(node, DUPLICITY_TOPIC)
         gossip.node_check[DUPLICITY_TOPIC] = self._admits
@@ -371,6 +370,13 @@ class World:
             if isinstance(role, Witness | Watcher):
                 self.perform(node, role.start(0.0))
         self.gossip.start()
+
+
+KEL_OVERLAY = "/dkms/1/kel"
+
+
+def _overlay(topic: str) -> str:
+    return KEL_OVERLAY if topic.startswith("/dkms/1/kel/") else topic
 
 
 def _handler(
