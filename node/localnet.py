@@ -57,6 +57,7 @@ class LocalNet:
     client: ControllerClient
     governance: str
     scopes: dict[str, trio.CancelScope] = field(default_factory=dict)
+    relays: list[P2PHost] = field(default_factory=list)  # watchers the roster does not name
 
     @property
     def w(self) -> list[str]:
@@ -164,9 +165,12 @@ async def local_network(
     witness_seeds: Sequence[bytes] | None = None,
     governance_seeds: tuple[bytes, bytes] | None = None,
     anomaly_after: float = 30.0,
+    relays: int = 0,
 ) -> AsyncIterator[LocalNet]:
     """Witnesses (with these node seeds, if given), watchers bootstrapped to every node
-    started before them, a governance roster handed to each watcher, and a controller."""
+    started before them, a governance roster handed to each watcher, and a controller.
+    `relays` more nodes run as watchers the roster does not name: they listen to and relay
+    all KEL gossip, and publish nothing of their own."""
     gov = Controller()
     first, second = governance_seeds or (os.urandom(32), os.urandom(32))
     gov.incept("governance", [first], [second], now=0.0)
@@ -193,6 +197,17 @@ async def local_network(
                 anomaly_after=anomaly_after,
             )
             watching.append(await start_node(nursery, config, runtimes, scopes))
+        relaying: list[P2PHost] = []
+        for i in range(relays):
+            config = NodeConfig(
+                role="watcher",
+                data_dir=tmp / f"r{i}",
+                listen=LOOPBACK,
+                governance=governance,
+                bootstrap=tuple(h.introduction for h in [*wits, *watching, *relaying][-8:]),
+                anomaly_after=anomaly_after,
+            )
+            relaying.append(await start_node(nursery, config, runtimes, scopes))
         names = tuple(h.prefix for h in watching)
         roster = Roster(governance, 1, watchers=names, jurors=names, judges=names[:judges])
         bundle = roster_bundle(gov, "governance", roster)
@@ -208,7 +223,7 @@ async def local_network(
                 )
                 if not ok:
                     raise LocalNetError(f"watcher {watcher.prefix} refused the roster: {reason}")
-            yield LocalNet(wits, watching, runtimes, client, governance, scopes)
+            yield LocalNet(wits, watching, runtimes, client, governance, scopes, relaying)
             nursery.cancel_scope.cancel()
 
 

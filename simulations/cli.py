@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import output
+from .real import run_real
 from .runner import run
 from .scenario import Scenario, ScenarioError, load, shipped
 from .world import World
@@ -67,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     one.add_argument("--out", type=Path, default=None, help="default: sim-out/SCENARIO")
     one.add_argument("--no-plots", action="store_true")
+    one.add_argument(
+        "--real",
+        action="store_true",
+        help="run on real nodes (py-libp2p on 127.0.0.1) in real time, to calibrate the model",
+    )
     one.add_argument("--quiet", action="store_true", help="no progress line")
     grid = commands.add_parser("sweep", help="run a scenario for each value of a parameter")
     grid.add_argument("scenario", metavar="SCENARIO")
@@ -117,7 +123,20 @@ def _value(text: str) -> Any:
 
 def _run(scenario: Scenario, args: argparse.Namespace) -> int:
     scenario = scenario.with_params(**_changes(args, args.set))
-    out = args.out or Path("sim-out") / scenario.name
+    out = args.out or Path("sim-out") / (scenario.name + ("-real" if args.real else ""))
+    if args.real:
+        if not args.quiet:
+            print(
+                f"running {scenario.name} on {scenario.nodes} real nodes for "
+                f"{scenario.duration + scenario.settle:g} s ...",
+                file=sys.stderr,
+            )
+        results, perf = run_real(scenario)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in (("results.json", results), ("perf.json", perf)):
+            (out / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        _summary(results, {**perf, "us_per_delivery": "-", "peak_rss_mb": "-"}, out)
+        return 0
     outcome = run(scenario, progress=None if args.quiet else _Progress(scenario))
     if not args.quiet:
         print(file=sys.stderr)

@@ -135,7 +135,26 @@ class Scenario:
                 raise ScenarioError(f"unknown scenario table {table!r}")
             merged = replace(current, **_coerce(type(current), values, table))
             out = replace(out, **{table: merged})
-        return replace(out, **_coerce(Scenario, top, "scenario")).check()
+        out = replace(out, **_coerce(Scenario, top, "scenario"))
+        if (
+            "nodes" in top
+            and out.relays < 0
+            and not {"witnesses", "watchers", "identifiers"} & set(top)
+        ):
+            out = out.fit()
+        return out.check()
+
+    def fit(self) -> Scenario:
+        """Scale witnesses, watchers and identifiers down to fit `nodes` (a fifth or more of
+        the nodes stay relays), keeping enough witnesses for `witnesses_per_id`."""
+        room = max(int(self.nodes * 0.8), 3)
+        total = self.witnesses + self.watchers + self.identifiers
+        factor = min(1.0, room / total)
+        a = self.adversaries
+        witnesses = max(self.witnesses_per_id, round(self.witnesses * factor))
+        watchers = max(1, a.eclipsed_watchers + 1, round(self.watchers * factor))
+        identifiers = max(1, a.equivocations + 1, round(self.identifiers * factor))
+        return replace(self, witnesses=witnesses, watchers=watchers, identifiers=identifiers)
 
 
 def load(source: str) -> Scenario:
