@@ -7,6 +7,9 @@ virtual seconds: under a few seconds of wall time each).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,3 +167,19 @@ def test_cli_sweep_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert cli.main(["list"]) == 0
     assert "eclipse-watcher" in capsys.readouterr().out
     assert cli.main(["run", "nope"]) == 1
+
+
+def test_same_bytes_across_processes_whatever_the_hash_seed(tmp_path: Path) -> None:
+    """String hashing differs per process; nothing the simulation decides may depend on it."""
+    outs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        command = [sys.executable, "-m", "dkms.simulations.cli", "run", "witness-collusion"]
+        command += ["--nodes", "200", "--set", "duration=15", "--quiet", "--no-plots"]
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [*command, "--out", str(out)], env=env, capture_output=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        outs.append((out / "results.json").read_bytes())
+    assert outs[0] == outs[1]
