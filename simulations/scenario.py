@@ -215,5 +215,8 @@ def _coerce(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
         elif isinstance(default, tuple) and isinstance(value, list):
             out[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         else:
-            raise ScenarioError(f"{where}.{key} must be a {type(default).__name__}, not {value!r}")
+            kind = {"int": "an integer", "float": "a number", "str": "a string"}.get(
+                type(default).__name__, f"a {type(default).__name__}"
+            )
+            raise ScenarioError(f"{where}.{key} must be {kind}, not {value!r}")
     return out

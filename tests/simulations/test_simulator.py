@@ -103,7 +103,7 @@ def test_shipped_scenarios_load() -> None:
         ({"bogus": 1}, "unknown setting"),
         ({"link": {"kind": "teleport"}}, "link kind"),
         ({"gossip": {"d": 2, "d_low": 4}}, "d_low"),
-        ({"nodes": "many"}, "must be a int"),
+        ({"nodes": "many"}, "must be an integer"),
         ({"adversaries": {"sybil_fraction": 1.5}}, "sybil_fraction"),
     ],
 )
