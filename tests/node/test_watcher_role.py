@@ -13,6 +13,7 @@ from dkms.node.roles.effects import (
     PersistRuling,
     Publish,
     Reply,
+    Send,
 )
 from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topic
 from dkms.node.roles.watcher import Watcher
@@ -148,3 +149,24 @@ def test_a_lagging_witness_is_an_anomaly() -> None:
     state = watcher.key_state(icp.prefix)
     assert state["standing"] == "ok" and state["anomalies"] == [anomaly]
     assert cbor2.loads(cbor2.dumps(state))["fully_witnessed"]
+
+
+def test_a_gap_in_a_kel_makes_the_watcher_ask_its_witnesses() -> None:
+    prefix, _, _ = governance(1)
+    watcher = Watcher(ME, prefix)
+    icp = inception()
+    topic = kel_topic(icp.prefix)
+    watcher.hear(topic, witnessed(icp, WITNESSES), 0.0)
+    one = interact(icp.prefix, prior=icp.said, sn=1, anchors=[])
+    two = interact(icp.prefix, prior=one.said, sn=2, anchors=[])
+    effects = watcher.hear(topic, witnessed(two, WITNESSES), 1.0)  # sn 1 never arrived
+    asks = [e for e in effects if isinstance(e, Send)]
+    assert {a.to for a in asks} == {w.verfer for w in WITNESSES}
+    assert all(cbor2.loads(a.payload) == {"t": "kel", "i": icp.prefix, "s": 1} for a in asks)
+    assert not [
+        e for e in watcher.hear(topic, witnessed(two, WITNESSES), 1.5) if isinstance(e, Send)
+    ]
+    # A witness's answer fills the gap; both events are then in the watcher's copy.
+    watcher.answer(asks[0].tag, True, witnessed(one, WITNESSES), "", 2.0)
+    kel = watcher.validator.kel(icp.prefix)
+    assert kel is not None and kel.sn == 2
