@@ -187,7 +187,7 @@ class Recorder:
         g = w.gossip
         return {
             "scenario": w.sc.name,
-            "seed": w.sim.rng_seed if hasattr(w.sim, "rng_seed") else w.sc.seed,
+            "seed": w.sc.seed,
             "nodes": w.sc.nodes,
             "virtual_s": round(w.sim.now, 3),
             "events": len(self.events),

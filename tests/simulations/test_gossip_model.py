@@ -95,3 +95,37 @@ def test_the_same_seed_replays_the_same_run() -> None:
 
     assert trace(4) == trace(4)
     assert trace(4) != trace(5)
+
+
+def test_regions_and_bandwidth_slow_delivery_down() -> None:
+    def p99_reach(model: LinkModel) -> float:
+        sim = Sim(3)
+        links = Links(model.check(), sim.rng, region=[i % 2 for i in range(300)])
+        first: dict[int, float] = {}
+        gossip = Gossip(
+            sim,
+            links,
+            GossipParams().check(),
+            300,
+            validate=lambda m: True,
+            receive=lambda node, msg: first.setdefault(node, sim.now),
+        )
+        gossip.connect_randomly(list(range(300)))
+        for node in range(300):
+            gossip.subscribe(node, "t")
+        gossip.publish(0, "t", b"x" * 2000)
+        sim.run(30.0)
+        times = sorted(first.values())
+        return times[int(0.99 * (len(times) - 1))]
+
+    plain = p99_reach(LinkModel(kind="constant", median_ms=10.0))
+    far = p99_reach(
+        LinkModel(
+            kind="constant",
+            median_ms=10.0,
+            regions=("eu", "us"),
+            region_ms=((0.0, 80.0), (80.0, 0.0)),
+        )
+    )
+    thin = p99_reach(LinkModel(kind="constant", median_ms=10.0, bandwidth_kbps=100.0))
+    assert plain < far and plain < thin

@@ -183,3 +183,10 @@ def test_same_bytes_across_processes_whatever_the_hash_seed(tmp_path: Path) -> N
         assert done.returncode == 0, done.stderr
         outs.append((out / "results.json").read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_withholding_witnesses_do_not_stop_events_reaching_watchers() -> None:
+    outcome = run(small("honest", **{"adversaries.withholding_witnesses": 10}))
+    r = outcome.results
+    assert outcome.record.world.withholding
+    assert r["events_reaching_every_watcher"] == r["events"] > 0
