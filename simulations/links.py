@@ -8,9 +8,11 @@ Latency comes from one distribution per link draw:
     uniform    between `low_ms` and `high_ms`
     lognormal  median `median_ms`, shape `sigma` (the usual heavy right tail of real links)
 
-With regions, each node sits in one region and a link's draw gets the regions' entry of the
-inter-region matrix added. With `bandwidth_kbps`, a node's uplink serialises what it sends:
-each message waits for the ones before it to leave, then takes size / bandwidth.
+`processing_ms` adds a fixed time per message for the receiver's CPU (the simulator charges
+none otherwise; real py-libp2p nodes spend milliseconds). With regions, each node sits in one
+region and a link's draw gets the regions' entry of the inter-region matrix added. With
+`bandwidth_kbps`, a node's uplink serialises what it sends: each message waits for the ones
+before it to leave, then takes size / bandwidth.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class LinkModel:
     high_ms: float = 80.0
     loss: float = 0.0
     bandwidth_kbps: float = 0.0  # 0: unlimited
+    processing_ms: float = 0.0  # CPU time a node spends on each message it receives
     regions: tuple[str, ...] = ()
     region_ms: tuple[tuple[float, ...], ...] = ()  # extra one-way ms between regions
 
@@ -39,6 +42,8 @@ class LinkModel:
             raise ValueError(f"link kind must be constant, uniform or lognormal, not {self.kind!r}")
         if self.median_ms < 0 or self.low_ms < 0 or self.high_ms < self.low_ms:
             raise ValueError("link latencies must be >= 0 with low_ms <= high_ms")
+        if self.processing_ms < 0:
+            raise ValueError("processing_ms must be >= 0")
         if not 0 <= self.loss < 1:
             raise ValueError("loss must be in [0, 1)")
         if self.regions and (
@@ -63,13 +68,14 @@ class Links:
         m = self.model
         # Latency draws come from a table of TABLE samples of the distribution, drawn once from
         # the simulation's generator and indexed by random bits: one cheap call per message.
+        extra = m.processing_ms / 1000.0
         if m.kind == "constant":
-            table = [m.median_ms / 1000.0]
+            table = [m.median_ms / 1000.0 + extra]
         elif m.kind == "uniform":
-            table = [self.rng.uniform(m.low_ms, m.high_ms) / 1000.0 for _ in range(TABLE)]
+            table = [self.rng.uniform(m.low_ms, m.high_ms) / 1000.0 + extra for _ in range(TABLE)]
         else:
             mu = math.log(max(m.median_ms, 1e-6) / 1000.0)
-            table = [self.rng.lognormvariate(mu, m.sigma) for _ in range(TABLE)]
+            table = [self.rng.lognormvariate(mu, m.sigma) + extra for _ in range(TABLE)]
         self.table = table
         self.bits = max(len(table).bit_length() - 1, 0)
         self._matrix = [[ms / 1000.0 for ms in row] for row in m.region_ms]

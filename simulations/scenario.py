@@ -6,7 +6,7 @@ Top-level keys set the population and the workload; tables set the rest:
     name, seed, nodes, witnesses, watchers, identifiers, witnesses_per_id, bt, event_rate,
     duration, settle
     [link]         kind, median_ms, sigma, low_ms, high_ms, loss, bandwidth_kbps,
-                   regions, region_ms
+                   processing_ms, regions, region_ms
     [gossip]       d, d_low, d_high, d_lazy, heartbeat_s, history, degree, invalid_penalty,
                    graylist_score
     [adversaries]  equivocations, colluding_witnesses, sybil_fraction, eclipsed_watchers,
