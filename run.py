@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up the project (once) and run its main jobs. Needs only Python 3.11+ to start.
 
-    python3 run.py demo       verify the bundled sample KEL and print its key state
+    python3 run.py demo       run a local network: witnesses, watchers, governance, a story
     python3 run.py test       run the whole test suite (extra arguments go to pytest)
     python3 run.py bench      run the validation benchmark
     python3 run.py setup      only create/refresh the virtualenv in .venv
