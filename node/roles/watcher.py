@@ -147,9 +147,13 @@ class Watcher:
 
     def restore(self, stored: bytes, now: float) -> None:
         """Replay stored events and receipts (`Store.replay_chunks`) into a fresh watcher."""
-        for frame in parse_stream(stored):
-            if isinstance(frame, Message):
-                self._observe(frame, now, [])
+        lag, self.lag = self.lag, Lag(self.lag.after)  # old events are not lagging now
+        try:
+            for frame in parse_stream(stored):
+                if isinstance(frame, Message):
+                    self._observe(frame, now, [])
+        finally:
+            self.lag = lag
 
     # ---------------------------------------------------------------- inputs
 
