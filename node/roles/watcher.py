@@ -124,6 +124,12 @@ class Watcher:
                     "publishing no evidence until one arrives",
                 )
             )
+        # After a restart: a crash may have come between storing and publishing; gossip ids
+        # are content hashes and holdings are per conflict, so publishing again is harmless.
+        for held in list(self.holdings.evidence.values()):
+            if held.envelope.signer == self.prefix:
+                self._publish_evidence(held.accusation, now, effects, turn=True)
+            self._rule(held, effects)
         return effects
 
     def restore_governance(self, bundle: bytes, now: float) -> None:
@@ -140,8 +146,6 @@ class Watcher:
             else:
                 accusation = verify_evidence(parse_evidence(signed.body), self._verify)
                 self.holdings.add_evidence(Held(accusation, signed, signed.body))
-                if signed.signer == self.prefix:
-                    self.holdings.published.add(conflict_of(accusation))
         except ProtocolError:
             return  # damaged: what the network still holds can be asked for again
 

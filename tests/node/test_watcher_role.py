@@ -170,3 +170,21 @@ def test_a_gap_in_a_kel_makes_the_watcher_ask_its_witnesses() -> None:
     watcher.answer(asks[0].tag, True, witnessed(one, WITNESSES), "", 2.0)
     kel = watcher.validator.kel(icp.prefix)
     assert kel is not None and kel.sn == 2
+
+
+def test_after_a_restart_a_watcher_publishes_and_rules_what_it_held() -> None:
+    """A crash between storing evidence and publishing it (or ruling on it) loses nothing:
+    the restarted watcher publishes its own evidence again and rules on what is unruled."""
+    prefix, bundle, _ = governance(1, jurors=(ME.verfer,), judges=(ME.verfer,))
+    first = Watcher(ME, prefix)
+    first.govern(1, bundle, 0.0)
+    _, effects = split(first)
+    stored = [e.envelope for e in effects if isinstance(e, PersistEvidence)]
+    assert stored
+    again = Watcher(ME, prefix)
+    again.restore_governance(bundle, 0.0)
+    for envelope in stored:  # the ruling was never stored
+        again.restore_held(envelope)
+    published = [e for e in again.start(5.0) if isinstance(e, Publish)]
+    kinds = [Signed.from_cbor(p.payload).kind for p in published if p.topic == DUPLICITY_TOPIC]
+    assert sorted(kinds) == ["dkms/duplicity/1", "dkms/ruling/1"]
