@@ -19,8 +19,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
+from dkms.protocol.cbormap import cbor_map
 from dkms.protocol.duplicity import EVIDENCE_TYPE as CONTROLLER_TYPE
-from dkms.protocol.envelope import ENVELOPE_TYPE, Signed, cbor_map
+from dkms.protocol.envelope import ENVELOPE_TYPE, Signed
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.evidence import Accusation, explain, parse_evidence, verify_evidence
 from dkms.protocol.ruling import RULING_TYPE, Ruling

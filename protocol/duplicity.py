@@ -20,6 +20,7 @@ from typing import Any
 import cbor2
 
 from . import crypto
+from .cbormap import cbor_map
 from .errors import EvidenceError, ParseError, ProtocolError
 from .events import INCEPTION, ROTATION, Ilk
 from .keystate import Authority, authority_of
@@ -54,11 +55,8 @@ class DuplicityEvidence:
 
     @classmethod
     def from_cbor(cls, data: bytes) -> DuplicityEvidence:
-        try:
-            obj = cbor2.loads(data)
-        except Exception as exc:  # cbor2 raises a zoo of types on hostile input
-            raise ParseError(f"evidence does not decode as CBOR: {type(exc).__name__}") from None
-        if not isinstance(obj, dict) or obj.get("t") != EVIDENCE_TYPE:
+        obj = cbor_map(data, "evidence")
+        if obj.get("t") != EVIDENCE_TYPE:
             raise ParseError(f"not a {EVIDENCE_TYPE} evidence object")
         prefix, sn, est = obj.get("i"), obj.get("s"), obj.get("e")
         first, second = obj.get("a"), obj.get("b")

@@ -9,11 +9,12 @@ domain tag and the body, so an envelope signature can never pass for a KERI rece
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import cbor2
 
 from . import cesr, crypto
+from .cbormap import cbor_map
 from .cesr import Codes
 from .crypto import Signer
 from .errors import EvidenceError, LocalProtocolError, ParseError, ProtocolError
@@ -76,13 +77,3 @@ class Signed:
             raise EvidenceError(f"signer {self.signer!r} is not a node prefix (B...)") from None
         if not verify(key, self.signature, _DOMAIN + self.body):
             raise EvidenceError(f"the signature of {self.signer} does not verify")
-
-
-def cbor_map(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        obj = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises a zoo of types on hostile input
-        raise ParseError(f"{what} does not decode as CBOR: {type(exc).__name__}") from None
-    if not isinstance(obj, dict):
-        raise ParseError(f"{what} is not a CBOR map")
-    return obj

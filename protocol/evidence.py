@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import crypto
+from .cbormap import cbor_map
 from .duplicity import EVIDENCE_TYPE as CONTROLLER_TYPE
 from .duplicity import DuplicityEvidence
-from .envelope import cbor_map
 from .errors import ParseError
 from .signing import Verifier
 from .witness_duplicity import EVIDENCE_TYPE as WITNESS_TYPE

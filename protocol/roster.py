@@ -16,9 +16,9 @@ from typing import Final
 import cbor2
 
 from . import crypto
+from .cbormap import cbor_map
 from .cesr import IndexedSig, parse_indexed_sig
 from .crypto import Signer
-from .envelope import cbor_map
 from .errors import LocalProtocolError, ParseError, ProtocolError, RosterError
 from .kel import Kel
 from .signing import Verifier

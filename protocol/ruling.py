@@ -13,7 +13,7 @@ from typing import Final
 import cbor2
 
 from . import crypto
-from .envelope import cbor_map
+from .cbormap import cbor_map
 from .errors import EvidenceError, ParseError
 from .evidence import Accusation, parse_evidence, verify_evidence
 from .signing import Verifier

@@ -399,18 +399,12 @@ class Validator:
         if check.verdict is not SigVerdict.SATISFIED:
             reason = f"conflicts with the accepted event at sn {event.sn:x}; {check.reason}"
             return self._reject(event, reason)
-        evidence = DuplicityEvidence(
-            prefix=kel.prefix,
-            sn=event.sn,
-            establishment=tuple(
-                _replay_message(self._seen[a.said], controller_only=True)
-                for a in kel.authorities
-                if a.sn < event.sn
-            ),
-            first=_replay_message(existing, controller_only=True),
-            second=messagize(event, Attachments(sigs=check.verified)),
+        evidence = self._evidence(
+            kel,
+            event.sn,
+            _replay_message(existing, controller_only=True),
+            messagize(event, Attachments(sigs=check.verified)),
         )
-        self.evidence.append(evidence)
         reason = f"conflicts with accepted {existing.event.ilk} {existing.event.said}"
         self._out.append(_outcome(event, Status.DUPLICITOUS, reason, evidence=evidence))
         return False
@@ -482,22 +476,28 @@ class Validator:
             if pair in self._rivals:
                 continue
             self._rivals.add(pair)
-            evidence = DuplicityEvidence(
-                prefix=kel.prefix,
-                sn=event.sn,
-                establishment=tuple(
-                    _replay_message(self._seen[a.said], controller_only=True)
-                    for a in kel.authorities
-                    if a.sn < event.sn
-                ),
-                first=messagize(rival, Attachments(sigs=tuple(other.sigs))),
-                second=messagize(event, Attachments(sigs=tuple(p.sigs))),
+            evidence = self._evidence(
+                kel,
+                event.sn,
+                messagize(rival, Attachments(sigs=tuple(other.sigs))),
+                messagize(event, Attachments(sigs=tuple(p.sigs))),
             )
-            self.evidence.append(evidence)
             reason = (
                 f"a second signed version of sn {event.sn:x}; {rival.said} also awaits receipts"
             )
             self._out.append(_outcome(event, Status.DUPLICITOUS, reason, evidence=evidence))
+
+    def _evidence(self, kel: Kel, sn: int, first: bytes, second: bytes) -> DuplicityEvidence:
+        """Evidence that `kel`'s controller signed both messages at `sn`, with the
+        establishment events that put its keys in force; kept in `self.evidence`."""
+        establishment = tuple(
+            _replay_message(self._seen[a.said], controller_only=True)
+            for a in kel.authorities
+            if a.sn < sn
+        )
+        evidence = DuplicityEvidence(kel.prefix, sn, establishment, first, second)
+        self.evidence.append(evidence)
+        return evidence
 
     def _reject(self, event: Event, reason: str) -> bool:
         self._emit(event, Status.REJECTED, reason)

@@ -18,6 +18,7 @@ from typing import Any
 import cbor2
 
 from . import cesr, crypto
+from .cbormap import cbor_map
 from .cesr import Codes
 from .errors import EvidenceError, ParseError, ProtocolError
 from .events import ROTATION, Event, Ilk, parse_event
@@ -51,11 +52,8 @@ class WitnessDuplicity:
 
     @classmethod
     def from_cbor(cls, data: bytes) -> WitnessDuplicity:
-        try:
-            obj = cbor2.loads(data)
-        except Exception as exc:  # cbor2 raises a zoo of types on hostile input
-            raise ParseError(f"evidence does not decode as CBOR: {type(exc).__name__}") from None
-        if not isinstance(obj, dict) or obj.get("t") != EVIDENCE_TYPE:
+        obj = cbor_map(data, "evidence")
+        if obj.get("t") != EVIDENCE_TYPE:
             raise ParseError(f"not a {EVIDENCE_TYPE} evidence object")
         witness, first, first_sig = obj.get("w"), obj.get("a"), obj.get("as")
         second, second_sig = obj.get("b"), obj.get("bs")

@@ -17,7 +17,7 @@ from typing import Final
 import cbor2
 
 from dkms.protocol import crypto
-from dkms.protocol.envelope import cbor_map
+from dkms.protocol.cbormap import cbor_map
 from dkms.protocol.errors import ParseError, ProtocolError, RosterError
 from dkms.protocol.roster import Roster, SignedRoster
 from dkms.protocol.signing import Verifier
