@@ -245,9 +245,12 @@ async def show(
     print(f"roster held by {intro}")
     print(f"  governance {safe(roster.governance)} (its KEL to sn {kel.sn})")
     print(f"  epoch      {roster.epoch}")
-    for role, members in (("watchers", roster.watchers), ("jurors", roster.jurors)):
+    for role, members in (
+        ("watchers", roster.watchers),
+        ("jurors", roster.jurors),
+        ("judges", roster.judges),
+    ):
         print(f"  {role:10} {', '.join(safe(m) for m in members) or '-'}")
-    print(f"  {'judges':10} {', '.join(safe(m) for m in roster.judges) or '-'}")
     print(
         "  verified: signed by the keys in force at the end of the governance KEL it came with"
         + ("" if governance else " (use --governance PREFIX to also check whose roster it is)")

@@ -186,27 +186,24 @@ async def local_network(
                 atomic_write(data_dir / SEED_FILE, witness_seeds[i], exclusive=True)
             config = NodeConfig(data_dir=data_dir, listen=LOOPBACK)
             wits.append(await start_node(nursery, config, runtimes, scopes))
-        watching: list[P2PHost] = []
-        for i in range(watchers):
-            config = NodeConfig(
+
+        def watcher_config(name: str, peers: list[P2PHost]) -> NodeConfig:
+            return NodeConfig(
                 role="watcher",
-                data_dir=tmp / f"v{i}",
+                data_dir=tmp / name,
                 listen=LOOPBACK,
                 governance=governance,
-                bootstrap=tuple(h.introduction for h in [*wits, *watching]),
+                bootstrap=tuple(h.introduction for h in peers),
                 anomaly_after=anomaly_after,
             )
+
+        watching: list[P2PHost] = []
+        for i in range(watchers):
+            config = watcher_config(f"v{i}", [*wits, *watching])
             watching.append(await start_node(nursery, config, runtimes, scopes))
         relaying: list[P2PHost] = []
         for i in range(relays):
-            config = NodeConfig(
-                role="watcher",
-                data_dir=tmp / f"r{i}",
-                listen=LOOPBACK,
-                governance=governance,
-                bootstrap=tuple(h.introduction for h in [*wits, *watching, *relaying][-8:]),
-                anomaly_after=anomaly_after,
-            )
+            config = watcher_config(f"r{i}", [*wits, *watching, *relaying][-8:])
             relaying.append(await start_node(nursery, config, runtimes, scopes))
         names = tuple(h.prefix for h in watching)
         roster = Roster(governance, 1, watchers=names, jurors=names, judges=names[:judges])

@@ -113,12 +113,10 @@ async def serve(
 def _bind_role(store: Store, role: str) -> None:
     """One node identity serves one infrastructure: the seed insists that the witnesses of an
     identifier and the watchers judging it be governed apart."""
-    held = store.get_meta("role")
-    if held is None:
-        store.put_meta("role", role.encode())
-    elif held.decode(errors="replace") != role:
+    held = store.claim("role", role)
+    if held is not None:
         raise NodeError(
-            f"{store.path.parent} holds a node that served as a {held.decode(errors='replace')};"
+            f"{store.path.parent} holds a node that served as a {held};"
             f" one identity may not be both a witness and a watcher: give the {role} its own"
             " --data-dir (and so its own key)"
         )

@@ -99,6 +99,14 @@ CREATE INDEX IF NOT EXISTS rulings_by_prefix ON rulings (prefix);
 """
 
 
+_INSERT_EVIDENCE: Final = (
+    "INSERT OR IGNORE INTO evidence (prefix, sn, digest, body, received) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_RULING: Final = (
+    "INSERT OR IGNORE INTO rulings (prefix, digest, body, received) VALUES (?, ?, ?, ?)"
+)
+
+
 class StoreError(Exception):
     """The store cannot be used: in use elsewhere, not a store, damaged, disk full, ..."""
 
@@ -213,17 +221,9 @@ class Store:
                 meta.append((effect.key, effect.value))
         with self._transaction("store a batch") as db:
             if evidence:
-                db.executemany(
-                    "INSERT OR IGNORE INTO evidence (prefix, sn, digest, body, received)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    evidence,
-                )
+                db.executemany(_INSERT_EVIDENCE, evidence)
             if rulings:
-                db.executemany(
-                    "INSERT OR IGNORE INTO rulings (prefix, digest, body, received)"
-                    " VALUES (?, ?, ?, ?)",
-                    rulings,
-                )
+                db.executemany(_INSERT_RULING, rulings)
             if meta:
                 db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
             added_events = db.executemany(
@@ -246,14 +246,22 @@ class Store:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def claim(self, key: str, value: str) -> str | None:
+        """Record `value` under meta `key` if nothing is there yet; return what is there when
+        it differs (the store belongs to something else), else None."""
+        held = self.get_meta(key)
+        if held is None:
+            self.put_meta(key, value.encode())
+            return None
+        text = held.decode(errors="replace")
+        return None if text == value else text
+
     def bind_node(self, prefix: str) -> None:
         """Record the node prefix this store belongs to, or refuse another node's store."""
-        owner = self.get_meta("node")
-        if owner is None:
-            self.put_meta("node", prefix.encode())
-        elif owner.decode(errors="replace") != prefix:
+        owner = self.claim("node", prefix)
+        if owner is not None:
             raise StoreError(
-                f"{self.path} belongs to node {owner.decode(errors='replace')}, not {prefix}:"
+                f"{self.path} belongs to node {owner}, not {prefix}:"
                 " wrong data directory or node seed"
             )
 
@@ -261,9 +269,7 @@ class Store:
         """Keep a piece of duplicity evidence (CBOR); False if it was already stored."""
         with self._transaction("store evidence") as db:
             added = db.execute(
-                "INSERT OR IGNORE INTO evidence (prefix, sn, digest, body, received)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (prefix, sn, _digest(body), body, received),
+                _INSERT_EVIDENCE, (prefix, sn, _digest(body), body, received)
             ).rowcount
         return added > 0
 
@@ -275,11 +281,7 @@ class Store:
     def put_ruling(self, prefix: str, body: bytes, received: float) -> bool:
         """Keep a judge's ruling about `prefix` (CBOR); False if it was already stored."""
         with self._transaction("store a ruling") as db:
-            added = db.execute(
-                "INSERT OR IGNORE INTO rulings (prefix, digest, body, received)"
-                " VALUES (?, ?, ?, ?)",
-                (prefix, _digest(body), body, received),
-            ).rowcount
+            added = db.execute(_INSERT_RULING, (prefix, _digest(body), body, received)).rowcount
         return added > 0
 
     def rulings(self, prefix: str | None = None) -> list[Stored]:

@@ -61,18 +61,17 @@ class Holdings:
 
     def add_evidence(self, held: Held) -> bool:
         """Keep `held` unless its conflict is held already; True if it was new."""
-        key = conflict_of(held.accusation)
-        if key in self.evidence:
-            return False
-        self.evidence[key] = held
-        self._accuse(held.accusation)
-        return True
+        return self._add(self.evidence, held)
 
     def add_ruling(self, held: Held) -> bool:
+        """Keep a ruling unless one on its conflict is held already; True if it was new."""
+        return self._add(self.rulings, held)
+
+    def _add(self, table: dict[Conflict, Held], held: Held) -> bool:
         key = conflict_of(held.accusation)
-        if key in self.rulings:
+        if key in table:
             return False
-        self.rulings[key] = held
+        table[key] = held
         self._accuse(held.accusation)
         return True
 

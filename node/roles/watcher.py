@@ -126,10 +126,7 @@ class Watcher:
             )
         # After a restart: a crash may have come between storing and publishing; gossip ids
         # are content hashes and holdings are per conflict, so publishing again is harmless.
-        for held in list(self.holdings.evidence.values()):
-            if held.envelope.signer == self.prefix:
-                self._publish_evidence(held.accusation, now, effects, turn=True)
-            self._rule(held, effects)
+        self._duties(now, effects, turn=True)
         return effects
 
     def restore_governance(self, bundle: bytes, now: float) -> None:
@@ -502,11 +499,16 @@ class Watcher:
             effects.append(
                 Report("warning", f"this node ({self.prefix}) is not a rostered watcher")
             )
-        for held in list(self.holdings.evidence.values()):  # duties the new roster gives us
-            if held.envelope.signer == self.prefix:
-                self._publish_evidence(held.accusation, now, effects)
-            self._rule(held, effects)
+        self._duties(now, effects)  # what the new roster asks of us
         return True, why
+
+    def _duties(self, now: float, effects: list[Effect], *, turn: bool = False) -> None:
+        """Juror and judge duties on everything held: publish our own evidence (at once with
+        `turn`, else in our turn among the jurors) and rule on what is unruled."""
+        for held in list(self.holdings.evidence.values()):
+            if held.envelope.signer == self.prefix:
+                self._publish_evidence(held.accusation, now, effects, turn=turn)
+            self._rule(held, effects)
 
 
 class _NotRostered(ProtocolError):
