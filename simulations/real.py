@@ -28,7 +28,7 @@ from dkms.node.roles.watcher import Watcher
 from dkms.node.roles.witness import Witness
 from dkms.node.runtime import Runtime
 
-from .record import _stats
+from .record import stats
 from .scenario import Scenario, ScenarioError
 
 MAX_REAL_NODES = 40
@@ -220,10 +220,10 @@ def _results(sc: Scenario, net: LocalNet, clocks: _Clocks) -> dict[str, Any]:
         "events": len(clocks.created),
         "deliveries": None,
         "delivery_ratio": round(ratio, 6),
-        "witnessed_ms": _stats(witnessed, ("p50", "p90", "p99", "max")),
-        "to_watchers_ms": _stats(to_watchers, ("p50", "p90", "p99", "max")),
+        "witnessed_ms": stats(witnessed, ("p50", "p90", "p99", "max")),
+        "to_watchers_ms": stats(to_watchers, ("p50", "p90", "p99", "max")),
         "events_reaching_every_watcher": len(to_watchers),
-        "detection_ms": _stats(detection, ("p50", "p99", "max")),
+        "detection_ms": stats(detection, ("p50", "p99", "max")),
         "detected_fraction": round(sum(fractions) / len(fractions), 6) if fractions else None,
         "false_alarms": false_alarms,
         "messages_per_node": None,

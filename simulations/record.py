@@ -24,7 +24,6 @@ from dkms.node.roles.effects import Send
 from dkms.node.roles.topics import DUPLICITY_TOPIC
 from dkms.node.roles.watcher import Watcher
 from dkms.protocol.errors import ProtocolError
-from dkms.protocol.events import Ilk
 from dkms.protocol.stream import Message
 
 from .gossip import Msg
@@ -88,9 +87,6 @@ class Recorder:
             if eq.second == said and eq.t0 is None:
                 eq.t0 = self.world.sim.now
 
-    def relayed(self, node: int, msg: Msg) -> None:
-        return
-
     def stepped(self, node: int, role: object) -> None:
         if isinstance(role, Controller):
             self._witnessed(node, role)
@@ -113,8 +109,6 @@ class Recorder:
                     continue
                 if role.validator.record(said) is not None:
                     clock.watchers[node] = now
-                if frame.event.ilk is Ilk.RCT:
-                    continue
         self._detected(node, role)
 
     def _witnessed(self, node: int, ctl: Controller) -> None:
@@ -199,10 +193,10 @@ class Recorder:
             "requests": w.requests,
             "delivery_ratio": round(ratio, 6),
             "delivery_ratio_by_second": by_second,
-            "witnessed_ms": _stats(witnessed, ("p50", "p90", "p99", "max")),
-            "to_watchers_ms": _stats(to_watchers, ("p50", "p90", "p99", "max")),
+            "witnessed_ms": stats(witnessed, ("p50", "p90", "p99", "max")),
+            "to_watchers_ms": stats(to_watchers, ("p50", "p90", "p99", "max")),
             "events_reaching_every_watcher": len(to_watchers),
-            "detection_ms": _stats(detection, ("p50", "p99", "max")),
+            "detection_ms": stats(detection, ("p50", "p99", "max")),
             "detected_fraction": round(sum(fractions) / len(fractions), 6) if fractions else None,
             "eclipsed_detected_fraction": (
                 round(sum(eclipsed_fractions) / len(eclipsed_fractions), 6)
@@ -211,10 +205,10 @@ class Recorder:
             ),
             "false_alarms": false_alarms,
             "colluders_named_fraction": round(sum(named) / len(named), 6) if named else None,
-            "messages_per_node": _stats(
+            "messages_per_node": stats(
                 [g.recv_msgs[n] for n in members], ("mean", "p50", "p99", "max")
             ),
-            "bytes_per_node": _stats(
+            "bytes_per_node": stats(
                 [g.recv_bytes[n] for n in members], ("mean", "p50", "p99", "max")
             ),
         }
@@ -283,7 +277,7 @@ def _ms(t: float | None, since: float | None) -> float | str:
     return round((t - since) * 1000, 3)
 
 
-def _stats(values: list[float] | list[int], keys: tuple[str, ...]) -> dict[str, float] | None:
+def stats(values: list[float] | list[int], keys: tuple[str, ...]) -> dict[str, float] | None:
     if not values:
         return None
     ordered = sorted(values)

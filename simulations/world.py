@@ -210,8 +210,7 @@ class World:
     def _receive(self, node: int, msg: Msg) -> None:
         role = self.roles.get(node)
         if role is None or isinstance(role, Controller):
-            self.record.relayed(node, msg)
-            return
+            return  # a relay: the gossip model did all there is to do
         self.perform(node, role.hear(msg.topic, msg.payload, self.sim.now))
         if isinstance(role, Watcher):
             self.record.watcher_heard(node, role, msg)
