@@ -21,6 +21,7 @@ judge). What happens is recorded by `Recorder` (see `record.py`).
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -107,7 +108,8 @@ class World:
         self.prefix_of: dict[int, str] = {}
         self.node_of: dict[str, int] = {}
         self.timers: dict[tuple[int, str], int] = {}
-        self.requests = 0
+        self.requests = 0  # requests sent (results.json)
+        self._request_ids = itertools.count(1)
         self.reports: dict[str, int] = {}
         self.withholding: set[int] = set()
         self.record = Recorder(self)
@@ -281,8 +283,7 @@ class World:
                     delay, self._answer, sender, send.tag, answer.ok, answer.payload, answer.reason
                 )
 
-        self.requests += 1
-        self.perform(node, handler(self.requests, send.payload, self.sim.now), reply)
+        self.perform(node, handler(next(self._request_ids), send.payload, self.sim.now), reply)
         self.record.stepped(node, role)
 
     def _answer(self, node: int, tag: str, ok: bool, payload: bytes, reason: str) -> None:
