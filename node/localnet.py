@@ -166,15 +166,21 @@ async def local_network(
     governance_seeds: tuple[bytes, bytes] | None = None,
     anomaly_after: float = 30.0,
     relays: int = 0,
+    governance: str | None = None,
 ) -> AsyncIterator[LocalNet]:
     """Witnesses (with these node seeds, if given), watchers bootstrapped to every node
     started before them, a governance roster handed to each watcher, and a controller.
     `relays` more nodes run as watchers the roster does not name: they listen to and relay
-    all KEL gossip, and publish nothing of their own."""
+    all KEL gossip, and publish nothing of their own. With `governance` (a prefix made
+    elsewhere) the watchers follow it and get no roster here: its owner publishes one."""
     gov = Controller()
-    first, second = governance_seeds or (os.urandom(32), os.urandom(32))
-    gov.incept("governance", [first], [second], now=0.0)
-    governance = gov.identity("governance").prefix
+    if governance is None:
+        first, second = governance_seeds or (os.urandom(32), os.urandom(32))
+        gov.incept("governance", [first], [second], now=0.0)
+        governance = gov.identity("governance").prefix
+        own_roster = True
+    else:
+        own_roster = False
     runtimes: dict[str, Runtime] = {}
     scopes: dict[str, trio.CancelScope] = {}
     async with trio.open_nursery() as nursery:
@@ -205,21 +211,24 @@ async def local_network(
         for i in range(relays):
             config = watcher_config(f"r{i}", [*wits, *watching, *relaying][-8:])
             relaying.append(await start_node(nursery, config, runtimes, scopes))
-        names = tuple(h.prefix for h in watching)
-        roster = Roster(governance, 1, watchers=names, jurors=names, judges=names[:judges])
-        bundle = roster_bundle(gov, "governance", roster)
         async with open_host(os.urandom(32), LOOPBACK) as host:
             transport = P2PTransport(host)
             for node in [*wits, *watching]:
                 transport.learn(node.introduction)
             client = ControllerClient(Controller(retry=RetryPolicy(attempts=3)), transport)
             await nursery.start(client.run)
-            for watcher in watching:
-                ok, _, reason = await transport.request(
-                    watcher.prefix, Surface.GOVERNANCE.value, bundle, 10
-                )
-                if not ok:
-                    raise LocalNetError(f"watcher {watcher.prefix} refused the roster: {reason}")
+            if own_roster:
+                names = tuple(h.prefix for h in watching)
+                roster = Roster(governance, 1, watchers=names, jurors=names, judges=names[:judges])
+                bundle = roster_bundle(gov, "governance", roster)
+                for watcher in watching:
+                    ok, _, reason = await transport.request(
+                        watcher.prefix, Surface.GOVERNANCE.value, bundle, 10
+                    )
+                    if not ok:
+                        raise LocalNetError(
+                            f"watcher {watcher.prefix} refused the roster: {reason}"
+                        )
             yield LocalNet(wits, watching, runtimes, client, governance, scopes, relaying)
             nursery.cancel_scope.cancel()
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +20,20 @@ import pytest
 import trio
 
 from dkms.node.cli import amain, main
-from dkms.node.client import ControllerClient
-from dkms.node.config import NodeConfig
 from dkms.node.home import Options
 from dkms.node.keystore import MINIMUM
-from dkms.node.localnet import LOOPBACK, LocalNet, start_node
-from dkms.node.p2p import P2PHost, open_host
-from dkms.node.p2p_transport import P2PTransport
+from dkms.node.localnet import LocalNet, local_network
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.governance import read_bundle
-from dkms.node.runtime import Runtime
 from dkms.protocol.crypto import Signer
 from dkms.protocol.envelope import Signed
 from dkms.protocol.events import interact
 from dkms.protocol.ruling import Ruling
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator
+
+from .test_duplicity_network import full_kel_at, seed
+from .test_idcmd import one_error_line
 
 PASS = "correct horse battery staple"
 Capture = pytest.CaptureFixture[str]
@@ -48,26 +44,6 @@ def _no_prompt(prompt: str) -> str:
 
 
 OPTIONS = Options(cost=MINIMUM, retry=RetryPolicy(first=0.05, cap=0.1, attempts=2), ask=_no_prompt)
-
-
-def seed(n: int) -> bytes:
-    return bytes([n]) * 32
-
-
-def full_kel_at(net: LocalNet, i: int, prefix: str, sn: int) -> bool:
-    kel = net.watcher(i).validator.kel(prefix)
-    return kel is not None and kel.sn == sn and all(len(r.receipts) == 4 for r in kel.chain)
-
-
-def one_error_line(capsys: Capture) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("dkms: ") and "Traceback" not in err
-    return lines[0]
-
-
-# ---------------------------------------------------------------- offline evidence
 
 
 def make_evidence() -> tuple[str, bytes]:
@@ -198,36 +174,9 @@ def test_roster_create_usage_errors(tmp_path: Path, capsys: Capture) -> None:
 # ---------------------------------------------------------------- against a network
 
 
-@asynccontextmanager
-async def governed_network(tmp_path: Path, governance: str) -> AsyncIterator[LocalNet]:
+def governed_network(tmp_path: Path, governance: str) -> AbstractAsyncContextManager[LocalNet]:
     """4 witnesses and 2 watchers of `governance`, which has published no roster yet."""
-    runtimes: dict[str, Runtime] = {}
-    async with trio.open_nursery() as nursery:
-        witnesses = [
-            await start_node(
-                nursery, NodeConfig(data_dir=tmp_path / f"w{i}", listen=LOOPBACK), runtimes
-            )
-            for i in range(4)
-        ]
-        intros = [h.introduction for h in witnesses]
-        watchers: list[P2PHost] = []
-        for i in range(2):
-            config = NodeConfig(
-                role="watcher",
-                data_dir=tmp_path / f"v{i}",
-                listen=LOOPBACK,
-                governance=governance,
-                bootstrap=tuple(intros + [h.introduction for h in watchers]),
-            )
-            watchers.append(await start_node(nursery, config, runtimes))
-        async with open_host(os.urandom(32), LOOPBACK) as host:
-            transport = P2PTransport(host)
-            for intro in intros + [h.introduction for h in watchers]:
-                transport.learn(intro)
-            client = ControllerClient(Controller(retry=RetryPolicy(attempts=3)), transport)
-            await nursery.start(client.run)
-            yield LocalNet(witnesses, watchers, runtimes, client, governance)
-            nursery.cancel_scope.cancel()
+    return local_network(tmp_path, governance=governance)
 
 
 async def test_rosters_standing_and_evidence_through_the_cli(
