@@ -56,6 +56,7 @@ log = logging.getLogger("dkms.node")
 BATCH = 256 * 1024  # bytes at most in one batched request or gossip payload
 
 Hear = Callable[[str, bytes, float], list[Effect]]  # (topic, payload, now) -> effects
+_IN_PLACE = (*PERSIST, Report, SetTimer, Subscribe)  # effects performed without waiting
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -238,7 +239,7 @@ class Runtime:
         waited = False
         try:
             for effect in effects:
-                if isinstance(effect, (*PERSIST, Report, SetTimer, Subscribe)):
+                if isinstance(effect, _IN_PLACE):
                     if isinstance(effect, SetTimer):
                         self._set_timer(effect)
                     elif isinstance(effect, Subscribe):

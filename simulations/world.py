@@ -22,7 +22,6 @@ judge). What happens is recorded by `Recorder` (see `record.py`).
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
 from collections.abc import Callable
 
 from dkms.node.govcmd import roster_bundle
@@ -37,14 +36,19 @@ from dkms.node.roles.effects import (
     Subscribe,
     Surface,
 )
-from dkms.node.roles.topics import DUPLICITY_TOPIC, KEL_SHARDS, kel_topic
+from dkms.node.roles.topics import (
+    DUPLICITY_TOPIC,
+    KEL_SHARDS,
+    ParseCache,
+    kel_topic,
+    well_formed,
+)
 from dkms.node.roles.watcher import Watcher
 from dkms.node.roles.witness import Witness
 from dkms.protocol.crypto import MemoVerifier, Signer
-from dkms.protocol.errors import ProtocolError
 from dkms.protocol.events import Event, interact, receipt
 from dkms.protocol.roster import Roster
-from dkms.protocol.stream import Attachments, BadFrame, Message, messagize, parse_stream
+from dkms.protocol.stream import Attachments, BadFrame, Message, messagize
 
 from .engine import Sim
 from .gossip import Gossip, Msg
@@ -54,28 +58,6 @@ from .scenario import Scenario
 
 Frames = list[Message | BadFrame]
 Role = Witness | Watcher | Controller
-
-
-class ParseCache:
-    """`parse_stream` memoised by payload, shared by every node (bounded, oldest out)."""
-
-    def __init__(self, size: int = 50_000) -> None:
-        self.size = size
-        self._cache: OrderedDict[bytes, Frames | ProtocolError] = OrderedDict()
-
-    def __call__(self, data: bytes) -> Frames:
-        hit = self._cache.get(data)
-        if hit is None:
-            try:
-                hit = parse_stream(data)
-            except ProtocolError as err:
-                hit = err
-            self._cache[data] = hit
-            if len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-        if isinstance(hit, ProtocolError):
-            raise hit
-        return hit
 
 
 class World:
@@ -94,7 +76,7 @@ class World:
         self.controller_ids = sorted(ids[w + v : w + v + c])
         self.relay_ids = sorted(ids[w + v + c :])
         self.links = Links(scenario.link, rng, region=self._regions(n))
-        self.parse = ParseCache()
+        self.parse = ParseCache(size=50_000)
         self.verify = MemoVerifier(size=200_000)
         self.gossip = Gossip(
             self.sim,
@@ -199,11 +181,7 @@ class World:
     def _valid(self, msg: Msg) -> bool:
         if msg.topic == DUPLICITY_TOPIC:
             return True  # judged per node (`_admits`)
-        try:
-            frames = self.parse(msg.payload)
-        except ProtocolError:
-            return False
-        return bool(frames) and all(isinstance(f, Message) for f in frames)
+        return well_formed(msg.payload, self.parse)
 
     def _admits(self, node: int, msg: Msg) -> bool:
         role = self.roles.get(node)
@@ -393,4 +371,4 @@ def _handler(
     return None
 
 
-__all__ = ["ParseCache", "World"]
+__all__ = ["World"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
@@ -27,7 +28,31 @@ def kel_topics(shards: int = KEL_SHARDS) -> list[str]:
     return [f"/dkms/1/kel/{shard}" for shard in range(shards)]
 
 
-def well_formed(payload: bytes) -> bool:
+class ParseCache:
+    """`parse_stream` memoised by payload (bounded, oldest out). A node's gossip validation
+    and its role read each payload through one, so it is parsed once; the simulator shares
+    one across all its nodes."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._cache: OrderedDict[bytes, list[Message | BadFrame] | ProtocolError] = OrderedDict()
+
+    def __call__(self, data: bytes) -> list[Message | BadFrame]:
+        hit = self._cache.get(data)
+        if hit is None:
+            try:
+                hit = parse_stream(data)
+            except ProtocolError as err:
+                hit = err
+            self._cache[data] = hit
+            if len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        if isinstance(hit, ProtocolError):
+            raise hit
+        return hit
+
+
+def well_formed(payload: bytes, parse: Parse = parse_stream) -> bool:
     """Gossip validation for KEL topics: forward only payloads that frame into valid KERI
     messages.
 
@@ -36,7 +61,7 @@ def well_formed(payload: bytes) -> bool:
     event passes, since rejecting conflicts here would hide what watchers exist to see.
     """
     try:
-        frames = parse_stream(payload)
+        frames = parse(payload)
     except ProtocolError:
         return False
     return bool(frames) and all(isinstance(f, Message) for f in frames)

@@ -67,6 +67,7 @@ from .topics import (
     DUPLICITY_TOPIC,
     GOVERNANCE_TOPIC,
     Parse,
+    ParseCache,
     kel_topic,
     kel_topics,
     well_formed,
@@ -94,7 +95,7 @@ class Watcher:
         """`verify` and `parse` may be caches shared across nodes (as in the simulator)."""
         if signer.transferable:
             raise LocalProtocolError("a watcher key must be non-transferable (a B prefix)")
-        self._parse = parse or parse_stream
+        self._parse = parse or ParseCache()
         self._memo = crypto.MemoVerifier()
         self._verify = verify or self._memo
         self.signer = signer
@@ -172,7 +173,7 @@ class Watcher:
             except ProtocolError:
                 return False
             return True
-        return well_formed(payload)
+        return well_formed(payload, self._parse)
 
     def hear(self, topic: str, data: bytes, now: float) -> list[Effect]:
         effects: list[Effect] = []

@@ -48,7 +48,7 @@ from .effects import (
     SetTimer,
     Surface,
 )
-from .topics import Parse, kel_topic
+from .topics import Parse, ParseCache, kel_topic, well_formed
 
 EXPIRE_EVERY: Final = 60.0  # seconds between escrow expiry sweeps
 
@@ -66,7 +66,7 @@ class Witness:
     ) -> None:
         """`verify` and `parse` may be shared caches (a simulator shares them across nodes:
         the same bytes parse and verify the same way everywhere)."""
-        self._parse = parse or parse_stream
+        self._parse = parse or ParseCache()
         # Memoised, and told of our own receipts: they come back in the witness agreement.
         self._memo = crypto.MemoVerifier()
         verify = verify or self._memo
@@ -140,6 +140,10 @@ class Witness:
         if not stored:
             return [*effects, Reply(request, False, reason="no receipt verified")]
         return [*effects, Reply(request, True)]
+
+    def admits(self, topic: str, payload: bytes) -> bool:
+        """Gossip validation (KEL topics only): the payload frames into valid messages."""
+        return well_formed(payload, self._parse)
 
     def hear(self, topic: str, data: bytes, now: float) -> list[Effect]:
         """Gossip heard on `topic` (a KEL shard: the witness listens to no other kind)."""
