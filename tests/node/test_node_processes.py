@@ -16,12 +16,11 @@ Every process is killed when its test ends, whatever happened.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,14 +28,15 @@ import cbor2
 import trio
 
 from dkms.node.client import ControllerClient
-from dkms.node.p2p import open_host
 from dkms.node.p2p_transport import P2PTransport
-from dkms.node.roles.controller import Controller, RetryPolicy
+from dkms.node.roles.controller import RetryPolicy
 from dkms.node.roles.effects import Surface
 from dkms.node.store import FILENAME, Store
 from dkms.node.transport import Answer
 from dkms.protocol.events import Ilk, interact
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
+
+from . import test_witness_network as witness_network
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 STARTUP = 20.0  # seconds for a process to print its introduction (imports dominate)
@@ -170,19 +170,10 @@ class RecordingTransport(P2PTransport):
         return ok, answer, reason
 
 
-@asynccontextmanager
-async def controller(
+def controller(
     intros: list[str], retry: RetryPolicy | None = None
-) -> AsyncIterator[ControllerClient]:
-    async with open_host(os.urandom(32), LOOPBACK) as host:
-        transport = RecordingTransport(host)
-        for intro in intros:
-            transport.learn(intro)
-        client = ControllerClient(Controller(retry=retry or RetryPolicy(attempts=3)), transport)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client.run)
-            yield client
-            nursery.cancel_scope.cancel()
+) -> AbstractAsyncContextManager[ControllerClient]:
+    return witness_network.controller(intros, retry, RecordingTransport)
 
 
 async def ask(client: ControllerClient, witness: str, query: dict[str, object]) -> bytes:

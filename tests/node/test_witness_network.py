@@ -49,10 +49,13 @@ async def witnesses(tmp_path: Path, count: int) -> AsyncIterator[list[P2PHost]]:
 
 @asynccontextmanager
 async def controller(
-    intros: list[str], retry: RetryPolicy | None = None
+    intros: list[str],
+    retry: RetryPolicy | None = None,
+    transport_class: type[P2PTransport] = P2PTransport,
 ) -> AsyncIterator[ControllerClient]:
+    """A controller on its own host, knowing the witnesses `intros`."""
     async with open_host(os.urandom(32), LOOPBACK) as host:
-        transport = P2PTransport(host)
+        transport = transport_class(host)
         for intro in intros:
             transport.learn(intro)
         client = ControllerClient(Controller(retry=retry or RetryPolicy(attempts=3)), transport)
