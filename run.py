@@ -42,7 +42,7 @@ def check_python() -> None:
 
 
 def needs_native_build() -> bool:
-    """libp2p pulls in fastecdsa, which pip compiles from source."""
+    """libp2p pulls in fastecdsa, which pip compiles from source; setup.py compiles protocol/."""
     return "libp2p" in (ROOT / "pyproject.toml").read_text()
 
 
@@ -72,7 +72,8 @@ def check_build_tools() -> None:
     missing = missing_build_tools()
     if missing:
         fail(
-            "libp2p's dependency fastecdsa is compiled during set-up and needs "
+            "set-up compiles C code (libp2p's dependency fastecdsa, and dkms's protocol modules)"
+            + " and needs "
             + ", ".join(missing)
             + ".\n  Debian/Ubuntu: sudo apt-get install build-essential python3-dev libgmp-dev"
             + "\n  Fedora:        sudo dnf install gcc python3-devel gmp-devel"
@@ -81,8 +82,16 @@ def check_build_tools() -> None:
 
 
 def wanted_stamp() -> str:
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    return f"{digest} {sys.version_info.major}.{sys.version_info.minor}"
+    """What the installed project was built from: a rebuild is due when any of it changes.
+
+    The protocol sources count because setup.py compiles them (mypyc) into modules that sit
+    beside them in an editable install and would otherwise go on running the old code.
+    """
+    digest = hashlib.sha256()
+    for path in [ROOT / "pyproject.toml", ROOT / "setup.py", *sorted(ROOT.glob("protocol/*.py"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    pure = "pure" if os.environ.get("DKMS_PURE_PYTHON", "") not in ("", "0") else "compiled"
+    return f"{digest.hexdigest()} {sys.version_info.major}.{sys.version_info.minor} {pure}"
 
 
 def setup() -> None:
@@ -99,7 +108,10 @@ def setup() -> None:
             fail(
                 "could not create a virtualenv; on Debian/Ubuntu: sudo apt-get install python3-venv"
             )
-    say("installing the project and its test tools (first run only; takes a minute)")
+    if STAMP.exists():
+        say("the protocol sources or the project's set-up changed: reinstalling (about 30 s)")
+    else:
+        say("installing the project and its test tools (first run only; takes a minute or two)")
     pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check", "-q"]
     for step in (["install", "--upgrade", "pip"], ["install", "-e", f"{ROOT}[test]"]):
         # pip and setuptools are chatty about things that are not problems; show their

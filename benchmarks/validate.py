@@ -12,6 +12,7 @@ Each figure is the best of `--repeat` runs (the least disturbed by other load on
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import json
 import time
 
@@ -20,6 +21,7 @@ from nacl import bindings
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.events import Kind, incept, interact, rotate
 from dkms.protocol.stream import Attachments, Message, StreamReader, messagize
+from dkms.protocol import validator as validator_module
 from dkms.protocol.validator import Validator
 
 
@@ -101,6 +103,10 @@ def main() -> None:
                 "validated_events_per_s": round(val),
                 "ratio": round(val / raw, 3),
                 "target_ratio": 0.8,
+                # mypyc-compiled protocol modules (the default install) or the pure sources
+                "compiled": str(validator_module.__file__).endswith(
+                    tuple(importlib.machinery.EXTENSION_SUFFIXES)
+                ),
             }
         )
     )

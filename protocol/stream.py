@@ -193,8 +193,8 @@ def _frame_one(buf: bytes, pos: int, base: int, final: bool, limit: int) -> tupl
     attachments = parse_attachments(buf[end:att_end], base + end)
     try:
         event = parse_event(buf[pos:end], kind)
-    except RemoteProtocolError as err:
-        return BadFrame(base + pos, att_end - pos, err.at(base + pos)), att_end
+    except RemoteProtocolError as bad:
+        return BadFrame(base + pos, att_end - pos, bad.at(base + pos)), att_end
     return Message(event, attachments, base + pos, att_end - pos), att_end
 
 
