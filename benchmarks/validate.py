@@ -18,10 +18,10 @@ import time
 
 from nacl import bindings
 
+from dkms.protocol import validator as validator_module
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.events import Kind, incept, interact, rotate
 from dkms.protocol.stream import Attachments, Message, StreamReader, messagize
-from dkms.protocol import validator as validator_module
 from dkms.protocol.validator import Validator
 
 
