@@ -37,6 +37,7 @@ MANIFEST = SOURCE / "_native.json"
 
 COMPILED = (
     "attachments",
+    "canonical",
     "cesr",
     "crypto",
     "escrow",

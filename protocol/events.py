@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import re
+import types
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Final
 
 import cbor2
 
+from .canonical import surely_canonical
 from .cesr import Codes
 from .crypto import digest
 from .errors import EventError, LocalProtocolError, ParseError
@@ -103,19 +105,35 @@ def saidify(ked: dict[str, Any], kind: Kind, labels: Sequence[str]) -> bytes:
 
 
 class Event:
-    """A parsed, self-consistent key event (or receipt) body. Treat as immutable."""
+    """A parsed, self-consistent key event (or receipt) body. Treat as immutable.
 
-    __slots__ = ("ilk", "ked", "kind", "prefix", "prior", "raw", "said", "sn")
+    An interaction keeps its bytes and the fields the validator reads, not its decoded body:
+    a node holds every accepted event, most events are interactions, and the body's map is the
+    object the garbage collector would otherwise keep walking (see benchmarks/validate.py).
+    `ked` decodes an interaction's body again on the rare occasions it is asked for.
+    """
+
+    __slots__ = ("_ked", "anchors", "ilk", "kind", "prefix", "prior", "raw", "said", "sn")
 
     def __init__(self, raw: bytes, kind: Kind, ked: dict[str, Any], ilk: Ilk, sn: int) -> None:
         self.raw = raw
         self.kind = kind
-        self.ked = ked
         self.ilk = ilk
         self.sn = sn
         self.said: str = ked["d"]
         self.prefix: str = ked["i"]
         self.prior: str | None = ked.get("p")  # checked to be a string where present
+        anchors: list[Any] | None = ked.get("a")
+        self.anchors: Sequence[Any] = anchors if anchors else ()  # the seals it anchors
+        self._ked: dict[str, Any] | None = None if ilk is _IXN else ked
+
+    @property
+    def ked(self) -> dict[str, Any]:
+        """The decoded body; for an interaction, a fresh decode each time it is asked for."""
+        if self._ked is not None:
+            return self._ked
+        ked: dict[str, Any] = loads(self.raw, self.kind)
+        return ked
 
     def __repr__(self) -> str:
         return f"Event({self.ilk} {self.prefix[:12]}.. sn={self.sn} d={self.said[:12]}..)"
@@ -135,11 +153,6 @@ class Event:
     def next_digests(self) -> list[str]:
         digs: list[str] = self.ked.get("n", [])
         return digs
-
-    @property
-    def anchors(self) -> list[Any]:
-        data: list[Any] = self.ked.get("a", [])
-        return data
 
     @property
     def delegator(self) -> str | None:
@@ -182,6 +195,16 @@ _IXN: Final = Ilk.IXN
 _CBOR: Final = Kind.CBOR
 
 
+def _native() -> bool:
+    """True when this module runs compiled (setup.py), where functions are not Python's."""
+    return not isinstance(_native, types.FunctionType)
+
+
+# Walking CBOR beside its decoded value beats encoding it again only when compiled: the
+# pure-Python walk costs more than cbor2's C encoder, so there the reference check runs.
+_NATIVE: Final = _native()
+
+
 def parse_event(raw: bytes, kind: Kind | None = None) -> Event:
     """Decode and check one event body: fields, version string, canonical bytes, SAID.
 
@@ -208,12 +231,13 @@ def parse_event(raw: bytes, kind: Kind | None = None) -> Event:
         raise EventError(f"sequence number s must be lowercase hex, got {sn_text!r}")
     sn = int(sn_text, 16)
     _check_fields(ked, ilk, sn)
-    try:
-        canonical = _cbor_dumps(ked) if kind is _CBOR else dumps(ked, kind)
-    except Exception:  # what decoded may not encode again (tags, lone surrogates, cycles)
-        canonical = b""
-    if canonical != raw:
-        raise EventError("body is not in canonical form (re-serialization differs)")
+    if not (kind is _CBOR and _NATIVE and surely_canonical(raw, ked)):
+        try:
+            canonical = _cbor_dumps(ked) if kind is _CBOR else dumps(ked, kind)
+        except Exception:  # what decoded may not encode again (tags, lone surrogates, cycles)
+            canonical = b""
+        if canonical != raw:
+            raise EventError("body is not in canonical form (re-serialization differs)")
     if ilk is not _RCT:
         said = ked["d"]
         if type(said) is not str or len(said) != 44 or said[0] != "E" or not said.isascii():

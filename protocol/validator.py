@@ -417,7 +417,7 @@ class Validator:
     def _accepted(self, record: Record) -> None:
         event = record.event
         self._seen[event.said] = record
-        anchors = event.ked.get("a")
+        anchors = event.anchors
         if anchors:
             for item in anchors:
                 seal = _seal_key(item)
