@@ -69,12 +69,17 @@ def version_string(kind: Kind, size: int) -> str:
     return f"KERI10{kind.value}{size:06x}_"
 
 
+# keripy's JSON form; one encoder made once (json.dumps with options builds one per call)
+_JSON_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_JSON_DECODE: Final = json.JSONDecoder().decode
+
+
 def dumps(ked: dict[str, Any], kind: Kind) -> bytes:
     """Serialize a body dict exactly as keripy does."""
     if kind is Kind.CBOR:
         out: bytes = _cbor_dumps(ked)
         return out
-    return json.dumps(ked, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _JSON_ENCODE(ked).encode("utf-8")
 
 
 def loads(raw: bytes, kind: Kind) -> Any:
@@ -82,7 +87,7 @@ def loads(raw: bytes, kind: Kind) -> Any:
     try:
         if kind is Kind.CBOR:
             return _cbor_loads(raw)
-        return json.loads(raw)
+        return _JSON_DECODE(raw.decode("utf-8"))  # keripy's bodies are UTF-8, nothing else
     except Exception as exc:  # json and cbor2 raise a zoo of types on hostile input
         detail = f"{type(exc).__name__}: {exc}"[:160]
         raise ParseError(f"{kind.value} body does not decode: {detail}") from None
