@@ -97,7 +97,8 @@ class BuildAndRecord(build_ext):
 
     def run(self) -> None:
         super().run()
-        if self.extensions:
+        built = [Path(self.get_ext_fullpath(ext.name)).resolve() for ext in self.extensions]
+        if any(path.parent == SOURCE for path in built):  # in place: beside the sources
             MANIFEST.write_text(json.dumps(source_digests(), indent=1, sort_keys=True) + "\n")
 
 
