@@ -17,6 +17,7 @@ from .cesr import (
     Counters,
     IndexedSig,
     b64_to_int,
+    new_tuple,
     parse_indexed_sig,
     plain_sig_from_bytes,
 )
@@ -124,7 +125,7 @@ def parse_attachments(data: bytes | str, base: int = 0) -> Attachments:
     if isinstance(data, bytes):
         sigs = _plain_sigs(data, base)  # the common case: only controller signatures
         if sigs is not None:
-            return Attachments(sigs)
+            return new_tuple(Attachments, (sigs, (), (), (), (), (), ()))  # see cesr.new_tuple
         try:
             text = data.decode("ascii")
         except UnicodeDecodeError:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import NamedTuple
 
-from .cesr import IndexedSig
+from .cesr import IndexedSig, new_tuple
 from .crypto import next_key_digest
 from .events import Event
 from .keystate import Authority
@@ -79,7 +79,7 @@ def verify_controller(
             good,
             f"{len(good)} valid signature(s) do not yet meet threshold {signing.kt.value}",
         )
-    return SigCheck(_SATISFIED, good)
+    return new_tuple(SigCheck, (_SATISFIED, good, ""))  # SigCheck(...), see cesr.new_tuple
 
 
 def _exposed(

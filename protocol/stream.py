@@ -21,6 +21,7 @@ import re
 from typing import Final, NamedTuple
 
 from .attachments import Attachments, parse_attachments
+from .cesr import new_tuple
 from .errors import ParseError, RemoteProtocolError
 from .events import Event, Kind, parse_event, sniff
 
@@ -195,7 +196,8 @@ def _frame_one(buf: bytes, pos: int, base: int, final: bool, limit: int) -> tupl
         event = parse_event(buf[pos:end], kind)
     except RemoteProtocolError as bad:
         return BadFrame(base + pos, att_end - pos, bad.at(base + pos)), att_end
-    return Message(event, attachments, base + pos, att_end - pos), att_end
+    message = new_tuple(Message, (event, attachments, base + pos, att_end - pos))  # = Message(...)
+    return message, att_end
 
 
 __all__ = [

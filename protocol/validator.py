@@ -31,7 +31,7 @@ from collections import OrderedDict
 from typing import Any
 
 from . import crypto
-from .cesr import IndexedSig
+from .cesr import IndexedSig, new_tuple
 from .duplicity import DuplicityEvidence
 from .errors import EventError, RemoteProtocolError
 from .escrow import Escrow, EscrowLimits, Pending, Waiting
@@ -423,7 +423,8 @@ class Validator:
                 seal = _seal_key(item)
                 if seal is not None:
                     self._anchors[seal] = (event.prefix, event.sn, event.said)
-        self._out.append(Outcome(_ACCEPTED, event.prefix, event.sn, event.said, event.ilk))
+        fields = (_ACCEPTED, event.prefix, event.sn, event.said, event.ilk, "", None, None)
+        self._out.append(new_tuple(Outcome, fields))  # Outcome(...), see cesr.new_tuple
 
     def _settle(self, prefix: str) -> None:
         """Re-examine escrows that an acceptance for `prefix` may have unblocked."""
