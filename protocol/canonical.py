@@ -1,14 +1,19 @@
-"""Whether CBOR bytes are exactly what `cbor2.dumps` writes for the value they decode to.
+"""Whether a body's bytes are exactly keripy's serialization of the value they decode to.
 
 Theory of operation: `parse_event` refuses a body that is not in keripy's canonical form,
 since its SAID is only meaningful over those bytes. The reference check re-serializes the
-decoded body and compares. `surely_canonical` reaches the same verdict by walking the bytes
-once beside the decoded value, which, compiled (setup.py), costs a fraction of encoding
-again. It answers True only when certain: every header minimal and of definite length, every
-map as long as its decoded dict (so no key repeated), and nothing but integers, byte and text
-strings, arrays, maps with integer or text keys, false, true and null. Anything else (tags,
-floats, other simple values, deep nesting) answers False, meaning "not shown": the caller
-then falls back to the reference check, so this never refuses anything by itself.
+decoded body and compares. These functions reach the same verdict by walking the bytes once
+beside the decoded value, which, compiled (setup.py), costs a fraction of encoding again.
+They answer True only when certain, and False means "not shown": the caller then runs the
+reference check, so nothing here refuses anything by itself.
+
+- CBOR (`cbor2.dumps`): every header minimal and of definite length, every map as long as its
+  decoded dict (so no key repeated), and nothing but integers, byte and text strings, arrays,
+  maps with integer or text keys, false, true and null. Tags, floats, other simple values and
+  deep nesting are not shown.
+- JSON (`json.dumps` with `(",", ":")` separators and `ensure_ascii=False`, as UTF-8): no
+  whitespace, members in the decoded order (so no key repeated), strings with no escapes,
+  integers, true, false and null. Escaped strings, floats and deep nesting are not shown.
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ MAX_DEPTH: Final = 32  # deeper than any KERI body; beyond it the reference chec
 _FAIL: Final = -1
 
 
-def surely_canonical(raw: bytes, value: object) -> bool:
+def surely_canonical_cbor(raw: bytes, value: object) -> bool:
     """True only if `cbor2.dumps(value) == raw` is certain; False means "check the slow way"."""
-    return _item(raw, 0, value, 0) == len(raw)
+    return _cbor_item(raw, 0, value, 0) == len(raw)
 
 
-def _item(raw: bytes, pos: int, value: object, depth: int) -> int:
+def _cbor_item(raw: bytes, pos: int, value: object, depth: int) -> int:
     """End of the item at `pos` if it is canonical and shaped like `value`, else -1."""
     size = len(raw)
     if pos >= size or depth > MAX_DEPTH:
@@ -62,7 +67,7 @@ def _item(raw: bytes, pos: int, value: object, depth: int) -> int:
         if type(value) is not list or len(value) != arg:
             return _FAIL
         for element in value:
-            pos = _item(raw, pos, element, depth + 1)
+            pos = _cbor_item(raw, pos, element, depth + 1)
             if pos < 0:
                 return _FAIL
         return pos
@@ -72,11 +77,97 @@ def _item(raw: bytes, pos: int, value: object, depth: int) -> int:
         for key, element in value.items():
             if type(key) is not str and type(key) is not int:
                 return _FAIL
-            pos = _item(raw, pos, key, depth + 1)
+            pos = _cbor_item(raw, pos, key, depth + 1)
             if pos < 0:
                 return _FAIL
-            pos = _item(raw, pos, element, depth + 1)
+            pos = _cbor_item(raw, pos, element, depth + 1)
             if pos < 0:
                 return _FAIL
         return pos
     return _FAIL  # tags
+
+
+def surely_canonical_json(raw: bytes, value: object) -> bool:
+    """True only if keripy's JSON of `value` is certainly `raw`; False: "check the slow way"."""
+    return _json_item(raw, 0, value, 0) == len(raw)
+
+
+_QUOTE: Final = 0x22
+_BACKSLASH: Final = b"\\"
+
+
+def _json_item(raw: bytes, pos: int, value: object, depth: int) -> int:
+    """End of the JSON value at `pos` if written as keripy writes `value`, else -1."""
+    size = len(raw)
+    if pos >= size or depth > MAX_DEPTH:
+        return _FAIL
+    if isinstance(value, str):
+        return _json_string(raw, pos, value)
+    if isinstance(value, dict):
+        return _json_object(raw, pos, value, depth)
+    if isinstance(value, list):
+        return _json_array(raw, pos, value, depth)
+    if value is None:
+        text = b"null"
+    elif isinstance(value, bool):
+        text = b"true" if value else b"false"
+    elif isinstance(value, int):
+        text = str(value).encode("ascii")
+    else:  # floats: their spelling is not checked here
+        return _FAIL
+    return pos + len(text) if raw.startswith(text, pos) else _FAIL
+
+
+def _json_string(raw: bytes, pos: int, text: str) -> int:
+    # Unescaped, the string's bytes are its UTF-8 and nothing else: the decoder refuses raw
+    # control characters, and a quote or backslash inside would have needed an escape.
+    if raw[pos] != _QUOTE:
+        return _FAIL
+    if text.isascii():
+        length = len(text)
+    else:
+        try:
+            length = len(text.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate: the encoder cannot write it either
+            return _FAIL
+    end = pos + 1 + length
+    if end >= len(raw) or raw[end] != _QUOTE or raw.find(_BACKSLASH, pos + 1, end) >= 0:
+        return _FAIL
+    return end + 1
+
+
+def _json_object(raw: bytes, pos: int, members: dict[object, object], depth: int) -> int:
+    if raw[pos] != 0x7B:  # {
+        return _FAIL
+    pos += 1
+    first = True
+    for key, element in members.items():
+        if not first:
+            if pos >= len(raw) or raw[pos] != 0x2C:  # ,
+                return _FAIL
+            pos += 1
+        first = False
+        if type(key) is not str:
+            return _FAIL
+        pos = _json_string(raw, pos, key) if pos < len(raw) else _FAIL
+        if pos < 0 or pos >= len(raw) or raw[pos] != 0x3A:  # :
+            return _FAIL
+        pos = _json_item(raw, pos + 1, element, depth + 1)
+        if pos < 0:
+            return _FAIL
+    return pos + 1 if pos < len(raw) and raw[pos] == 0x7D else _FAIL  # }
+
+
+def _json_array(raw: bytes, pos: int, elements: list[object], depth: int) -> int:
+    if raw[pos] != 0x5B:  # [
+        return _FAIL
+    pos += 1
+    for index, element in enumerate(elements):
+        if index:
+            if pos >= len(raw) or raw[pos] != 0x2C:  # ,
+                return _FAIL
+            pos += 1
+        pos = _json_item(raw, pos, element, depth + 1)
+        if pos < 0:
+            return _FAIL
+    return pos + 1 if pos < len(raw) and raw[pos] == 0x5D else _FAIL  # ]

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import cbor2
 
-from .canonical import surely_canonical
+from .canonical import surely_canonical_cbor, surely_canonical_json
 from .cesr import Codes
 from .crypto import digest
 from .errors import EventError, LocalProtocolError, ParseError
@@ -205,9 +205,15 @@ def _native() -> bool:
     return not isinstance(_native, types.FunctionType)
 
 
-# Walking CBOR beside its decoded value beats encoding it again only when compiled: the
-# pure-Python walk costs more than cbor2's C encoder, so there the reference check runs.
+# Walking a body beside its decoded value beats encoding it again only when compiled: the
+# pure-Python walk costs more than the C encoders, so there the reference check runs.
 _NATIVE: Final = _native()
+
+
+def _surely_canonical(raw: bytes, ked: dict[str, Any], kind: Kind) -> bool:
+    if kind is _CBOR:
+        return surely_canonical_cbor(raw, ked)
+    return surely_canonical_json(raw, ked)
 
 
 def parse_event(raw: bytes, kind: Kind | None = None) -> Event:
@@ -236,7 +242,7 @@ def parse_event(raw: bytes, kind: Kind | None = None) -> Event:
         raise EventError(f"sequence number s must be lowercase hex, got {sn_text!r}")
     sn = int(sn_text, 16)
     _check_fields(ked, ilk, sn)
-    if not (kind is _CBOR and _NATIVE and surely_canonical(raw, ked)):
+    if not (_NATIVE and _surely_canonical(raw, ked, kind)):
         try:
             canonical = _cbor_dumps(ked) if kind is _CBOR else dumps(ked, kind)
         except Exception:  # what decoded may not encode again (tags, lone surrogates, cycles)
