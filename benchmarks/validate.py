@@ -4,7 +4,7 @@ Builds a KEL of N events (an inception, then interactions with a rotation every 
 frames and validates it from bytes with a fresh `Validator`, and compares events/s with how
 many bare PyNaCl signature checks of the same events' signatures the same core manages.
 
-    python benchmarks/validate.py [--events 20000] [--repeat 3] [--kind CBOR|JSON]
+    python benchmarks/validate.py [--events 20000] [--repeat 5] [--kind CBOR|JSON]
 
 Each figure is the best of `--repeat` runs (the least disturbed by other load on the machine).
 """
@@ -85,7 +85,7 @@ def validate_rate(stream: bytes, count: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--kind", choices=["CBOR", "JSON"], default="CBOR")
     args = parser.parse_args()
     stream, checks = build_kel(args.events, Kind(args.kind))

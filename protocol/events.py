@@ -14,7 +14,8 @@ import re
 import types
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any, Final
+from json.scanner import make_scanner
+from typing import Any, Final, cast
 
 import cbor2
 
@@ -71,7 +72,20 @@ def version_string(kind: Kind, size: int) -> str:
 
 # keripy's JSON form; one encoder made once (json.dumps with options builds one per call)
 _JSON_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_JSON_DECODE: Final = json.JSONDecoder().decode
+# The decoder's C scanner, called directly: `JSONDecoder.decode` adds two whitespace regex
+# passes around it, and keripy's bodies have no whitespace to skip.
+_JSON_SCAN: Final = make_scanner(cast(Any, json.JSONDecoder()))  # stubs want a scanner-like
+
+
+def _json_loads(raw: bytes) -> Any:
+    text = raw.decode("utf-8")  # keripy's bodies are UTF-8, nothing else
+    try:
+        value, end = _JSON_SCAN(text, 0)
+    except StopIteration as stop:
+        raise ValueError(f"no JSON value at character {stop.value}") from None
+    if end != len(text):
+        raise ValueError(f"extra data at character {end}")
+    return value
 
 
 def dumps(ked: dict[str, Any], kind: Kind) -> bytes:
@@ -87,7 +101,7 @@ def loads(raw: bytes, kind: Kind) -> Any:
     try:
         if kind is Kind.CBOR:
             return _cbor_loads(raw)
-        return _JSON_DECODE(raw.decode("utf-8"))  # keripy's bodies are UTF-8, nothing else
+        return _json_loads(raw)
     except Exception as exc:  # json and cbor2 raise a zoo of types on hostile input
         detail = f"{type(exc).__name__}: {exc}"[:160]
         raise ParseError(f"{kind.value} body does not decode: {detail}") from None
