@@ -425,6 +425,8 @@ class Validator:
                     self._anchors[seal] = (event.prefix, event.sn, event.said)
         fields = (_ACCEPTED, event.prefix, event.sn, event.said, event.ilk, "", None, None)
         self._out.append(new_tuple(Outcome, fields))  # Outcome(...), see cesr.new_tuple
+        if self._escrowed:  # never on the fast lane, which needs empty escrows
+            self._rivals_in_escrow(event, record.sigs, accepted=True)
 
     def _settle(self, prefix: str) -> None:
         """Re-examine escrows that an acceptance for `prefix` may have unblocked."""
@@ -461,8 +463,17 @@ class Validator:
 
     def _signed_rivals(self, p: Pending) -> None:
         """Two fully signed versions waiting for receipts at one sequence number are duplicity
-        too: a controller that splits its witnesses may never get either fully witnessed."""
-        event = p.event
+        too: a controller that splits its witnesses may never get either fully witnessed.
+
+        The same holds when one version is accepted while another waits (`_accepted`): shown
+        to a few witnesses, the first waits; shown to enough of them, the second gets in.
+        Either way the outcome names the version that is not (yet) in the KEL.
+        """
+        self._rivals_in_escrow(p.event, tuple(p.sigs), accepted=False)
+
+    def _rivals_in_escrow(
+        self, event: Event, sigs: tuple[IndexedSig, ...], *, accepted: bool
+    ) -> None:
         kel = self._kels.get(event.prefix)
         if kel is None:
             return
@@ -477,16 +488,18 @@ class Validator:
             if pair in self._rivals:
                 continue
             self._rivals.add(pair)
-            evidence = self._evidence(
-                kel,
-                event.sn,
-                messagize(rival, Attachments(sigs=tuple(other.sigs))),
-                messagize(event, Attachments(sigs=tuple(p.sigs))),
-            )
-            reason = (
-                f"a second signed version of sn {event.sn:x}; {rival.said} also awaits receipts"
-            )
-            self._out.append(_outcome(event, Status.DUPLICITOUS, reason, evidence=evidence))
+            rival_message = messagize(rival, Attachments(sigs=tuple(other.sigs)))
+            message = messagize(event, Attachments(sigs=sigs))
+            if accepted:
+                evidence = self._evidence(kel, event.sn, message, rival_message)
+                reason = f"conflicts with accepted {event.ilk} {event.said}"
+                self._out.append(_outcome(rival, Status.DUPLICITOUS, reason, evidence=evidence))
+            else:
+                evidence = self._evidence(kel, event.sn, rival_message, message)
+                reason = (
+                    f"a second signed version of sn {event.sn:x}; {rival.said} also awaits receipts"
+                )
+                self._out.append(_outcome(event, Status.DUPLICITOUS, reason, evidence=evidence))
 
     def _evidence(self, kel: Kel, sn: int, first: bytes, second: bytes) -> DuplicityEvidence:
         """Evidence that `kel`'s controller signed both messages at `sn`, with the

@@ -6,7 +6,9 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
     KEL gossip      every message goes through its own validator (receipts needed: the
                     watcher witnesses nothing), so it holds each KEL with its receipts; a gap
                     makes it ask the KEL's witnesses; every version seen and every witness
-                    receipt goes to the juror's detectors (`juror.Receipts`, `juror.Lag`)
+                    receipt goes to the juror's detectors (`juror.Receipts`, `juror.Lag`):
+                    `rct` couples (-C, our witnesses' form) and indexed witness signatures
+                    (-B, keripy's: on a receipt or on the event itself) alike
     duplicity found by the validator (a second validly signed version at one sn) or by the
                     receipt detector (a witness receipting two versions): the evidence is
                     verified, signed into an envelope, stored, and, if the roster names this
@@ -31,12 +33,13 @@ import blake3
 import cbor2
 
 from dkms.protocol import crypto
+from dkms.protocol.cesr import IndexedSig
 from dkms.protocol.crypto import Signer
 from dkms.protocol.duplicity import DuplicityEvidence
 from dkms.protocol.envelope import Signed
 from dkms.protocol.errors import LocalProtocolError, ProtocolError
 from dkms.protocol.escrow import EscrowLimits, Waiting
-from dkms.protocol.events import Ilk
+from dkms.protocol.events import INCEPTION, Event, Ilk
 from dkms.protocol.evidence import Accusation, parse_evidence, verify_evidence
 from dkms.protocol.outcomes import Outcome, Status
 from dkms.protocol.ruling import RULING_TYPE, Ruling
@@ -310,6 +313,8 @@ class Watcher:
         before = self._receipt_count(event.said) if event.ilk is Ilk.RCT else -1
         for outcome in self.validator.process(message, now):
             self._outcome(outcome, event.said, message, now, effects)
+        if message.attachments.wigs:
+            self._indexed_receipts(event, message.attachments.wigs, now, effects)
         if before >= 0 and self._receipt_count(event.said) > before:
             record = self.validator.record(event.said)
             if record is not None:
@@ -343,6 +348,41 @@ class Watcher:
             self._found(outcome.evidence, now, effects)
         elif status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
             self._ask_for_gap(outcome.prefix, effects)
+
+    def _indexed_receipts(
+        self, event: Event, wigs: tuple[IndexedSig, ...], now: float, effects: list[Effect]
+    ) -> None:
+        """Witness signatures indexed into the witness list of the version `event` names.
+
+        The list is the accepted event's, else, for a version the validator did not accept
+        (a rival), the one it would have: the inception's own, or for an interaction the one
+        in force at its sn. A rival rotation's list (prior list, cuts, additions) is not
+        worked out here, nor are -B receipts that arrive before the version they sign; their
+        witnesses can still be caught through `rct` couples.
+        """
+        witnesses = self._witnesses_of(event.prefix, event.sn, event.said)
+        if witnesses is None:
+            return
+        for wig in wigs:
+            if wig.index < len(witnesses):
+                for found in self.receipts.receipt(
+                    event.prefix, event.sn, event.said, witnesses[wig.index], wig.raw
+                ):
+                    self._found(found, now, effects)
+
+    def _witnesses_of(self, prefix: str, sn: int, said: str) -> tuple[str, ...] | None:
+        record = self.validator.record(said)
+        if record is not None:
+            return record.authority.witnesses
+        version = self.receipts.bodies.get(said)
+        if version is None or version.prefix != prefix or version.sn != sn:
+            return None
+        if version.ilk in INCEPTION:
+            return tuple(version.ked["b"])
+        kel = self.validator.kel(prefix)
+        if version.ilk is Ilk.IXN and kel is not None:
+            return kel.authority_before(sn).witnesses
+        return None
 
     def _receipt_count(self, said: str) -> int:
         record = self.validator.record(said)

@@ -188,3 +188,48 @@ def test_after_a_restart_a_watcher_publishes_and_rules_what_it_held() -> None:
     published = [e for e in again.start(5.0) if isinstance(e, Publish)]
     kinds = [Signed.from_cbor(p.payload).kind for p in published if p.topic == DUPLICITY_TOPIC]
     assert sorted(kinds) == ["dkms/duplicity/1", "dkms/ruling/1"]
+
+
+def with_witness_sigs(event: Event, witnesses: list[Signer], *, as_receipt: bool) -> bytes:
+    """The signed event with `-B` signatures of `witnesses` (indexed into WITNESSES), keripy's
+    form: attached to the event itself, or to a receipt of it."""
+    wigs = tuple(w.sign_indexed(event.raw, WITNESSES.index(w), None) for w in witnesses)
+    if as_receipt:
+        rct = receipt(event.prefix, event.sn, event.said)
+        return signed(event) + messagize(rct, Attachments(wigs=wigs))
+    sigs = (Signer(seed(1)).sign_indexed(event.raw, 0),)
+    return messagize(event, Attachments(sigs=sigs, wigs=wigs))
+
+
+def test_a_witness_signing_two_versions_with_indexed_signatures_is_caught() -> None:
+    # w1 receipts version a with a couple (our witnesses' form) and signs version b with an
+    # indexed signature on the event (keripy's form); w2 and w3 sign only b; w0 only a.
+    for as_receipt in (False, True):
+        watcher = Watcher(ME, "")
+        icp = inception()
+        topic = kel_topic(icp.prefix)
+        watcher.hear(topic, witnessed(icp, WITNESSES), 0.0)
+        a = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "a"}])
+        b = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "b"}])
+        watcher.hear(topic, witnessed(a, WITNESSES[:2]), 1.0)
+        effects = watcher.hear(
+            topic, with_witness_sigs(b, WITNESSES[1:], as_receipt=as_receipt), 1.0
+        )
+        accused = watcher.holdings.accused()
+        assert accused.get(WITNESSES[1].verfer) == 1, as_receipt
+        assert WITNESSES[0].verfer not in accused and WITNESSES[2].verfer not in accused
+        assert accused.get(icp.prefix) == 1  # the controller's own equivocation too
+        assert sum(isinstance(e, PersistEvidence) for e in effects) == 2
+
+
+def test_indexed_signatures_of_one_version_accuse_no_one() -> None:
+    watcher = Watcher(ME, "")
+    icp = inception()
+    topic = kel_topic(icp.prefix)
+    watcher.hear(topic, with_witness_sigs(icp, WITNESSES, as_receipt=False), 0.0)
+    a = interact(icp.prefix, prior=icp.said, sn=1)
+    watcher.hear(topic, with_witness_sigs(a, WITNESSES[:3], as_receipt=True), 1.0)
+    watcher.hear(topic, with_witness_sigs(a, WITNESSES[1:], as_receipt=False), 1.0)
+    assert watcher.holdings.accused() == {}
+    assert watcher.validator.kel(icp.prefix) is not None
+    assert watcher.validator.kel(icp.prefix).sn == 1  # type: ignore[union-attr]

@@ -65,3 +65,57 @@ def test_a_recovery_waiting_for_receipts_beside_the_interaction_is_not_duplicity
         outcomes += validator.process(message, 0.0)
     assert not [o for o in outcomes if o.status is Status.DUPLICITOUS]
     assert validator.evidence == []
+
+
+def witnessed_in_one(event: Event, witnesses: list[Signer]) -> Message:
+    """keripy's form of a witnessed event: its witnesses' indexed signatures attached to it."""
+    wigs = tuple(w.sign_indexed(event.raw, WITNESSES.index(w), None) for w in witnesses)
+    sigs = (KEY.sign_indexed(event.raw, 0),)
+    [message] = parse_stream(messagize(event, Attachments(sigs=sigs, wigs=wigs)))
+    assert isinstance(message, Message)
+    return message
+
+
+def test_a_version_accepted_while_another_waits_for_receipts_is_duplicity() -> None:
+    # Version a is shown to two witnesses (below bt=3: it waits); version b arrives with three
+    # witnesses' signatures on it, so it is accepted at once, beside a.
+    icp = incept(
+        [KEY.verfer], next_digests=[next_key_digest(NEXT.verfer)], witnesses=PREFIXES, toad=3
+    )
+    a = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"v": "a"}])
+    b = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"v": "b"}])
+    validator = Validator()
+    outcomes = []
+    for message in [
+        *signed(icp, receipted_by=WITNESSES),
+        *signed(a, receipted_by=WITNESSES[:2]),
+        witnessed_in_one(b, WITNESSES[1:]),
+    ]:
+        outcomes += validator.process(message, 0.0)
+    assert validator.state(icp.prefix).said == b.said  # type: ignore[union-attr]
+    flagged = [o for o in outcomes if o.status is Status.DUPLICITOUS]
+    assert [o.said for o in flagged] == [a.said]  # the version left out, once
+    first, second = DuplicityEvidence.from_cbor(validator.evidence[0].to_cbor()).verify()
+    assert (first.event.said, second.event.said) == (b.said, a.said)
+
+
+def test_a_recovery_accepted_while_the_interaction_waits_is_not_duplicity() -> None:
+    icp = incept(
+        [KEY.verfer], next_digests=[next_key_digest(NEXT.verfer)], witnesses=PREFIXES, toad=3
+    )
+    ixn = interact(icp.prefix, prior=icp.said, sn=1)
+    rot = rotate(icp.prefix, [NEXT.verfer], prior=icp.said, sn=1, witnesses=PREFIXES, toad=3)
+    validator = Validator()
+    outcomes = []
+    wigs = tuple(w.sign_indexed(rot.raw, i, None) for i, w in enumerate(WITNESSES))
+    [recovery] = parse_stream(
+        messagize(rot, Attachments(sigs=(NEXT.sign_indexed(rot.raw, 0),), wigs=wigs))
+    )
+    assert isinstance(recovery, Message)
+    for message in [*signed(icp, receipted_by=WITNESSES), *signed(ixn, receipted_by=WITNESSES[:2])]:
+        outcomes += validator.process(message, 0.0)
+    for message in [recovery]:
+        outcomes += validator.process(message, 0.0)
+    assert validator.state(icp.prefix).said == rot.said  # type: ignore[union-attr]
+    assert not [o for o in outcomes if o.status is Status.DUPLICITOUS]
+    assert not validator.evidence
