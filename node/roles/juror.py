@@ -12,8 +12,10 @@ not judge:
                witness that has not receipted it, or the event still being below its witness
                threshold, is an anomaly (not evidence: silence proves nothing)
 
-Receipts for an event whose body is not known yet wait in a bounded list. Pure: bodies,
-signatures and times come in as arguments.
+Everything is bounded, oldest forgotten first: the versions kept (`max_bodies`), the receipts
+waiting for a version not seen yet, and the first-receipt slots (`max_slots`). A slot whose
+version has been forgotten could not make evidence anyway (the evidence needs both bodies).
+Pure: bodies, signatures and times come in as arguments.
 """
 
 from __future__ import annotations
@@ -31,17 +33,27 @@ from dkms.protocol.witness_duplicity import WitnessDuplicity
 
 MAX_BODIES: Final = 200_000  # event versions kept to check receipts against
 MAX_EARLY: Final = 10_000  # receipts waiting for the body they sign
+MAX_SLOTS: Final = 1_000_000  # (prefix, sn, witness) first receipts; ~4 witnesses per version
 MAX_ANOMALIES: Final = 1_000
 
 
 class Receipts:
     """First receipted version per (prefix, sn, witness); a second one is evidence."""
 
-    def __init__(self, verify: Verifier, ignore: str = "") -> None:
+    def __init__(
+        self,
+        verify: Verifier,
+        ignore: str = "",
+        *,
+        max_bodies: int = MAX_BODIES,
+        max_slots: int = MAX_SLOTS,
+    ) -> None:
         self._verify = verify
         self._ignore = ignore  # our own prefix: a watcher ignores its own receipts
+        self._max_bodies = max_bodies
+        self._max_slots = max_slots
         self.bodies: OrderedDict[str, Event] = OrderedDict()
-        self._first: dict[tuple[str, int, str], tuple[str, bytes]] = {}
+        self._first: OrderedDict[tuple[str, int, str], tuple[str, bytes]] = OrderedDict()
         self._early: OrderedDict[str, list[tuple[str, bytes]]] = OrderedDict()
 
     def body(self, event: Event) -> list[WitnessDuplicity]:
@@ -49,7 +61,7 @@ class Receipts:
         if event.said in self.bodies:
             return []
         self.bodies[event.said] = event
-        if len(self.bodies) > MAX_BODIES:
+        if len(self.bodies) > self._max_bodies:
             self.bodies.popitem(last=False)
         found = []
         for witness, signature in self._early.pop(event.said, []):
@@ -80,6 +92,8 @@ class Receipts:
         first = self._first.get(slot)
         if first is None:
             self._first[slot] = (said, signature)
+            if len(self._first) > self._max_slots:
+                self._first.popitem(last=False)
             return []
         other = self.bodies.get(first[0])
         if first[0] == said or other is None:

@@ -1,0 +1,58 @@
+"""The juror's receipt detector: evidence from two receipted versions, within its bounds."""
+
+from __future__ import annotations
+
+from dkms.node.roles.juror import Receipts
+from dkms.protocol.crypto import Signer, next_key_digest, verify
+from dkms.protocol.events import Event, incept, interact
+
+KEY = Signer(bytes([1]) * 32)
+WITNESS = Signer(bytes([5]) * 32, transferable=False)
+OTHER = Signer(bytes([6]) * 32, transferable=False)
+
+
+def versions(count: int) -> tuple[Event, list[Event]]:
+    icp = incept([KEY.verfer], next_digests=[next_key_digest(Signer(bytes([2]) * 32).verfer)])
+    return icp, [
+        interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": str(i)}]) for i in range(count)
+    ]
+
+
+def receipt(receipts: Receipts, event: Event, witness: Signer) -> list[object]:
+    found = receipts.receipt(
+        event.prefix, event.sn, event.said, witness.verfer, witness.sign_raw(event.raw)
+    )
+    return list(found)
+
+
+def test_a_witness_receipting_two_versions_is_evidence_and_one_version_is_not() -> None:
+    receipts = Receipts(verify)
+    _, (a, b) = versions(2)
+    receipts.body(a)
+    receipts.body(b)
+    assert receipt(receipts, a, WITNESS) == []
+    assert receipt(receipts, a, WITNESS) == []  # the same version again
+    assert receipt(receipts, a, OTHER) == []
+    [evidence] = receipt(receipts, b, WITNESS)
+    assert evidence.witness == WITNESS.verfer  # type: ignore[attr-defined]
+
+
+def test_a_receipt_waits_for_the_version_it_signs() -> None:
+    receipts = Receipts(verify)
+    _, (a, b) = versions(2)
+    receipts.body(a)
+    assert receipt(receipts, a, WITNESS) == []
+    assert receipt(receipts, b, WITNESS) == []  # b's body not seen yet
+    assert len(receipts.body(b)) == 1
+
+
+def test_memory_is_bounded_and_the_oldest_is_forgotten_first() -> None:
+    receipts = Receipts(verify, max_bodies=3, max_slots=1)
+    icp, (a, b, c) = versions(3)
+    for event in (icp, a, b, c):
+        receipts.body(event)
+    assert list(receipts.bodies) == [a.said, b.said, c.said]  # the inception went first
+    assert receipt(receipts, a, WITNESS) == []
+    assert receipt(receipts, b, OTHER) == []  # takes the only slot: WITNESS's is forgotten
+    assert receipt(receipts, c, WITNESS) == []  # so this is a first receipt again, no evidence
+    assert len(receipt(receipts, b, WITNESS)) == 1  # but it remembers c now
