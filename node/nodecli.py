@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import logging
 import signal
@@ -59,10 +60,18 @@ async def serve(
     announce: Callable[[str], None] = print,
     handle_signals: bool = False,
     on_start: Callable[[Runtime], None] | None = None,
+    freeze_heap: bool = False,
     task_status: TaskStatus[P2PHost] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a witness or a watcher until cancelled (or signalled); `task_status` gets the
-    host once it is up, and `on_start` (for embedding and tests) the runtime with its role."""
+    host once it is up, and `on_start` (for embedding and tests) the runtime with its role.
+
+    `freeze_heap` (the `dkms-node` process sets it; an embedding process decides for itself)
+    moves everything alive once the state is restored (imports, libp2p, the restored KELs)
+    out of the garbage collector's sight: a full collection otherwise walks all of it, about
+    45 ms on a bare node and more with every KEL held, stalling gossip while it runs (see
+    benchmarks/gcpause.py). Only reference cycles among those objects would be kept forever,
+    and they are collected just before."""
     try:
         seed = load_or_create_node_seed(config.data_dir)
     except SecretError as err:
@@ -88,6 +97,9 @@ async def serve(
         store.bind_node(signer.verfer)
         _bind_role(store, config.role)
         restored = _restore(role, store)
+        if freeze_heap:
+            gc.collect()
+            gc.freeze()
         host_config = HostConfig(
             max_message_size=config.max_message, request_timeout=config.request_timeout
         )
@@ -320,7 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if config.log_level != "debug":
             quiet_libp2p()
-        trio.run(functools.partial(serve, config, announce=_announce, handle_signals=True))
+        trio.run(
+            functools.partial(
+                serve, config, announce=_announce, handle_signals=True, freeze_heap=True
+            )
+        )
     except (ConfigError, NodeError) as err:
         print(f"dkms-node: {err}", file=sys.stderr)
         return 1
