@@ -12,6 +12,7 @@ once it listens, and stops cleanly on SIGINT/SIGTERM. `main(argv) -> int` is a p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import json
@@ -31,7 +32,14 @@ from dkms.protocol.escrow import EscrowLimits
 
 from .config import ConfigError, NodeConfig, load
 from .metrics import Metrics, serve_metrics
-from .p2p import HostConfig, NodeIdentity, P2PError, open_host, prefix_from_peer_id
+from .p2p import (
+    HostConfig,
+    NodeIdentity,
+    P2PError,
+    open_host,
+    parse_introduction,
+    prefix_from_peer_id,
+)
 from .p2p_transport import P2PTransport
 from .ratelimit import RateLimit
 from .roles.effects import Effect, Surface
@@ -86,6 +94,7 @@ async def serve(
             limits=limits,
             watch=frozenset(config.watch),
             anomaly_after=config.anomaly_after,
+            peers=_bootstrap_prefixes(config.bootstrap),
         )
     else:
         role = Witness(signer, limits=limits)
@@ -193,11 +202,15 @@ async def _run(
     else:
         log.info("witness %s: %d stored events restored", role.prefix, restored)
     announce(f"{config.role} {host.introduction}")
+    introductions = [bootstrap_introduction(b) for b in config.bootstrap]
+    for intro in introductions:  # so that requests in the start effects can reach them
+        with contextlib.suppress(ValueError):  # host.connect reports what does not read
+            transport.learn(intro)
     async with trio.open_nursery() as nursery:
         # Subscribed before connecting: peers learn every topic from our first hello.
         await nursery.start(functools.partial(runtime.run, start, gossip=role.hear))
-        if config.bootstrap:
-            report = await host.connect([bootstrap_introduction(b) for b in config.bootstrap])
+        if introductions:
+            report = await host.connect(introductions)
             log.info("bootstrap: %s", report)
         if config.metrics_port is not None:
             port = await nursery.start(
@@ -226,6 +239,18 @@ def bootstrap_introduction(text: str) -> str:
     except Exception:
         raise NodeError(f"bootstrap {text!r}: /p2p/{peer} is not the id of a dkms node") from None
     return f"{prefix}@{addr}"
+
+
+def _bootstrap_prefixes(entries: Sequence[str]) -> tuple[str, ...]:
+    """The prefixes of the bootstrap nodes (the ones a watcher asks for a roster); entries
+    that do not read are left to the bootstrap dialling, which reports them."""
+    prefixes = []
+    for entry in entries:
+        try:
+            prefixes.append(parse_introduction(bootstrap_introduction(entry)).prefix)
+        except (NodeError, ValueError):
+            continue
+    return tuple(prefixes)
 
 
 def quiet_libp2p(level: int = logging.CRITICAL) -> None:

@@ -17,7 +17,11 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
                     verified and kept (and judged, when we are a judge); `admits` is the gossip
                     validator, so nothing else is forwarded
     governance      bundles (governance KEL + signed roster) handed to us or heard; a newer
-                    roster is stored and gossiped on
+                    roster is stored and gossiped on. A watcher that starts without one asks
+                    its peers (`peers`: its bootstrap nodes) for theirs, and again every
+                    `ROSTER_RETRY` seconds until it has one: gossip carries no history, so a
+                    node that joins after a roster was published would otherwise wait for the
+                    next one
     query           key state with standing ("ok" | "duplicitous" | "unknown"), a KEL, the
                     evidence and rulings held, the roster
 
@@ -27,6 +31,7 @@ as `Persist*` effects; `restore_*` rebuild the role from them. Pure: no I/O, no 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import blake3
@@ -79,6 +84,8 @@ from .topics import (
 EXPIRE_EVERY: Final = 60.0
 PUBLISH_STAGGER: Final = 0.25  # seconds between jurors' turns to publish one conflict
 GOVERNANCE_KEY: Final = "governance"  # meta key of the stored governance bundle
+ROSTER_RETRY: Final = 15.0  # seconds between asks for a roster while we have none
+ROSTER_ASKS: Final = 4  # peers asked each time
 
 
 class Watcher:
@@ -94,8 +101,10 @@ class Watcher:
         watch: frozenset[str] = frozenset(),
         anomaly_after: float = 30.0,
         parse: Parse | None = None,
+        peers: Sequence[str] = (),
     ) -> None:
-        """`verify` and `parse` may be caches shared across nodes (as in the simulator)."""
+        """`verify` and `parse` may be caches shared across nodes (as in the simulator);
+        `peers` are nodes (prefixes) to ask for the roster if we start without one."""
         if signer.transferable:
             raise LocalProtocolError("a watcher key must be non-transferable (a B prefix)")
         self._parse = parse or ParseCache()
@@ -104,6 +113,7 @@ class Watcher:
         self.signer = signer
         self.prefix = signer.verfer
         self.watch = watch  # empty: every identifier
+        self.peers = tuple(p for p in peers if p != signer.verfer)
         self.validator = Validator(verify=self._verify, limits=limits)
         self.governance = Governance(governance, self._verify)
         self.holdings = Holdings()
@@ -128,6 +138,7 @@ class Watcher:
                     "publishing no evidence until one arrives",
                 )
             )
+            effects += self._ask_for_roster(now)
         # After a restart: a crash may have come between storing and publishing; gossip ids
         # are content hashes and holdings are per conflict, so publishing again is harmless.
         self._duties(now, effects, turn=True)
@@ -234,10 +245,16 @@ class Watcher:
         return [Reply(request, False, reason="query type t must be state, kel, evidence or roster")]
 
     def answer(self, tag: str, ok: bool, data: bytes, reason: str, now: float) -> list[Effect]:
-        """The answer to a gap-filling query."""
-        self._asking.discard(tag.partition(":")[2])
+        """The answer to a gap-filling query or to a roster query."""
+        kind, _, about = tag.partition(":")
+        if kind == "gap":
+            self._asking.discard(about)
         if not ok:
             return [Report("debug", f"{tag}: no answer ({reason})")]
+        if kind == "roster":
+            effects: list[Effect] = []
+            self._offered(data, now, effects, forward=False)
+            return effects
         return self.hear("", data, now)
 
     def timer(self, key: str, now: float) -> list[Effect]:
@@ -248,6 +265,8 @@ class Watcher:
             if held is not None:
                 self._publish_evidence(held.accusation, now, turn, turn=True)
             return turn
+        if key == "roster":
+            return self._ask_for_roster(now) if self.governance.roster is None else []
         if key == "expire":
             effects: list[Effect] = [SetTimer("expire", now + EXPIRE_EVERY)]
             for outcome in self.validator.expire(now):
@@ -404,6 +423,16 @@ class Watcher:
         for witness in kel.authority.witnesses:
             if witness != self.prefix:
                 effects.append(Send(witness, Surface.QUERY, ask, f"gap:{prefix}"))
+
+    def _ask_for_roster(self, now: float) -> list[Effect]:
+        if not self.peers:
+            return []
+        ask = cbor2.dumps({"t": "roster"})
+        effects: list[Effect] = [
+            Send(peer, Surface.QUERY, ask, f"roster:{peer}") for peer in self.peers[:ROSTER_ASKS]
+        ]
+        effects.append(SetTimer("roster", now + ROSTER_RETRY))
+        return effects
 
     def _lag_timer(self, now: float) -> SetTimer:
         return SetTimer("lag", now + max(self.lag.after / 4, 0.25))

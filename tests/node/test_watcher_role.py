@@ -233,3 +233,33 @@ def test_indexed_signatures_of_one_version_accuse_no_one() -> None:
     assert watcher.holdings.accused() == {}
     assert watcher.validator.kel(icp.prefix) is not None
     assert watcher.validator.kel(icp.prefix).sn == 1  # type: ignore[union-attr]
+
+
+def test_a_watcher_without_a_roster_asks_its_peers_until_one_answers() -> None:
+    prefix, bundle, _ = governance(1, watchers=(ME.verfer,), jurors=(ME.verfer,))
+    peers = [w.verfer for w in WITNESSES[:2]]
+    watcher = Watcher(ME, prefix, peers=[*peers, ME.verfer])  # never asks itself
+    asks = [e for e in watcher.start(0.0) if isinstance(e, Send)]
+    assert [(s.to, s.tag) for s in asks] == [(p, f"roster:{p}") for p in peers]
+    assert all(cbor2.loads(s.payload) == {"t": "roster"} for s in asks)
+    # Nobody has one yet: the next ask comes when the timer fires.
+    assert watcher.answer(asks[0].tag, False, b"", "this node holds no roster yet", 0.1)
+    assert watcher.governance.roster is None
+    again = [e for e in watcher.timer("roster", 15.0) if isinstance(e, Send)]
+    assert len(again) == 2
+    # An answer that is not a bundle of our governance changes nothing.
+    watcher.answer(again[0].tag, True, b"not a bundle", "", 15.1)
+    assert watcher.governance.roster is None
+    effects = watcher.answer(again[1].tag, True, bundle, "", 15.2)
+    assert watcher.governance.epoch == 1
+    assert any(isinstance(e, PersistMeta) for e in effects)
+    assert watcher.timer("roster", 30.0) == []  # has one: stops asking
+
+
+def test_a_watcher_with_a_roster_or_no_peers_asks_nobody() -> None:
+    prefix, bundle, _ = governance(1, watchers=(ME.verfer,))
+    alone = Watcher(ME, prefix)
+    assert not [e for e in alone.start(0.0) if isinstance(e, Send)]
+    restored = Watcher(ME, prefix, peers=[WITNESSES[0].verfer])
+    restored.restore_governance(bundle, 0.0)
+    assert not [e for e in restored.start(0.0) if isinstance(e, Send)]
