@@ -366,9 +366,17 @@ class Runtime:
 
     async def _hear(self, topic: str, channel: AsyncIterator[tuple[str, bytes]]) -> None:
         assert self._gossip is not None
-        async for peer, payload in channel:
-            if peer != self.transport.prefix:  # libp2p hands us our own messages too
-                await self.perform(self._gossip(topic, payload, self.now()))
+        try:
+            async for peer, payload in channel:
+                if peer != self.transport.prefix:  # libp2p hands us our own messages too
+                    await self.perform(self._gossip(topic, payload, self.now()))
+        finally:
+            # Close the subscription's iterator here, even when cancelled, rather than leave
+            # a suspended async generator for the garbage collector to finalize.
+            aclose = getattr(channel, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True):
+                    await aclose()
 
     def _set_timer(self, timer: SetTimer) -> None:
         old = self._timers.pop(timer.key, None)

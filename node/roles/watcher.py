@@ -5,8 +5,10 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
 
     KEL gossip      every message goes through its own validator (receipts needed: the
                     watcher witnesses nothing), so it holds each KEL with its receipts; a gap
-                    makes it ask the KEL's witnesses; every version seen and every witness
-                    receipt goes to the juror's detectors (`juror.Receipts`, `juror.Lag`):
+                    makes it ask the KEL's witnesses (or its peers, for an identifier it holds
+                    nothing of: one that began before it listened); every version seen and
+                    every witness receipt goes to the juror's detectors (`juror.Receipts`,
+                    `juror.Lag`):
                     `rct` couples (-C, our witnesses' form) and indexed witness signatures
                     (-B, keripy's: on a receipt or on the event itself) alike
     duplicity found by the validator (a second validly signed version at one sn) or by the
@@ -85,7 +87,8 @@ EXPIRE_EVERY: Final = 60.0
 PUBLISH_STAGGER: Final = 0.25  # seconds between jurors' turns to publish one conflict
 GOVERNANCE_KEY: Final = "governance"  # meta key of the stored governance bundle
 ROSTER_RETRY: Final = 15.0  # seconds between asks for a roster while we have none
-ROSTER_ASKS: Final = 4  # peers asked each time
+PEER_ASKS: Final = 4  # peers asked for a roster, or for a KEL we hold nothing of
+MAX_GAP_ASKS: Final = 64  # identifiers with a gap query in flight at once
 
 
 class Watcher:
@@ -415,21 +418,31 @@ class Watcher:
         return witnesses, set(record.receipts)
 
     def _ask_for_gap(self, prefix: str, effects: list[Effect]) -> None:
+        """Ask for the events missing before an escrowed one: from the KEL's witnesses, or,
+        for an identifier we hold nothing of (it began before we listened), from our peers.
+        One ask per identifier in flight, and at most `MAX_GAP_ASKS` at once, so gossip
+        about made-up identifiers cannot turn us into a query amplifier."""
+        if prefix in self._asking or len(self._asking) >= MAX_GAP_ASKS:
+            return
         kel = self.validator.kel(prefix)
-        if kel is None or prefix in self._asking:
+        if kel is not None:
+            targets = [w for w in kel.authority.witnesses if w != self.prefix]
+            start = kel.sn + 1
+        else:
+            targets, start = list(self.peers[:PEER_ASKS]), 0
+        if not targets:
             return
         self._asking.add(prefix)
-        ask = cbor2.dumps({"t": "kel", "i": prefix, "s": kel.sn + 1})
-        for witness in kel.authority.witnesses:
-            if witness != self.prefix:
-                effects.append(Send(witness, Surface.QUERY, ask, f"gap:{prefix}"))
+        ask = cbor2.dumps({"t": "kel", "i": prefix, "s": start})
+        for target in targets:
+            effects.append(Send(target, Surface.QUERY, ask, f"gap:{prefix}"))
 
     def _ask_for_roster(self, now: float) -> list[Effect]:
         if not self.peers:
             return []
         ask = cbor2.dumps({"t": "roster"})
         effects: list[Effect] = [
-            Send(peer, Surface.QUERY, ask, f"roster:{peer}") for peer in self.peers[:ROSTER_ASKS]
+            Send(peer, Surface.QUERY, ask, f"roster:{peer}") for peer in self.peers[:PEER_ASKS]
         ]
         effects.append(SetTimer("roster", now + ROSTER_RETRY))
         return effects

@@ -16,7 +16,7 @@ from dkms.node.roles.effects import (
     Send,
 )
 from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topic
-from dkms.node.roles.watcher import Watcher
+from dkms.node.roles.watcher import MAX_GAP_ASKS, Watcher
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.envelope import Signed
 from dkms.protocol.events import Event, incept, interact, receipt
@@ -263,3 +263,35 @@ def test_a_watcher_with_a_roster_or_no_peers_asks_nobody() -> None:
     restored = Watcher(ME, prefix, peers=[WITNESSES[0].verfer])
     restored.restore_governance(bundle, 0.0)
     assert not [e for e in restored.start(0.0) if isinstance(e, Send)]
+
+
+def test_an_identifier_begun_before_the_watcher_listened_is_asked_of_its_peers() -> None:
+    prefix, _, _ = governance(1)
+    peers = [w.verfer for w in WITNESSES[:2]]
+    watcher = Watcher(ME, prefix, peers=peers)
+    icp = inception()
+    topic = kel_topic(icp.prefix)
+    one = interact(icp.prefix, prior=icp.said, sn=1, anchors=[])
+    effects = watcher.hear(topic, witnessed(one, WITNESSES), 1.0)  # the inception went by
+    asks = [e for e in effects if isinstance(e, Send)]
+    assert {a.to for a in asks} == set(peers)
+    assert all(cbor2.loads(a.payload) == {"t": "kel", "i": icp.prefix, "s": 0} for a in asks)
+    watcher.answer(asks[0].tag, True, witnessed(icp, WITNESSES), "", 2.0)
+    kel = watcher.validator.kel(icp.prefix)
+    assert kel is not None and kel.sn == 1
+
+
+def test_gap_queries_in_flight_are_bounded() -> None:
+    prefix, _, _ = governance(1)
+    watcher = Watcher(ME, prefix, peers=[WITNESSES[0].verfer])
+    asked = 0
+    for n in range(MAX_GAP_ASKS + 10):
+        key = Signer(seed(1))
+        icp = incept(
+            [key.verfer], next_digests=[next_key_digest(Signer(bytes([n % 250 + 3]) * 32).verfer)]
+        )
+        one = interact(icp.prefix, prior=icp.said, sn=1)
+        sigs = (key.sign_indexed(one.raw, 0),)
+        effects = watcher.hear(kel_topic(icp.prefix), messagize(one, Attachments(sigs=sigs)), 1.0)
+        asked += sum(isinstance(e, Send) for e in effects)
+    assert asked == MAX_GAP_ASKS

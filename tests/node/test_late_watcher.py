@@ -1,0 +1,142 @@
+"""A watcher that joins after the network got going (real nodes on 127.0.0.1).
+
+Gossip keeps no history: a roster published, or an identifier incepted, before a node joined
+never reaches it that way. It asks its bootstrap peers instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import trio
+
+from dkms.node.config import NodeConfig
+from dkms.node.govcmd import roster_bundle
+from dkms.node.localnet import LOOPBACK, start_node
+from dkms.node.nodecli import _bootstrap_prefixes
+from dkms.node.p2p import open_host
+from dkms.node.roles.controller import Controller
+from dkms.node.roles.effects import PersistEvent, PersistMeta, PersistReceipts
+from dkms.node.roles.topics import kel_topic
+from dkms.node.roles.watcher import GOVERNANCE_KEY, Watcher
+from dkms.node.runtime import Runtime
+from dkms.node.secretfiles import load_or_create_node_seed
+from dkms.node.store import FILENAME, Store
+from dkms.protocol.crypto import Signer, next_key_digest
+from dkms.protocol.events import incept, interact
+from dkms.protocol.roster import Roster
+from dkms.protocol.stream import Attachments, messagize
+
+
+def seed(n: int) -> bytes:
+    return bytes([n]) * 32
+
+
+async def test_a_watcher_without_a_roster_gets_it_from_its_bootstrap_peer(
+    tmp_path: Path,
+) -> None:
+    # The peer holds its roster from an earlier run (restored from its store, so it gossips
+    # nothing at start): the newcomer can only have it by asking.
+    gov = Controller()
+    gov.incept("gov", [seed(90)], [seed(91)], now=0.0)
+    governance = gov.identity("gov").prefix
+    old = tmp_path / "old"
+    old_prefix = Signer(load_or_create_node_seed(old), transferable=False).verfer
+    bundle = roster_bundle(gov, "gov", Roster(governance, 3, watchers=(old_prefix,)))
+    with Store.open(old / FILENAME) as store:
+        store.apply([PersistMeta(GOVERNANCE_KEY, bundle)])
+
+    def watcher(name: str, *bootstrap: str) -> NodeConfig:
+        return NodeConfig(
+            role="watcher",
+            data_dir=tmp_path / name,
+            listen=LOOPBACK,
+            governance=governance,
+            bootstrap=bootstrap,
+        )
+
+    runtimes: dict[str, Runtime] = {}
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            peer = await start_node(nursery, watcher("old"), runtimes)
+            assert isinstance(runtimes[peer.prefix].role, Watcher)
+            host = await start_node(nursery, watcher("new", peer.introduction), runtimes)
+            runtime = runtimes[host.prefix]
+            new = runtime.role
+            assert isinstance(new, Watcher)
+            while new.governance.roster is None:
+                await runtime.changed.wait()
+            assert new.governance.epoch == 3
+            nursery.cancel_scope.cancel()
+
+
+def test_bootstrap_entries_give_the_peers_to_ask_and_bad_ones_are_skipped() -> None:
+    prefix = Signer(seed(7), transferable=False).verfer
+    entries = [f"{prefix}@/ip4/127.0.0.1/tcp/4001", "not an introduction", "x@/ip4/1.2.3.4"]
+    assert _bootstrap_prefixes(entries) == (prefix,)
+
+
+def kel_sn(watcher: Watcher, prefix: str) -> int:
+    kel = watcher.validator.kel(prefix)
+    return kel.sn if kel is not None else -1
+
+
+async def test_a_watcher_that_joins_later_fills_in_a_kel_begun_before_it(tmp_path: Path) -> None:
+    # The peer holds an identifier's inception from an earlier run (restored from its store:
+    # nothing is gossiped). The newcomer then hears only the next interaction, and can have
+    # the inception only by asking its peer.
+    gov = Controller()
+    gov.incept("gov", [seed(90)], [seed(91)], now=0.0)
+    witnesses = [Signer(seed(40 + i), transferable=False) for i in range(4)]
+    key, nxt = Signer(seed(10)), Signer(seed(11))
+    icp = incept(
+        [key.verfer],
+        next_digests=[next_key_digest(nxt.verfer)],
+        witnesses=[w.verfer for w in witnesses],
+        toad=3,
+    )
+    stored = messagize(icp, Attachments(sigs=(key.sign_indexed(icp.raw, 0),)))
+    receipts = tuple((w.verfer, w.sign_raw(icp.raw)) for w in witnesses)
+    with Store.open(tmp_path / "old" / FILENAME) as store:
+        store.apply(
+            [
+                PersistEvent(icp.prefix, 0, icp.said, stored),
+                PersistReceipts(icp.prefix, 0, icp.said, receipts),
+            ]
+        )
+    ixn = interact(icp.prefix, prior=icp.said, sn=1)
+    wigs = tuple(w.sign_indexed(ixn.raw, i, None) for i, w in enumerate(witnesses))
+    heard = messagize(ixn, Attachments(sigs=(key.sign_indexed(ixn.raw, 0),), wigs=wigs))
+
+    def watcher(name: str, *bootstrap: str) -> NodeConfig:
+        return NodeConfig(
+            role="watcher",
+            data_dir=tmp_path / name,
+            listen=LOOPBACK,
+            governance=gov.identity("gov").prefix,
+            bootstrap=bootstrap,
+        )
+
+    runtimes: dict[str, Runtime] = {}
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            peer = await start_node(nursery, watcher("old"), runtimes)
+            old = runtimes[peer.prefix].role
+            assert isinstance(old, Watcher) and kel_sn(old, icp.prefix) == 0
+            host = await start_node(nursery, watcher("new", peer.introduction), runtimes)
+            runtime = runtimes[host.prefix]
+            new = runtime.role
+            assert isinstance(new, Watcher)
+            topic = kel_topic(icp.prefix)
+            async with open_host(os.urandom(32), LOOPBACK) as publisher:
+                await publisher.connect([host.introduction])
+                await publisher.subscribe(topic)
+                await publisher.wait_for_peers(1)
+                while kel_sn(new, icp.prefix) != 1:
+                    await publisher.publish(topic, heard)
+                    with trio.move_on_after(1):
+                        await runtime.changed.wait()
+            kel = new.validator.kel(icp.prefix)
+            assert kel is not None and [r.event.said for r in kel.chain] == [icp.said, ixn.said]
+            nursery.cancel_scope.cancel()
