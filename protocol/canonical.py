@@ -89,6 +89,8 @@ def _cbor_item(raw: bytes, pos: int, value: object, depth: int) -> int:
 
 def surely_canonical_json(raw: bytes, value: object) -> bool:
     """True only if keripy's JSON of `value` is certainly `raw`; False: "check the slow way"."""
+    if _BACKSLASH in raw:  # only strings can hold one: an escape, left to the reference
+        return False
     return _json_item(raw, 0, value, 0) == len(raw)
 
 
@@ -119,8 +121,9 @@ def _json_item(raw: bytes, pos: int, value: object, depth: int) -> int:
 
 
 def _json_string(raw: bytes, pos: int, text: str) -> int:
-    # Unescaped, the string's bytes are its UTF-8 and nothing else: the decoder refuses raw
-    # control characters, and a quote or backslash inside would have needed an escape.
+    # With no backslash in the body (checked first), the string's bytes are its UTF-8 and
+    # nothing else: the decoder refuses raw control characters, and a quote inside would
+    # have needed an escape.
     if raw[pos] != _QUOTE:
         return _FAIL
     if text.isascii():
@@ -131,7 +134,7 @@ def _json_string(raw: bytes, pos: int, text: str) -> int:
         except UnicodeEncodeError:  # a lone surrogate: the encoder cannot write it either
             return _FAIL
     end = pos + 1 + length
-    if end >= len(raw) or raw[end] != _QUOTE or raw.find(_BACKSLASH, pos + 1, end) >= 0:
+    if end >= len(raw) or raw[end] != _QUOTE:
         return _FAIL
     return end + 1
 
