@@ -6,8 +6,10 @@
     python3 run.py bench      run the validation benchmark
     python3 run.py setup      only create/refresh the virtualenv in .venv
 
-The virtualenv is (re)built whenever pyproject.toml changes; its state is kept in
-.venv/.dkms-setup. System prerequisites are checked first, with the exact fix printed.
+The project is (re)installed whenever pyproject.toml, setup.py or a protocol/ source changes
+(set-up compiles the protocol's per-event modules; DKMS_PURE_PYTHON=1 installs them
+uncompiled); its state is kept in .venv/.dkms-setup. System prerequisites are checked first,
+with the exact fix printed.
 """
 
 from __future__ import annotations
