@@ -104,6 +104,22 @@ class Validator:
     def record(self, said: str) -> Record | None:
         return self._seen.get(said)
 
+    def witnesses_of(self, version: Event) -> tuple[str, ...] | None:
+        """The witness list `version` designates, which its indexed witness signatures (-B)
+        point into: an accepted event's own, else, for a version not accepted (a rival), the
+        one it would have: an inception's, or for an interaction the one in force at its sn.
+        None for a rival rotation (its list depends on cuts and additions judged only on
+        acceptance) and for an identifier not held."""
+        record = self._seen.get(version.said)
+        if record is not None:
+            return record.authority.witnesses
+        if version.ilk in INCEPTION:
+            return tuple(version.ked["b"])
+        kel = self._kels.get(version.prefix)
+        if version.ilk is Ilk.IXN and kel is not None:
+            return kel.authority_before(version.sn).witnesses
+        return None
+
     def replay(self, prefix: str, start: int = 0) -> bytes:
         """The KEL from `start` as a CESR stream: each event with `-A`, `-B` and `-G`."""
         kel = self._kels.get(prefix)

@@ -46,7 +46,7 @@ from dkms.protocol.duplicity import DuplicityEvidence
 from dkms.protocol.envelope import Signed
 from dkms.protocol.errors import LocalProtocolError, ProtocolError
 from dkms.protocol.escrow import EscrowLimits, Waiting
-from dkms.protocol.events import INCEPTION, Event, Ilk
+from dkms.protocol.events import Event, Ilk
 from dkms.protocol.evidence import Accusation, parse_evidence, verify_evidence
 from dkms.protocol.outcomes import Outcome, Status
 from dkms.protocol.ruling import RULING_TYPE, Ruling
@@ -374,15 +374,13 @@ class Watcher:
     def _indexed_receipts(
         self, event: Event, wigs: tuple[IndexedSig, ...], now: float, effects: list[Effect]
     ) -> None:
-        """Witness signatures indexed into the witness list of the version `event` names.
-
-        The list is the accepted event's, else, for a version the validator did not accept
-        (a rival), the one it would have: the inception's own, or for an interaction the one
-        in force at its sn. A rival rotation's list (prior list, cuts, additions) is not
-        worked out here, nor are -B receipts that arrive before the version they sign; their
-        witnesses can still be caught through `rct` couples.
-        """
-        witnesses = self._witnesses_of(event.prefix, event.sn, event.said)
+        """Witness signatures indexed into the witness list of the version `event` names
+        (`Validator.witnesses_of`). Not resolved here, and left to `rct` couples: a rival
+        rotation's list, and -B receipts that arrive before the version they sign."""
+        version = self.receipts.bodies.get(event.said)
+        if version is None or version.prefix != event.prefix or version.sn != event.sn:
+            return
+        witnesses = self.validator.witnesses_of(version)
         if witnesses is None:
             return
         for wig in wigs:
@@ -391,20 +389,6 @@ class Watcher:
                     event.prefix, event.sn, event.said, witnesses[wig.index], wig.raw
                 ):
                     self._found(found, now, effects)
-
-    def _witnesses_of(self, prefix: str, sn: int, said: str) -> tuple[str, ...] | None:
-        record = self.validator.record(said)
-        if record is not None:
-            return record.authority.witnesses
-        version = self.receipts.bodies.get(said)
-        if version is None or version.prefix != prefix or version.sn != sn:
-            return None
-        if version.ilk in INCEPTION:
-            return tuple(version.ked["b"])
-        kel = self.validator.kel(prefix)
-        if version.ilk is Ilk.IXN and kel is not None:
-            return kel.authority_before(sn).witnesses
-        return None
 
     def _receipt_count(self, said: str) -> int:
         record = self.validator.record(said)
