@@ -33,35 +33,41 @@ def seed(n: int) -> bytes:
     return bytes([n]) * 32
 
 
+def governance() -> Controller:
+    gov = Controller()
+    gov.incept("gov", [seed(90)], [seed(91)], now=0.0)
+    return gov
+
+
+def watcher(tmp_path: Path, gov: Controller, name: str, *bootstrap: str) -> NodeConfig:
+    return NodeConfig(
+        role="watcher",
+        data_dir=tmp_path / name,
+        listen=LOOPBACK,
+        governance=gov.identity("gov").prefix,
+        bootstrap=bootstrap,
+    )
+
+
 async def test_a_watcher_without_a_roster_gets_it_from_its_bootstrap_peer(
     tmp_path: Path,
 ) -> None:
     # The peer holds its roster from an earlier run (restored from its store, so it gossips
     # nothing at start): the newcomer can only have it by asking.
-    gov = Controller()
-    gov.incept("gov", [seed(90)], [seed(91)], now=0.0)
-    governance = gov.identity("gov").prefix
+    gov = governance()
     old = tmp_path / "old"
     old_prefix = Signer(load_or_create_node_seed(old), transferable=False).verfer
-    bundle = roster_bundle(gov, "gov", Roster(governance, 3, watchers=(old_prefix,)))
+    roster = Roster(gov.identity("gov").prefix, 3, watchers=(old_prefix,))
     with Store.open(old / FILENAME) as store:
-        store.apply([PersistMeta(GOVERNANCE_KEY, bundle)])
-
-    def watcher(name: str, *bootstrap: str) -> NodeConfig:
-        return NodeConfig(
-            role="watcher",
-            data_dir=tmp_path / name,
-            listen=LOOPBACK,
-            governance=governance,
-            bootstrap=bootstrap,
-        )
+        store.apply([PersistMeta(GOVERNANCE_KEY, roster_bundle(gov, "gov", roster))])
 
     runtimes: dict[str, Runtime] = {}
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            peer = await start_node(nursery, watcher("old"), runtimes)
+            peer = await start_node(nursery, watcher(tmp_path, gov, "old"), runtimes)
             assert isinstance(runtimes[peer.prefix].role, Watcher)
-            host = await start_node(nursery, watcher("new", peer.introduction), runtimes)
+            config = watcher(tmp_path, gov, "new", peer.introduction)
+            host = await start_node(nursery, config, runtimes)
             runtime = runtimes[host.prefix]
             new = runtime.role
             assert isinstance(new, Watcher)
@@ -86,8 +92,7 @@ async def test_a_watcher_that_joins_later_fills_in_a_kel_begun_before_it(tmp_pat
     # The peer holds an identifier's inception from an earlier run (restored from its store:
     # nothing is gossiped). The newcomer then hears only the next interaction, and can have
     # the inception only by asking its peer.
-    gov = Controller()
-    gov.incept("gov", [seed(90)], [seed(91)], now=0.0)
+    gov = governance()
     witnesses = [Signer(seed(40 + i), transferable=False) for i in range(4)]
     key, nxt = Signer(seed(10)), Signer(seed(11))
     icp = incept(
@@ -109,22 +114,14 @@ async def test_a_watcher_that_joins_later_fills_in_a_kel_begun_before_it(tmp_pat
     wigs = tuple(w.sign_indexed(ixn.raw, i, None) for i, w in enumerate(witnesses))
     heard = messagize(ixn, Attachments(sigs=(key.sign_indexed(ixn.raw, 0),), wigs=wigs))
 
-    def watcher(name: str, *bootstrap: str) -> NodeConfig:
-        return NodeConfig(
-            role="watcher",
-            data_dir=tmp_path / name,
-            listen=LOOPBACK,
-            governance=gov.identity("gov").prefix,
-            bootstrap=bootstrap,
-        )
-
     runtimes: dict[str, Runtime] = {}
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            peer = await start_node(nursery, watcher("old"), runtimes)
+            peer = await start_node(nursery, watcher(tmp_path, gov, "old"), runtimes)
             old = runtimes[peer.prefix].role
             assert isinstance(old, Watcher) and kel_sn(old, icp.prefix) == 0
-            host = await start_node(nursery, watcher("new", peer.introduction), runtimes)
+            config = watcher(tmp_path, gov, "new", peer.introduction)
+            host = await start_node(nursery, config, runtimes)
             runtime = runtimes[host.prefix]
             new = runtime.role
             assert isinstance(new, Watcher)

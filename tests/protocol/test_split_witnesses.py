@@ -13,6 +13,9 @@ from dkms.protocol.validator import Validator
 KEY, NEXT = Signer(bytes([1]) * 32), Signer(bytes([2]) * 32)
 WITNESSES = [Signer(bytes([20 + i]) * 32, transferable=False) for i in range(4)]
 PREFIXES = [w.verfer for w in WITNESSES]
+INCEPTION = incept(
+    [KEY.verfer], next_digests=[next_key_digest(NEXT.verfer)], witnesses=PREFIXES, toad=3
+)
 
 
 def signed(
@@ -28,9 +31,7 @@ def signed(
 
 
 def test_two_signed_versions_each_receipted_by_half_the_witnesses_are_duplicity() -> None:
-    icp = incept(
-        [KEY.verfer], next_digests=[next_key_digest(NEXT.verfer)], witnesses=PREFIXES, toad=3
-    )
+    icp = INCEPTION
     a = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"v": "a"}])
     b = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"v": "b"}])
     validator = Validator()
@@ -50,9 +51,7 @@ def test_two_signed_versions_each_receipted_by_half_the_witnesses_are_duplicity(
 
 
 def test_a_recovery_waiting_for_receipts_beside_the_interaction_is_not_duplicity() -> None:
-    icp = incept(
-        [KEY.verfer], next_digests=[next_key_digest(NEXT.verfer)], witnesses=PREFIXES, toad=3
-    )
+    icp = INCEPTION
     ixn = interact(icp.prefix, prior=icp.said, sn=1)
     rot = rotate(icp.prefix, [NEXT.verfer], prior=icp.said, sn=1, witnesses=PREFIXES, toad=3)
     validator = Validator()
@@ -79,9 +78,7 @@ def witnessed_in_one(event: Event, witnesses: list[Signer]) -> Message:
 def test_a_version_accepted_while_another_waits_for_receipts_is_duplicity() -> None:
     # Version a is shown to two witnesses (below bt=3: it waits); version b arrives with three
     # witnesses' signatures on it, so it is accepted at once, beside a.
-    icp = incept(
-        [KEY.verfer], next_digests=[next_key_digest(NEXT.verfer)], witnesses=PREFIXES, toad=3
-    )
+    icp = INCEPTION
     a = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"v": "a"}])
     b = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"v": "b"}])
     validator = Validator()
@@ -100,9 +97,7 @@ def test_a_version_accepted_while_another_waits_for_receipts_is_duplicity() -> N
 
 
 def test_a_recovery_accepted_while_the_interaction_waits_is_not_duplicity() -> None:
-    icp = incept(
-        [KEY.verfer], next_digests=[next_key_digest(NEXT.verfer)], witnesses=PREFIXES, toad=3
-    )
+    icp = INCEPTION
     ixn = interact(icp.prefix, prior=icp.said, sn=1)
     rot = rotate(icp.prefix, [NEXT.verfer], prior=icp.said, sn=1, witnesses=PREFIXES, toad=3)
     validator = Validator()
