@@ -474,22 +474,17 @@ class Validator:
             self._emit(dropped.event, Status.REJECTED, f"escrow full ({waiting}); dropped oldest")
         self._emit(event, Status.ESCROWED, reason, waiting)
         if waiting is Waiting.PARTIALLY_WITNESSED:
-            self._signed_rivals(p)
+            self._rivals_in_escrow(p.event, tuple(p.sigs), accepted=False)
         return False
-
-    def _signed_rivals(self, p: Pending) -> None:
-        """Two fully signed versions waiting for receipts at one sequence number are duplicity
-        too: a controller that splits its witnesses may never get either fully witnessed.
-
-        The same holds when one version is accepted while another waits (`_accepted`): shown
-        to a few witnesses, the first waits; shown to enough of them, the second gets in.
-        Either way the outcome names the version that is not (yet) in the KEL.
-        """
-        self._rivals_in_escrow(p.event, tuple(p.sigs), accepted=False)
 
     def _rivals_in_escrow(
         self, event: Event, sigs: tuple[IndexedSig, ...], *, accepted: bool
     ) -> None:
+        """Two fully signed versions at one sequence number are duplicity even while one of
+        them waits for receipts: a controller that splits its witnesses may never get either
+        fully witnessed (called as `event` enters that escrow), or shows one version to a few
+        witnesses and another to enough of them (called as `event` is accepted). The outcome
+        names the version that is not (yet) in the KEL."""
         kel = self._kels.get(event.prefix)
         if kel is None:
             return

@@ -377,10 +377,8 @@ class Watcher:
         """Witness signatures indexed into the witness list of the version `event` names
         (`Validator.witnesses_of`). Not resolved here, and left to `rct` couples: a rival
         rotation's list, and -B receipts that arrive before the version they sign."""
-        version = self.receipts.bodies.get(event.said)
-        if version is None or version.prefix != event.prefix or version.sn != event.sn:
-            return
-        witnesses = self.validator.witnesses_of(version)
+        version = self.receipts.bodies.get(event.said)  # receipt() checks prefix and sn
+        witnesses = self.validator.witnesses_of(version) if version is not None else None
         if witnesses is None:
             return
         for wig in wigs:
