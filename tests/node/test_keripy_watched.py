@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,16 @@ def watched() -> dict[str, Any]:
     return data
 
 
+@asynccontextmanager
+async def watched_network(tmp_path: Path) -> AsyncIterator[tuple[dict[str, Any], Net, list[str]]]:
+    """The vectors, a network whose witnesses run with the seeds they name, and the
+    witnesses' introductions."""
+    vec = watched()
+    seeds = [bytes.fromhex(s) for s in vec["witness_seeds_hex"]]
+    async with network(tmp_path, witness_seeds=seeds) as net:
+        yield vec, net, [h.introduction for h in net.witnesses]
+
+
 async def submit(tmp_path: Path, name: str, data: bytes, to: list[str]) -> int:
     """`dkms kel submit` of `data` (written to `name`) to the witnesses `to`; its status."""
     path = tmp_path / name
@@ -47,12 +59,9 @@ def kel_at(net: Net, prefix: str, sn: int) -> bool:
 async def test_keripy_kel_is_watched_and_its_duplicity_caught(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    vec = watched()
-    seeds = [bytes.fromhex(s) for s in vec["witness_seeds_hex"]]
-    prefix, saids = vec["prefix"], vec["saids"]
     with trio.fail_after(60):
-        async with network(tmp_path, witness_seeds=seeds) as net:
-            intros = [h.introduction for h in net.witnesses]
+        async with watched_network(tmp_path) as (vec, net, intros):
+            prefix, saids = vec["prefix"], vec["saids"]
             assert await submit(tmp_path, "kel.cesr", base64.b64decode(vec["kel_b64"]), intros) == 0
             await net.until(lambda: kel_at(net, prefix, 1))
             for i in (0, 1):
@@ -81,12 +90,9 @@ async def test_keripy_kel_is_watched_and_its_duplicity_caught(
 async def test_keripy_recovery_rotation_raises_no_alarm(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    vec = watched()
-    seeds = [bytes.fromhex(s) for s in vec["witness_seeds_hex"]]
-    prefix, saids = vec["prefix"], vec["saids"]
     with trio.fail_after(60):
-        async with network(tmp_path, witness_seeds=seeds) as net:
-            intros = [h.introduction for h in net.witnesses]
+        async with watched_network(tmp_path) as (vec, net, intros):
+            prefix, saids = vec["prefix"], vec["saids"]
             kel = base64.b64decode(vec["kel_b64"])
             first = kel + base64.b64decode(vec["ixn_a_b64"])
             assert await submit(tmp_path, "kel.cesr", first, intros) == 0

@@ -224,13 +224,11 @@ async def test_four_witness_processes_bt3_incept_rotate_interact(tmp_path: Path)
                 alice = ctl.identity("alice")
                 expected = events_of(ctl.export("alice"))
                 assert [sn for sn, _ in expected] == [0, 1, 2, 3, 4]
+                # Witness agreement (every receipt to every witness) follows completion.
+                await client.runtime.quiet()
                 for witness in prefixes[1:]:
-                    # Witness agreement (every receipt to every witness) follows completion.
-                    while True:
-                        state = await state_at(client, witness, alice.prefix)
-                        if state["fully_witnessed"] and state["sn"] == alice.sn:
-                            break
-                        await trio.sleep(0.02)
+                    state = await state_at(client, witness, alice.prefix)
+                    assert state["fully_witnessed"] and state["sn"] == alice.sn
                     assert state["d"] == alice.last_said
                     assert state["b"] == prefixes[1:]
                     assert state["bt"] == 3
