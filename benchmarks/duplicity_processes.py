@@ -131,10 +131,10 @@ async def _rounds(
         async with trio.open_nursery() as nursery:
             await nursery.start(client.run)
             for node in watchers:
-                ok, _, why = await transport.request(
+                code, _, why = await transport.request(
                     node.prefix, Surface.GOVERNANCE.value, bundle, 10
                 )
-                if not ok:
+                if not code.ok:
                     raise SystemExit(f"watcher refused the roster: {why}")
             await trio.sleep(2.0)  # gossip meshes form at the first heartbeats
             evidence_ms, ruling_ms = [], []
@@ -190,11 +190,11 @@ async def _round(
     async def watch(node: Node) -> None:
         while node.prefix not in ruling:
             try:
-                ok, payload, _ = await transport.request(node.prefix, Surface.QUERY.value, ask, 5)
+                answer = await transport.request(node.prefix, Surface.QUERY.value, ask, 5)
             except TransportError:
-                ok = False
-            if ok:
-                state = cbor2.loads(payload)
+                answer = None
+            if answer is not None and answer.ok:
+                state = cbor2.loads(answer.payload)
                 now = time.perf_counter()
                 if state.get("standing") == "duplicitous":
                     evidence.setdefault(node.prefix, now)

@@ -25,14 +25,15 @@ from pathlib import Path
 import trio
 
 from dkms.node.p2p import HostConfig, P2PHost, open_host
+from dkms.node.roles.codes import Code
 
 PROTOCOL = "/dkms/bench/echo"
 REQUESTER_SEED = b"\x01" * 32
 RESPONDER_SEED = b"\x02" * 32
 
 
-async def echo(peer: str, payload: bytes) -> tuple[bool, bytes, str]:
-    return True, payload, ""
+async def echo(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
+    return Code.OK, payload, ""
 
 
 async def serve(muxer: str) -> None:
@@ -57,9 +58,9 @@ async def measure(
         while next_index < requests:
             next_index += 1
             start = time.perf_counter()
-            ok, answer, _ = await host.request(target, PROTOCOL, payload)
+            code, answer, _ = await host.request(target, PROTOCOL, payload)
             latencies.append(time.perf_counter() - start)
-            if not ok or len(answer) != size:
+            if not code.ok or len(answer) != size:
                 raise SystemExit("the responder did not echo")
 
     await host.request(target, PROTOCOL, payload)  # connect and warm up

@@ -225,8 +225,8 @@ async def timed(peer: Peer, events: int, work: Any) -> Timing:
 
 
 async def request(host: P2PHost, to: str, protocol: str, payload: bytes) -> bytes:
-    ok, answer, reason = await host.request(to, protocol, payload, 30)
-    if not ok:
+    code, answer, reason = await host.request(to, protocol, payload, 30)
+    if not code.ok:
         raise SystemExit(f"{protocol} refused: {reason}")
     return answer
 

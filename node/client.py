@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own types for mypy.
     from trio_typing import TaskStatus
 
-from .roles.controller import Controller
+from .roles.controller import Controller, PushStatus
 from .roles.effects import Effect
 from .runtime import Runtime
 from .transport import Transport
@@ -35,13 +35,14 @@ class ControllerClient:
     async def witnessed(self, effects: list[Effect], said: str) -> None:
         """Perform a command's effects and return once `said` is fully witnessed."""
         await self.runtime.perform(effects)
-        if self.controller.status(said) == "waiting":
+        if self.controller.status(said) is PushStatus.WAITING:
             event = self._waiting.setdefault(said, trio.Event())
             await event.wait()
-        if self.controller.status(said) != "done":
+        if self.controller.status(said) is not PushStatus.DONE:
             raise WitnessingFailed(f"event {said} could not gather its witness receipts")
 
     def _wake(self) -> None:
         """After each step: release the waiters whose event is settled (done or failed)."""
-        for said in [s for s in self._waiting if self.controller.status(s) != "waiting"]:
+        status = self.controller.status
+        for said in [s for s in self._waiting if status(s) is not PushStatus.WAITING]:
             self._waiting.pop(said).set()

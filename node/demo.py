@@ -190,12 +190,12 @@ async def _equivocation(net: LocalNet, say: Callable[[str], None]) -> None:
 async def _state(client: ControllerClient, witness: str, prefix: str) -> str:
     ask = cbor2.dumps({"t": "state", "i": prefix})
     try:
-        ok, payload, reason = await client.runtime.transport.request(
+        code, payload, reason = await client.runtime.transport.request(
             witness, "/dkms/1/query", ask, 2.0
         )
     except Exception as err:  # a stopped witness: say so and go on
         return f"no answer ({err})"
-    if not ok:
+    if not code.ok:
         return f"refused: {reason}"
     state = cbor2.loads(payload)
     return (

@@ -116,13 +116,13 @@ async def _hand_over(
 
         async def hand(intro: Introduction) -> None:
             try:
-                ok, _, reason = await transport.request(
+                code, _, reason = await transport.request(
                     intro.prefix, Surface.GOVERNANCE.value, bundle, timeout
                 )
             except TransportError as err:
                 results[intro.prefix] = ("refused", f"no answer: {err}")
                 return
-            if not ok:
+            if not code.ok:
                 results[intro.prefix] = ("refused", safe(reason) or "no reason given")
                 return
             try:

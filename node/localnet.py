@@ -35,6 +35,7 @@ from .p2p_transport import P2PTransport
 from .roles.controller import Controller, RetryPolicy
 from .roles.effects import Surface
 from .roles.watcher import Watcher
+from .roles.witness import Witness
 from .runtime import Runtime
 from .secretfiles import SEED_FILE, atomic_write, private_dir
 from .transport import Answer
@@ -65,9 +66,19 @@ class LocalNet:
         return [h.prefix for h in self.witnesses]
 
     def watcher(self, i: int) -> Watcher:
-        role = self.runtimes[self.watchers[i].prefix].role
+        return self.watcher_role(self.watchers[i].prefix)
+
+    def watcher_role(self, prefix: str) -> Watcher:
+        """The role of the watcher (or relay) node `prefix`."""
+        role = self.runtimes[prefix].role
         if not isinstance(role, Watcher):
-            raise TypeError(f"node {i} is not a watcher")
+            raise TypeError(f"node {prefix} is not a watcher")
+        return role
+
+    def witness_role(self, prefix: str) -> Witness:
+        role = self.runtimes[prefix].role
+        if not isinstance(role, Witness):
+            raise TypeError(f"node {prefix} is not a witness")
         return role
 
     def stop(self, prefix: str) -> None:
@@ -92,10 +103,10 @@ class LocalNet:
     async def ask(self, node: str, question: dict[str, Any], timeout: float = 5.0) -> Any:
         """A query (CBOR map) to any node; its decoded answer, or `LocalNetError`."""
         transport = self.client.runtime.transport
-        ok, payload, reason = await transport.request(
+        code, payload, reason = await transport.request(
             node, Surface.QUERY.value, cbor2.dumps(question), timeout
         )
-        if not ok:
+        if not code.ok:
             raise LocalNetError(f"{node} refused {question.get('t')}: {reason}")
         return cbor2.loads(payload)
 
@@ -222,10 +233,10 @@ async def local_network(
                 roster = Roster(governance, 1, watchers=names, jurors=names, judges=names[:judges])
                 bundle = roster_bundle(gov, "governance", roster)
                 for watcher in watching:
-                    ok, _, reason = await transport.request(
+                    code, _, reason = await transport.request(
                         watcher.prefix, Surface.GOVERNANCE.value, bundle, 10
                     )
-                    if not ok:
+                    if not code.ok:
                         raise LocalNetError(
                             f"watcher {watcher.prefix} refused the roster: {reason}"
                         )

@@ -20,6 +20,7 @@ from typing import Any
 import cbor2
 import trio
 
+from dkms.node.roles.codes import Code
 from dkms.protocol import cesr, crypto
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.events import Event, Ilk, receipt
@@ -75,7 +76,7 @@ class Tracked:
                 self.failures[to] = str(err)
             raise
         if surface == Surface.SUBMIT:
-            if answer[0]:
+            if answer.ok:
                 self.failures.pop(to, None)
             else:
                 self.failures[to] = f"{to} refused: {answer[2]}"
@@ -181,13 +182,14 @@ async def submit(
 
         async def ask(result: Submitted) -> None:
             try:
-                result.ok, payload, result.reason = await transport.request(
+                answer = await transport.request(
                     result.witness, Surface.SUBMIT.value, data, timeout
                 )
             except TransportError as err:
                 result.reason = f"no answer: {err}"
                 return
-            result.receipts = _receipts(payload, result.witness, by_said)
+            result.ok, result.reason = answer.ok, answer.reason
+            result.receipts = _receipts(answer.payload, result.witness, by_said)
 
         async with trio.open_nursery() as nursery:
             for result in results.values():
@@ -233,12 +235,12 @@ async def _share(
 
     async def give(result: Submitted, payload: bytes) -> None:
         try:
-            ok, _, reason = await transport.request(
+            code, _, reason = await transport.request(
                 result.witness, Surface.RECEIPTS.value, payload, timeout
             )
         except TransportError as err:
-            ok, reason = False, f"no answer: {err}"
-        result.shared = "ok" if ok else reason
+            code, reason = Code.UNREACHABLE, f"no answer: {err}"
+        result.shared = "ok" if code.ok else reason
 
     async with trio.open_nursery() as nursery:
         for result in results:
@@ -364,12 +366,12 @@ async def query(
     """Ask a node on its query surface; its answer, or a CommandError naming it (and
     ending with `hint` when the node refused)."""
     try:
-        ok, payload, reason = await transport.request(
+        code, payload, reason = await transport.request(
             intro.prefix, Surface.QUERY.value, cbor2.dumps(ask), timeout
         )
     except TransportError as err:  # its message names the node
         raise CommandError(str(err)) from None
-    if not ok:
+    if not code.ok:
         raise CommandError(f"{intro.prefix} refused the query: {safe(reason)}{hint}")
     return payload
 

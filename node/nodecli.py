@@ -42,7 +42,6 @@ from .p2p import (
 )
 from .p2p_transport import P2PTransport
 from .ratelimit import RateLimit
-from .roles.effects import Effect, Surface
 from .roles.watcher import GOVERNANCE_KEY, Watcher
 from .roles.witness import Witness
 from .runtime import Runtime, StorageFailure
@@ -180,18 +179,11 @@ async def _run(
         rate_limit=RateLimit(config.peer_rate, 2 * config.peer_rate),
         metrics=metrics,
     )
-    start: list[Effect] = role.start(runtime.now())
-    if isinstance(role, Witness):
-        runtime.serve(Surface.SUBMIT, role.submit)
-        runtime.serve(Surface.RECEIPTS, role.receipts)
-    else:
-        runtime.serve(Surface.GOVERNANCE, role.govern)
+    _write_node_file(config.data_dir, host)
+    if isinstance(role, Watcher):
         held = len(role.holdings.evidence)
         metrics.gauge("evidence", lambda: len(role.holdings.evidence), "evidence held")
         metrics.gauge("rulings", lambda: len(role.holdings.rulings), "rulings held")
-    runtime.serve(Surface.QUERY, role.query)
-    _write_node_file(config.data_dir, host)
-    if isinstance(role, Watcher):
         log.info(
             "watcher %s: %d stored events and %d pieces of evidence restored; governance %s",
             role.prefix,
@@ -208,7 +200,7 @@ async def _run(
             transport.learn(intro)
     async with trio.open_nursery() as nursery:
         # Subscribed before connecting: peers learn every topic from our first hello.
-        await nursery.start(functools.partial(runtime.run, start, gossip=role.hear))
+        await nursery.start(runtime.run)
         if introductions:
             report = await host.connect(introductions)
             log.info("bootstrap: %s", report)

@@ -50,7 +50,7 @@ class P2PTransport:
             )
         except (P2PError, ValueError) as err:
             raise TransportError(str(err)) from None
-        return response.ok, response.payload, response.reason
+        return Answer(response.code, response.payload, response.reason)
 
     async def publish(self, topic: str, payload: bytes) -> None:
         try:

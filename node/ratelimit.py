@@ -25,10 +25,21 @@ class PeerBuckets:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
 
     def allow(self, peer: str, now: float) -> bool:
-        tokens, then = self._buckets.pop(peer, (self.limit.burst, now))
-        tokens = min(self.limit.burst, tokens + (now - then) * self.limit.rate)
+        tokens = self._refill(peer, now)
         allowed = tokens >= 1.0
-        self._buckets[peer] = (tokens - 1.0 if allowed else tokens, now)
+        self._keep(peer, tokens - 1.0 if allowed else tokens, now)
+        return allowed
+
+    def charge(self, peer: str, now: float, cost: float) -> None:
+        """Take `cost` requests from `peer`'s budget (it may go below zero: a blamed peer
+        waits for its budget to refill before it is served again)."""
+        self._keep(peer, self._refill(peer, now) - cost, now)
+
+    def _refill(self, peer: str, now: float) -> float:
+        tokens, then = self._buckets.pop(peer, (self.limit.burst, now))
+        return min(self.limit.burst, tokens + (now - then) * self.limit.rate)
+
+    def _keep(self, peer: str, tokens: float, now: float) -> None:
+        self._buckets[peer] = (tokens, now)
         if len(self._buckets) > MAX_PEERS:
             self._buckets.popitem(last=False)
-        return allowed

@@ -7,15 +7,18 @@ state is only ever touched by one step at a time. Each step's effects are perfor
                                   effect of the step runs: no receipt leaves for an event a
                                   crash could make us forget
     Reply                         becomes the answer of the request being handled
-    Send                          queued per (peer, surface): one request in flight each, and
-                                  what queued meanwhile goes next as one CESR stream; each
-                                  Send's answer goes to role.answer
-    Publish                       queued per topic and flushed by one task, batched likewise
+    Send                          batched per (peer, surface) by `roles.outbox` (one request in
+                                  flight each); each Send's answer comes back as `Answered`
+    Publish                       batched per topic by `roles.outbox`, flushed by one task
                                   (and the topic subscribed, to hear the others)
     Subscribe                     listen to a topic without publishing (watchers); gossip
-                                  validation asks the role's `admits`, when it has one
-    SetTimer                      role.timer(key) at that time (one timer per key)
+                                  validation asks the role's `admits`
+    SetTimer                      `TimerFired(key)` at that time (one timer per key)
     Report                        a log line
+    Blame                         the peer's request budget is cut (`ratelimit.PeerBuckets`)
+
+Requests come in on the role's `surfaces` as `Request`s, gossip as `Heard`: the runtime knows
+the role only through `roles.role.Role`.
 
 Group commit: concurrent steps hand their persist effects to one committer task, which writes
 everything waiting in one transaction (in a worker thread, since SQLite blocks), so durability
@@ -24,12 +27,13 @@ does not cap throughput.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import trio
+
+from dkms.protocol.ids import NodePrefix
 
 if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own types for mypy.
@@ -37,8 +41,10 @@ if TYPE_CHECKING:
 
 from .metrics import Metrics
 from .ratelimit import PeerBuckets, RateLimit
+from .roles.codes import Code
 from .roles.effects import (
     PERSIST,
+    Blame,
     Effect,
     Persist,
     PersistEvent,
@@ -49,14 +55,19 @@ from .roles.effects import (
     SetTimer,
     Subscribe,
     Surface,
+    TimerKey,
 )
+from .roles.inputs import Answered, Heard, Input, Request, TimerFired
+from .roles.outbox import Outbox, batched, joined
+from .roles.role import Role
 from .transport import Answer, Transport, TransportError
 
 log = logging.getLogger("dkms.node")
-BATCH = 256 * 1024  # bytes at most in one batched request or gossip payload
+# What a node sends of its own accord, as counted by the runtime and by the simulator alike.
+TRAFFIC = ("requests_sent", "request_bytes_sent", "gossip_published", "gossip_bytes_published")
+BLAME_COST = 100.0  # requests taken from a peer's budget for each thing it is blamed for
 
-Hear = Callable[[str, bytes, float], list[Effect]]  # (topic, payload, now) -> effects
-_IN_PLACE = (*PERSIST, Report, SetTimer, Subscribe)  # effects performed without waiting
+_IN_PLACE = (*PERSIST, Report, SetTimer, Subscribe, Blame)  # performed without waiting
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -72,14 +83,6 @@ class Durable(Protocol):
     """
 
     def apply(self, effects: Sequence[Persist]) -> None: ...
-
-
-class Role(Protocol):
-    def answer(
-        self, tag: str, ok: bool, payload: bytes, reason: str, now: float
-    ) -> list[Effect]: ...
-
-    def timer(self, key: str, now: float) -> list[Effect]: ...
 
 
 class StorageFailure(Exception):
@@ -152,7 +155,7 @@ class GroupCommitter:
 
 
 class Runtime:
-    """Performs one role's effects; handlers for requests are added with `serve`."""
+    """Drives one role: its surfaces served, its gossip heard, its effects performed."""
 
     def __init__(
         self,
@@ -176,53 +179,47 @@ class Runtime:
         self.changed = trio.Event()
         self.after_step: Callable[[], None] | None = None
         self._nursery: trio.Nursery | None = None
-        self._timers: dict[str, trio.CancelScope] = {}
+        self._timers: dict[TimerKey, trio.CancelScope] = {}
         self._topics: set[str] = set()
-        self._gossip: Hear | None = None
-        self._requests = itertools.count(1)
         self._fatal: StorageFailure | None = None
-        self._outbox: dict[tuple[str, Surface], list[Send]] = {}
+        self._outbox: Outbox[tuple[str, Surface], Send] = Outbox()
         self._unanswered = 0  # Sends queued or in flight whose answer is not yet performed
-        self._gossip_box: dict[str, list[bytes]] = {}
+        self._gossip_box: Outbox[str, bytes] = Outbox()
 
     @staticmethod
     def now() -> float:
         return trio.current_time()
 
-    async def run(
-        self,
-        start: list[Effect] | None = None,
-        *,
-        gossip: Hear | None = None,
-        task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Run until cancelled; `gossip(topic, payload, now)` receives what is heard on the
-        topics we publish to or subscribe to."""
-        self._gossip = gossip
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the role's surfaces and perform its start effects; run until cancelled."""
+        for surface in sorted(self.role.surfaces):
+            self._serve(surface)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.committer.run)
-            await self.perform(start or [])
+            await self.perform(self.role.start(self.now()))
             task_status.started()
             await trio.sleep_forever()
         if self._fatal is not None:
             raise self._fatal
 
-    def serve(self, surface: Surface, step: Callable[[int, bytes, float], list[Effect]]) -> None:
-        """Answer requests on `surface` with the role's `step(request, payload, now)`."""
+    async def step(self, event: Input) -> Reply | None:
+        """Hand one input to the role and perform what it returns; its Reply, if any."""
+        return await self.perform(self.role.step(event, self.now()))
 
-        async def handler(peer: str, payload: bytes) -> Answer:
+    def _serve(self, surface: Surface) -> None:
+        async def handler(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
             self.metrics.count("requests", help="requests answered", surface=surface.value)
             if not self.buckets.allow(peer, self.now()):
                 log.debug("refused %s from %s: rate limit", surface.value, peer)
                 self.metrics.count("rate_limited", help="requests refused by the rate limit")
-                return False, b"", "rate limited: slow down and retry"
-            reply = await self.perform(step(next(self._requests), payload, self.now()))
+                return Code.RATE_LIMITED, b"", "rate limited: slow down and retry"
+            reply = await self.step(Request(surface, NodePrefix(peer), payload))
             if reply is None or not reply.ok:
                 self.metrics.count("refusals", help="requests refused", surface=surface.value)
             if reply is None:
-                return False, b"", "no answer"
-            return reply.ok, reply.payload, reply.reason
+                return Code.REFUSED, b"", "no answer"
+            return reply.code, reply.payload, reply.reason
 
         self.transport.handle(surface.value, handler)
 
@@ -246,6 +243,8 @@ class Runtime:
                         await self._subscribe(effect.topic)
                     elif isinstance(effect, Report):
                         log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
+                    elif isinstance(effect, Blame):
+                        self._blame(effect)
                     continue
                 if not waited:  # nothing leaves before what it may depend on is durable
                     await self.committer.wait(ticket)
@@ -264,7 +263,7 @@ class Runtime:
             # out receipts for events a restart would forget. Refuse, then stop the node: a
             # restart rebuilds the role from what the store did keep.
             self._stop(err)
-            return Reply(reply.request if reply else 0, False, reason=f"storage failure: {err}")
+            return Reply.refuse(Code.STORAGE, f"storage failure: {err}")
         finally:
             self._changed()
         return reply
@@ -272,45 +271,32 @@ class Runtime:
     # ---------------------------------------------------------------- internals
 
     def _queue_send(self, send: Send) -> None:
-        """Requests to one peer on one surface go one at a time; what queues meanwhile goes
-        in the next request as one CESR stream (submissions and receipts concatenate)."""
+        """Batched by `roles.outbox`: one request in flight per (peer, surface)."""
         if self._nursery is None:
             raise RuntimeError("the runtime is not running")
         self._unanswered += 1
-        if send.surface is Surface.QUERY:
+        if not batched(send):
             self._nursery.start_soon(self._request, [send])
-            return
-        key = (send.to, send.surface)
-        box = self._outbox.get(key)
-        if box is not None:
-            box.append(send)
-            return
-        self._outbox[key] = [send]
-        self._nursery.start_soon(self._drain_outbox, key)
+        elif self._outbox.put((send.to, send.surface), send, len(send.payload)):
+            self._nursery.start_soon(self._drain_outbox, (send.to, send.surface))
 
     async def _drain_outbox(self, key: tuple[str, Surface]) -> None:
-        while self._outbox[key]:
-            box = self._outbox[key]
-            size, count = 0, 0
-            while count < len(box) and (count == 0 or size + len(box[count].payload) <= BATCH):
-                size += len(box[count].payload)
-                count += 1
-            self._outbox[key] = box[count:]
-            await self._request(box[:count])
-        del self._outbox[key]
+        while (batch := self._outbox.take(key)) is not None:
+            await self._request(batch)
 
     async def _request(self, sends: list[Send]) -> None:
-        first = sends[0]
-        payload = b"".join(s.payload for s in sends)
+        first, payload = sends[0], joined(sends)
+        self.metrics.count(TRAFFIC[0], help="requests sent (a batch counts once)")
+        self.metrics.count(TRAFFIC[1], len(payload), help="payload bytes of requests sent")
         try:
-            ok, answer, reason = await self.transport.request(
+            answer = await self.transport.request(
                 first.to, first.surface.value, payload, self.request_timeout
             )
         except TransportError as err:
-            ok, answer, reason = False, b"", str(err)
+            answer = Answer(Code.UNREACHABLE, b"", str(err))
         for send in sends:
             try:
-                await self.perform(self.role.answer(send.tag, ok, answer, reason, self.now()))
+                await self.step(Answered(send.tag, answer.code, answer.payload, answer.reason))
             finally:
                 self._unanswered -= 1
                 self._changed()
@@ -324,52 +310,41 @@ class Runtime:
     def _publish(self, publish: Publish) -> None:
         """Queue gossip; a flusher per topic publishes what queued as one payload, so replies
         never wait on gossip and a busy node sends fewer, larger messages."""
-        box = self._gossip_box.get(publish.topic)
-        if box is not None:
-            box.append(publish.payload)
-            return
-        self._gossip_box[publish.topic] = [publish.payload]
-        assert self._nursery is not None
-        self._nursery.start_soon(self._flush_gossip, publish.topic)
+        if self._gossip_box.put(publish.topic, publish.payload, len(publish.payload)):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._flush_gossip, publish.topic)
 
     async def _subscribe(self, topic: str) -> None:
         """Subscribe now (so a node that subscribes before it connects announces all its
         topics in its first hello, not in one message per topic that small libp2p queues
         drop), then hear the topic in a task of its own."""
-        if topic in self._topics or self._gossip is None or self._nursery is None:
+        if topic in self._topics or self._nursery is None:
             return
         self._topics.add(topic)
-        admits = getattr(self.role, "admits", None)
-        check: Callable[[bytes], bool] | None = None
-        if admits is not None:
+        admits = self.role.admits
 
-            def check(payload: bytes) -> bool:
-                return bool(admits(topic, payload))
+        def check(payload: bytes) -> bool:
+            return admits(topic, payload)
 
         channel = await self.transport.subscribe(topic, check)
         self._nursery.start_soon(self._hear, topic, channel)
 
     async def _flush_gossip(self, topic: str) -> None:
         await self._subscribe(topic)
-        while self._gossip_box[topic]:
-            box = self._gossip_box[topic]
-            size, count = 0, 0
-            while count < len(box) and (count == 0 or size + len(box[count]) <= BATCH):
-                size += len(box[count])
-                count += 1
-            self._gossip_box[topic] = box[count:]
+        while (batch := self._gossip_box.take(topic)) is not None:
+            payload = b"".join(batch)
+            self.metrics.count(TRAFFIC[2], help="gossip payloads published (a batch counts once)")
+            self.metrics.count(TRAFFIC[3], len(payload), help="payload bytes published")
             try:
-                await self.transport.publish(topic, b"".join(box[:count]))
+                await self.transport.publish(topic, payload)
             except TransportError as err:  # best effort: co-witnesses also answer queries
                 log.warning("could not publish on %s: %s", topic, err)
-        del self._gossip_box[topic]
 
     async def _hear(self, topic: str, channel: AsyncIterator[tuple[str, bytes]]) -> None:
-        assert self._gossip is not None
         try:
             async for peer, payload in channel:
                 if peer != self.transport.prefix:  # libp2p hands us our own messages too
-                    await self.perform(self._gossip(topic, payload, self.now()))
+                    await self.step(Heard(topic, NodePrefix(peer), payload))
         finally:
             # Close the subscription's iterator here, even when cancelled, rather than leave
             # a suspended async generator for the garbage collector to finalize.
@@ -377,6 +352,12 @@ class Runtime:
             if aclose is not None:
                 with trio.CancelScope(shield=True):
                     await aclose()
+
+    def _blame(self, blame: Blame) -> None:
+        log.info("blamed %s: %s", blame.peer, blame.reason)
+        self.metrics.count("blames", help="peers blamed for what they sent")
+        if blame.peer:
+            self.buckets.charge(blame.peer, self.now(), BLAME_COST)
 
     def _set_timer(self, timer: SetTimer) -> None:
         old = self._timers.pop(timer.key, None)
@@ -392,7 +373,7 @@ class Runtime:
             await trio.sleep_until(timer.at)
             if self._timers.get(timer.key) is scope:
                 del self._timers[timer.key]
-            await self.perform(self.role.timer(timer.key, self.now()))
+            await self.step(TimerFired(timer.key))
 
     def _stop(self, error: StorageFailure) -> None:
         if self._fatal is None:

@@ -13,12 +13,26 @@ import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import trio
 
-Answer = tuple[bool, bytes, str]  # ok, payload, reason (for a refusal)
-Handler = Callable[[str, bytes], Awaitable[Answer]]  # (peer prefix, request) -> answer
+from .roles.codes import Code
+
+
+class Answer(NamedTuple):
+    """What a peer answered: its code, its payload, and why (for a refusal)."""
+
+    code: Code
+    payload: bytes = b""
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code.ok
+
+
+Handler = Callable[[str, bytes], Awaitable[tuple[Code, bytes, str]]]  # (peer, request) -> answer
 Check = Callable[[bytes], bool]  # gossip validation: forward (and deliver) this payload?
 
 
@@ -71,7 +85,7 @@ class MemoryTransport:
             await trio.lowlevel.checkpoint()
             raise TransportError(f"{to} is unreachable")
         with trio.move_on_after(timeout) as scope:
-            return await target.handlers[surface](self.prefix, payload)
+            return Answer(*await target.handlers[surface](self.prefix, payload))
         assert scope.cancelled_caught
         raise TransportError(f"{to} did not answer within {timeout:g} s")
 

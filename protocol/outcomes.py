@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 
 class Status(StrEnum):
-    ACCEPTED = "accepted"  # in the KEL (or, for a receipt, stored against its event)
+    ACCEPTED = "accepted"  # now in the KEL (or, for a receipt, stored against its event)
+    KNOWN = "known"  # in the KEL already: this copy added nothing but maybe receipts
     ESCROWED = "escrowed"  # waiting; `waiting` says for what
     REJECTED = "rejected"  # invalid, or dropped from an escrow; `reason` says why
     DUPLICITOUS = "duplicitous"  # validly signed but conflicts with the KEL; see `evidence`

@@ -11,6 +11,7 @@ one; the roster in force stays in force across later rotations until replaced.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 
 import cbor2
@@ -26,6 +27,14 @@ from .signing import Verifier
 ROSTER_TYPE: Final = "dkms/roster/1"
 SIGNED_ROSTER_TYPE: Final = "dkms/signed-roster/1"
 MAX_MEMBERS: Final = 10_000
+
+
+class Duty(StrEnum):
+    """What a roster asks of a node it names."""
+
+    WATCHER = "watcher"  # its answers about identifiers are the ecosystem's
+    JUROR = "juror"  # its duplicity evidence is published and believed
+    JUDGE = "judge"  # it rules on evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +77,14 @@ class Roster:
         w, j, u = (tuple(m) for m in lists)  # type: ignore[arg-type]
         return cls(gov, epoch, w, j, u)
 
-    def roles_of(self, prefix: str) -> tuple[str, ...]:
-        """The roles `prefix` holds in this roster ("watcher", "juror", "judge")."""
-        named = (("watcher", self.watchers), ("juror", self.jurors), ("judge", self.judges))
-        return tuple(role for role, members in named if prefix in members)
+    def roles_of(self, prefix: str) -> tuple[Duty, ...]:
+        """The duties `prefix` holds in this roster."""
+        named = (
+            (Duty.WATCHER, self.watchers),
+            (Duty.JUROR, self.jurors),
+            (Duty.JUDGE, self.judges),
+        )
+        return tuple(duty for duty, members in named if prefix in members)
 
 
 @dataclass(frozen=True, slots=True)

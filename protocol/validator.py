@@ -393,7 +393,7 @@ class Validator:
         if kel.at(record.event.sn) is not record:
             self._emit(p.event, Status.SUPERSEDED, "already superseded by a recovery rotation")
         else:
-            self._emit(p.event, Status.ACCEPTED, "already accepted")
+            self._emit(p.event, Status.KNOWN, "already accepted")
         return False
 
     def _conflict(self, kel: Kel, p: Pending) -> bool:

@@ -24,11 +24,10 @@ import trio
 
 from dkms.node.localnet import LocalNet, local_network
 from dkms.node.nodecli import quiet_libp2p
-from dkms.node.roles.watcher import Watcher
-from dkms.node.roles.witness import Witness
-from dkms.node.runtime import Runtime
+from dkms.node.roles.holdings import Standing
+from dkms.node.runtime import TRAFFIC, Runtime
 
-from .record import stats
+from .record import per_event, stats
 from .scenario import Scenario, ScenarioError
 
 MAX_REAL_NODES = 40
@@ -71,19 +70,18 @@ class _Clocks:
             runtime.after_step = _bound(self._witness_step, host.prefix, runtime)
 
     def _watcher_step(self, name: str, runtime: Runtime) -> None:
-        role = runtime.role
-        assert isinstance(role, Watcher)
+        role = self.net.watcher_role(name)
         now = trio.current_time()
         for said, held in self.held.items():
             if name not in held and role.validator.record(said) is not None:
                 held[name] = now
         for prefix, found in self.detected.items():
-            if name not in found and role.holdings.standing(prefix, True)[0] == "duplicitous":
+            standing, _ = role.holdings.standing(prefix, True)
+            if name not in found and standing is Standing.DUPLICITOUS:
                 found[name] = now
 
     def _witness_step(self, name: str, runtime: Runtime) -> None:
-        role = runtime.role
-        assert isinstance(role, Witness)
+        role = self.net.witness_role(name)
         for prefix, said in self.second.items():
             if prefix not in self.t0 and role.validator.record(said) is not None:
                 self.t0[prefix] = trio.current_time()
@@ -105,6 +103,7 @@ async def _scenario(sc: Scenario, tmp: Path) -> dict[str, Any]:
     ) as net:
         clocks = _Clocks(net, trio.current_time())
         clocks.watch()
+        before = _traffic(net)  # what setting the network up took is not the workload's
         ctl = net.client.controller
         names = [f"id{i}" for i in range(sc.identifiers)]
         cheaters = names[: sc.adversaries.equivocations]
@@ -145,7 +144,13 @@ async def _scenario(sc: Scenario, tmp: Path) -> dict[str, Any]:
                     _equivocate(net, clocks, name, nursery)
             await trio.sleep_until(start + sc.duration + sc.settle)
             nursery.cancel_scope.cancel()
-        return _results(sc, net, clocks)
+        sent = {k: v - before[k] for k, v in _traffic(net).items()}
+        return _results(sc, net, clocks, sent)
+
+
+def _traffic(net: LocalNet) -> dict[str, int]:
+    runtimes = [*net.runtimes.values(), net.client.runtime]
+    return {name: int(sum(r.metrics.value(name) for r in runtimes)) for name in TRAFFIC}
 
 
 async def _event(net: LocalNet, clocks: _Clocks, name: str, effects: list[Any]) -> None:
@@ -184,7 +189,9 @@ async def _quietly(net: LocalNet, witness: int, message: bytes) -> None:
         return
 
 
-def _results(sc: Scenario, net: LocalNet, clocks: _Clocks) -> dict[str, Any]:
+def _results(
+    sc: Scenario, net: LocalNet, clocks: _Clocks, sent: dict[str, int]
+) -> dict[str, Any]:
     watchers = [h.prefix for h in net.watchers]
     members = watchers + [h.prefix for h in net.relays]
     honest_saids = [s for s in clocks.created if s in clocks.witnessed]
@@ -197,8 +204,7 @@ def _results(sc: Scenario, net: LocalNet, clocks: _Clocks) -> dict[str, Any]:
     held = 0
     for said in honest_saids:
         for member in members:
-            role = net.runtimes[member].role
-            held += isinstance(role, Watcher) and role.validator.record(said) is not None
+            held += net.watcher_role(member).validator.record(said) is not None
     ratio = held / (len(honest_saids) * len(members)) if honest_saids and members else 1.0
     detection, fractions = [], []
     for prefix, found in clocks.detected.items():
@@ -208,8 +214,7 @@ def _results(sc: Scenario, net: LocalNet, clocks: _Clocks) -> dict[str, Any]:
         fractions.append(sum(w in found for w in watchers) / len(watchers))
     false_alarms = 0
     for w in watchers:
-        role = net.runtimes[w].role
-        assert isinstance(role, Watcher)
+        role = net.watcher_role(w)
         false_alarms += sum(1 for a in role.holdings.accused() if a not in clocks.detected)
     return {
         "scenario": sc.name,
@@ -226,6 +231,7 @@ def _results(sc: Scenario, net: LocalNet, clocks: _Clocks) -> dict[str, Any]:
         "detection_ms": stats(detection, ("p50", "p99", "max")),
         "detected_fraction": round(sum(fractions) / len(fractions), 6) if fractions else None,
         "false_alarms": false_alarms,
+        "sent_per_event": per_event(sent, len(witnessed)),
         "messages_per_node": None,
         "bytes_per_node": None,
     }

@@ -20,16 +20,24 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dkms.node.roles.controller import Controller
-from dkms.node.roles.effects import Send
+from dkms.node.roles.effects import Send, Tag
 from dkms.node.roles.topics import DUPLICITY_TOPIC
 from dkms.node.roles.watcher import Watcher
 from dkms.protocol.errors import ProtocolError
+from dkms.protocol.ids import Said
 from dkms.protocol.stream import Message
 
 from .gossip import Msg
 
 if TYPE_CHECKING:
     from .world import World
+
+
+@dataclass(frozen=True, slots=True)
+class Rival(Tag):
+    """An equivocator's own submission of version `said`: it wants no receipts."""
+
+    said: Said
 
 
 @dataclass
@@ -79,21 +87,26 @@ class Recorder:
         if msg.topic != DUPLICITY_TOPIC and msg.valid:
             self.messages.append(msg)
 
-    def request(self, node: int, send: Send) -> None:
-        if not send.tag.startswith("equivocate:"):
+    def request(self, node: int, sends: list[Send]) -> None:
+        for send in sends:
+            if not isinstance(send.tag, Rival):
+                continue
+            for eq in self.equivocations.values():
+                if eq.second == send.tag.said and eq.t0 is None:
+                    eq.t0 = self.world.sim.now
+
+    def stepped(self, node: int) -> None:
+        ctl = self.world.controllers.get(node)
+        if ctl is not None:
+            self._witnessed(node, ctl)
+        watcher = self.world.watchers.get(node)
+        if watcher is not None:
+            self._detected(node, watcher)
+
+    def heard(self, node: int, msg: Msg) -> None:
+        role = self.world.watchers.get(node)
+        if role is None:
             return
-        said = send.tag.partition(":")[2]
-        for eq in self.equivocations.values():
-            if eq.second == said and eq.t0 is None:
-                eq.t0 = self.world.sim.now
-
-    def stepped(self, node: int, role: object) -> None:
-        if isinstance(role, Controller):
-            self._witnessed(node, role)
-        elif isinstance(role, Watcher):
-            self._detected(node, role)
-
-    def watcher_heard(self, node: int, role: Watcher, msg: Msg) -> None:
         now = self.world.sim.now
         if msg.topic != DUPLICITY_TOPIC:
             try:
@@ -164,17 +177,15 @@ class Recorder:
         adversaries = set(self.equivocations) | self.colluders
         false_alarms = 0
         for v in w.watcher_ids:
-            role = w.roles[v]
-            assert isinstance(role, Watcher)
+            role = w.watchers[v]
             false_alarms += sum(
                 1 for accused in role.holdings.accused() if accused not in adversaries
             )
         named = []
         for colluder in sorted(self.colluders):
-            holds = [w.roles[v] for v in honest_watchers]
+            holds = [w.watchers[v] for v in honest_watchers]
             named.append(
-                sum(colluder in r.holdings.accused() for r in holds if isinstance(r, Watcher))
-                / max(len(holds), 1)
+                sum(colluder in r.holdings.accused() for r in holds) / max(len(holds), 1)
             )
         ratio, by_second = self._delivery()
         members = sorted(set(w.witness_ids + w.watcher_ids + w.relay_ids))
@@ -205,6 +216,7 @@ class Recorder:
             ),
             "false_alarms": false_alarms,
             "colluders_named_fraction": round(sum(named) / len(named), 6) if named else None,
+            "sent_per_event": per_event(w.traffic, len(witnessed)),
             "messages_per_node": stats(
                 [g.recv_msgs[n] for n in members], ("mean", "p50", "p99", "max")
             ),
@@ -275,6 +287,13 @@ def _ms(t: float | None, since: float | None) -> float | str:
     if t is None or since is None:
         return ""
     return round((t - since) * 1000, 3)
+
+
+def per_event(traffic: dict[str, int], delivered: int) -> dict[str, float] | None:
+    """What the nodes sent of their own accord (`runtime.TRAFFIC`), per event witnessed."""
+    if not delivered:
+        return None
+    return {name: round(count / delivered, 3) for name, count in traffic.items()}
 
 
 def stats(values: list[float] | list[int], keys: tuple[str, ...]) -> dict[str, float] | None:

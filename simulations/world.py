@@ -5,13 +5,19 @@ watchers, controllers (one per identifier) and relays. Every node but the contro
 every KEL shard topic (a topic's overlay is built when first used) and watchers also join
 `/dkms/1/duplicity`. Each role's effects become scheduled deliveries:
 
-    Publish       gossip.publish (withholding witnesses drop theirs)
+    Publish       batched per topic as the runtime does (`roles.outbox`), then
+                  gossip.publish (withholding witnesses drop theirs)
     Subscribe     gossip.subscribe
-    Send          a request reaching the node named by prefix after one link delay; its
-                  handler's `Reply` comes back after another, into the sender's `answer`
-    SetTimer      the role's `timer(key)` at that time (a later SetTimer of a key replaces it)
+    Send          batched per (peer, surface) as the runtime does (`roles.outbox`): one
+                  request in flight each, reaching the node named by prefix after one link
+                  delay; its `Reply` comes back after another, as `Answered` for every Send
+                  the request carried
+    SetTimer      `TimerFired(key)` at that time (a later SetTimer of a key replaces it)
     Persist*      kept in memory by the role itself: nothing to do
-    Report        counted
+    Report, Blame counted
+
+Roles are driven only through `roles.role.Role` (`start`, `surfaces`, `admits`, `step`); the
+typed tables (`witnesses`, `watchers`, `controllers`) are for the workload and the recorder.
 
 Every signature check goes through one `MemoVerifier` and every gossip payload is parsed once
 (`ParseCache`), shared by all nodes: the same bytes verify and parse the same way everywhere.
@@ -21,12 +27,13 @@ judge). What happens is recorded by `Recorder` (see `record.py`).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
 from dkms.node.govcmd import roster_bundle
-from dkms.node.roles.controller import Controller, RetryPolicy
+from dkms.node.roles.codes import Code
+from dkms.node.roles.controller import Controller, PushStatus, RetryPolicy
 from dkms.node.roles.effects import (
+    Blame,
     Effect,
     Publish,
     Reply,
@@ -35,7 +42,11 @@ from dkms.node.roles.effects import (
     SetTimer,
     Subscribe,
     Surface,
+    TimerKey,
 )
+from dkms.node.roles.inputs import Answered, Heard, Request, TimerFired
+from dkms.node.roles.outbox import Outbox, batched, joined
+from dkms.node.roles.role import Role
 from dkms.node.roles.topics import (
     DUPLICITY_TOPIC,
     KEL_SHARDS,
@@ -45,19 +56,21 @@ from dkms.node.roles.topics import (
 )
 from dkms.node.roles.watcher import Watcher
 from dkms.node.roles.witness import Witness
+from dkms.node.runtime import TRAFFIC
 from dkms.protocol.crypto import MemoVerifier, Signer
 from dkms.protocol.events import Event, interact, receipt
+from dkms.protocol.ids import NodePrefix, Said
 from dkms.protocol.roster import Roster
 from dkms.protocol.stream import Attachments, BadFrame, Message, messagize
 
 from .engine import Sim
 from .gossip import Gossip, Msg
 from .links import Links
-from .record import Recorder
+from .record import Recorder, Rival
 from .scenario import Scenario
 
 Frames = list[Message | BadFrame]
-Role = Witness | Watcher | Controller
+REQUEST_OVERHEAD = 64  # bytes a request or an answer costs beyond its payload (framing, ids)
 
 
 class World:
@@ -87,11 +100,18 @@ class World:
             receive=self._receive,
         )
         self.roles: dict[int, Role] = {}
+        self.witnesses: dict[int, Witness] = {}
+        self.watchers: dict[int, Watcher] = {}
+        self.controllers: dict[int, Controller] = {}
         self.prefix_of: dict[int, str] = {}
         self.node_of: dict[str, int] = {}
-        self.timers: dict[tuple[int, str], int] = {}
-        self.requests = 0  # requests sent (results.json)
-        self._request_ids = itertools.count(1)
+        self.timers: dict[tuple[int, TimerKey], int] = {}
+        self.requests = 0  # requests sent, the equivocators' own among them (results.json)
+        # What the roles sent (batched as the runtime batches), named as the runtime's metrics.
+        self.traffic: dict[str, int] = dict.fromkeys(TRAFFIC, 0)
+        self.blames = 0
+        self._outbox: Outbox[tuple[int, str, Surface], Send] = Outbox()
+        self._gossip_box: Outbox[tuple[int, str], bytes] = Outbox()
         self.reports: dict[str, int] = {}
         self.withholding: set[int] = set()
         self.record = Recorder(self)
@@ -114,6 +134,7 @@ class World:
             role = Witness(
                 Signer(self._seed(), transferable=False), verify=self.verify, parse=self.parse
             )
+            self.witnesses[node] = role
             self._name(node, role.prefix, role)
         gov = Controller(verify=self.verify)
         gov.incept("governance", [self._seed()], [self._seed()], now=0.0)
@@ -127,6 +148,7 @@ class World:
                 parse=self.parse,
                 anomaly_after=3600.0,
             )
+            self.watchers[node] = role_w
             self._name(node, role_w.prefix, role_w)
             watchers.append(role_w)
         names = tuple(x.prefix for x in watchers)
@@ -141,9 +163,8 @@ class World:
         for role_w in watchers:
             role_w.governance.offer(bundle, 0.0)
         for node in self.controller_ids:
-            self.roles[node] = Controller(
-                verify=self.verify, retry=RetryPolicy(first=0.5, attempts=4)
-            )
+            ctl = Controller(verify=self.verify, retry=RetryPolicy(first=0.5, attempts=4))
+            self.roles[node] = self.controllers[node] = ctl
 
     def _name(self, node: int, prefix: str, role: Role) -> None:
         self.roles[node] = role
@@ -185,15 +206,15 @@ class World:
 
     def _admits(self, node: int, msg: Msg) -> bool:
         role = self.roles.get(node)
-        return isinstance(role, Watcher) and role.admits(msg.topic, msg.payload)
+        return role is not None and role.admits(msg.topic, msg.payload)
 
     def _receive(self, node: int, msg: Msg) -> None:
         role = self.roles.get(node)
-        if role is None or isinstance(role, Controller):
+        if role is None:
             return  # a relay: the gossip model did all there is to do
-        self.perform(node, role.hear(msg.topic, msg.payload, self.sim.now))
-        if isinstance(role, Watcher):
-            self.record.watcher_heard(node, role, msg)
+        origin = NodePrefix(self.prefix_of.get(msg.origin, ""))
+        self.perform(node, role.step(Heard(msg.topic, origin, msg.payload), self.sim.now))
+        self.record.heard(node, msg)
 
     # ---------------------------------------------------------------- effects
 
@@ -203,12 +224,18 @@ class World:
         sim = self.sim
         for effect in effects:
             if isinstance(effect, Publish):
-                if node not in self.withholding:
-                    self.record.published(
-                        node, self.gossip.publish(node, effect.topic, effect.payload)
-                    )
+                if node not in self.withholding and self._gossip_box.put(
+                    (node, effect.topic), effect.payload, len(effect.payload)
+                ):
+                    sim.after(0.0, self._flush, node, effect.topic)
             elif isinstance(effect, Send):
-                self._request(node, effect)
+                if not batched(effect):
+                    self._count([effect])
+                    self._request(node, [effect])
+                elif self._outbox.put(
+                    (node, effect.to, effect.surface), effect, len(effect.payload)
+                ):
+                    sim.after(0.0, self._drain, node, effect.to, effect.surface)
             elif isinstance(effect, Reply):
                 if reply_to is not None:
                     reply_to(effect)
@@ -221,62 +248,102 @@ class World:
                 self.gossip.subscribe(node, effect.topic)
             elif isinstance(effect, Report):
                 self.reports[effect.level] = self.reports.get(effect.level, 0) + 1
+            elif isinstance(effect, Blame):
+                self.blames += 1
 
-    def _timer(self, node: int, key: str, version: int) -> None:
+    def _flush(self, node: int, topic: str) -> None:
+        """What a node queued on a topic during one step goes out as one payload."""
+        while (batch := self._gossip_box.take((node, topic))) is not None:
+            payload = b"".join(batch)
+            self.traffic[TRAFFIC[2]] += 1
+            self.traffic[TRAFFIC[3]] += len(payload)
+            self.record.published(node, self.gossip.publish(node, topic, payload))
+
+    def _drain(self, node: int, to: str, surface: Surface) -> None:
+        """The next batch to `to` on `surface`, once the one before it was answered."""
+        batch = self._outbox.take((node, to, surface))
+        if batch is not None:
+            self._count(batch)
+            self._request(node, batch, lambda: self._drain(node, to, surface))
+
+    def _count(self, sends: list[Send]) -> None:
+        self.traffic[TRAFFIC[0]] += 1
+        self.traffic[TRAFFIC[1]] += sum(len(s.payload) for s in sends)
+
+    def _timer(self, node: int, key: TimerKey, version: int) -> None:
         if self.timers.get((node, key)) != version:
             return
         del self.timers[(node, key)]
-        role = self.roles[node]
-        self.perform(node, role.timer(key, self.sim.now))
-        self.record.stepped(node, role)
+        self.perform(node, self.roles[node].step(TimerFired(key), self.sim.now))
+        self.record.stepped(node)
 
-    def _request(self, node: int, send: Send) -> None:
-        target = self.node_of.get(send.to)
+    def _request(
+        self, node: int, sends: list[Send], then: Callable[[], None] | None = None
+    ) -> None:
+        """One request carrying `sends` (to one peer, on one surface); `then` runs once all
+        their answers are in."""
+        first = sends[0]
+        target = self.node_of.get(first.to)
+        payload = joined(sends)
         self.requests += 1
-        size = len(send.payload) + 64
+        size = len(payload) + REQUEST_OVERHEAD
         delay = None if target is None else self.links.delay(node, target, size, self.sim.now)
         if target is None or delay is None:
-            self.sim.after(5.0, self._answer, node, send.tag, False, b"", "unreachable")
+            failed = Reply.refuse(Code.UNREACHABLE, "unreachable")
+            self.sim.after(5.0, self._answer, node, sends, failed, then)
             return
         self.gossip.sent_msgs[node] += 1
         self.gossip.sent_bytes[node] += size
-        self.sim.after(delay, self._handle, target, node, send)
+        self.sim.after(delay, self._handle, target, node, sends, payload, then)
 
-    def _handle(self, node: int, sender: int, send: Send) -> None:
-        self.record.request(node, send)
+    def _handle(
+        self,
+        node: int,
+        sender: int,
+        sends: list[Send],
+        payload: bytes,
+        then: Callable[[], None] | None,
+    ) -> None:
+        first = sends[0]
+        self.record.request(node, sends)
         role = self.roles.get(node)
-        handler = _handler(role, send.surface)
         self.gossip.recv_msgs[node] += 1
-        self.gossip.recv_bytes[node] += len(send.payload) + 64
-        if handler is None:
-            self.sim.after(0.0, self._answer, sender, send.tag, False, b"", "not served")
+        self.gossip.recv_bytes[node] += len(payload) + REQUEST_OVERHEAD
+        if role is None or first.surface not in role.surfaces:
+            refused = Reply.refuse(Code.NOT_SERVED, "not served")
+            self.sim.after(0.0, self._answer, sender, sends, refused, then)
             return
 
         def reply(answer: Reply) -> None:
-            delay = self.links.delay(node, sender, len(answer.payload) + 64, self.sim.now)
+            size = len(answer.payload) + REQUEST_OVERHEAD
+            delay = self.links.delay(node, sender, size, self.sim.now)
             if delay is None:
-                self.sim.after(5.0, self._answer, sender, send.tag, False, b"", "timed out")
+                timeout = Reply.refuse(Code.UNREACHABLE, "timed out")
+                self.sim.after(5.0, self._answer, sender, sends, timeout, then)
             else:
-                self.sim.after(
-                    delay, self._answer, sender, send.tag, answer.ok, answer.payload, answer.reason
-                )
+                self.sim.after(delay, self._answer, sender, sends, answer, then)
 
-        self.perform(node, handler(next(self._request_ids), send.payload, self.sim.now), reply)
-        self.record.stepped(node, role)
+        request = Request(first.surface, NodePrefix(self.prefix_of.get(sender, "")), payload)
+        self.perform(node, role.step(request, self.sim.now), reply)
+        self.record.stepped(node)
 
-    def _answer(self, node: int, tag: str, ok: bool, payload: bytes, reason: str) -> None:
-        if tag.startswith("equivocate:"):
-            return  # the equivocator's own submissions: it wants no receipts, only confusion
+    def _answer(
+        self, node: int, sends: list[Send], answer: Reply, then: Callable[[], None] | None
+    ) -> None:
         role = self.roles[node]
-        self.perform(node, role.answer(tag, ok, payload, reason, self.sim.now))
-        self.record.stepped(node, role)
+        for send in sends:
+            if isinstance(send.tag, Rival):
+                continue  # the equivocator's own submissions: it wants only confusion
+            answered = Answered(send.tag, answer.code, answer.payload, answer.reason)
+            self.perform(node, role.step(answered, self.sim.now))
+        self.record.stepped(node)
+        if then is not None:
+            then()
 
     # ---------------------------------------------------------------- workload
 
     def controller(self, node: int) -> Controller:
-        role = self.roles[node]
-        assert isinstance(role, Controller)
-        return role
+        return self.controllers[node]
 
     def incept(self, node: int) -> None:
         ctl = self.controller(node)
@@ -289,18 +356,18 @@ class World:
         )
         self.record.created(node, ctl.identity("id").last_said, ctl.identity("id").prefix, 0)
         self.perform(node, effects)
-        self.record.stepped(node, ctl)
+        self.record.stepped(node)
 
     def interact(self, node: int, n: int) -> None:
         ctl = self.controller(node)
         ident = ctl.identity("id")
-        if ctl.status(ident.last_said) != "done":
+        if ctl.status(ident.last_said) is not PushStatus.DONE:
             self.record.skipped += 1  # the previous event is still being witnessed
             return
         effects = ctl.interact("id", [{"n": n}], now=self.sim.now)
         self.record.created(node, ctl.identity("id").last_said, ident.prefix, ctl.identity("id").sn)
         self.perform(node, effects)
-        self.record.stepped(node, ctl)
+        self.record.stepped(node)
 
     def equivocate(self, node: int) -> None:
         """The identifier's keys sign two interactions at its next sn; version a goes to the
@@ -318,18 +385,16 @@ class World:
         groups = (ident.witnesses[:half], ident.witnesses[half:])
         self.record.equivocation(ident.prefix, versions[1][0].said, node)
         for (event, message), group in zip(versions, groups, strict=True):
+            tag = Rival(Said(event.said))
             for witness in group:
-                self._request(
-                    node, Send(witness, Surface.SUBMIT, message, f"equivocate:{event.said}")
-                )
+                self._request(node, [Send(NodePrefix(witness), Surface.SUBMIT, message, tag)])
         colluders = groups[0][: self.sc.adversaries.colluding_witnesses]
         b, _ = versions[1]
         for witness in colluders:
             self.sim.after(0.5, self._collude, self.node_of[witness], b)
 
     def _collude(self, node: int, event: Event) -> None:
-        role = self.roles[node]
-        assert isinstance(role, Witness)
+        role = self.witnesses[node]
         self.record.colluders.add(role.prefix)
         rct = receipt(event.prefix, event.sn, event.said)
         couple = ((role.prefix, role.signer.sign_raw(event.raw)),)
@@ -345,8 +410,7 @@ class World:
 
     def start(self) -> None:
         for node, role in sorted(self.roles.items()):
-            if isinstance(role, Witness | Watcher):
-                self.perform(node, role.start(0.0))
+            self.perform(node, role.start(0.0))
         self.gossip.start()
 
 
@@ -356,19 +420,6 @@ KEL_OVERLAY = "/dkms/1/kel"
 def _overlay(topic: str) -> str:
     return KEL_OVERLAY if topic.startswith("/dkms/1/kel/") else topic
 
-
-def _handler(
-    role: Role | None, surface: Surface
-) -> Callable[[int, bytes, float], list[Effect]] | None:
-    if isinstance(role, Witness):
-        return {
-            Surface.SUBMIT: role.submit,
-            Surface.RECEIPTS: role.receipts,
-            Surface.QUERY: role.query,
-        }.get(surface)
-    if isinstance(role, Watcher):
-        return {Surface.QUERY: role.query, Surface.GOVERNANCE: role.govern}.get(surface)
-    return None
 
 
 __all__ = ["World"]

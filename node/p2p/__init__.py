@@ -16,7 +16,7 @@ from .errors import (
     RemoteP2PError,
     RequestTimeout,
 )
-from .framing import Response, Status
+from .framing import Response
 from .gossip import Gossip, Subscription
 from .host import P2PHost, Target, open_host
 from .identity import (
@@ -51,7 +51,6 @@ __all__ = [
     "RemoteP2PError",
     "RequestTimeout",
     "Response",
-    "Status",
     "Subscription",
     "Target",
     "format_introduction",

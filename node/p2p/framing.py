@@ -6,7 +6,8 @@ a slow answer never holds up another). Every integer is big-endian.
     request  = length:u32 payload
     response = status:u8 length:u32 reason_length:u16 payload reason
 
-`reason` is UTF-8 text for a log and for the requester; an OK response has none. A peer that
+`status` is a `Code` (the roles' answer codes: what the requester acts on); `reason` is UTF-8
+text for a log and for the requester, and a response with an ok code has none. A peer that
 sends a length over its reader's limit is refused *before* its payload is read: the refusal is
 a response like any other (status TOO_LARGE), so the requester learns why.
 """
@@ -14,8 +15,9 @@ a response like any other (status TOO_LARGE), so the requester learns why.
 from __future__ import annotations
 
 import struct
-from enum import IntEnum
 from typing import Final, NamedTuple
+
+from dkms.node.roles.codes import Code
 
 from .errors import RemoteP2PError
 
@@ -25,26 +27,20 @@ MAX_REASON: Final = 1024  # bytes of UTF-8; longer reasons are cut, not refused
 DEFAULT_MAX_MESSAGE: Final = 1 << 20  # 1 MiB
 
 
-class Status(IntEnum):
-    """The first byte of a response."""
-
-    OK = 0
-    REFUSED = 1  # the handler said no (its reason follows)
-    FAILED = 2  # the handler raised; the peer keeps running
-    TOO_LARGE = 3  # the request's length is over the responder's limit
-    BUSY = 4  # the responder has too many requests in progress
-
-
 class Response(NamedTuple):
-    """What a peer answered: `ok`, its payload, and the reason when not ok."""
+    """What a peer answered: its code, its payload, and the reason when not ok."""
 
-    ok: bool
+    code: Code
     payload: bytes
     reason: str
 
+    @property
+    def ok(self) -> bool:
+        return self.code.ok
+
 
 class ResponseHead(NamedTuple):
-    status: Status
+    status: Code
     length: int
     reason_length: int
 
@@ -61,8 +57,8 @@ def decode_request_head(head: bytes, limit: int) -> tuple[int, str]:
     return length, ""
 
 
-def encode_response(status: Status, payload: bytes = b"", reason: str = "") -> bytes:
-    text = _cut(reason)
+def encode_response(status: Code, payload: bytes = b"", reason: str = "") -> bytes:
+    text = b"" if status.ok else _cut(reason)
     return RESPONSE_HEADER.pack(status, len(payload), len(text)) + payload + text
 
 
@@ -70,13 +66,15 @@ def decode_response_head(head: bytes, limit: int) -> ResponseHead:
     """Check a response header; a bad status or a payload over `limit` is the peer's fault."""
     code, length, reason_length = RESPONSE_HEADER.unpack(head)
     try:
-        status = Status(code)
+        status = Code(code)
     except ValueError:
         raise RemoteP2PError(f"unknown response status {code}") from None
     if length > limit:
         raise RemoteP2PError(f"response of {length} bytes exceeds our limit of {limit} bytes")
-    if status is Status.OK and reason_length:
-        raise RemoteP2PError("an OK response carries no reason")
+    if status is Code.UNREACHABLE:
+        raise RemoteP2PError("status UNREACHABLE is never sent")
+    if status.ok and reason_length:
+        raise RemoteP2PError("an ok response carries no reason")
     return ResponseHead(status, length, reason_length)
 
 
@@ -87,9 +85,9 @@ def decode_response_body(head: ResponseHead, body: bytes) -> Response:
         reason = raw_reason.decode("utf-8")
     except UnicodeDecodeError:
         raise RemoteP2PError("response reason is not UTF-8") from None
-    if head.status is Status.OK:
-        return Response(True, payload, "")
-    return Response(False, payload, reason or head.status.name.lower().replace("_", " "))
+    if head.status.ok:
+        return Response(head.status, payload, "")
+    return Response(head.status, payload, reason or head.status.text)
 
 
 def _cut(reason: str) -> bytes:

@@ -24,6 +24,8 @@ from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
+from dkms.node.roles.codes import Code
+
 from .config import HostConfig
 from .dialer import Dialer
 from .errors import P2PError
@@ -176,7 +178,7 @@ class Neighbours:
                 except Exception:  # a bad peer must not end upkeep for good
                     logger.exception("neighbour upkeep failed; will try again")
 
-    async def serve(self, peer: str, payload: bytes) -> tuple[bool, bytes, str]:
+    async def serve(self, peer: str, payload: bytes) -> tuple[Code, bytes, str]:
         """The `/dkms/1/peers` handler: learn the requester's address, list whom we know."""
         for line in payload.decode("utf-8", errors="replace").splitlines()[:4]:
             try:
@@ -190,16 +192,16 @@ class Neighbours:
         random.shuffle(others)
         others.sort(key=lambda intro: intro.peer_id not in live)  # peers we reach now first
         listed = others[: self._config.peer_exchange_limit]
-        return True, "\n".join(str(i) for i in listed).encode(), ""
+        return Code.OK, "\n".join(str(i) for i in listed).encode(), ""
 
     async def _ask(self, pid: ID) -> list[Introduction]:
         mine = "\n".join(str(i) for i in self._own()).encode()
         try:
-            ok, payload, reason = await self._request(pid, PEERS_PROTOCOL, mine)
+            code, payload, reason = await self._request(pid, PEERS_PROTOCOL, mine)
         except P2PError as exc:
             logger.info("peer exchange with %s failed: %s", self._name(pid), exc)
             return []
-        if not ok:
+        if not code.ok:
             logger.info("peer exchange refused by %s: %s", self._name(pid), reason)
             return []
         found = []

@@ -29,12 +29,13 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.stream_muxer.mplex.mplex import Mplex
 
+from dkms.node.roles.codes import Code
+
 from .errors import P2PError, Refused, RemoteP2PError
 from .framing import (
     REQUEST_HEADER,
     RESPONSE_HEADER,
     Response,
-    Status,
     decode_request_head,
     decode_response_body,
     decode_response_head,
@@ -45,8 +46,8 @@ from .identity import peer_name
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[str, bytes], Awaitable[tuple[bool, bytes, str]]]
-"""`async handler(peer, payload) -> (ok, payload, reason)`; `peer` is a `B...` prefix."""
+Handler = Callable[[str, bytes], Awaitable[tuple[Code, bytes, str]]]
+"""`async handler(peer, payload) -> (code, payload, reason)`; `peer` is a `B...` prefix."""
 
 StreamHandler = Callable[[INetStream], Awaitable[None]]
 
@@ -131,7 +132,7 @@ class Responder:
         peer = peer_name(stream.muxed_conn.peer_id)
         try:
             if not self._take_slot():
-                await _answer(stream, Status.BUSY, reason="too many requests in progress")
+                await _answer(stream, Code.BUSY, reason="too many requests in progress")
                 return
             try:
                 await self._serve_in_slot(stream, protocol, handler, peer)
@@ -156,7 +157,7 @@ class Responder:
             head = await reader.take(REQUEST_HEADER.size)
             length, refusal = decode_request_head(head, self.limits.max_message)
             if refusal:
-                await _answer(stream, Status.TOO_LARGE, reason=refusal)
+                await _answer(stream, Code.TOO_LARGE, reason=refusal)
                 return
             payload = await reader.take(length)
         if reading.cancelled_caught:
@@ -168,36 +169,35 @@ class Responder:
 
     async def _call(
         self, protocol: str, handler: Handler, peer: str, payload: bytes
-    ) -> tuple[Status, bytes, str]:
+    ) -> tuple[Code, bytes, str]:
         result: Any = None
         with trio.move_on_after(self.limits.handler_timeout) as deadline:
             try:
                 result = await handler(peer, payload)
             except Exception as exc:
                 logger.exception("%s handler failed on a request from %s", protocol, peer)
-                return Status.FAILED, b"", f"handler failed: {type(exc).__name__}"
+                return Code.FAILED, b"", f"handler failed: {type(exc).__name__}"
         if deadline.cancelled_caught:
-            return Status.FAILED, b"", "handler timed out"
+            return Code.FAILED, b"", "handler timed out"
         if not (
             isinstance(result, tuple)
             and len(result) == 3
-            and isinstance(result[0], bool)
+            and isinstance(result[0], Code)
+            and result[0] is not Code.UNREACHABLE
             and isinstance(result[1], bytes | bytearray)
             and isinstance(result[2], str)
         ):
-            logger.error("%s handler returned %r, not (bool, bytes, str)", protocol, result)
-            return Status.FAILED, b"", "handler returned a malformed answer"
-        ok, out, reason = result
+            logger.error("%s handler returned %r, not (Code, bytes, str)", protocol, result)
+            return Code.FAILED, b"", "handler returned a malformed answer"
+        code, out, reason = result
         if len(out) > self.limits.max_message:
             logger.error("%s handler answered %d bytes, over the limit", protocol, len(out))
-            return Status.FAILED, b"", "answer exceeds the size limit"
-        if ok:
-            return Status.OK, bytes(out), ""
-        return Status.REFUSED, bytes(out), reason or "refused"
+            return Code.FAILED, b"", "answer exceeds the size limit"
+        return code, bytes(out), "" if code.ok else reason or code.text
 
 
 async def _answer(
-    stream: INetStream, status: Status, payload: bytes = b"", reason: str = ""
+    stream: INetStream, status: Code, payload: bytes = b"", reason: str = ""
 ) -> None:
     try:
         await stream.write(encode_response(status, payload, reason))

@@ -18,18 +18,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Final
 
 from dkms.protocol import cesr, crypto
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.errors import LocalProtocolError, ProtocolError
 from dkms.protocol.events import Event, Kind, incept, interact, receipt, rotate
+from dkms.protocol.ids import NodePrefix, Said
 from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 from dkms.protocol.thresholds import ThresholdValue
 from dkms.protocol.validator import Validator
 
+from .codes import Code
 from .effects import Effect, Report, Send, SetTimer, Surface
+from .inputs import Agreement, Answered, Input, Retry, Submission, TimerFired
+
+
+class PushStatus(StrEnum):
+    """Where an event this controller made stands."""
+
+    DONE = "done"  # fully witnessed
+    WAITING = "waiting"  # witnesses still being asked
+    FAILED = "failed"  # every witness answered or was given up on, and bt receipts are missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +76,16 @@ class _Push:
 
     event: Event
     message: bytes
-    witnesses: tuple[str, ...]
+    witnesses: tuple[NodePrefix, ...]
     preludes: dict[str, bytes]  # witness -> KEL it must see first (added witnesses)
-    waiting: dict[str, int] = field(default_factory=dict)  # witness -> attempts so far
+    waiting: dict[NodePrefix, int] = field(default_factory=dict)  # witness -> attempts so far
     complete: bool = False  # fully witnessed; laggards are still retried until they answer
 
 
 class Controller:
     """Identifiers owned here, and the pushes of their events to witnesses."""
+
+    surfaces: Final = frozenset[Surface]()  # a controller answers no one: it only asks
 
     def __init__(self, *, verify: Verifier | None = None, retry: RetryPolicy | None = None):
         # Memoised: a receipt is checked on arrival and again inside the validator.
@@ -99,12 +113,11 @@ class Controller:
         """True once the event is fully witnessed (in the controller's own KEL)."""
         return self.validator.record(said) is not None
 
-    def status(self, said: str) -> str:
-        """`done` (fully witnessed), `waiting` (witnesses still being asked) or `failed`."""
+    def status(self, said: str) -> PushStatus:
         if self.done(said):
-            return "done"
+            return PushStatus.DONE
         push = self._pushes.get(said)
-        return "waiting" if push is not None and push.waiting else "failed"
+        return PushStatus.WAITING if push is not None and push.waiting else PushStatus.FAILED
 
     def pending(self) -> list[str]:
         """SAIDs of events still waiting for witness receipts."""
@@ -229,20 +242,40 @@ class Controller:
 
     # ---------------------------------------------------------------- inputs
 
-    def answer(self, tag: str, ok: bool, payload: bytes, reason: str, now: float) -> list[Effect]:
-        """A witness answered (or failed to answer) a request this controller sent."""
-        kind, said, witness = _untag(tag)
-        if kind == "agree":
-            if ok:
-                return []
-            return [Report("warning", f"witness {witness} refused receipts of {said}: {reason}")]
+    def start(self, now: float) -> list[Effect]:
+        return []
+
+    def admits(self, topic: str, payload: bytes) -> bool:
+        return False  # subscribes to nothing
+
+    def step(self, event: Input, now: float) -> list[Effect]:
+        match event:
+            case Answered(tag=Submission() as tag):
+                return self._answered(tag, event, now)
+            case Answered(tag=Agreement(said=said, witness=witness)):
+                if event.ok:
+                    return []
+                why = f"witness {witness} refused receipts of {said}: {event.reason}"
+                return [Report("warning", why)]
+            case TimerFired(key=Retry(said=said, witness=witness)):
+                push = self._pushes.get(said)
+                if push is None or witness not in push.waiting:
+                    return []
+                return [self._send(push, witness)]
+        return []
+
+    def _answered(self, tag: Submission, answer: Answered, now: float) -> list[Effect]:
+        """A witness answered (or failed to answer) an event this controller pushed."""
+        said, witness = tag.said, tag.witness
         push = self._pushes.get(said)
         if push is None or witness not in push.waiting:
             return []
         # A reply may answer several events at once (the runtime batches submissions): what
         # counts is whether it carries this witness's receipt of this event.
-        if not self._take_receipts(push, witness, payload, now):
-            return self._failed(push, witness, reason if not ok else "no valid receipt", now)
+        if not self._take_receipts(push, witness, answer.payload, now):
+            if answer.ok:
+                return self._failed(push, witness, Code.NO_RECEIPT, "no valid receipt", now)
+            return self._failed(push, witness, answer.code, answer.reason, now)
         del push.waiting[witness]
         if push.complete:  # a laggard: share the receipts, its own now among them, with all
             effects = self._agreements(push, [w for w in push.witnesses if w not in push.waiting])
@@ -250,13 +283,6 @@ class Controller:
             effects = self._settle(now)
         self._forget(push)
         return effects
-
-    def timer(self, key: str, now: float) -> list[Effect]:
-        kind, said, witness = _untag(key)
-        push = self._pushes.get(said)
-        if kind != "retry" or push is None or witness not in push.waiting:
-            return []
-        return [self._send(push, witness)]
 
     # ---------------------------------------------------------------- internals
 
@@ -267,7 +293,7 @@ class Controller:
         message = messagize(event, Attachments(sigs=sigs))
         ident.sn, ident.last_said = event.sn, event.said
         own = self.validator.process(parse_stream(message)[0], now)  # type: ignore[arg-type]
-        witnesses = ident.witnesses
+        witnesses = tuple(NodePrefix(w) for w in ident.witnesses)
         push = _Push(event, message, witnesses, preludes, {w: 0 for w in witnesses})
         effects: list[Effect] = [
             Report("debug", f"{event.ilk} {event.said} of {ident.name}: {own[0].status}")
@@ -281,13 +307,15 @@ class Controller:
         effects.extend(self._send(push, w) for w in witnesses)
         return effects
 
-    def _send(self, push: _Push, witness: str) -> Send:
+    def _send(self, push: _Push, witness: NodePrefix) -> Send:
         payload = push.preludes.get(witness, b"") + push.message
-        return Send(witness, Surface.SUBMIT, payload, _tag("submit", push.event.said, witness))
+        return Send(witness, Surface.SUBMIT, payload, Submission(Said(push.event.said), witness))
 
-    def _failed(self, push: _Push, witness: str, reason: str, now: float) -> list[Effect]:
-        said = push.event.said
-        if reason.startswith("conflicting version refused"):
+    def _failed(
+        self, push: _Push, witness: NodePrefix, code: Code, reason: str, now: float
+    ) -> list[Effect]:
+        said = Said(push.event.said)
+        if code is Code.CONFLICT:
             del push.waiting[witness]  # it holds another version: retrying cannot help
             self._forget(push)
             return [Report("error", f"witness {witness} refused {said}: {reason}")]
@@ -307,7 +335,7 @@ class Controller:
                 "warning",
                 f"witness {witness} failed for {said} ({reason}); retry {attempt} in {delay:g} s",
             ),
-            SetTimer(_tag("retry", said, witness), now + delay),
+            SetTimer(Retry(said, witness), now + delay),
         ]
 
     def _take_receipts(self, push: _Push, witness: str, payload: bytes, now: float) -> bool:
@@ -360,20 +388,20 @@ class Controller:
             self._forget(push)
         return effects
 
-    def _agreements(self, push: _Push, witnesses: Sequence[str]) -> list[Effect]:
+    def _agreements(self, push: _Push, witnesses: Sequence[NodePrefix]) -> list[Effect]:
         """Every receipt of the event, for each of `witnesses` that lacks some of them."""
         record = self.validator.record(push.event.said)
         have = set(record.receipts) if record else set()
         return [self._agreement(push, w) for w in witnesses if have - {w}]
 
-    def _agreement(self, push: _Push, witness: str) -> Send:
+    def _agreement(self, push: _Push, witness: NodePrefix) -> Send:
         """Every receipt of the event, for `witness` to keep (witness agreement)."""
         record = self.validator.record(push.event.said)
         event = push.event
         couples = tuple(record.receipts.items()) if record else ()
         rct = receipt(event.prefix, event.sn, event.said, kind=event.kind)
         payload = messagize(rct, Attachments(couples=couples))
-        return Send(witness, Surface.RECEIPTS, payload, _tag("agree", event.said, witness))
+        return Send(witness, Surface.RECEIPTS, payload, Agreement(Said(event.said), witness))
 
     def _forget(self, push: _Push) -> None:
         if push.complete and not push.waiting:
@@ -384,13 +412,3 @@ def _kind_of(validator: Validator, prefix: str) -> Kind:
     kel = validator.kel(prefix)
     return kel.last.event.kind if kel is not None else Kind.CBOR
 
-
-def _tag(kind: str, said: str, witness: str) -> str:
-    return f"{kind}|{said}|{witness}"
-
-
-def _untag(tag: str) -> tuple[str, str, str]:
-    parts = tag.split("|")
-    if len(parts) != 3:
-        raise LocalProtocolError(f"not a controller tag: {tag!r}")
-    return parts[0], parts[1], parts[2]

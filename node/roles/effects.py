@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from dkms.protocol.ids import NodePrefix
+
+from .codes import Code
+
 
 class Surface(StrEnum):
     """Request/response protocols between nodes (versioned; see DESIGN.md)."""
@@ -17,6 +21,16 @@ class Surface(StrEnum):
     RECEIPTS = "/dkms/1/receipts"
     QUERY = "/dkms/1/query"
     GOVERNANCE = "/dkms/1/governance"  # a governance KEL and signed roster, handed to a node
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """Names a request a role sent, so its answer can find its way back (`inputs.Answered`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerKey:
+    """Names a timer; a later `SetTimer` with an equal key replaces the earlier one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +80,24 @@ class PersistMeta:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Answer the request `request`; `ok` False carries a refusal `reason` for the peer."""
+    """Answer the request being handled: an ok `code` with its payload, or a refusal with a
+    `reason` for the peer (the code is what the peer acts on; the reason is for people)."""
 
-    request: int
-    ok: bool
+    code: Code
     payload: bytes = b""
     reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code.ok
+
+    @staticmethod
+    def accept(payload: bytes = b"", reason: str = "") -> Reply:
+        return Reply(Code.OK, payload, reason)
+
+    @staticmethod
+    def refuse(code: Code, reason: str) -> Reply:
+        return Reply(code, b"", reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,31 +110,38 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Listen to `topic`; what is heard goes to the role's `hear(topic, payload, now)`.
+    """Listen to `topic`; what is heard comes back as `inputs.Heard`.
 
-    If the role has `admits(topic, payload) -> bool`, gossip validation asks it (and only
-    what it admits is forwarded to other peers); otherwise the transport's default check runs.
-    """
+    Gossip validation asks the role's `admits(topic, payload)`, and only what it admits is
+    delivered and forwarded to other peers."""
 
     topic: str
 
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send a request to the node `to` (a witness prefix); its answer comes back tagged `tag`."""
+    """Send a request to the node `to`; its answer comes back as `inputs.Answered(tag, ...)`."""
 
-    to: str
+    to: NodePrefix
     surface: Surface
     payload: bytes
-    tag: str
+    tag: Tag
 
 
 @dataclass(frozen=True, slots=True)
 class SetTimer:
-    """Call the role's `timer(key, now)` at time `at` (replacing any timer with that key)."""
+    """`inputs.TimerFired(key)` at time `at` (replacing any timer with an equal key)."""
 
-    key: str
+    key: TimerKey
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Blame:
+    """`peer` sent something it should not have (garbage, a forgery): score it down."""
+
+    peer: NodePrefix
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,5 +153,5 @@ class Report:
 
 
 Persist = PersistEvent | PersistReceipts | PersistEvidence | PersistRuling | PersistMeta
-Effect = Persist | Reply | Publish | Subscribe | Send | SetTimer | Report
+Effect = Persist | Reply | Publish | Subscribe | Send | SetTimer | Report | Blame
 PERSIST = (PersistEvent, PersistReceipts, PersistEvidence, PersistRuling, PersistMeta)

@@ -19,7 +19,7 @@ import cbor2
 from dkms.protocol import crypto
 from dkms.protocol.cbormap import cbor_map
 from dkms.protocol.errors import ParseError, ProtocolError, RosterError
-from dkms.protocol.roster import Roster, SignedRoster
+from dkms.protocol.roster import Duty, Roster, SignedRoster
 from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import BadFrame, Message, parse_stream
 from dkms.protocol.validator import Validator
@@ -92,9 +92,9 @@ class Governance:
         except ProtocolError:
             self.roster, self.bundle = None, None
 
-    def allows(self, signer: str, role: str) -> bool:
-        """Does the roster in force name `signer` as `role` ("watcher", "juror", "judge")?"""
-        return self.roster is not None and role in self.roster.roles_of(signer)
+    def allows(self, signer: str, duty: Duty) -> bool:
+        """Does the roster in force give `signer` that duty?"""
+        return self.roster is not None and duty in self.roster.roles_of(signer)
 
     def _known(self) -> list[Message]:
         if self.validator.kel(self.prefix) is None:

@@ -11,12 +11,21 @@ lowest sequence number accused. Pure: the watcher role feeds it and persists wha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from dkms.protocol.envelope import Signed
 from dkms.protocol.evidence import Accusation
 
 Conflict = tuple[str, str, str, int, frozenset[str]]  # kind, accused, prefix, sn, SAIDs
+
+
+class Standing(StrEnum):
+    """What a watcher answers about an identifier (or a witness)."""
+
+    OK = "ok"  # known, and nothing held against it
+    DUPLICITOUS = "duplicitous"  # verified evidence accuses it; this never goes back
+    UNKNOWN = "unknown"  # nothing known of it
 
 
 def conflict_of(accusation: Accusation) -> Conflict:
@@ -75,11 +84,11 @@ class Holdings:
         self._accuse(held.accusation)
         return True
 
-    def standing(self, prefix: str, known: bool) -> tuple[str, int | None]:
-        """("ok" | "duplicitous" | "unknown", first duplicitous sn or None)."""
+    def standing(self, prefix: str, known: bool) -> tuple[Standing, int | None]:
+        """The standing of `prefix`, and the first sn it is duplicitous from (or None)."""
         if prefix in self._accused:
-            return "duplicitous", self._accused[prefix]
-        return ("ok" if known else "unknown"), None
+            return Standing.DUPLICITOUS, self._accused[prefix]
+        return (Standing.OK if known else Standing.UNKNOWN), None
 
     def about(self, prefix: str | None) -> tuple[list[Held], list[Held]]:
         """Evidence and rulings that accuse `prefix` or concern its KEL (all when None)."""

@@ -48,14 +48,18 @@ from dkms.protocol.errors import LocalProtocolError, ProtocolError
 from dkms.protocol.escrow import EscrowLimits, Waiting
 from dkms.protocol.events import Event, Ilk
 from dkms.protocol.evidence import Accusation, parse_evidence, verify_evidence
+from dkms.protocol.ids import NodePrefix, Prefix
 from dkms.protocol.outcomes import Outcome, Status
+from dkms.protocol.roster import Duty
 from dkms.protocol.ruling import RULING_TYPE, Ruling
 from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator
 from dkms.protocol.witness_duplicity import WitnessDuplicity
 
+from .codes import Code
 from .effects import (
+    Blame,
     Effect,
     PersistEvent,
     PersistEvidence,
@@ -72,6 +76,19 @@ from .effects import (
 )
 from .governance import Governance
 from .holdings import Conflict, Held, Holdings, conflict_of
+from .inputs import (
+    Answered,
+    Expiry,
+    GapQuery,
+    Heard,
+    Input,
+    LagCheck,
+    PublishTurn,
+    Request,
+    RosterQuery,
+    RosterRetry,
+    TimerFired,
+)
 from .juror import Lag, Receipts
 from .topics import (
     DUPLICITY_TOPIC,
@@ -114,9 +131,9 @@ class Watcher:
         self._memo = crypto.MemoVerifier()
         self._verify = verify or self._memo
         self.signer = signer
-        self.prefix = signer.verfer
+        self.prefix = NodePrefix(signer.verfer)
         self.watch = watch  # empty: every identifier
-        self.peers = tuple(p for p in peers if p != signer.verfer)
+        self.peers = tuple(NodePrefix(p) for p in peers if p != signer.verfer)
         self.validator = Validator(verify=self._verify, limits=limits)
         self.governance = Governance(governance, self._verify)
         self.holdings = Holdings()
@@ -124,7 +141,8 @@ class Watcher:
         self.lag = Lag(anomaly_after)
         self._asking: set[str] = set()  # prefixes with a gap query in flight
         self._echoed: set[Conflict] = set()  # conflicts another juror's evidence told us of
-        self._turns: dict[str, Conflict] = {}  # timer tag -> conflict we publish in our turn
+
+    surfaces: Final = frozenset({Surface.QUERY, Surface.GOVERNANCE})
 
     # ---------------------------------------------------------------- life cycle
 
@@ -132,7 +150,7 @@ class Watcher:
         topics = sorted({kel_topic(p) for p in self.watch}) if self.watch else kel_topics()
         effects: list[Effect] = [Subscribe(t) for t in topics]
         effects += [Subscribe(DUPLICITY_TOPIC), Subscribe(GOVERNANCE_TOPIC)]
-        effects += [SetTimer("expire", now + EXPIRE_EVERY), self._lag_timer(now)]
+        effects += [SetTimer(Expiry(), now + EXPIRE_EVERY), self._lag_timer(now)]
         if self.governance.roster is None:
             effects.append(
                 Report(
@@ -192,93 +210,105 @@ class Watcher:
             return True
         return well_formed(payload, self._parse)
 
-    def hear(self, topic: str, data: bytes, now: float) -> list[Effect]:
+    def step(self, event: Input, now: float) -> list[Effect]:
         effects: list[Effect] = []
-        if topic == DUPLICITY_TOPIC:
-            self._heard_duplicity(data, effects)
-        elif topic == GOVERNANCE_TOPIC:
-            self._offered(data, now, effects, forward=False)
-        else:
-            try:
-                frames = self._parse(data)
-            except ProtocolError as err:
-                return [Report("debug", f"ignored unreadable gossip: {err}")]
-            for frame in frames:
-                if isinstance(frame, Message) and self._wanted(frame.event.prefix):
-                    self._observe(frame, now, effects)
+        match event:
+            case Request(surface=Surface.QUERY):
+                return [self._query(event.payload)]
+            case Request(surface=Surface.GOVERNANCE):
+                return self._govern(event.payload, now)
+            case Request():
+                return [Reply.refuse(Code.NOT_SERVED, f"a watcher does not serve {event.surface}")]
+            case Heard(topic=topic, peer=peer, payload=data):
+                if topic == DUPLICITY_TOPIC:
+                    self._heard_duplicity(data, effects)
+                elif topic == GOVERNANCE_TOPIC:
+                    self._offered(data, now, effects, forward=False)
+                else:
+                    self._kel_gossip(data, now, effects, peer)
+            case Answered(tag=GapQuery(prefix=prefix)):
+                self._asking.discard(prefix)
+                if event.ok:
+                    self._kel_gossip(event.payload, now, effects)
+                else:
+                    effects.append(Report("debug", f"{event.tag}: no answer ({event.reason})"))
+            case Answered(tag=RosterQuery()):
+                if event.ok:
+                    self._offered(event.payload, now, effects, forward=False)
+                else:
+                    effects.append(Report("debug", f"{event.tag}: no answer ({event.reason})"))
+            case TimerFired(key=PublishTurn(conflict=conflict)):
+                held = self.holdings.evidence.get(conflict)
+                if held is not None:
+                    self._publish_evidence(held.accusation, now, effects, turn=True)
+            case TimerFired(key=RosterRetry()):
+                if self.governance.roster is None:
+                    effects += self._ask_for_roster(now)
+            case TimerFired(key=Expiry()):
+                effects.append(SetTimer(Expiry(), now + EXPIRE_EVERY))
+                for outcome in self.validator.expire(now):
+                    effects.append(Report("info", f"dropped {outcome.said}: {outcome.reason}"))
+            case TimerFired(key=LagCheck()):
+                effects.append(self._lag_timer(now))
+                for anomaly in self.lag.due(now, self._receipted):
+                    effects.append(
+                        Report("warning", f"anomaly in {anomaly['i']}: {anomaly['anomaly']}")
+                    )
         return effects
 
-    def govern(self, request: int, data: bytes, now: float) -> list[Effect]:
+    def _kel_gossip(
+        self, data: bytes, now: float, effects: list[Effect], peer: NodePrefix | None = None
+    ) -> None:
+        """KEL messages heard or asked for: observe those of identifiers we watch."""
+        try:
+            frames = self._parse(data)
+        except ProtocolError as err:
+            effects.append(Report("debug", f"ignored unreadable gossip: {err}"))
+            if peer:
+                effects.append(Blame(peer, "unreadable gossip"))
+            return
+        for frame in frames:
+            if isinstance(frame, Message) and self._wanted(frame.event.prefix):
+                self._observe(frame, now, effects)
+
+    def _govern(self, data: bytes, now: float) -> list[Effect]:
         """A governance bundle handed to us (`dkms governance roster create --publish-to`)."""
         effects: list[Effect] = []
         try:
             _, why = self._offered(data, now, effects, forward=True)
         except ProtocolError as err:
-            return [Reply(request, False, reason=f"roster refused: {err}")]
-        return [*effects, Reply(request, True, reason=why)]
+            return [Reply.refuse(Code.INVALID, f"roster refused: {err}")]
+        return [*effects, Reply.accept(reason=why)]
 
-    def query(self, request: int, data: bytes, now: float) -> list[Effect]:
+    def _query(self, data: bytes) -> Reply:
         """`{"t": "state" | "kel" | "evidence" | "roster", "i": prefix, "s": sn}`."""
         try:
             ask = cbor2.loads(data)
         except Exception:
-            return [Reply(request, False, reason="query is not CBOR")]
+            return Reply.refuse(Code.MALFORMED, "query is not CBOR")
         if not isinstance(ask, dict):
-            return [Reply(request, False, reason="query must be a CBOR map")]
+            return Reply.refuse(Code.BAD_QUERY, "query must be a CBOR map")
         kind, prefix = ask.get("t"), ask.get("i")
         if kind == "roster":
             if self.governance.bundle is None:
-                return [Reply(request, False, reason="this node holds no roster yet")]
-            return [Reply(request, True, self.governance.bundle)]
+                return Reply.refuse(Code.NO_ROSTER, "this node holds no roster yet")
+            return Reply.accept(self.governance.bundle)
         if kind == "evidence":
             if prefix is not None and not isinstance(prefix, str):
-                return [Reply(request, False, reason="i must be an identifier prefix")]
-            return [Reply(request, True, cbor2.dumps(self.held(prefix)))]
+                return Reply.refuse(Code.BAD_QUERY, "i must be an identifier prefix")
+            return Reply.accept(cbor2.dumps(self.held(prefix)))
         if not isinstance(prefix, str):
-            return [Reply(request, False, reason="query needs an identifier prefix i")]
+            return Reply.refuse(Code.BAD_QUERY, "query needs an identifier prefix i")
         if kind == "state":
-            return [Reply(request, True, cbor2.dumps(self.key_state(prefix)))]
+            return Reply.accept(cbor2.dumps(self.key_state(prefix)))
         if kind == "kel":
             start = ask.get("s", 0)
             if not isinstance(start, int) or start < 0:
-                return [Reply(request, False, reason="s must be a sequence number")]
+                return Reply.refuse(Code.BAD_QUERY, "s must be a sequence number")
             if self.validator.kel(prefix) is None:
-                return [Reply(request, False, reason=f"unknown identifier {prefix}")]
-            return [Reply(request, True, self.validator.replay(prefix, start))]
-        return [Reply(request, False, reason="query type t must be state, kel, evidence or roster")]
-
-    def answer(self, tag: str, ok: bool, data: bytes, reason: str, now: float) -> list[Effect]:
-        """The answer to a gap-filling query or to a roster query."""
-        kind, _, about = tag.partition(":")
-        if kind == "gap":
-            self._asking.discard(about)
-        if not ok:
-            return [Report("debug", f"{tag}: no answer ({reason})")]
-        if kind == "roster":
-            effects: list[Effect] = []
-            self._offered(data, now, effects, forward=False)
-            return effects
-        return self.hear("", data, now)
-
-    def timer(self, key: str, now: float) -> list[Effect]:
-        if key.startswith("publish:"):
-            turn: list[Effect] = []
-            conflict = self._turns.pop(key, None)
-            held = self.holdings.evidence.get(conflict) if conflict else None
-            if held is not None:
-                self._publish_evidence(held.accusation, now, turn, turn=True)
-            return turn
-        if key == "roster":
-            return self._ask_for_roster(now) if self.governance.roster is None else []
-        if key == "expire":
-            effects: list[Effect] = [SetTimer("expire", now + EXPIRE_EVERY)]
-            for outcome in self.validator.expire(now):
-                effects.append(Report("info", f"dropped {outcome.said}: {outcome.reason}"))
-            return effects
-        effects = [self._lag_timer(now)]
-        for anomaly in self.lag.due(now, self._receipted):
-            effects.append(Report("warning", f"anomaly in {anomaly['i']}: {anomaly['anomaly']}"))
-        return effects
+                return Reply.refuse(Code.UNKNOWN, f"unknown identifier {prefix}")
+            return Reply.accept(self.validator.replay(prefix, start))
+        return Reply.refuse(Code.BAD_QUERY, "query type t must be state, kel, evidence or roster")
 
     # ---------------------------------------------------------------- views
 
@@ -356,7 +386,7 @@ class Watcher:
                 self._found(found, now, effects)
             if status is not Status.DUPLICITOUS:
                 self.lag.seen(outcome.prefix, outcome.sn, said, now)
-        if status is Status.ACCEPTED and outcome.reason == "":
+        if status is Status.ACCEPTED:
             record = self.validator.record(outcome.said)
             if record is not None:
                 e = record.event
@@ -416,21 +446,22 @@ class Watcher:
             return
         self._asking.add(prefix)
         ask = cbor2.dumps({"t": "kel", "i": prefix, "s": start})
+        tag = GapQuery(Prefix(prefix))
         for target in targets:
-            effects.append(Send(target, Surface.QUERY, ask, f"gap:{prefix}"))
+            effects.append(Send(NodePrefix(target), Surface.QUERY, ask, tag))
 
     def _ask_for_roster(self, now: float) -> list[Effect]:
         if not self.peers:
             return []
         ask = cbor2.dumps({"t": "roster"})
         effects: list[Effect] = [
-            Send(peer, Surface.QUERY, ask, f"roster:{peer}") for peer in self.peers[:PEER_ASKS]
+            Send(peer, Surface.QUERY, ask, RosterQuery(peer)) for peer in self.peers[:PEER_ASKS]
         ]
-        effects.append(SetTimer("roster", now + ROSTER_RETRY))
+        effects.append(SetTimer(RosterRetry(), now + ROSTER_RETRY))
         return effects
 
     def _lag_timer(self, now: float) -> SetTimer:
-        return SetTimer("lag", now + max(self.lag.after / 4, 0.25))
+        return SetTimer(LagCheck(), now + max(self.lag.after / 4, 0.25))
 
     # ---------------------------------------------------------------- duplicity
 
@@ -469,9 +500,7 @@ class Watcher:
             return
         rank = _rank(key, roster.jurors, self.prefix)
         if rank and not turn:
-            tag = f"publish:{len(self._turns)}"
-            self._turns[tag] = key
-            effects.append(SetTimer(tag, now + rank * PUBLISH_STAGGER))
+            effects.append(SetTimer(PublishTurn(key), now + rank * PUBLISH_STAGGER))
             return
         self.holdings.published.add(key)
         effects.append(Publish(DUPLICITY_TOPIC, held.envelope.to_cbor()))
@@ -493,7 +522,8 @@ class Watcher:
 
     def _rule(self, held: Held, effects: list[Effect]) -> None:
         """Judge duty: rule on verified evidence once."""
-        if not self.governance.allows(self.prefix, "judge") or self.holdings.ruled(held.accusation):
+        judge = self.governance.allows(self.prefix, Duty.JUDGE)
+        if not judge or self.holdings.ruled(held.accusation):
             return
         ruling = Ruling(held.accusation, held.evidence)
         signed = Signed.make(self.signer, ruling.to_cbor())
@@ -517,11 +547,11 @@ class Watcher:
         """Verify an envelope heard on the duplicity topic and that its signer may vouch."""
         signed.verify(self._verify)
         if signed.kind == RULING_TYPE:
-            if not self.governance.allows(signed.signer, "judge"):
+            if not self.governance.allows(signed.signer, Duty.JUDGE):
                 raise _NotRostered(f"{signed.signer} is not a judge on the roster")
             ruling = Ruling.from_cbor(signed.body)
             return Held(ruling.verify(self._verify), signed, ruling.evidence)
-        if not self.governance.allows(signed.signer, "juror"):
+        if not self.governance.allows(signed.signer, Duty.JUROR):
             raise _NotRostered(f"{signed.signer} is not a juror on the roster")
         accusation = verify_evidence(parse_evidence(signed.body), self._verify)
         return Held(accusation, signed, signed.body)
@@ -560,7 +590,7 @@ class Watcher:
         if forward:
             effects.append(Publish(GOVERNANCE_TOPIC, data))
         roles = self.governance.roster.roles_of(self.prefix) if self.governance.roster else ()
-        if "watcher" not in roles:
+        if Duty.WATCHER not in roles:
             effects.append(
                 Report("warning", f"this node ({self.prefix}) is not a rostered watcher")
             )

@@ -3,16 +3,16 @@
 Theory of operation. A witness holds a `Validator` in witness mode: for identifiers that name
 this witness, its own first-seen judgement stands in for the `bt` receipts. Inputs:
 
-    submit(request, bytes)    controller -> witness: events; each accepted event that names us
-                              is persisted, receipted (the receipt is in the reply), and
-                              published on its gossip shard; anything else is refused with why
-    receipts(request, bytes)  receipts of the co-witnesses (witness agreement): verified,
-                              persisted; once `bt` hold, the event is republished with them all
-    heard(bytes)              gossip: events of identifiers we witness are applied; a gap in a
-                              KEL makes us ask the co-witnesses for the missing events
-    query(request, bytes)     a KEL from some sn, or a key state with receipts
-    answer(tag, ok, bytes)    the answer to a query this witness sent
-    timer(key)                escrow expiry
+    Request(SUBMIT)       controller -> witness: events; each accepted event that names us is
+                          persisted, receipted (the receipt is in the reply), and published on
+                          its gossip shard; anything else is refused with a `Code` and why
+    Request(RECEIPTS)     receipts of the co-witnesses (witness agreement): verified, persisted;
+                          once `bt` hold, the event is republished with them all
+    Request(QUERY)        a KEL from some sn, or a key state with receipts (`follower.py`)
+    Heard(kel shard)      gossip: events of identifiers we witness are applied; a gap in a KEL
+                          makes us ask the co-witnesses for the missing events
+    Answered(GapQuery)    the answer to such a query: applied like gossip
+    TimerFired(Expiry)    escrow expiry
 
 Because the validator keeps the first validly signed version at each sequence number and
 reports any other as duplicitous, a witness never receipts two versions of one event; the
@@ -31,13 +31,16 @@ from dkms.protocol.crypto import Signer
 from dkms.protocol.errors import LocalProtocolError, ProtocolError
 from dkms.protocol.escrow import EscrowLimits, Waiting
 from dkms.protocol.events import Ilk, receipt
+from dkms.protocol.ids import NodePrefix, Prefix
 from dkms.protocol.kel import Record
 from dkms.protocol.outcomes import Outcome, Status
 from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Attachments, BadFrame, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator
 
+from .codes import Code
 from .effects import (
+    Blame,
     Effect,
     PersistEvent,
     PersistReceipts,
@@ -48,6 +51,7 @@ from .effects import (
     SetTimer,
     Surface,
 )
+from .inputs import Answered, Expiry, GapQuery, Heard, Input, Request, TimerFired
 from .topics import Parse, ParseCache, kel_topic, well_formed
 
 EXPIRE_EVERY: Final = 60.0  # seconds between escrow expiry sweeps
@@ -73,13 +77,35 @@ class Witness:
         if signer.transferable:
             raise LocalProtocolError("a witness key must be non-transferable (a B prefix)")
         self.signer = signer
-        self.prefix = signer.verfer
+        self.prefix = NodePrefix(signer.verfer)
         self.validator = Validator(verify=verify, limits=limits, witness=self.prefix)
+
+    surfaces: Final = frozenset({Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY})
 
     # ---------------------------------------------------------------- inputs
 
     def start(self, now: float) -> list[Effect]:
-        return [SetTimer("expire", now + EXPIRE_EVERY)]
+        return [SetTimer(Expiry(), now + EXPIRE_EVERY)]
+
+    def step(self, event: Input, now: float) -> list[Effect]:
+        match event:
+            case Request(surface=Surface.SUBMIT):
+                return self._submit(event, now)
+            case Request(surface=Surface.RECEIPTS):
+                return self._receipts(event, now)
+            case Request(surface=Surface.QUERY):
+                return self._query(event.payload)
+            case Request():
+                return [Reply.refuse(Code.NOT_SERVED, f"a witness does not serve {event.surface}")]
+            case Heard():
+                return self._heard(event.payload, now, event.peer)
+            case Answered(tag=GapQuery()):
+                if not event.ok:
+                    return [Report("debug", f"{event.tag}: no answer ({event.reason})")]
+                return self._heard(event.payload, now)
+            case TimerFired(key=Expiry()):
+                return self._expire(now)
+        return []
 
     def restore(self, stored: bytes, now: float) -> None:
         """Replay persisted messages (events, then receipts) into a fresh witness."""
@@ -87,27 +113,37 @@ class Witness:
             if isinstance(frame, Message):
                 self.validator.process(frame, now)
 
-    def submit(self, request: int, data: bytes, now: float) -> list[Effect]:
+    def admits(self, topic: str, payload: bytes) -> bool:
+        """Gossip validation (KEL topics only): the payload frames into valid messages."""
+        return well_formed(payload, self._parse)
+
+    def _submit(self, request: Request, now: float) -> list[Effect]:
         """Events from a controller; the reply carries our receipts or says why not.
 
         Every message is applied first and each event judged by where it ended, so receipts
-        that follow their events in one stream (as keripy writes KELs) count.
+        that follow their events in one stream (as keripy writes KELs) count. The reply is
+        `ALREADY` when every event submitted had been accepted before.
         """
         effects: list[Effect] = []
         try:
-            frames = parse_stream(data)
+            frames = parse_stream(request.payload)
         except ProtocolError as err:
-            return [Reply(request, False, reason=f"unreadable submission: {err}")]
+            return [
+                Blame(request.peer, "unreadable submission"),
+                Reply.refuse(Code.MALFORMED, f"unreadable submission: {err}"),
+            ]
         fates: dict[str, Outcome] = {}
         events: list[Message] = []
-        refusal = ""
+        refusal: tuple[Code, str] | None = None
+        fresh = False  # some event was accepted by this submission
         for frame in frames:
             if isinstance(frame, BadFrame):
-                refusal = refusal or f"invalid event: {frame.error}"
+                refusal = refusal or (Code.INVALID, f"invalid event: {frame.error}")
                 continue
             for outcome in self._apply(frame, now, effects):
                 if outcome.ilk != Ilk.RCT:
                     fates[outcome.said] = outcome
+                    fresh = fresh or outcome.status is Status.ACCEPTED
             if frame.event.ilk is not Ilk.RCT:
                 events.append(frame)
         receipts: list[bytes] = []
@@ -117,79 +153,79 @@ class Witness:
             if record is not None and record.event.prefix == event.prefix:
                 if self.prefix in record.authority.witnesses:
                     receipts.append(self._receipt_message(record, effects))
-                elif not refusal and message is events[-1]:
-                    refusal = f"not a designated witness of {event.prefix} at sn {event.sn:x}"
-            elif not refusal:
+                elif refusal is None and message is events[-1]:
+                    refusal = (
+                        Code.NOT_WITNESS,
+                        f"not a designated witness of {event.prefix} at sn {event.sn:x}",
+                    )
+            elif refusal is None:
                 fate = fates.get(event.said)
-                refusal = _refusal(fate) if fate else f"{event.said} was not judged"
-        effects.append(Reply(request, not refusal, b"".join(receipts), refusal))
+                refusal = _refusal(fate) if fate else (Code.INVALID, f"{event.said} was not judged")
+        if refusal is not None:
+            effects.append(Reply(refusal[0], b"".join(receipts), refusal[1]))
+        else:
+            code = Code.ALREADY if events and not fresh else Code.OK
+            effects.append(Reply(code, b"".join(receipts)))
         return effects
 
-    def receipts(self, request: int, data: bytes, now: float) -> list[Effect]:
+    def _receipts(self, request: Request, now: float) -> list[Effect]:
         """Co-witnesses' receipts, passed on by the controller (witness agreement)."""
         effects: list[Effect] = []
         try:
-            frames = parse_stream(data)
+            frames = parse_stream(request.payload)
         except ProtocolError as err:
-            return [Reply(request, False, reason=f"unreadable receipts: {err}")]
+            return [
+                Blame(request.peer, "unreadable receipts"),
+                Reply.refuse(Code.MALFORMED, f"unreadable receipts: {err}"),
+            ]
         stored = 0
         for frame in frames:
             if isinstance(frame, Message) and frame.event.ilk is Ilk.RCT:
                 outcomes = self._apply(frame, now, effects)
                 stored += any(o.status is Status.ACCEPTED and o.ilk == Ilk.RCT for o in outcomes)
         if not stored:
-            return [*effects, Reply(request, False, reason="no receipt verified")]
-        return [*effects, Reply(request, True)]
+            return [*effects, Reply.refuse(Code.NO_RECEIPT, "no receipt verified")]
+        return [*effects, Reply.accept()]
 
-    def admits(self, topic: str, payload: bytes) -> bool:
-        """Gossip validation (KEL topics only): the payload frames into valid messages."""
-        return well_formed(payload, self._parse)
-
-    def hear(self, topic: str, data: bytes, now: float) -> list[Effect]:
-        """Gossip heard on `topic` (a KEL shard: the witness listens to no other kind)."""
-        return self.heard(data, now)
-
-    def heard(self, data: bytes, now: float) -> list[Effect]:
-        """A gossip payload: apply what concerns identifiers this witness knows or witnesses."""
+    def _heard(self, data: bytes, now: float, peer: NodePrefix | None = None) -> list[Effect]:
+        """A gossip payload (or a query's answer): apply what concerns identifiers this
+        witness knows or witnesses. Gossip that does not read blames its `peer`."""
         effects: list[Effect] = []
         try:
             frames = self._parse(data)
         except ProtocolError as err:
-            return [Report("debug", f"ignored unreadable gossip: {err}")]
+            effects.append(Report("debug", f"ignored unreadable gossip: {err}"))
+            if peer:
+                effects.append(Blame(peer, "unreadable gossip"))
+            return effects
         for frame in frames:
             if isinstance(frame, Message) and self._concerns(frame):
                 self._apply(frame, now, effects)
         return effects
 
-    def query(self, request: int, data: bytes, now: float) -> list[Effect]:
+    def _query(self, data: bytes) -> list[Effect]:
         """Answer `{"t": "kel", "i": prefix, "s": sn}` or `{"t": "state", "i": prefix}`."""
         try:
             ask = cbor2.loads(data)
         except Exception:
-            return [Reply(request, False, reason="query is not CBOR")]
+            return [Reply.refuse(Code.MALFORMED, "query is not CBOR")]
         if not isinstance(ask, dict) or not isinstance(ask.get("i"), str):
-            return [Reply(request, False, reason="query needs an identifier prefix i")]
+            return [Reply.refuse(Code.BAD_QUERY, "query needs an identifier prefix i")]
         prefix = ask["i"]
         kel = self.validator.kel(prefix)
         if kel is None:
-            return [Reply(request, False, reason=f"unknown identifier {prefix}")]
+            return [Reply.refuse(Code.UNKNOWN, f"unknown identifier {prefix}")]
         if ask.get("t") == "kel":
             start = ask.get("s", 0)
             if not isinstance(start, int) or start < 0:
-                return [Reply(request, False, reason="s must be a sequence number")]
-            return [Reply(request, True, self.validator.replay(prefix, start))]
+                return [Reply.refuse(Code.BAD_QUERY, "s must be a sequence number")]
+            return [Reply.accept(self.validator.replay(prefix, start))]
         if ask.get("t") == "state":
-            return [Reply(request, True, cbor2.dumps(self.key_state(prefix)))]
-        return [Reply(request, False, reason="query type t must be 'kel' or 'state'")]
+            return [Reply.accept(cbor2.dumps(self.key_state(prefix)))]
+        return [Reply.refuse(Code.BAD_QUERY, "query type t must be 'kel' or 'state'")]
 
-    def answer(self, tag: str, ok: bool, data: bytes, reason: str, now: float) -> list[Effect]:
-        """The answer to a gap-filling query this witness sent."""
-        if not ok:
-            return [Report("debug", f"{tag}: no answer ({reason})")]
-        return self.heard(data, now)
-
-    def timer(self, key: str, now: float) -> list[Effect]:
-        effects: list[Effect] = [SetTimer("expire", now + EXPIRE_EVERY)]
+    def _expire(self, now: float) -> list[Effect]:
+        effects: list[Effect] = [SetTimer(Expiry(), now + EXPIRE_EVERY)]
         for outcome in self.validator.expire(now):
             effects.append(
                 Report("info", f"dropped {outcome.ilk} {outcome.said}: {outcome.reason}")
@@ -228,7 +264,7 @@ class Witness:
         for outcome in outcomes:
             if outcome.ilk == Ilk.RCT:
                 continue
-            if outcome.status is Status.ACCEPTED and outcome.reason == "":
+            if outcome.status is Status.ACCEPTED:
                 self._accepted(outcome, effects)
             elif outcome.status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
                 self._ask_for_gap(outcome, effects)
@@ -288,9 +324,10 @@ class Witness:
         if kel is None:
             return
         ask = cbor2.dumps({"t": "kel", "i": outcome.prefix, "s": kel.sn + 1})
+        tag = GapQuery(Prefix(outcome.prefix))
         for witness in kel.authority.witnesses:
             if witness != self.prefix:
-                effects.append(Send(witness, Surface.QUERY, ask, f"gap:{outcome.prefix}"))
+                effects.append(Send(NodePrefix(witness), Surface.QUERY, ask, tag))
 
     def _receipt_message(self, record: Record, effects: list[Effect]) -> bytes:
         event = record.event
@@ -315,11 +352,11 @@ def _rct(record: Record) -> bytes:
     return messagize(rct, Attachments(couples=tuple(sorted(record.receipts.items()))))
 
 
-def _refusal(outcome: Outcome) -> str:
+def _refusal(outcome: Outcome) -> tuple[Code, str]:
     if outcome.status is Status.DUPLICITOUS:
-        return f"conflicting version refused: {outcome.reason}"
+        return Code.CONFLICT, f"conflicting version refused: {outcome.reason}"
     if outcome.status is Status.ESCROWED:
-        return f"escrowed ({outcome.waiting}): {outcome.reason}"
+        return Code.ESCROWED, f"escrowed ({outcome.waiting}): {outcome.reason}"
     if outcome.status is Status.SUPERSEDED:
-        return f"superseded: {outcome.reason}"
-    return f"rejected: {outcome.reason}"
+        return Code.SUPERSEDED, f"superseded: {outcome.reason}"
+    return Code.INVALID, f"rejected: {outcome.reason}"

@@ -170,8 +170,8 @@ async def test_witness_receipting_two_versions_is_named(tmp_path: Path) -> None:
             _a, msg_a = signed_ixn(net, "walt", [{"d": "one"}])
             b, msg_b = signed_ixn(net, "walt", [{"d": "two"}])
             for witness in range(4):  # version a is fully witnessed by all four
-                ok, _, reason = await net.submit(witness, msg_a)
-                assert ok, reason
+                code, _, reason = await net.submit(witness, msg_a)
+                assert code.ok, reason
             # Witness 1 colludes: it also receipts version b (a receipt made with its own key),
             # which reaches the watchers over KEL gossip with version b itself.
             colluder = net.witnesses[1].prefix

@@ -158,16 +158,16 @@ class RecordingTransport(P2PTransport):
     watch: Seen | None = None
 
     async def request(self, to: str, surface: str, payload: bytes, timeout: float) -> Answer:
-        ok, answer, reason = await super().request(to, surface, payload, timeout)
+        answer = await super().request(to, surface, payload, timeout)
         seen = self.watch
         if seen is not None and to == seen.witness and surface == Surface.SUBMIT.value:
-            for frame in parse_stream(answer):
+            for frame in parse_stream(answer.payload):
                 if isinstance(frame, Message) and frame.event.ilk is Ilk.RCT:
                     for prefix, signature in frame.attachments.couples:
                         if prefix == to:
                             seen.saids.setdefault(frame.event.sn, set()).add(frame.event.said)
                             seen.signatures[frame.event.said] = signature
-        return ok, answer, reason
+        return answer
 
 
 def controller(
@@ -177,10 +177,10 @@ def controller(
 
 
 async def ask(client: ControllerClient, witness: str, query: dict[str, object]) -> bytes:
-    ok, payload, reason = await client.runtime.transport.request(
+    code, payload, reason = await client.runtime.transport.request(
         witness, Surface.QUERY.value, cbor2.dumps(query), 5
     )
-    assert ok, f"{witness}: {reason}"
+    assert code.ok, f"{witness}: {reason}"
     return payload
 
 
@@ -304,10 +304,10 @@ async def test_kill_9_mid_stream_then_restart_keeps_every_receipted_event(
                 message = messagize(
                     other, Attachments(sigs=(dave.signers[0].sign_indexed(other.raw, 0),))
                 )
-                ok, _, reason = await transport.request(
+                code, _, reason = await transport.request(
                     victim.prefix, Surface.SUBMIT.value, message, 5
                 )
-                assert not ok
+                assert not code.ok
                 assert "conflicting version refused" in reason
 
                 # SIGTERM stops every witness within 5 s; then its store can be read directly.

@@ -7,7 +7,6 @@ storage failure refuses instead of receipting.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,11 +17,12 @@ import trio
 import trio.testing
 
 from dkms.node.client import ControllerClient, WitnessingFailed
+from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import PersistEvent, PersistReceipts, Send, Surface
 from dkms.node.roles.witness import Witness
 from dkms.node.runtime import Runtime, StorageFailure
-from dkms.node.transport import MemoryNetwork
+from dkms.node.transport import Answer, MemoryNetwork
 from dkms.protocol.crypto import Signer
 
 Persist = PersistEvent | PersistReceipts
@@ -67,12 +67,7 @@ async def cluster(count: int, retry: RetryPolicy | None = None) -> AsyncIterator
     async with trio.open_nursery() as nursery:
         for witness, store in zip(witnesses, stores, strict=True):
             runtime = Runtime(witness, net.join(witness.prefix), store)
-            runtime.serve(Surface.SUBMIT, witness.submit)
-            runtime.serve(Surface.RECEIPTS, witness.receipts)
-            runtime.serve(Surface.QUERY, witness.query)
-            await nursery.start(
-                functools.partial(runtime.run, witness.start(runtime.now()), gossip=witness.hear)
-            )
+            await nursery.start(runtime.run)
         await nursery.start(client.run)
         yield Cluster(net, witnesses, stores, client)
         nursery.cancel_scope.cancel()
@@ -112,18 +107,17 @@ async def test_persistence_happens_before_the_receipt_is_released() -> None:
     net = MemoryNetwork()
     witness = Witness(Signer(seed(200), transferable=False))
     runtime = Runtime(witness, net.join(witness.prefix), OrderedStore())
-    runtime.serve(Surface.SUBMIT, witness.submit)
     ctl = Controller()
     effects = ctl.incept("bob", [seed(3)], [seed(4)], witnesses=[witness.prefix], toad=1, now=0.0)
-    message = next(e for e in effects if hasattr(e, "payload") and hasattr(e, "to")).payload
+    message = next(e for e in effects if isinstance(e, Send)).payload
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.run)
             caller = net.join("caller")
-            ok, _, reason = await caller.request(witness.prefix, Surface.SUBMIT.value, message, 5)
+            code, _, reason = await caller.request(witness.prefix, Surface.SUBMIT.value, message, 5)
             order.append("replied")
             nursery.cancel_scope.cancel()
-    assert ok, reason
+    assert code.ok, reason
     assert order == [f"stored {ctl.identity('bob').last_said}", "replied"]
 
 
@@ -192,11 +186,10 @@ async def test_storage_failure_refuses_and_stops_the_node() -> None:
     net = MemoryNetwork()
     witness = Witness(Signer(seed(200), transferable=False))
     runtime = Runtime(witness, net.join(witness.prefix), FakeStore(fail=True))
-    runtime.serve(Surface.SUBMIT, witness.submit)
     ctl = Controller()
     effects = ctl.incept("eve", [seed(9)], [seed(11)], witnesses=[witness.prefix], toad=1, now=0.0)
     message = next(e for e in effects if isinstance(e, Send)).payload
-    answers: list[tuple[bool, bytes, str]] = []
+    answers: list[Answer] = []
 
     async def submit() -> None:
         answers.append(
@@ -208,8 +201,8 @@ async def test_storage_failure_refuses_and_stops_the_node() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.run)
             nursery.start_soon(submit)
-    ok, _, reason = answers[0]
-    assert not ok and "storage failure" in reason
+    code, _, reason = answers[0]
+    assert code is Code.STORAGE and "storage failure" in reason
 
 
 async def test_no_receipt_overtakes_the_commit_it_depends_on() -> None:
@@ -226,14 +219,13 @@ async def test_no_receipt_overtakes_the_commit_it_depends_on() -> None:
     net = MemoryNetwork()
     witness = Witness(Signer(seed(201), transferable=False))
     runtime = Runtime(witness, net.join(witness.prefix), SlowStore(blocking=True))  # a thread
-    runtime.serve(Surface.SUBMIT, witness.submit)
     ctl = Controller()
     effects = ctl.incept("fay", [seed(12)], [seed(13)], witnesses=[witness.prefix], toad=1, now=0.0)
     message = next(e for e in effects if isinstance(e, Send)).payload
 
     async def submit(name: str) -> None:
-        ok, _, reason = await net.join(name).request(witness.prefix, "/dkms/1/submit", message, 10)
-        assert ok, reason
+        answer = await net.join(name).request(witness.prefix, "/dkms/1/submit", message, 10)
+        assert answer.ok, answer.reason
         order.append(f"receipt to {name}")
 
     with trio.fail_after(10):

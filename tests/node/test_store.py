@@ -8,27 +8,27 @@ import stat
 import subprocess
 import sys
 import threading
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
+from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller
 from dkms.node.roles.effects import (
     Effect,
     PersistEvent,
     PersistReceipts,
-    Publish,
     Reply,
-    Send,
     Surface,
 )
+from dkms.node.roles.inputs import Request
 from dkms.node.roles.witness import Witness
 from dkms.node.store import FILENAME, Persist, Store, StoreError
+from dkms.node.testing.driver import Driver
 from dkms.protocol.crypto import Signer
 from dkms.protocol.events import interact
+from dkms.protocol.ids import NodePrefix
 from dkms.protocol.stream import Attachments, messagize
 
 CONTROLLER = "controller"
@@ -38,56 +38,39 @@ def seed(n: int) -> bytes:
     return bytes([n]) * 32
 
 
-@dataclass
-class Wired:
-    """A controller and witnesses in memory; each witness step's persist effects are a batch."""
-
-    witnesses: dict[str, Witness]
-    controller: Controller = field(default_factory=Controller)
-    batches: dict[str, list[list[Persist]]] = field(default_factory=dict)
-    now: float = 0.0
-    _requests: int = 0
+class Wired(Driver):
+    """A controller and witnesses on the shared driver; `disk` holds each step's persist
+    effects as a batch."""
 
     @classmethod
     def of(cls, count: int) -> Wired:
-        signers = [Signer(bytes([200 + i]) * 32, transferable=False) for i in range(count)]
-        witnesses = {s.verfer: Witness(s) for s in signers}
-        return cls(witnesses, batches={p: [] for p in witnesses})
+        net = cls()
+        net.add(CONTROLLER, Controller())
+        for i in range(count):
+            witness = Witness(Signer(bytes([200 + i]) * 32, transferable=False))
+            net.add(witness.prefix, witness)
+        return net
+
+    @property
+    def controller(self) -> Controller:
+        role = self.roles[CONTROLLER]
+        assert isinstance(role, Controller)
+        return role
+
+    @property
+    def witnesses(self) -> dict[str, Witness]:
+        return {n: r for n, r in self.roles.items() if isinstance(r, Witness)}
 
     @property
     def prefixes(self) -> list[str]:
         return list(self.witnesses)
 
-    def run(self, effects: list[Effect]) -> None:
-        queue: deque[tuple[str, Effect]] = deque((CONTROLLER, e) for e in effects)
-        while queue:
-            who, effect = queue.popleft()
-            if isinstance(effect, Send):
-                self._requests += 1
-                target = self.witnesses[effect.to]
-                handler: Callable[[int, bytes, float], list[Effect]] = {
-                    Surface.SUBMIT: target.submit,
-                    Surface.RECEIPTS: target.receipts,
-                    Surface.QUERY: target.query,
-                }[effect.surface]
-                for out in self._step(effect.to, handler(self._requests, effect.payload, self.now)):
-                    if isinstance(out, Reply):
-                        role = self.controller if who == CONTROLLER else self.witnesses[who]
-                        answers = role.answer(effect.tag, out.ok, out.payload, out.reason, self.now)
-                        queue.extend((who, a) for a in answers)
-                    else:
-                        queue.append((effect.to, out))
-            elif isinstance(effect, Publish):
-                for prefix, w in self.witnesses.items():
-                    if prefix != who:
-                        heard = self._step(prefix, w.heard(effect.payload, self.now))
-                        queue.extend((prefix, e) for e in heard)
+    @property
+    def batches(self) -> dict[str, list[list[Persist]]]:
+        return self.disk
 
-    def _step(self, who: str, effects: list[Effect]) -> list[Effect]:
-        persist = [e for e in effects if isinstance(e, PersistEvent | PersistReceipts)]
-        if persist:
-            self.batches[who].append(persist)
-        return effects
+    def run(self, effects: Iterable[Effect], origin: str = CONTROLLER) -> None:
+        super().run(effects, origin)
 
 
 def kel_view(w: Witness) -> dict[str, list[tuple[str, dict[str, bytes]]]]:
@@ -175,9 +158,9 @@ def test_restored_witness_still_refuses_a_second_version(wired: Wired, tmp_path:
     assert kel is not None
     other = interact(bob, prior=kel.chain[1].event.said, sn=2, anchors=[{"n": "other"}])
     message = messagize(other, Attachments(sigs=(Signer(seed(5)).sign_indexed(other.raw, 0),)))
-    effects = fresh.submit(1, message, 11.0)
+    effects = fresh.step(Request(Surface.SUBMIT, NodePrefix(""), message), 11.0)
     reply = next(e for e in effects if isinstance(e, Reply))
-    assert not reply.ok and "conflicting" in reply.reason
+    assert reply.code is Code.CONFLICT and "conflicting" in reply.reason
     assert not any(isinstance(e, PersistEvent | PersistReceipts) for e in effects)
 
 

@@ -35,9 +35,9 @@ POLL = 0.05  # seconds between questions to the watcher process (it has no other
 
 
 async def ask(transport: P2PTransport, to: str, question: dict[str, Any]) -> Any:
-    ok, payload, reason = await transport.request(to, Surface.QUERY.value, cbor2.dumps(question), 5)
-    assert ok, reason
-    return cbor2.loads(payload)
+    answer = await transport.request(to, Surface.QUERY.value, cbor2.dumps(question), 5)
+    assert answer.ok, answer.reason
+    return cbor2.loads(answer.payload)
 
 
 async def test_watcher_keeps_its_evidence_across_kill_9(tmp_path: Path) -> None:
@@ -69,13 +69,13 @@ async def test_watcher_keeps_its_evidence_across_kill_9(tmp_path: Path) -> None:
                         transport.learn(intro)
                     client = ControllerClient(Controller(retry=RetryPolicy(attempts=3)), transport)
                     await nursery.start(client.run)
-                    ok, _, reason = await transport.request(
+                    code, _, reason = await transport.request(
                         watcher.prefix,
                         Surface.GOVERNANCE.value,
                         roster_bundle(gov, "gov", roster),
                         5,
                     )
-                    assert ok, reason
+                    assert code.ok, reason
                     ctl = client.controller
                     w = [h.prefix for h in hosts]
                     effects = ctl.incept(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cbor2
 
 from dkms.node.govcmd import roster_bundle
+from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller
 from dkms.node.roles.effects import (
     Effect,
@@ -14,14 +15,46 @@ from dkms.node.roles.effects import (
     Publish,
     Reply,
     Send,
+    Surface,
+    Tag,
+    TimerKey,
+)
+from dkms.node.roles.inputs import (
+    Answered,
+    Heard,
+    LagCheck,
+    Request,
+    RosterQuery,
+    RosterRetry,
+    TimerFired,
 )
 from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topic
 from dkms.node.roles.watcher import MAX_GAP_ASKS, Watcher
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.envelope import Signed
 from dkms.protocol.events import Event, incept, interact, receipt
+from dkms.protocol.ids import NodePrefix
 from dkms.protocol.roster import Roster
 from dkms.protocol.stream import Attachments, messagize
+
+
+def hear(watcher: Watcher, topic: str, payload: bytes, now: float) -> list[Effect]:
+    return watcher.step(Heard(topic, NodePrefix(""), payload), now)
+
+
+def govern(watcher: Watcher, bundle: bytes, now: float) -> list[Effect]:
+    return watcher.step(Request(Surface.GOVERNANCE, NodePrefix(""), bundle), now)
+
+
+def answer(
+    watcher: Watcher, tag: Tag, ok: bool, payload: bytes, reason: str, now: float
+) -> list[Effect]:
+    code = Code.OK if ok else Code.NO_ROSTER
+    return watcher.step(Answered(tag, code, payload, reason), now)
+
+
+def timer(watcher: Watcher, key: TimerKey, now: float) -> list[Effect]:
+    return watcher.step(TimerFired(key), now)
 
 
 def seed(n: int) -> bytes:
@@ -49,16 +82,16 @@ def witnessed(event: Event, witnesses: list[Signer]) -> bytes:
 def test_stale_roster_changes_nothing_and_a_newer_one_replaces_it() -> None:
     prefix, bundle1, gov = governance(1, watchers=(ME.verfer,))
     watcher = Watcher(ME, prefix)
-    effects = watcher.govern(1, bundle1, 0.0)
+    effects = govern(watcher, bundle1, 0.0)
     assert any(isinstance(e, PersistMeta) for e in effects)
     assert any(isinstance(e, Publish) and e.topic == GOVERNANCE_TOPIC for e in effects)
     assert watcher.governance.epoch == 1
-    again = watcher.govern(2, bundle1, 0.0)
+    again = govern(watcher, bundle1, 0.0)
     assert not any(isinstance(e, PersistMeta) for e in again)
     reply = next(e for e in again if isinstance(e, Reply))
     assert "not newer" in reply.reason
     bundle2 = roster_bundle(gov, "gov", Roster(prefix, 2, jurors=(ME.verfer,)))
-    watcher.govern(3, bundle2, 0.0)
+    govern(watcher, bundle2, 0.0)
     assert watcher.governance.epoch == 2
     assert watcher.governance.allows(ME.verfer, "juror")
 
@@ -69,7 +102,7 @@ def test_a_roster_of_another_governance_is_refused() -> None:
     other = Controller()
     other.incept("x", [seed(70)], [seed(71)], now=0.0)
     foreign = roster_bundle(other, "x", Roster(other.identity("x").prefix, 5))
-    [reply] = [e for e in watcher.govern(1, foreign, 0.0) if isinstance(e, Reply)]
+    [reply] = [e for e in govern(watcher, foreign, 0.0) if isinstance(e, Reply)]
     assert not reply.ok and "not ours" in reply.reason
     assert not watcher.admits(GOVERNANCE_TOPIC, foreign)
     assert not watcher.admits(GOVERNANCE_TOPIC, b"garbage")
@@ -94,11 +127,11 @@ def split(watcher: Watcher) -> tuple[str, list[Effect]]:
     by two witnesses; return the prefix and every effect."""
     icp = inception()
     topic = kel_topic(icp.prefix)
-    effects = watcher.hear(topic, witnessed(icp, WITNESSES), 0.0)
+    effects = hear(watcher, topic, witnessed(icp, WITNESSES), 0.0)
     a = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "a"}])
     b = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "b"}])
-    effects += watcher.hear(topic, witnessed(a, WITNESSES[:2]), 1.0)
-    effects += watcher.hear(topic, witnessed(b, WITNESSES[2:]), 1.0)
+    effects += hear(watcher, topic, witnessed(a, WITNESSES[:2]), 1.0)
+    effects += hear(watcher, topic, witnessed(b, WITNESSES[2:]), 1.0)
     return icp.prefix, effects
 
 
@@ -110,7 +143,7 @@ def test_without_a_roster_evidence_is_kept_but_not_published() -> None:
     assert not any(isinstance(e, Publish) and e.topic == DUPLICITY_TOPIC for e in effects)
     assert watcher.holdings.standing(kel_prefix, True) == ("duplicitous", 1)
     # The roster arrives: the juror publishes what it held, and the judge rules.
-    later = watcher.govern(1, bundle, 2.0)
+    later = govern(watcher, bundle, 2.0)
     published = [e for e in later if isinstance(e, Publish) and e.topic == DUPLICITY_TOPIC]
     assert len(published) == 2  # the evidence, then the ruling
     assert any(isinstance(e, PersistRuling) for e in later)
@@ -125,15 +158,15 @@ def test_duplicity_gossip_is_admitted_only_from_rostered_jurors() -> None:
     split(finder)
     [held] = finder.holdings.evidence.values()
     watcher = Watcher(ME, prefix)
-    watcher.govern(1, bundle, 0.0)
+    govern(watcher, bundle, 0.0)
     by_juror = Signed.make(juror, held.evidence).to_cbor()
     by_stranger = Signed.make(Signer(seed(14), transferable=False), held.evidence).to_cbor()
     assert watcher.admits(DUPLICITY_TOPIC, by_juror)
     assert not watcher.admits(DUPLICITY_TOPIC, by_stranger)
     assert not watcher.admits(DUPLICITY_TOPIC, b"\x00junk")
-    watcher.hear(DUPLICITY_TOPIC, by_stranger, 0.0)
+    hear(watcher, DUPLICITY_TOPIC, by_stranger, 0.0)
     assert not watcher.holdings.evidence
-    watcher.hear(DUPLICITY_TOPIC, by_juror, 0.0)
+    hear(watcher, DUPLICITY_TOPIC, by_juror, 0.0)
     assert len(watcher.holdings.evidence) == 1
 
 
@@ -141,9 +174,9 @@ def test_a_lagging_witness_is_an_anomaly() -> None:
     prefix, _, _ = governance(1)
     watcher = Watcher(ME, prefix, anomaly_after=5.0)
     icp = inception()
-    watcher.hear(kel_topic(icp.prefix), witnessed(icp, WITNESSES[:3]), 0.0)
-    assert watcher.timer("lag", 4.0) and not watcher.lag.anomalies
-    watcher.timer("lag", 6.0)
+    hear(watcher, kel_topic(icp.prefix), witnessed(icp, WITNESSES[:3]), 0.0)
+    assert timer(watcher, LagCheck(), 4.0) and not watcher.lag.anomalies
+    timer(watcher, LagCheck(), 6.0)
     [anomaly] = list(watcher.lag.anomalies)
     assert anomaly["w"] == WITNESSES[3].verfer
     state = watcher.key_state(icp.prefix)
@@ -156,18 +189,18 @@ def test_a_gap_in_a_kel_makes_the_watcher_ask_its_witnesses() -> None:
     watcher = Watcher(ME, prefix)
     icp = inception()
     topic = kel_topic(icp.prefix)
-    watcher.hear(topic, witnessed(icp, WITNESSES), 0.0)
+    hear(watcher, topic, witnessed(icp, WITNESSES), 0.0)
     one = interact(icp.prefix, prior=icp.said, sn=1, anchors=[])
     two = interact(icp.prefix, prior=one.said, sn=2, anchors=[])
-    effects = watcher.hear(topic, witnessed(two, WITNESSES), 1.0)  # sn 1 never arrived
+    effects = hear(watcher, topic, witnessed(two, WITNESSES), 1.0)  # sn 1 never arrived
     asks = [e for e in effects if isinstance(e, Send)]
     assert {a.to for a in asks} == {w.verfer for w in WITNESSES}
     assert all(cbor2.loads(a.payload) == {"t": "kel", "i": icp.prefix, "s": 1} for a in asks)
     assert not [
-        e for e in watcher.hear(topic, witnessed(two, WITNESSES), 1.5) if isinstance(e, Send)
+        e for e in hear(watcher, topic, witnessed(two, WITNESSES), 1.5) if isinstance(e, Send)
     ]
     # A witness's answer fills the gap; both events are then in the watcher's copy.
-    watcher.answer(asks[0].tag, True, witnessed(one, WITNESSES), "", 2.0)
+    answer(watcher, asks[0].tag, True, witnessed(one, WITNESSES), "", 2.0)
     kel = watcher.validator.kel(icp.prefix)
     assert kel is not None and kel.sn == 2
 
@@ -177,7 +210,7 @@ def test_after_a_restart_a_watcher_publishes_and_rules_what_it_held() -> None:
     the restarted watcher publishes its own evidence again and rules on what is unruled."""
     prefix, bundle, _ = governance(1, jurors=(ME.verfer,), judges=(ME.verfer,))
     first = Watcher(ME, prefix)
-    first.govern(1, bundle, 0.0)
+    govern(first, bundle, 0.0)
     _, effects = split(first)
     stored = [e.envelope for e in effects if isinstance(e, PersistEvidence)]
     assert stored
@@ -208,12 +241,12 @@ def test_a_witness_signing_two_versions_with_indexed_signatures_is_caught() -> N
         watcher = Watcher(ME, "")
         icp = inception()
         topic = kel_topic(icp.prefix)
-        watcher.hear(topic, witnessed(icp, WITNESSES), 0.0)
+        hear(watcher, topic, witnessed(icp, WITNESSES), 0.0)
         a = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "a"}])
         b = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "b"}])
-        watcher.hear(topic, witnessed(a, WITNESSES[:2]), 1.0)
-        effects = watcher.hear(
-            topic, with_witness_sigs(b, WITNESSES[1:], as_receipt=as_receipt), 1.0
+        hear(watcher, topic, witnessed(a, WITNESSES[:2]), 1.0)
+        effects = hear(
+            watcher, topic, with_witness_sigs(b, WITNESSES[1:], as_receipt=as_receipt), 1.0
         )
         accused = watcher.holdings.accused()
         assert accused.get(WITNESSES[1].verfer) == 1, as_receipt
@@ -226,10 +259,10 @@ def test_indexed_signatures_of_one_version_accuse_no_one() -> None:
     watcher = Watcher(ME, "")
     icp = inception()
     topic = kel_topic(icp.prefix)
-    watcher.hear(topic, with_witness_sigs(icp, WITNESSES, as_receipt=False), 0.0)
+    hear(watcher, topic, with_witness_sigs(icp, WITNESSES, as_receipt=False), 0.0)
     a = interact(icp.prefix, prior=icp.said, sn=1)
-    watcher.hear(topic, with_witness_sigs(a, WITNESSES[:3], as_receipt=True), 1.0)
-    watcher.hear(topic, with_witness_sigs(a, WITNESSES[1:], as_receipt=False), 1.0)
+    hear(watcher, topic, with_witness_sigs(a, WITNESSES[:3], as_receipt=True), 1.0)
+    hear(watcher, topic, with_witness_sigs(a, WITNESSES[1:], as_receipt=False), 1.0)
     assert watcher.holdings.accused() == {}
     assert watcher.validator.kel(icp.prefix) is not None
     assert watcher.validator.kel(icp.prefix).sn == 1  # type: ignore[union-attr]
@@ -240,20 +273,20 @@ def test_a_watcher_without_a_roster_asks_its_peers_until_one_answers() -> None:
     peers = [w.verfer for w in WITNESSES[:2]]
     watcher = Watcher(ME, prefix, peers=[*peers, ME.verfer])  # never asks itself
     asks = [e for e in watcher.start(0.0) if isinstance(e, Send)]
-    assert [(s.to, s.tag) for s in asks] == [(p, f"roster:{p}") for p in peers]
+    assert [(s.to, s.tag) for s in asks] == [(p, RosterQuery(NodePrefix(p))) for p in peers]
     assert all(cbor2.loads(s.payload) == {"t": "roster"} for s in asks)
     # Nobody has one yet: the next ask comes when the timer fires.
-    assert watcher.answer(asks[0].tag, False, b"", "this node holds no roster yet", 0.1)
+    assert answer(watcher, asks[0].tag, False, b"", "this node holds no roster yet", 0.1)
     assert watcher.governance.roster is None
-    again = [e for e in watcher.timer("roster", 15.0) if isinstance(e, Send)]
+    again = [e for e in timer(watcher, RosterRetry(), 15.0) if isinstance(e, Send)]
     assert len(again) == 2
     # An answer that is not a bundle of our governance changes nothing.
-    watcher.answer(again[0].tag, True, b"not a bundle", "", 15.1)
+    answer(watcher, again[0].tag, True, b"not a bundle", "", 15.1)
     assert watcher.governance.roster is None
-    effects = watcher.answer(again[1].tag, True, bundle, "", 15.2)
+    effects = answer(watcher, again[1].tag, True, bundle, "", 15.2)
     assert watcher.governance.epoch == 1
     assert any(isinstance(e, PersistMeta) for e in effects)
-    assert watcher.timer("roster", 30.0) == []  # has one: stops asking
+    assert timer(watcher, RosterRetry(), 30.0) == []  # has one: stops asking
 
 
 def test_a_watcher_with_a_roster_or_no_peers_asks_nobody() -> None:
@@ -272,11 +305,11 @@ def test_an_identifier_begun_before_the_watcher_listened_is_asked_of_its_peers()
     icp = inception()
     topic = kel_topic(icp.prefix)
     one = interact(icp.prefix, prior=icp.said, sn=1, anchors=[])
-    effects = watcher.hear(topic, witnessed(one, WITNESSES), 1.0)  # the inception went by
+    effects = hear(watcher, topic, witnessed(one, WITNESSES), 1.0)  # the inception went by
     asks = [e for e in effects if isinstance(e, Send)]
     assert {a.to for a in asks} == set(peers)
     assert all(cbor2.loads(a.payload) == {"t": "kel", "i": icp.prefix, "s": 0} for a in asks)
-    watcher.answer(asks[0].tag, True, witnessed(icp, WITNESSES), "", 2.0)
+    answer(watcher, asks[0].tag, True, witnessed(icp, WITNESSES), "", 2.0)
     kel = watcher.validator.kel(icp.prefix)
     assert kel is not None and kel.sn == 1
 
@@ -292,6 +325,6 @@ def test_gap_queries_in_flight_are_bounded() -> None:
         )
         one = interact(icp.prefix, prior=icp.said, sn=1)
         sigs = (key.sign_indexed(one.raw, 0),)
-        effects = watcher.hear(kel_topic(icp.prefix), messagize(one, Attachments(sigs=sigs)), 1.0)
+        effects = hear(watcher, kel_topic(icp.prefix), messagize(one, Attachments(sigs=sigs)), 1.0)
         asked += sum(isinstance(e, Send) for e in effects)
     assert asked == MAX_GAP_ASKS

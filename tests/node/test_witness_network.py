@@ -67,8 +67,8 @@ async def controller(
 
 async def state_at(client: ControllerClient, witness: str, prefix: str) -> dict[str, object]:
     ask = cbor2.dumps({"t": "state", "i": prefix})
-    ok, payload, reason = await client.runtime.transport.request(witness, "/dkms/1/query", ask, 5)
-    assert ok, reason
+    code, payload, reason = await client.runtime.transport.request(witness, "/dkms/1/query", ask, 5)
+    assert code.ok, reason
     state: dict[str, object] = cbor2.loads(payload)
     return state
 
@@ -148,8 +148,8 @@ async def test_conflicting_version_is_refused(tmp_path: Path) -> None:
                 other = interact(carol, prior=icp, sn=1, anchors=[{"v": 2}])
                 sig = Signer(seed(6)).sign_indexed(other.raw, 0)
                 message = messagize(other, Attachments(sigs=(sig,)))
-                ok, _, reason = await client.runtime.transport.request(
+                code, _, reason = await client.runtime.transport.request(
                     prefixes[0], Surface.SUBMIT.value, message, 5
                 )
-                assert not ok
+                assert not code.ok
                 assert "conflicting version refused" in reason

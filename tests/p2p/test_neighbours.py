@@ -65,15 +65,15 @@ async def test_peer_exchange_lists_known_peers_but_not_the_asker() -> None:
                 await stack.enter_async_context(open_host(bytes([i + 1]) * 32)) for i in range(3)
             ]
             await b.connect([a.introduction])  # b introduces itself to a
-            ok, payload, _ = await c.request(
+            code, payload, _ = await c.request(
                 a.introduction, PEERS_PROTOCOL, c.introduction.encode()
             )
             listed = [parse_introduction(line) for line in payload.decode().splitlines()]
-            assert ok and [str(i) for i in listed] == [b.introduction]
+            assert code.ok and [str(i) for i in listed] == [b.introduction]
             # A peer may only introduce itself: a claim about someone else is ignored.
             forged = f"{b.prefix}@/ip4/127.0.0.1/tcp/1"
-            ok, payload, _ = await c.request(a.introduction, PEERS_PROTOCOL, forged.encode())
-            assert ok and payload.decode().splitlines() == [b.introduction]
+            code, payload, _ = await c.request(a.introduction, PEERS_PROTOCOL, forged.encode())
+            assert code.ok and payload.decode().splitlines() == [b.introduction]
 
 
 async def test_announced_address_replaces_the_listen_address() -> None:

@@ -23,6 +23,7 @@ from dkms.node.p2p import (
     Response,
     open_host,
 )
+from dkms.node.roles.codes import Code
 
 ECHO = "/dkms/1/echo"
 LIMIT = 30  # seconds any test may take
@@ -37,8 +38,8 @@ async def hosts(*configs: HostConfig) -> AsyncIterator[list[P2PHost]]:
         ]
 
 
-async def echo(peer: str, payload: bytes) -> tuple[bool, bytes, str]:
-    return True, payload, ""
+async def echo(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
+    return Code.OK, payload, ""
 
 
 def closed_port() -> int:
@@ -52,30 +53,30 @@ def closed_port() -> int:
 async def test_answer_refusal_and_caller_identity() -> None:
     seen: list[str] = []
 
-    async def judge(peer: str, payload: bytes) -> tuple[bool, bytes, str]:
+    async def judge(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
         seen.append(peer)
         if payload.startswith(b"no"):
-            return False, b"detail", "not this one"
-        return True, payload.upper(), ""
+            return Code.REFUSED, b"detail", "not this one"
+        return Code.OK, payload.upper(), ""
 
     with trio.fail_after(LIMIT):
         async with hosts(HostConfig(), HostConfig()) as (a, b):
             b.handle("/dkms/1/submit", judge)
             assert await a.request(b.introduction, "/dkms/1/submit", b"event") == Response(
-                True, b"EVENT", ""
+                Code.OK, b"EVENT", ""
             )
-            ok, payload, reason = await a.request(b.prefix, "/dkms/1/submit", b"no thanks")
-            assert (ok, payload, reason) == (False, b"detail", "not this one")
+            code, payload, reason = await a.request(b.prefix, "/dkms/1/submit", b"no thanks")
+            assert (code.ok, payload, reason) == (False, b"detail", "not this one")
             assert seen == [a.prefix, a.prefix]
             # an empty payload is a payload
-            assert await a.request(b.peer_id, "/dkms/1/submit", b"") == Response(True, b"", "")
+            assert await a.request(b.peer_id, "/dkms/1/submit", b"") == Response(Code.OK, b"", "")
 
 
 async def test_handler_exception_is_a_refusal_and_the_host_lives_on() -> None:
-    async def broken(peer: str, payload: bytes) -> tuple[bool, bytes, str]:
+    async def broken(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
         raise ZeroDivisionError("boom")
 
-    async def malformed(peer: str, payload: bytes) -> tuple[bool, bytes, str]:
+    async def malformed(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
         return "yes", payload, ""  # type: ignore[return-value]
 
     with trio.fail_after(LIMIT):
@@ -85,17 +86,17 @@ async def test_handler_exception_is_a_refusal_and_the_host_lives_on() -> None:
             b.handle(ECHO, echo)
             for _ in range(3):
                 answer = await a.request(b.introduction, "/dkms/1/broken", b"x")
-                assert answer == Response(False, b"", "handler failed: ZeroDivisionError")
+                assert answer == Response(Code.FAILED, b"", "handler failed: ZeroDivisionError")
             answer = await a.request(b.prefix, "/dkms/1/malformed", b"x")
-            assert answer == Response(False, b"", "handler returned a malformed answer")
-            assert await a.request(b.prefix, ECHO, b"still here") == (True, b"still here", "")
+            assert answer == Response(Code.FAILED, b"", "handler returned a malformed answer")
+            assert await a.request(b.prefix, ECHO, b"still here") == (Code.OK, b"still here", "")
 
 
 async def test_oversize_is_refused_clearly_and_quickly() -> None:
     small = HostConfig(max_message_size=64 * 1024)
 
-    async def big_answer(peer: str, payload: bytes) -> tuple[bool, bytes, str]:
-        return True, b"a" * (100 * 1024), ""
+    async def big_answer(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
+        return Code.OK, b"a" * (100 * 1024), ""
 
     with trio.fail_after(LIMIT):
         async with hosts(HostConfig(), small) as (a, b):
@@ -108,27 +109,27 @@ async def test_oversize_is_refused_clearly_and_quickly() -> None:
             # The peer's lower limit: it answers before reading the 512 KiB we write, which
             # is more than flow control lets us send unread.
             start = trio.current_time()
-            ok, payload, reason = await a.request(b.introduction, ECHO, b"x" * (512 * 1024))
-            assert not ok and payload == b""
+            code, payload, reason = await a.request(b.introduction, ECHO, b"x" * (512 * 1024))
+            assert not code.ok and payload == b""
             assert "exceeds this peer's limit of 65536 bytes" in reason
             assert trio.current_time() - start < 2
             # The handler's answer over the responder's own limit.
-            ok, _, reason = await a.request(b.prefix, "/dkms/1/big", b"")
-            assert (ok, reason) == (False, "answer exceeds the size limit")
+            code, _, reason = await a.request(b.prefix, "/dkms/1/big", b"")
+            assert (code.ok, reason) == (False, "answer exceeds the size limit")
             # An answer over the requester's limit is the responder's fault.
             with pytest.raises(RemoteP2PError, match="exceeds our limit"):
                 await b.request(a.prefix, "/dkms/1/big", b"")
             # The connection survives all of it.
-            assert await a.request(b.prefix, ECHO, b"ok") == (True, b"ok", "")
+            assert await a.request(b.prefix, ECHO, b"ok") == (Code.OK, b"ok", "")
             assert len(a.libp2p.get_network().connections[b.peer_id]) == 1
 
 
 async def test_timeout_raises_and_leaves_the_connection_usable() -> None:
     release = trio.Event()
 
-    async def stuck(peer: str, payload: bytes) -> tuple[bool, bytes, str]:
+    async def stuck(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
         await release.wait()
-        return True, b"late", ""
+        return Code.OK, b"late", ""
 
     with trio.fail_after(LIMIT):
         async with hosts(HostConfig(), HostConfig()) as (a, b):
@@ -139,11 +140,11 @@ async def test_timeout_raises_and_leaves_the_connection_usable() -> None:
                 await a.request(b.introduction, "/dkms/1/stuck", b"x", timeout=0.3)
             assert trio.current_time() - start < 2
             release.set()
-            assert await a.request(b.prefix, ECHO, b"after") == (True, b"after", "")
+            assert await a.request(b.prefix, ECHO, b"after") == (Code.OK, b"after", "")
 
 
 async def test_handler_deadline_on_the_responder() -> None:
-    async def slow(peer: str, payload: bytes) -> tuple[bool, bytes, str]:
+    async def slow(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
@@ -151,7 +152,7 @@ async def test_handler_deadline_on_the_responder() -> None:
         async with hosts(HostConfig(), HostConfig(handler_timeout=0.2)) as (a, b):
             b.handle("/dkms/1/slow", slow)
             answer = await a.request(b.introduction, "/dkms/1/slow", b"x")
-            assert answer == Response(False, b"", "handler timed out")
+            assert answer == Response(Code.FAILED, b"", "handler timed out")
 
 
 async def test_unreachable_peer_and_unserved_protocol() -> None:
@@ -177,10 +178,10 @@ async def test_unreachable_peer_and_unserved_protocol() -> None:
 async def test_busy_responder_says_so() -> None:
     entered, release = trio.Event(), trio.Event()
 
-    async def hold(peer: str, payload: bytes) -> tuple[bool, bytes, str]:
+    async def hold(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
         entered.set()
         await release.wait()
-        return True, b"held", ""
+        return Code.OK, b"held", ""
 
     with trio.fail_after(LIMIT):
         async with hosts(HostConfig(), HostConfig(max_inbound_requests=1)) as (a, b):
@@ -195,9 +196,9 @@ async def test_busy_responder_says_so() -> None:
                 nursery.start_soon(first)
                 await entered.wait()
                 busy = await a.request(b.prefix, ECHO, b"2")
-                assert busy == Response(False, b"", "too many requests in progress")
+                assert busy == Response(Code.BUSY, b"", "too many requests in progress")
                 release.set()
-            assert answers == [Response(True, b"held", "")]
+            assert answers == [Response(Code.OK, b"held", "")]
 
 
 async def test_malformed_request_bytes_do_not_hurt_the_responder() -> None:
@@ -212,7 +213,7 @@ async def test_malformed_request_bytes_do_not_hurt_the_responder() -> None:
             # A header that never completes: the responder's read deadline resets it.
             stream = await a.libp2p.new_stream(b.peer_id, [TProtocol(ECHO)])
             await stream.write(b"\x00\x00")
-            assert await a.request(b.prefix, ECHO, b"fine") == (True, b"fine", "")
+            assert await a.request(b.prefix, ECHO, b"fine") == (Code.OK, b"fine", "")
             await stream.reset()
 
 
@@ -248,16 +249,16 @@ async def test_mplex_hosts_talk_too(first: str, second: str) -> None:
             b.handle(ECHO, echo)
             for size in (0, 300, 200 * 1024):
                 payload = bytes(size)
-                assert await a.request(b.introduction, ECHO, payload) == (True, payload, "")
+                assert await a.request(b.introduction, ECHO, payload) == (Code.OK, payload, "")
 
 
 async def test_a_dropped_connection_is_redialed() -> None:
     with trio.fail_after(LIMIT):
         async with hosts(HostConfig(), HostConfig()) as (a, b):
             b.handle(ECHO, echo)
-            assert await a.request(b.introduction, ECHO, b"one") == (True, b"one", "")
+            assert await a.request(b.introduction, ECHO, b"one") == (Code.OK, b"one", "")
             await b.libp2p.disconnect(a.peer_id)  # the other side hangs up
-            assert await a.request(b.prefix, ECHO, b"two") == (True, b"two", "")
+            assert await a.request(b.prefix, ECHO, b"two") == (Code.OK, b"two", "")
             assert len(a.libp2p.get_network().connections[b.peer_id]) == 1
 
 

@@ -1,0 +1,126 @@
+"""What the world tells a role: the input half of the role interface (effects are the other).
+
+A driver (the runtime, the simulator, the test driver) turns what happens into one of four
+inputs and hands it to `Role.step`:
+
+    Request(surface, peer, payload)        a peer asks on one of the role's surfaces; the
+                                           step's `Reply` effect is the answer
+    Heard(topic, peer, payload)            gossip on a topic the role publishes or subscribes to
+    Answered(tag, code, payload, reason)   the answer to a `Send` the role made with `tag`
+                                           (or why none came: `Code.UNREACHABLE`)
+    TimerFired(key)                        the `SetTimer` with that key came due
+
+Tags and timer keys are small frozen values, compared and hashed by the driver and read only
+by the role that made them; each role matches on the ones it makes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dkms.protocol.ids import NodePrefix, Prefix, Said
+
+from .codes import Code
+from .effects import Surface, Tag, TimerKey
+
+# ------------------------------------------------------------------------- tags
+
+
+@dataclass(frozen=True, slots=True)
+class Submission(Tag):
+    """A controller's event `said` pushed to `witness`."""
+
+    said: Said
+    witness: NodePrefix
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement(Tag):
+    """Every receipt of `said`, handed to `witness` (witness agreement)."""
+
+    said: Said
+    witness: NodePrefix
+
+
+@dataclass(frozen=True, slots=True)
+class GapQuery(Tag):
+    """Events of `prefix` asked for because a later one arrived first."""
+
+    prefix: Prefix
+
+
+@dataclass(frozen=True, slots=True)
+class RosterQuery(Tag):
+    """A governance roster asked of `peer`."""
+
+    peer: NodePrefix
+
+
+# ------------------------------------------------------------------------- timer keys
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry(TimerKey):
+    """Sweep the escrows for what waited too long."""
+
+
+@dataclass(frozen=True, slots=True)
+class LagCheck(TimerKey):
+    """Look for witnesses that have not receipted an event in time (anomalies)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RosterRetry(TimerKey):
+    """Ask for a roster again while none is held."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishTurn(TimerKey):
+    """This juror's turn to publish its evidence of one conflict."""
+
+    conflict: tuple[str, str, str, int, frozenset[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Retry(TimerKey):
+    """Push event `said` to `witness` again."""
+
+    said: Said
+    witness: NodePrefix
+
+
+# ------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    surface: Surface
+    peer: NodePrefix  # who asks ("" when the driver cannot tell)
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    topic: str
+    peer: NodePrefix  # who published it ("" when the driver cannot tell)
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    tag: Tag
+    code: Code
+    payload: bytes = b""
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code.ok
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    key: TimerKey
+
+
+Input = Request | Heard | Answered | TimerFired

@@ -1,0 +1,1 @@
+"""What tests and benchmarks share to run roles: the in-memory driver and the local network."""
