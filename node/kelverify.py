@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dkms.protocol.duplicity import DuplicityEvidence
 from dkms.protocol.errors import ParseError, ProtocolError
 from dkms.protocol.events import Ilk
 from dkms.protocol.outcomes import Outcome, Status
@@ -64,6 +65,7 @@ class FileReport:
     path: str
     validator: Validator = field(default_factory=Validator)
     fates: list[Fate] = field(default_factory=list)
+    evidence: list[DuplicityEvidence] = field(default_factory=list)  # from the outcomes
     error: str | None = None  # unreadable file or unframeable bytes; reading stopped there
 
     def identifiers(self) -> dict[str, dict[str, Any]]:
@@ -80,7 +82,7 @@ class FileReport:
         return out
 
     def duplicity(self) -> list[dict[str, Any]]:
-        return [evidence.summary() for evidence in self.validator.evidence]
+        return [evidence.summary() for evidence in self.evidence]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +99,7 @@ class _Book:
 
     def __init__(self) -> None:
         self.fates: list[Fate] = []
+        self.evidence: list[DuplicityEvidence] = []
         self._by_key: dict[Key, list[Fate]] = {}
 
     def add(self, message: Message) -> Fate:
@@ -122,6 +125,8 @@ class _Book:
 
     def settle(self, current: Fate, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
+            if outcome.evidence is not None:
+                self.evidence.append(outcome.evidence)
             receipt = outcome.ilk == Ilk.RCT.value
             for fate in self._by_key.get((receipt, outcome.said), ()):
                 if fate is current or not receipt or fate.status is Status.ESCROWED:
@@ -145,7 +150,7 @@ def verify_file(path: str) -> FileReport:
         report.error = f"unframeable bytes: {err}"
     except OSError as err:
         report.error = f"cannot read: {err.strerror or err}"
-    report.fates = book.fates
+    report.fates, report.evidence = book.fates, book.evidence
     return report
 
 

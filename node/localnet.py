@@ -224,7 +224,7 @@ async def local_network(
             relaying.append(await start_node(nursery, config, runtimes, scopes))
         async with open_host(os.urandom(32), LOOPBACK) as host:
             transport = P2PTransport(host)
-            for node in [*wits, *watching]:
+            for node in [*wits, *watching, *relaying]:
                 transport.learn(node.introduction)
             client = ControllerClient(Controller(retry=RetryPolicy(attempts=3)), transport)
             await nursery.start(client.run)
@@ -232,7 +232,7 @@ async def local_network(
                 names = tuple(h.prefix for h in watching)
                 roster = Roster(governance, 1, watchers=names, jurors=names, judges=names[:judges])
                 bundle = roster_bundle(gov, "governance", roster)
-                for watcher in watching:
+                for watcher in [*watching, *relaying]:  # relays follow the governance too
                     code, _, reason = await transport.request(
                         watcher.prefix, Surface.GOVERNANCE.value, bundle, 10
                     )

@@ -82,8 +82,9 @@ class Validator:
         # Seal (i, s, d) -> (anchoring prefix, its sn, its SAID), for delegation approvals.
         self._anchors: dict[tuple[str, str, str], tuple[str, int, str]] = {}
         self._out: list[Outcome] = []
-        self.evidence: list[DuplicityEvidence] = []
-        self._rivals: set[tuple[str, int, frozenset[str]]] = set()  # reported escrowed pairs
+        # Escrowed rival pairs already reported (evidence travels in their outcomes); bounded
+        # like the escrow they come from: a pair forgotten is at worst reported again.
+        self._rivals: OrderedDict[tuple[str, int, frozenset[str]], None] = OrderedDict()
 
     # ------------------------------------------------------------------ queries
 
@@ -498,7 +499,9 @@ class Validator:
             pair = (event.prefix, event.sn, frozenset((rival.said, event.said)))
             if pair in self._rivals:
                 continue
-            self._rivals.add(pair)
+            self._rivals[pair] = None
+            if len(self._rivals) > self._limits.max_entries:
+                self._rivals.popitem(last=False)
             rival_message = messagize(rival, Attachments(sigs=tuple(other.sigs)))
             message = messagize(event, Attachments(sigs=sigs))
             if accepted:
@@ -514,15 +517,13 @@ class Validator:
 
     def _evidence(self, kel: Kel, sn: int, first: bytes, second: bytes) -> DuplicityEvidence:
         """Evidence that `kel`'s controller signed both messages at `sn`, with the
-        establishment events that put its keys in force; kept in `self.evidence`."""
+        establishment events that put its keys in force (carried by the outcome)."""
         establishment = tuple(
             _replay_message(self._seen[a.said], controller_only=True)
             for a in kel.authorities
             if a.sn < sn
         )
-        evidence = DuplicityEvidence(kel.prefix, sn, establishment, first, second)
-        self.evidence.append(evidence)
-        return evidence
+        return DuplicityEvidence(kel.prefix, sn, establishment, first, second)
 
     def _reject(self, event: Event, reason: str) -> bool:
         self._emit(event, Status.REJECTED, reason)

@@ -110,7 +110,8 @@ async def _scenario(sc: Scenario, tmp: Path) -> dict[str, Any]:
         honest = names[len(cheaters) :]
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
-            for name in names:
+            for i, name in enumerate(names):  # spread over a second, as `runner._schedule`
+                await trio.sleep_until(start + i / len(names))
                 witnesses = sorted(rng.sample(net.w, sc.witnesses_per_id))
                 effects = ctl.incept(
                     name,

@@ -229,6 +229,7 @@ class World:
                 ):
                     sim.after(0.0, self._flush, node, effect.topic)
             elif isinstance(effect, Send):
+                self.traffic[TRAFFIC[0]] += 1
                 if not batched(effect):
                     self._count([effect])
                     self._request(node, [effect])
@@ -255,8 +256,8 @@ class World:
         """What a node queued on a topic during one step goes out as one payload."""
         while (batch := self._gossip_box.take((node, topic))) is not None:
             payload = b"".join(batch)
-            self.traffic[TRAFFIC[2]] += 1
-            self.traffic[TRAFFIC[3]] += len(payload)
+            self.traffic[TRAFFIC[3]] += 1
+            self.traffic[TRAFFIC[4]] += len(payload)
             self.record.published(node, self.gossip.publish(node, topic, payload))
 
     def _drain(self, node: int, to: str, surface: Surface) -> None:
@@ -267,8 +268,8 @@ class World:
             self._request(node, batch, lambda: self._drain(node, to, surface))
 
     def _count(self, sends: list[Send]) -> None:
-        self.traffic[TRAFFIC[0]] += 1
-        self.traffic[TRAFFIC[1]] += sum(len(s.payload) for s in sends)
+        self.traffic[TRAFFIC[1]] += 1
+        self.traffic[TRAFFIC[2]] += sum(len(s.payload) for s in sends)
 
     def _timer(self, node: int, key: TimerKey, version: int) -> None:
         if self.timers.get((node, key)) != version:

@@ -8,7 +8,8 @@ witness receipts verify), and pushes it to each of the event's witnesses at once
     answer ok -> the receipts in the reply go to the validator; a witness that answered is done
     answer no -> retry that witness after a back-off (doubling, capped), or give up and report
     accepted  -> the event is fully witnessed: Send(receipts) with every receipt to every
-                 witness (witness agreement), and report it
+                 witness that answered (witness agreement), and report it; a witness that
+                 answers later gets them all too
 
 A witness added by a rotation first receives the KEL it needs to check that rotation. Keys
 come in as seeds (the runtime makes and guards them), so this module has no randomness.
@@ -277,10 +278,10 @@ class Controller:
                 return self._failed(push, witness, Code.NO_RECEIPT, "no valid receipt", now)
             return self._failed(push, witness, answer.code, answer.reason, now)
         del push.waiting[witness]
-        if push.complete:  # a laggard: share the receipts, its own now among them, with all
-            effects = self._agreements(push, [w for w in push.witnesses if w not in push.waiting])
-        else:
-            effects = self._settle(now)
+        # A laggard gets every receipt. The others hold `bt` already and learn its receipt
+        # from the gossip it publishes on accepting the event: a second round to all of them
+        # would only cost requests.
+        effects = self._agreements(push, [witness]) if push.complete else self._settle(now)
         self._forget(push)
         return effects
 

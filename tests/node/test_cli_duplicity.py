@@ -57,11 +57,12 @@ def make_evidence() -> tuple[str, bytes]:
         sigs = tuple(s.sign_indexed(event.raw, i) for i, s in enumerate(ident.signers))
         messages.append(messagize(event, Attachments(sigs=sigs)))
     validator = Validator()
+    evidence = []
     for frame in parse_stream(ctl.export("eve") + b"".join(messages)):
         assert isinstance(frame, Message)
-        validator.process(frame, 0.0)
-    assert len(validator.evidence) == 1
-    return ident.prefix, validator.evidence[0].to_cbor()
+        evidence += [o.evidence for o in validator.process(frame, 0.0) if o.evidence]
+    assert len(evidence) == 1
+    return ident.prefix, evidence[0].to_cbor()
 
 
 def flip(data: bytes, at: int) -> bytes:

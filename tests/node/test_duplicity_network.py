@@ -217,11 +217,12 @@ async def test_evidence_from_a_node_off_the_roster_is_not_forwarded(tmp_path: Pa
             _b, msg_b = signed_ixn(net, "oscar", [{"d": "y"}])
             # Real evidence, made locally: only its signer is wrong.
             validator = Validator()
+            evidence = []
             for frame in parse_stream(net.client.controller.export("oscar") + msg_a + msg_b):
                 assert isinstance(frame, Message)
-                validator.process(frame, 0.0)
-            assert validator.evidence
-            body = validator.evidence[0].to_cbor()
+                evidence += [o.evidence for o in validator.process(frame, 0.0) if o.evidence]
+            assert evidence
+            body = evidence[0].to_cbor()
             rogue = Signed.make(Signer(os.urandom(32), transferable=False), body)
             # The same evidence signed by watcher 1 (on the roster as a juror) follows it on
             # the same path: once it has reached watcher 0, the rogue one had its chance.

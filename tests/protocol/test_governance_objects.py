@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dkms.protocol.crypto import Signer, next_key_digest
+from dkms.protocol.duplicity import DuplicityEvidence
 from dkms.protocol.envelope import Signed
 from dkms.protocol.errors import (
     EvidenceError,
@@ -81,11 +82,12 @@ def controller_evidence() -> bytes:
     a = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "a"}])
     b = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "b"}])
     validator = Validator()
+    evidence: list[DuplicityEvidence] = []
     for frame in parse_stream(signed((icp, [key])) + signed((a, [key])) + signed((b, [key]))):
         assert isinstance(frame, Message)
-        validator.process(frame, 0.0)
-    assert len(validator.evidence) == 1
-    return validator.evidence[0].to_cbor()
+        evidence += [o.evidence for o in validator.process(frame, 0.0) if o.evidence]
+    assert len(evidence) == 1
+    return evidence[0].to_cbor()
 
 
 # ---------------------------------------------------------------- envelopes

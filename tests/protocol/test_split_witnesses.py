@@ -44,7 +44,8 @@ def test_two_signed_versions_each_receipted_by_half_the_witnesses_are_duplicity(
         outcomes += validator.process(message, 0.0)
     flagged = [o for o in outcomes if o.status is Status.DUPLICITOUS]
     assert len(flagged) == 1 and flagged[0].said == b.said
-    proof = DuplicityEvidence.from_cbor(validator.evidence[0].to_cbor())
+    found = next(o.evidence for o in outcomes if o.evidence)
+    proof = DuplicityEvidence.from_cbor(found.to_cbor())
     first, second = proof.verify()
     assert {first.event.said, second.event.said} == {a.said, b.said}
     assert validator.state(icp.prefix).sn == 0  # type: ignore[union-attr]
@@ -63,7 +64,7 @@ def test_a_recovery_waiting_for_receipts_beside_the_interaction_is_not_duplicity
     ]:
         outcomes += validator.process(message, 0.0)
     assert not [o for o in outcomes if o.status is Status.DUPLICITOUS]
-    assert validator.evidence == []
+    assert [o.evidence for o in outcomes if o.evidence] == []
 
 
 def witnessed_in_one(event: Event, witnesses: list[Signer]) -> Message:
@@ -92,7 +93,8 @@ def test_a_version_accepted_while_another_waits_for_receipts_is_duplicity() -> N
     assert validator.state(icp.prefix).said == b.said  # type: ignore[union-attr]
     flagged = [o for o in outcomes if o.status is Status.DUPLICITOUS]
     assert [o.said for o in flagged] == [a.said]  # the version left out, once
-    first, second = DuplicityEvidence.from_cbor(validator.evidence[0].to_cbor()).verify()
+    found = next(o.evidence for o in outcomes if o.evidence)
+    first, second = DuplicityEvidence.from_cbor(found.to_cbor()).verify()
     assert (first.event.said, second.event.said) == (b.said, a.said)
 
 
@@ -113,4 +115,4 @@ def test_a_recovery_accepted_while_the_interaction_waits_is_not_duplicity() -> N
         outcomes += validator.process(message, 0.0)
     assert validator.state(icp.prefix).said == rot.said  # type: ignore[union-attr]
     assert not [o for o in outcomes if o.status is Status.DUPLICITOUS]
-    assert not validator.evidence
+    assert not [o.evidence for o in outcomes if o.evidence]

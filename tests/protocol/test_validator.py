@@ -43,6 +43,11 @@ def status_of(outcomes: list[Outcome], event: Event) -> Status:
     return found[-1]
 
 
+def evidence_in(outcomes: list[Outcome]) -> list[DuplicityEvidence]:
+    """The evidence the outcomes carry (the validator keeps none: it travels with them)."""
+    return [o.evidence for o in outcomes if o.evidence is not None]
+
+
 def waiting(validator: Validator) -> dict[Waiting, list[str]]:
     return {w: [p.event.said for p in ps] for w, ps in validator.escrowed().items() if ps}
 
@@ -557,7 +562,7 @@ def test_interaction_never_supersedes() -> None:
     stale = events.interact(ctl.prefix, prior=icp.said, sn=1, anchors=[{"late": True}])
     outcomes = validator.process(message(stale, sign(stale, ctl.keyset(0))), 0.0)
     assert status_of(outcomes, stale) is Status.REJECTED
-    assert validator.evidence == []
+    assert evidence_in(outcomes) == []
     assert chain(validator, ctl.prefix) == [icp.said, rot.said]
 
 
@@ -574,7 +579,7 @@ def test_duplicitous_interaction_produces_verifiable_evidence(kind: Kind) -> Non
     feed(validator, [ctl.signed(icp), ctl.signed(ixn)])
     outcomes = validator.process(message(twin, sign(twin, ctl.current)), 0.0)
     assert status_of(outcomes, twin) is Status.DUPLICITOUS
-    [evidence] = validator.evidence
+    [evidence] = evidence_in(outcomes)
     assert outcomes[0].evidence == evidence
     first, second = evidence.verify()
     assert (first.event, second.event) == (ixn, twin)
@@ -600,7 +605,8 @@ def test_duplicitous_rotation_produces_verifiable_evidence() -> None:
     feed(validator, [ctl.signed(icp), ctl.signed(rot)])
     outcomes = validator.process(message(twin, sign(twin, ctl.current)), 0.0)
     assert status_of(outcomes, twin) is Status.DUPLICITOUS
-    first, second = DuplicityEvidence.from_cbor(validator.evidence[0].to_cbor()).verify()
+    [evidence] = evidence_in(outcomes)
+    first, second = DuplicityEvidence.from_cbor(evidence.to_cbor()).verify()
     assert (first.event, second.event) == (rot, twin)
 
 
@@ -614,7 +620,7 @@ def test_two_inceptions_of_one_basic_prefix_are_duplicity() -> None:
     validator.process(message(first, sign(first, [key])), 0.0)
     outcomes = validator.process(message(second, sign(second, [key])), 0.0)
     assert status_of(outcomes, second) is Status.DUPLICITOUS
-    [evidence] = validator.evidence
+    [evidence] = evidence_in(outcomes)
     assert (evidence.sn, evidence.establishment) == (0, ())
     a, b = DuplicityEvidence.from_cbor(evidence.to_cbor()).verify()
     assert (a.event, b.event) == (first, second)
@@ -629,7 +635,7 @@ def test_unsigned_conflict_is_rejected_not_evidence() -> None:
     feed(validator, [ctl.signed(icp), ctl.signed(ixn)])
     outcomes = validator.process(message(twin, sign(twin, [signer("mallory")])), 0.0)
     assert status_of(outcomes, twin) is Status.REJECTED
-    assert validator.evidence == []
+    assert evidence_in(outcomes) == []
 
 
 # ------------------------------------------------------------------------ escrow bounds

@@ -5,6 +5,7 @@ records the gap."""
 
 from __future__ import annotations
 
+from dkms.node.runtime import TRAFFIC
 from dkms.simulations.real import run_real
 from dkms.simulations.runner import run
 from dkms.simulations.scenario import load
@@ -25,3 +26,25 @@ def test_real_nodes_and_the_model_agree_on_a_small_equivocation() -> None:
     # Real nodes are slower (py-libp2p CPU per message), never faster than the wire allows.
     assert model["witnessed_ms"]["p50"] <= real["witnessed_ms"]["p50"] < 1000
     assert real["detection_ms"]["max"] < 3000
+
+
+def test_the_model_sends_what_real_nodes_send_per_event() -> None:
+    """What the nodes send of their own accord per event witnessed (`runtime.TRAFFIC`): the
+    requests the roles ask for, the requests that carry them once batched, gossip payloads,
+    and their bytes. The simulator batches as the runtime does (`roles.outbox`), so each must
+    be within 10% of real nodes'; except that batching depends on time, and real requests
+    take longer (more so on a loaded machine), so more queues behind them: real nodes may
+    batch the same requests into fewer, never into more."""
+    scenario = load("honest").with_params(nodes=12, duration=10.0, settle=3.0, event_rate=2.0)
+    real, _ = run_real(scenario)
+    model = run(scenario.with_params(**{"link.kind": "constant", "link.median_ms": 1.0})).results
+    assert real["events"] >= 10 and model["events"] >= 10
+    sent, modelled = real["sent_per_event"], model["sent_per_event"]
+    assert set(sent) == set(modelled) == set(TRAFFIC)
+    for name in TRAFFIC:
+        assert modelled[name] > 0
+        if name == "requests_sent":
+            assert sent[name] <= 1.1 * modelled[name], (sent, modelled)
+            assert sent[name] * 2 >= sent["sends"], (sent, modelled)  # batched, not lost
+        else:
+            assert abs(sent[name] - modelled[name]) <= 0.1 * modelled[name], (name, sent, modelled)
