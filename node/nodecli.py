@@ -42,7 +42,8 @@ from .p2p import (
 )
 from .p2p_transport import P2PTransport
 from .ratelimit import RateLimit
-from .roles.watcher import GOVERNANCE_KEY, Watcher
+from .roles.duties import GOVERNANCE_KEY
+from .roles.watcher import Watcher
 from .roles.witness import Witness
 from .runtime import Runtime, StorageFailure
 from .secretfiles import SEED_FILE, SecretError, load_or_create_node_seed, read_private

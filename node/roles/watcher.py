@@ -11,24 +11,22 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
                     `juror.Lag`):
                     `rct` couples (-C, our witnesses' form) and indexed witness signatures
                     (-B, keripy's: on a receipt or on the event itself) alike
-    duplicity found by the validator (a second validly signed version at one sn) or by the
-                    receipt detector (a witness receipting two versions): the evidence is
-                    verified, signed into an envelope, stored, and, if the roster names this
-                    node a juror, published; if it names it a judge, it rules on it too
-    duplicity topic evidence from rostered jurors and rulings from rostered judges are
-                    verified and kept (and judged, when we are a judge); `admits` is the gossip
-                    validator, so nothing else is forwarded
-    governance      bundles (governance KEL + signed roster) handed to us or heard; a newer
-                    roster is stored and gossiped on. A watcher that starts without one asks
-                    its peers (`peers`: its bootstrap nodes) for theirs, and again every
-                    `ROSTER_RETRY` seconds until it has one: gossip carries no history, so a
-                    node that joins after a roster was published would otherwise wait for the
-                    next one
+    duplicity       found by the validator (a second validly signed version at one sn) or by
+                    the receipt detector (a witness receipting two versions), or heard on the
+                    duplicity topic: `duties.Duties` verifies, keeps, publishes and rules on
+                    it as the roster asks, and is the duplicity topic's gossip validator
+    governance      bundles (governance KEL + signed roster) handed to us or heard go to the
+                    duties. A watcher that starts without a roster asks its peers (`peers`:
+                    its bootstrap nodes) for theirs, and again every `ROSTER_RETRY` seconds
+                    until it has one: gossip carries no history, so a node that joins after a
+                    roster was published would otherwise wait for the next one
     query           key state with standing ("ok" | "duplicitous" | "unknown"), a KEL, the
                     evidence and rulings held, the roster
 
-Everything that must survive a crash (events, receipts, evidence, rulings, the roster) leaves
-as `Persist*` effects; `restore_*` rebuild the role from them. Pure: no I/O, no clock.
+What it shares with a witness (persisting accepted events, asking for gaps, expiry, KEL
+queries) is `follower.Follower`. Everything that must survive a crash (events, receipts,
+evidence, rulings, the roster) leaves as `Persist*` effects; `restore_*` rebuild the role
+from them. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -36,46 +34,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-import blake3
 import cbor2
 
 from dkms.protocol import crypto
 from dkms.protocol.cesr import IndexedSig
 from dkms.protocol.crypto import Signer
-from dkms.protocol.duplicity import DuplicityEvidence
-from dkms.protocol.envelope import Signed
 from dkms.protocol.errors import LocalProtocolError, ProtocolError
 from dkms.protocol.escrow import EscrowLimits, Waiting
 from dkms.protocol.events import Event, Ilk
-from dkms.protocol.evidence import Accusation, parse_evidence, verify_evidence
-from dkms.protocol.ids import NodePrefix, Prefix
+from dkms.protocol.ids import NodePrefix
 from dkms.protocol.outcomes import Outcome, Status
-from dkms.protocol.roster import Duty
-from dkms.protocol.ruling import RULING_TYPE, Ruling
 from dkms.protocol.signing import Verifier
-from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
+from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator
-from dkms.protocol.witness_duplicity import WitnessDuplicity
 
 from .codes import Code
-from .effects import (
-    Blame,
-    Effect,
-    PersistEvent,
-    PersistEvidence,
-    PersistMeta,
-    PersistReceipts,
-    PersistRuling,
-    Publish,
-    Reply,
-    Report,
-    Send,
-    SetTimer,
-    Subscribe,
-    Surface,
-)
+from .duties import Duties
+from .effects import Blame, Effect, Reply, Report, Send, SetTimer, Subscribe, Surface
+from .follower import EXPIRE_EVERY, Follower
 from .governance import Governance
-from .holdings import Conflict, Held, Holdings, conflict_of
+from .holdings import Holdings
 from .inputs import (
     Answered,
     Expiry,
@@ -100,12 +78,8 @@ from .topics import (
     well_formed,
 )
 
-EXPIRE_EVERY: Final = 60.0
-PUBLISH_STAGGER: Final = 0.25  # seconds between jurors' turns to publish one conflict
-GOVERNANCE_KEY: Final = "governance"  # meta key of the stored governance bundle
 ROSTER_RETRY: Final = 15.0  # seconds between asks for a roster while we have none
-PEER_ASKS: Final = 4  # peers asked for a roster, or for a KEL we hold nothing of
-MAX_GAP_ASKS: Final = 64  # identifiers with a gap query in flight at once
+PEER_ASKS: Final = 4  # peers asked for a roster
 
 
 class Watcher:
@@ -135,14 +109,20 @@ class Watcher:
         self.watch = watch  # empty: every identifier
         self.peers = tuple(NodePrefix(p) for p in peers if p != signer.verfer)
         self.validator = Validator(verify=self._verify, limits=limits)
-        self.governance = Governance(governance, self._verify)
-        self.holdings = Holdings()
+        self.follower = Follower(self.validator, self.prefix, self.peers)
+        self.duties = Duties(signer, governance, self._verify)
         self.receipts = Receipts(self._verify, ignore=self.prefix)
         self.lag = Lag(anomaly_after)
-        self._asking: set[str] = set()  # prefixes with a gap query in flight
-        self._echoed: set[Conflict] = set()  # conflicts another juror's evidence told us of
 
     surfaces: Final = frozenset({Surface.QUERY, Surface.GOVERNANCE})
+
+    @property
+    def governance(self) -> Governance:
+        return self.duties.governance
+
+    @property
+    def holdings(self) -> Holdings:
+        return self.duties.holdings
 
     # ---------------------------------------------------------------- life cycle
 
@@ -162,7 +142,7 @@ class Watcher:
             effects += self._ask_for_roster(now)
         # After a restart: a crash may have come between storing and publishing; gossip ids
         # are content hashes and holdings are per conflict, so publishing again is harmless.
-        self._duties(now, effects, turn=True)
+        self.duties.perform(now, effects, turn=True)
         return effects
 
     def restore_governance(self, bundle: bytes, now: float) -> None:
@@ -170,17 +150,7 @@ class Watcher:
 
     def restore_held(self, envelope: bytes) -> None:
         """Reinstate stored evidence or a stored ruling (verified again)."""
-        try:
-            signed = Signed.from_cbor(envelope)
-            signed.verify(self._verify)
-            if signed.kind == RULING_TYPE:
-                ruling = Ruling.from_cbor(signed.body)
-                self.holdings.add_ruling(Held(ruling.verify(self._verify), signed, ruling.evidence))
-            else:
-                accusation = verify_evidence(parse_evidence(signed.body), self._verify)
-                self.holdings.add_evidence(Held(accusation, signed, signed.body))
-        except ProtocolError:
-            return  # damaged: what the network still holds can be asked for again
+        self.duties.restore_held(envelope)
 
     def restore(self, stored: bytes, now: float) -> None:
         """Replay stored events and receipts (`Store.replay_chunks`) into a fresh watcher."""
@@ -197,11 +167,7 @@ class Watcher:
     def admits(self, topic: str, payload: bytes) -> bool:
         """Gossip validation: what may be delivered to us and forwarded to our peers."""
         if topic == DUPLICITY_TOPIC:
-            try:
-                self._vouched(Signed.from_cbor(payload))
-            except ProtocolError:
-                return False
-            return True
+            return self.duties.admits(payload)
         if topic == GOVERNANCE_TOPIC:
             try:
                 self.governance.check(payload)
@@ -221,33 +187,29 @@ class Watcher:
                 return [Reply.refuse(Code.NOT_SERVED, f"a watcher does not serve {event.surface}")]
             case Heard(topic=topic, peer=peer, payload=data):
                 if topic == DUPLICITY_TOPIC:
-                    self._heard_duplicity(data, effects)
+                    self.duties.heard(data, effects)
                 elif topic == GOVERNANCE_TOPIC:
-                    self._offered(data, now, effects, forward=False)
+                    self.duties.offered(data, now, effects, forward=False)
                 else:
                     self._kel_gossip(data, now, effects, peer)
-            case Answered(tag=GapQuery(prefix=prefix)):
-                self._asking.discard(prefix)
+            case Answered(tag=GapQuery() as tag):
+                self.follower.answered(tag)
                 if event.ok:
                     self._kel_gossip(event.payload, now, effects)
                 else:
                     effects.append(Report("debug", f"{event.tag}: no answer ({event.reason})"))
             case Answered(tag=RosterQuery()):
                 if event.ok:
-                    self._offered(event.payload, now, effects, forward=False)
+                    self.duties.offered(event.payload, now, effects, forward=False)
                 else:
                     effects.append(Report("debug", f"{event.tag}: no answer ({event.reason})"))
             case TimerFired(key=PublishTurn(conflict=conflict)):
-                held = self.holdings.evidence.get(conflict)
-                if held is not None:
-                    self._publish_evidence(held.accusation, now, effects, turn=True)
+                self.duties.turn(conflict, now, effects)
             case TimerFired(key=RosterRetry()):
                 if self.governance.roster is None:
                     effects += self._ask_for_roster(now)
             case TimerFired(key=Expiry()):
-                effects.append(SetTimer(Expiry(), now + EXPIRE_EVERY))
-                for outcome in self.validator.expire(now):
-                    effects.append(Report("info", f"dropped {outcome.said}: {outcome.reason}"))
+                effects += self.follower.expire(now)
             case TimerFired(key=LagCheck()):
                 effects.append(self._lag_timer(now))
                 for anomaly in self.lag.due(now, self._receipted):
@@ -275,19 +237,16 @@ class Watcher:
         """A governance bundle handed to us (`dkms governance roster create --publish-to`)."""
         effects: list[Effect] = []
         try:
-            _, why = self._offered(data, now, effects, forward=True)
+            _, why = self.duties.offered(data, now, effects, forward=True)
         except ProtocolError as err:
             return [Reply.refuse(Code.INVALID, f"roster refused: {err}")]
         return [*effects, Reply.accept(reason=why)]
 
     def _query(self, data: bytes) -> Reply:
         """`{"t": "state" | "kel" | "evidence" | "roster", "i": prefix, "s": sn}`."""
-        try:
-            ask = cbor2.loads(data)
-        except Exception:
-            return Reply.refuse(Code.MALFORMED, "query is not CBOR")
-        if not isinstance(ask, dict):
-            return Reply.refuse(Code.BAD_QUERY, "query must be a CBOR map")
+        ask = Follower.read_query(data)
+        if isinstance(ask, Reply):
+            return ask
         kind, prefix = ask.get("t"), ask.get("i")
         if kind == "roster":
             if self.governance.bundle is None:
@@ -302,12 +261,7 @@ class Watcher:
         if kind == "state":
             return Reply.accept(cbor2.dumps(self.key_state(prefix)))
         if kind == "kel":
-            start = ask.get("s", 0)
-            if not isinstance(start, int) or start < 0:
-                return Reply.refuse(Code.BAD_QUERY, "s must be a sequence number")
-            if self.validator.kel(prefix) is None:
-                return Reply.refuse(Code.UNKNOWN, f"unknown identifier {prefix}")
-            return Reply.accept(self.validator.replay(prefix, start))
+            return self.follower.kel_reply(prefix, ask)
         return Reply.refuse(Code.BAD_QUERY, "query type t must be state, kel, evidence or roster")
 
     # ---------------------------------------------------------------- views
@@ -317,11 +271,8 @@ class Watcher:
         anomalies seen."""
         kel = self.validator.kel(prefix)
         standing, since = self.holdings.standing(prefix, kel is not None)
-        state: dict[str, Any] = {"i": prefix}
+        state: dict[str, Any] = self.follower.key_state(prefix) or {"i": prefix}
         if kel is not None:
-            state = kel.state().to_json()
-            state["receipts"] = {r.event.said: sorted(r.receipts) for r in kel.chain}
-            state["fully_witnessed"] = len(kel.last.receipts) >= kel.last.authority.toad
             accused = self.holdings.accused()
             state["duplicitous_witnesses"] = sorted(
                 w for w in kel.authority.witnesses if w in accused
@@ -361,7 +312,7 @@ class Watcher:
                 for found in self.receipts.receipt(
                     event.prefix, event.sn, event.said, witness, signature
                 ):
-                    self._found(found, now, effects)
+                    self.duties.found(found, now, effects)
         before = self._receipt_count(event.said) if event.ilk is Ilk.RCT else -1
         for outcome in self.validator.process(message, now):
             self._outcome(outcome, event.said, message, now, effects)
@@ -370,10 +321,7 @@ class Watcher:
         if before >= 0 and self._receipt_count(event.said) > before:
             record = self.validator.record(event.said)
             if record is not None:
-                e = record.event
-                effects.append(
-                    PersistReceipts(e.prefix, e.sn, e.said, tuple(record.receipts.items()))
-                )
+                effects.append(Follower.persist_receipts(record))
 
     def _outcome(
         self, outcome: Outcome, said: str, message: Message, now: float, effects: list[Effect]
@@ -383,23 +331,17 @@ class Watcher:
             return
         if outcome.said == said and status is not Status.REJECTED:
             for found in self.receipts.body(message.event):
-                self._found(found, now, effects)
+                self.duties.found(found, now, effects)
             if status is not Status.DUPLICITOUS:
                 self.lag.seen(outcome.prefix, outcome.sn, said, now)
         if status is Status.ACCEPTED:
             record = self.validator.record(outcome.said)
             if record is not None:
-                e = record.event
-                stored = messagize(e, Attachments(sigs=record.sigs, sources=record.sources))
-                effects.append(PersistEvent(e.prefix, e.sn, e.said, stored))
-                if record.receipts:
-                    effects.append(
-                        PersistReceipts(e.prefix, e.sn, e.said, tuple(record.receipts.items()))
-                    )
+                effects += self.follower.persist(record)
         elif status is Status.DUPLICITOUS and outcome.evidence is not None:
-            self._found(outcome.evidence, now, effects)
+            self.duties.found(outcome.evidence, now, effects)
         elif status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
-            self._ask_for_gap(outcome.prefix, effects)
+            effects += self.follower.ask_for_gap(outcome.prefix)
 
     def _indexed_receipts(
         self, event: Event, wigs: tuple[IndexedSig, ...], now: float, effects: list[Effect]
@@ -416,7 +358,7 @@ class Watcher:
                 for found in self.receipts.receipt(
                     event.prefix, event.sn, event.said, witnesses[wig.index], wig.raw
                 ):
-                    self._found(found, now, effects)
+                    self.duties.found(found, now, effects)
 
     def _receipt_count(self, said: str) -> int:
         record = self.validator.record(said)
@@ -428,27 +370,6 @@ class Watcher:
             return None
         witnesses = tuple(w for w in record.authority.witnesses if w != self.prefix)
         return witnesses, set(record.receipts)
-
-    def _ask_for_gap(self, prefix: str, effects: list[Effect]) -> None:
-        """Ask for the events missing before an escrowed one: from the KEL's witnesses, or,
-        for an identifier we hold nothing of (it began before we listened), from our peers.
-        One ask per identifier in flight, and at most `MAX_GAP_ASKS` at once, so gossip
-        about made-up identifiers cannot turn us into a query amplifier."""
-        if prefix in self._asking or len(self._asking) >= MAX_GAP_ASKS:
-            return
-        kel = self.validator.kel(prefix)
-        if kel is not None:
-            targets = [w for w in kel.authority.witnesses if w != self.prefix]
-            start = kel.sn + 1
-        else:
-            targets, start = list(self.peers[:PEER_ASKS]), 0
-        if not targets:
-            return
-        self._asking.add(prefix)
-        ask = cbor2.dumps({"t": "kel", "i": prefix, "s": start})
-        tag = GapQuery(Prefix(prefix))
-        for target in targets:
-            effects.append(Send(NodePrefix(target), Surface.QUERY, ask, tag))
 
     def _ask_for_roster(self, now: float) -> list[Effect]:
         if not self.peers:
@@ -462,157 +383,3 @@ class Watcher:
 
     def _lag_timer(self, now: float) -> SetTimer:
         return SetTimer(LagCheck(), now + max(self.lag.after / 4, 0.25))
-
-    # ---------------------------------------------------------------- duplicity
-
-    def _found(
-        self, evidence: DuplicityEvidence | WitnessDuplicity, now: float, effects: list[Effect]
-    ) -> None:
-        """Duplicity this node detected: sign it, keep it, publish it if we are a juror."""
-        body = evidence.to_cbor()
-        try:
-            accusation = verify_evidence(evidence, self._verify)
-        except ProtocolError as err:
-            effects.append(Report("warning", f"detected duplicity does not verify: {err}"))
-            return
-        if self.holdings.knows(accusation):
-            return
-        signed = Signed.make(self.signer, body)
-        self._keep_evidence(Held(accusation, signed, body), effects)
-        self._publish_evidence(accusation, now, effects)
-
-    def _publish_evidence(
-        self, accusation: Accusation, now: float, effects: list[Effect], *, turn: bool = False
-    ) -> None:
-        """Publish our evidence of a conflict, in our turn among the jurors.
-
-        Every watcher sees an equivocation at about the same moment; if every juror published
-        its own envelope, each conflict would cross the network once per juror. So jurors take
-        turns, `PUBLISH_STAGGER` apart, in an order drawn from the conflict (a different juror
-        goes first for each), and a juror skips its turn once another's evidence (or a ruling,
-        which carries it) has reached it."""
-        key = conflict_of(accusation)
-        held = self.holdings.evidence.get(key)
-        if held is None or key in self.holdings.published or key in self._echoed:
-            return
-        roster = self.governance.roster
-        if roster is None or self.prefix not in roster.jurors:
-            return
-        rank = _rank(key, roster.jurors, self.prefix)
-        if rank and not turn:
-            effects.append(SetTimer(PublishTurn(key), now + rank * PUBLISH_STAGGER))
-            return
-        self.holdings.published.add(key)
-        effects.append(Publish(DUPLICITY_TOPIC, held.envelope.to_cbor()))
-
-    def _keep_evidence(self, held: Held, effects: list[Effect]) -> None:
-        if not self.holdings.add_evidence(held):
-            return
-        a = held.accusation
-        effects.append(PersistEvidence(a.accused, a.sn, held.envelope.to_cbor()))
-        who = "identifier" if a.kind == "controller" else "witness"
-        effects.append(
-            Report(
-                "warning",
-                f"duplicity: {who} {a.accused} at sn {a.sn} of {a.prefix} "
-                f"(evidence signed by {held.envelope.signer})",
-            )
-        )
-        self._rule(held, effects)
-
-    def _rule(self, held: Held, effects: list[Effect]) -> None:
-        """Judge duty: rule on verified evidence once."""
-        judge = self.governance.allows(self.prefix, Duty.JUDGE)
-        if not judge or self.holdings.ruled(held.accusation):
-            return
-        ruling = Ruling(held.accusation, held.evidence)
-        signed = Signed.make(self.signer, ruling.to_cbor())
-        self._keep_ruling(Held(held.accusation, signed, held.evidence), effects)
-        effects.append(Publish(DUPLICITY_TOPIC, signed.to_cbor()))
-
-    def _keep_ruling(self, held: Held, effects: list[Effect]) -> None:
-        if not self.holdings.add_ruling(held):
-            return
-        a = held.accusation
-        effects.append(PersistRuling(a.accused, held.envelope.to_cbor()))
-        effects.append(
-            Report(
-                "warning",
-                f"ruling by {held.envelope.signer}: {a.kind} {a.accused} duplicitous "
-                f"from sn {a.sn}",
-            )
-        )
-
-    def _vouched(self, signed: Signed) -> Held:
-        """Verify an envelope heard on the duplicity topic and that its signer may vouch."""
-        signed.verify(self._verify)
-        if signed.kind == RULING_TYPE:
-            if not self.governance.allows(signed.signer, Duty.JUDGE):
-                raise _NotRostered(f"{signed.signer} is not a judge on the roster")
-            ruling = Ruling.from_cbor(signed.body)
-            return Held(ruling.verify(self._verify), signed, ruling.evidence)
-        if not self.governance.allows(signed.signer, Duty.JUROR):
-            raise _NotRostered(f"{signed.signer} is not a juror on the roster")
-        accusation = verify_evidence(parse_evidence(signed.body), self._verify)
-        return Held(accusation, signed, signed.body)
-
-    def _heard_duplicity(self, data: bytes, effects: list[Effect]) -> None:
-        try:
-            signed = Signed.from_cbor(data)
-            held = self._vouched(signed)
-        except ProtocolError as err:
-            effects.append(Report("debug", f"ignored duplicity gossip: {err}"))
-            return
-        self._echoed.add(conflict_of(held.accusation))
-        if signed.kind == RULING_TYPE:
-            self._keep_ruling(held, effects)
-            if not self.holdings.knows(held.accusation):  # the ruling carries the evidence
-                self._keep_evidence(held, effects)
-        else:
-            self._keep_evidence(held, effects)
-
-    # ---------------------------------------------------------------- governance
-
-    def _offered(
-        self, data: bytes, now: float, effects: list[Effect], *, forward: bool
-    ) -> tuple[bool, str]:
-        try:
-            changed, why = self.governance.offer(data, now)
-        except ProtocolError as err:
-            if forward:
-                raise
-            effects.append(Report("debug", f"ignored governance gossip: {err}"))
-            return False, str(err)
-        if not changed:
-            return False, why
-        effects.append(PersistMeta(GOVERNANCE_KEY, data))
-        effects.append(Report("info", why))
-        if forward:
-            effects.append(Publish(GOVERNANCE_TOPIC, data))
-        roles = self.governance.roster.roles_of(self.prefix) if self.governance.roster else ()
-        if Duty.WATCHER not in roles:
-            effects.append(
-                Report("warning", f"this node ({self.prefix}) is not a rostered watcher")
-            )
-        self._duties(now, effects)  # what the new roster asks of us
-        return True, why
-
-    def _duties(self, now: float, effects: list[Effect], *, turn: bool = False) -> None:
-        """Juror and judge duties on everything held: publish our own evidence (at once with
-        `turn`, else in our turn among the jurors) and rule on what is unruled."""
-        for held in list(self.holdings.evidence.values()):
-            if held.envelope.signer == self.prefix:
-                self._publish_evidence(held.accusation, now, effects, turn=turn)
-            self._rule(held, effects)
-
-
-class _NotRostered(ProtocolError):
-    """An envelope's signer is not on the roster for what it signed."""
-
-
-def _rank(conflict: Conflict, jurors: tuple[str, ...], me: str) -> int:
-    """Our place among the jurors in publishing `conflict` (0: first)."""
-    kind, accused, prefix, sn, saids = conflict
-    base = "|".join([kind, accused, prefix, str(sn), *sorted(saids)])
-    order = sorted(jurors, key=lambda j: blake3.blake3(f"{base}|{j}".encode()).digest())
-    return order.index(me)

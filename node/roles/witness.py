@@ -8,11 +8,14 @@ this witness, its own first-seen judgement stands in for the `bt` receipts. Inpu
                           its gossip shard; anything else is refused with a `Code` and why
     Request(RECEIPTS)     receipts of the co-witnesses (witness agreement): verified, persisted;
                           once `bt` hold, the event is republished with them all
-    Request(QUERY)        a KEL from some sn, or a key state with receipts (`follower.py`)
+    Request(QUERY)        a KEL from some sn, or a key state with receipts
     Heard(kel shard)      gossip: events of identifiers we witness are applied; a gap in a KEL
                           makes us ask the co-witnesses for the missing events
     Answered(GapQuery)    the answer to such a query: applied like gossip
     TimerFired(Expiry)    escrow expiry
+
+What it shares with a watcher (persisting accepted events, asking for gaps, expiry, KEL and
+key-state queries) is `follower.Follower`.
 
 Because the validator keeps the first validly signed version at each sequence number and
 reports any other as duplicitous, a witness never receipts two versions of one event; the
@@ -31,7 +34,7 @@ from dkms.protocol.crypto import Signer
 from dkms.protocol.errors import LocalProtocolError, ProtocolError
 from dkms.protocol.escrow import EscrowLimits, Waiting
 from dkms.protocol.events import Ilk, receipt
-from dkms.protocol.ids import NodePrefix, Prefix
+from dkms.protocol.ids import NodePrefix
 from dkms.protocol.kel import Record
 from dkms.protocol.outcomes import Outcome, Status
 from dkms.protocol.signing import Verifier
@@ -42,19 +45,15 @@ from .codes import Code
 from .effects import (
     Blame,
     Effect,
-    PersistEvent,
-    PersistReceipts,
     Publish,
     Reply,
     Report,
-    Send,
     SetTimer,
     Surface,
 )
+from .follower import EXPIRE_EVERY, Follower
 from .inputs import Answered, Expiry, GapQuery, Heard, Input, Request, TimerFired
 from .topics import Parse, ParseCache, kel_topic, well_formed
-
-EXPIRE_EVERY: Final = 60.0  # seconds between escrow expiry sweeps
 
 
 class Witness:
@@ -79,6 +78,7 @@ class Witness:
         self.signer = signer
         self.prefix = NodePrefix(signer.verfer)
         self.validator = Validator(verify=verify, limits=limits, witness=self.prefix)
+        self.follower = Follower(self.validator, self.prefix)
 
     surfaces: Final = frozenset({Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY})
 
@@ -99,12 +99,13 @@ class Witness:
                 return [Reply.refuse(Code.NOT_SERVED, f"a witness does not serve {event.surface}")]
             case Heard():
                 return self._heard(event.payload, now, event.peer)
-            case Answered(tag=GapQuery()):
+            case Answered(tag=GapQuery() as tag):
+                self.follower.answered(tag)
                 if not event.ok:
                     return [Report("debug", f"{event.tag}: no answer ({event.reason})")]
                 return self._heard(event.payload, now)
             case TimerFired(key=Expiry()):
-                return self._expire(now)
+                return self.follower.expire(now)
         return []
 
     def restore(self, stored: bytes, now: float) -> None:
@@ -205,43 +206,28 @@ class Witness:
 
     def _query(self, data: bytes) -> list[Effect]:
         """Answer `{"t": "kel", "i": prefix, "s": sn}` or `{"t": "state", "i": prefix}`."""
-        try:
-            ask = cbor2.loads(data)
-        except Exception:
-            return [Reply.refuse(Code.MALFORMED, "query is not CBOR")]
-        if not isinstance(ask, dict) or not isinstance(ask.get("i"), str):
+        ask = Follower.read_query(data)
+        if isinstance(ask, Reply):
+            return [ask]
+        prefix = ask.get("i")
+        if not isinstance(prefix, str):
             return [Reply.refuse(Code.BAD_QUERY, "query needs an identifier prefix i")]
-        prefix = ask["i"]
-        kel = self.validator.kel(prefix)
-        if kel is None:
-            return [Reply.refuse(Code.UNKNOWN, f"unknown identifier {prefix}")]
         if ask.get("t") == "kel":
-            start = ask.get("s", 0)
-            if not isinstance(start, int) or start < 0:
-                return [Reply.refuse(Code.BAD_QUERY, "s must be a sequence number")]
-            return [Reply.accept(self.validator.replay(prefix, start))]
+            return [self.follower.kel_reply(prefix, ask)]
         if ask.get("t") == "state":
-            return [Reply.accept(cbor2.dumps(self.key_state(prefix)))]
+            state = self.follower.key_state(prefix)
+            if state is None:
+                return [Reply.refuse(Code.UNKNOWN, f"unknown identifier {prefix}")]
+            return [Reply.accept(cbor2.dumps(state))]
         return [Reply.refuse(Code.BAD_QUERY, "query type t must be 'kel' or 'state'")]
-
-    def _expire(self, now: float) -> list[Effect]:
-        effects: list[Effect] = [SetTimer(Expiry(), now + EXPIRE_EVERY)]
-        for outcome in self.validator.expire(now):
-            effects.append(
-                Report("info", f"dropped {outcome.ilk} {outcome.said}: {outcome.reason}")
-            )
-        return effects
 
     # ---------------------------------------------------------------- views
 
     def key_state(self, prefix: str) -> dict[str, Any]:
         """Key state plus receipts per event and whether the latest is fully witnessed."""
-        kel = self.validator.kel(prefix)
-        if kel is None:
+        state = self.follower.key_state(prefix)
+        if state is None:
             raise LocalProtocolError(f"unknown identifier {prefix}")
-        state = kel.state().to_json()
-        state["receipts"] = {r.event.said: sorted(r.receipts) for r in kel.chain}
-        state["fully_witnessed"] = len(kel.last.receipts) >= kel.last.authority.toad
         return state
 
     # ---------------------------------------------------------------- internals
@@ -267,7 +253,7 @@ class Witness:
             if outcome.status is Status.ACCEPTED:
                 self._accepted(outcome, effects)
             elif outcome.status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
-                self._ask_for_gap(outcome, effects)
+                effects += self.follower.ask_for_gap(outcome.prefix)
             elif outcome.status is Status.DUPLICITOUS:
                 effects.append(
                     Report(
@@ -286,14 +272,10 @@ class Witness:
         if record is None:
             return
         event = record.event
-        message = messagize(event, Attachments(sigs=record.sigs, sources=record.sources))
-        effects.append(PersistEvent(event.prefix, event.sn, event.said, message))
         if self.prefix in record.authority.witnesses and self.prefix not in record.receipts:
             record.receipts[self.prefix] = self._sign(event.raw)
-        if record.receipts:
-            effects.append(
-                PersistReceipts(event.prefix, event.sn, event.said, tuple(record.receipts.items()))
-            )
+        message = Follower.stored_message(record)
+        effects += self.follower.persist(record, message)
         effects.append(Publish(kel_topic(event.prefix), message + _rct(record)))
         effects.append(Report("debug", f"accepted {event.ilk} {event.said} sn {event.sn:x}"))
 
@@ -311,31 +293,17 @@ class Witness:
             if record is None or len(record.receipts) == count:
                 continue
             event = record.event
-            effects.append(
-                PersistReceipts(event.prefix, event.sn, said, tuple(record.receipts.items()))
-            )
+            effects.append(Follower.persist_receipts(record))
             toad = record.authority.toad
             if count < toad <= len(record.receipts):
                 effects.append(Publish(kel_topic(event.prefix), _rct(record)))
                 effects.append(Report("debug", f"{said} fully witnessed ({toad} receipts)"))
 
-    def _ask_for_gap(self, outcome: Outcome, effects: list[Effect]) -> None:
-        kel = self.validator.kel(outcome.prefix)
-        if kel is None:
-            return
-        ask = cbor2.dumps({"t": "kel", "i": outcome.prefix, "s": kel.sn + 1})
-        tag = GapQuery(Prefix(outcome.prefix))
-        for witness in kel.authority.witnesses:
-            if witness != self.prefix:
-                effects.append(Send(NodePrefix(witness), Surface.QUERY, ask, tag))
-
     def _receipt_message(self, record: Record, effects: list[Effect]) -> bytes:
         event = record.event
         if self.prefix not in record.receipts:  # accepted before we were asked: sign now
             record.receipts[self.prefix] = self._sign(event.raw)
-            effects.append(
-                PersistReceipts(event.prefix, event.sn, event.said, tuple(record.receipts.items()))
-            )
+            effects.append(Follower.persist_receipts(record))
         rct = receipt(event.prefix, event.sn, event.said, kind=event.kind)
         return messagize(rct, Attachments(couples=((self.prefix, record.receipts[self.prefix]),)))
 

@@ -17,9 +17,10 @@ from dkms.node.localnet import LOOPBACK, start_node
 from dkms.node.nodecli import _bootstrap_prefixes
 from dkms.node.p2p import open_host
 from dkms.node.roles.controller import Controller
+from dkms.node.roles.duties import GOVERNANCE_KEY
 from dkms.node.roles.effects import PersistEvent, PersistMeta, PersistReceipts
 from dkms.node.roles.topics import kel_topic
-from dkms.node.roles.watcher import GOVERNANCE_KEY, Watcher
+from dkms.node.roles.watcher import Watcher
 from dkms.node.runtime import Runtime
 from dkms.node.secretfiles import load_or_create_node_seed
 from dkms.node.store import FILENAME, Store

@@ -19,6 +19,7 @@ from dkms.node.roles.effects import (
     Tag,
     TimerKey,
 )
+from dkms.node.roles.follower import MAX_GAP_ASKS
 from dkms.node.roles.inputs import (
     Answered,
     Heard,
@@ -29,7 +30,7 @@ from dkms.node.roles.inputs import (
     TimerFired,
 )
 from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topic
-from dkms.node.roles.watcher import MAX_GAP_ASKS, Watcher
+from dkms.node.roles.watcher import Watcher
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.envelope import Signed
 from dkms.protocol.events import Event, incept, interact, receipt
