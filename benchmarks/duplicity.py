@@ -3,7 +3,7 @@ first witness to every watcher holding verified evidence (and the judge's ruling
 
 A 10-node network on loopback (by default 4 witnesses with bt=3 and 6 watchers, every watcher
 a juror, the first the judge), all real nodes (libp2p hosts, SQLite stores, the `dkms-node`
-code) in this one process (`dkms.node.localnet`). Each round, a new identifier is incepted
+code) in this one process (`dkms.node.testing.localnet`). Each round, a new identifier is incepted
 with the four witnesses; its keys then sign two interactions at sn 1, version a sent to w0 and
 w1 and version b to w2 and w3 at the same moment. Clocks:
 
@@ -36,9 +36,9 @@ from typing import Any
 
 import trio
 
-from dkms.node.localnet import LocalNet, local_network
-from dkms.node.nodecli import quiet_libp2p
+from dkms.node.p2p.logs import quiet_libp2p
 from dkms.node.roles.witness import Witness
+from dkms.node.testing.localnet import LocalNet, local_network
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

@@ -31,13 +31,13 @@ from typing import Any
 import cbor2
 import trio
 
-from dkms.node.client import ControllerClient
-from dkms.node.govcmd import roster_bundle
+from dkms.node.client.controller import ControllerClient
 from dkms.node.p2p import open_host
-from dkms.node.p2p_transport import P2PTransport
+from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import Surface
-from dkms.node.transport import TransportError
+from dkms.node.roles.governance import roster_bundle
+from dkms.node.runtime.transport import TransportError
 from dkms.protocol.events import interact
 from dkms.protocol.roster import Roster
 from dkms.protocol.stream import Attachments, messagize
@@ -56,7 +56,7 @@ class Node:
         return self.intro.split("@", 1)[0]
 
     async def start(self) -> None:
-        command = [sys.executable, "-m", "dkms.node.nodecli", "run", "--data-dir"]
+        command = [sys.executable, "-m", "dkms.node.cli.node", "run", "--data-dir"]
         command += [str(self.data_dir), "--listen", LOOPBACK, "--log-level", "error", *self.args]
         self.process = await trio.lowlevel.open_process(
             command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL

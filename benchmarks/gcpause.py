@@ -2,7 +2,7 @@
 
 A node process holds the libp2p stack and, once restored, every KEL it keeps. CPython's
 full collections walk all of it, and the event loop (gossip, requests) waits meanwhile.
-`dkms-node` therefore freezes its heap after restoring its state (nodecli.serve,
+`dkms-node` therefore freezes its heap after restoring its state (daemon.serve,
 `freeze_heap`). This measures the pause both ways in one process:
 
     python benchmarks/gcpause.py [--events 50000]
@@ -24,8 +24,8 @@ import time
 from validate import build_kel
 
 # The node's own imports (trio, libp2p and the rest) are part of the heap a node collects.
-import dkms.node.nodecli
-import dkms.node.p2p_transport  # noqa: F401
+import dkms.node.daemon
+import dkms.node.p2p.transport  # noqa: F401
 from dkms.protocol.events import Kind
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator

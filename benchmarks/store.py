@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from dkms.node.roles.effects import PersistEvent, PersistReceipts
-from dkms.node.store import FILENAME, Persist, Store
+from dkms.node.runtime.store import FILENAME, Persist, Store
 from dkms.protocol.crypto import Signer
 from dkms.protocol.events import interact
 from dkms.protocol.stream import Attachments, messagize

@@ -50,9 +50,9 @@ from typing import Any
 
 import trio
 
-from dkms.node.client import ControllerClient
+from dkms.node.client.controller import ControllerClient
 from dkms.node.p2p import P2PHost, open_host
-from dkms.node.p2p_transport import P2PTransport
+from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import Surface
 from dkms.protocol import cesr, crypto
@@ -125,7 +125,7 @@ class Peer:
 
 
 def witness_command(data_dir: Path, profile: str | None, out: Path) -> list[str]:
-    node = ["-m", "dkms.node.nodecli", "run", "--data-dir", str(data_dir)]
+    node = ["-m", "dkms.node.cli.node", "run", "--data-dir", str(data_dir)]
     node += ["--listen", "/ip4/127.0.0.1/tcp/0", "--log-level", "warning"]
     if profile == "cprofile":
         return [sys.executable, "-m", "cProfile", "-o", str(out), *node]

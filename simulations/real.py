@@ -22,10 +22,10 @@ from typing import Any
 
 import trio
 
-from dkms.node.localnet import LocalNet, local_network
-from dkms.node.nodecli import quiet_libp2p
+from dkms.node.p2p.logs import quiet_libp2p
 from dkms.node.roles.holdings import Standing
-from dkms.node.runtime import TRAFFIC, Runtime
+from dkms.node.runtime.loop import TRAFFIC, Runtime
+from dkms.node.testing.localnet import LocalNet, local_network
 
 from .record import per_event, stats
 from .scenario import Scenario, ScenarioError

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dkms.node.govcmd import roster_bundle
 from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller, PushStatus, RetryPolicy
 from dkms.node.roles.effects import (
@@ -44,6 +43,7 @@ from dkms.node.roles.effects import (
     Surface,
     TimerKey,
 )
+from dkms.node.roles.governance import roster_bundle
 from dkms.node.roles.inputs import Answered, Heard, Request, TimerFired
 from dkms.node.roles.outbox import Outbox, batched, joined
 from dkms.node.roles.role import Role
@@ -56,7 +56,7 @@ from dkms.node.roles.topics import (
 )
 from dkms.node.roles.watcher import Watcher
 from dkms.node.roles.witness import Witness
-from dkms.node.runtime import TRAFFIC
+from dkms.node.runtime.loop import TRAFFIC
 from dkms.protocol.crypto import MemoVerifier, Signer
 from dkms.protocol.events import Event, interact, receipt
 from dkms.protocol.ids import NodePrefix, Said

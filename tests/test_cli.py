@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dkms.node.cli import main
+from dkms.node.cli.main import main
 
 VECTORS = Path(__file__).parent / "vectors" / "keri-v1"
 CESR_FILES = sorted(VECTORS.glob("*/*.cesr"))

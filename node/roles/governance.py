@@ -24,6 +24,8 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import BadFrame, Message, parse_stream
 from dkms.protocol.validator import Validator
 
+from .controller import Controller
+
 BUNDLE_TYPE: Final = "dkms/governance/1"
 
 
@@ -31,6 +33,16 @@ def make_bundle(kel: bytes, signed: SignedRoster) -> bytes:
     """The governance KEL (CESR) and a signed roster, as one CBOR object."""
     out: bytes = cbor2.dumps({"t": BUNDLE_TYPE, "k": kel, "r": signed.to_cbor()})
     return out
+
+
+def roster_bundle(controller: Controller, name: str, roster: Roster) -> bytes:
+    """Sign `roster` with the current keys of identifier `name` and bundle it with its KEL."""
+    ident = controller.identity(name)
+    kel = controller.validator.kel(ident.prefix)
+    if kel is None:
+        raise ValueError(f"{name} has no accepted KEL yet")
+    signed = SignedRoster.sign(roster, kel, list(ident.signers))
+    return make_bundle(controller.export(name), signed)
 
 
 def read_bundle(data: bytes) -> tuple[list[Message], SignedRoster]:

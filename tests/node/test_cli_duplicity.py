@@ -19,12 +19,12 @@ import cbor2
 import pytest
 import trio
 
-from dkms.node.cli import amain, main
-from dkms.node.home import Options
-from dkms.node.keystore import MINIMUM
-from dkms.node.localnet import LocalNet, local_network
+from dkms.node.cli.main import amain, main
+from dkms.node.client.home import Options
+from dkms.node.client.keystore import MINIMUM
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.governance import read_bundle
+from dkms.node.testing.localnet import LocalNet, local_network
 from dkms.protocol.crypto import Signer
 from dkms.protocol.envelope import Signed
 from dkms.protocol.events import interact

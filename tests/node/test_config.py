@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from dkms.node.config import ConfigError, NodeConfig, load
-from dkms.node.nodecli import NodeError, bootstrap_introduction, serve
+from dkms.node.daemon import NodeError, bootstrap_introduction, serve
 from dkms.node.p2p import NodeIdentity
 
 

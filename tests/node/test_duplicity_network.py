@@ -16,10 +16,10 @@ from typing import Any
 
 import trio
 
-from dkms.node.localnet import LOOPBACK, LocalNet, local_network
 from dkms.node.p2p import open_host
 from dkms.node.roles.topics import DUPLICITY_TOPIC, kel_topic
 from dkms.node.secretfiles import load_or_create_node_seed
+from dkms.node.testing.localnet import LOOPBACK, LocalNet, local_network
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.envelope import Signed
 from dkms.protocol.events import Event, receipt, rotate

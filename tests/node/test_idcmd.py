@@ -1,6 +1,6 @@
 """`dkms id ...`, `dkms kel submit|export`, `dkms keystate` against real witnesses on 127.0.0.1.
 
-Witnesses run in-process (`nodecli.serve`: libp2p hosts, SQLite stores); each command runs
+Witnesses run in-process (`daemon.serve`: libp2p hosts, SQLite stores); each command runs
 through `amain(argv)` as the command line would run it, with a fast keystore cost and quick
 retries (`Options`).
 """
@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import trio
 
-from dkms.node.cli import amain, main
+from dkms.node.cli.main import amain, main
+from dkms.node.client.home import Options
+from dkms.node.client.keystore import MINIMUM, Keystore
 from dkms.node.config import NodeConfig
-from dkms.node.home import Options
-from dkms.node.keystore import MINIMUM, Keystore
-from dkms.node.nodecli import serve
+from dkms.node.daemon import serve
 from dkms.node.p2p import P2PHost
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import Send

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import trio
 
-from dkms.node.cli import amain
-from dkms.node.home import Options
+from dkms.node.cli.main import amain
+from dkms.node.client.home import Options
 from dkms.protocol.envelope import Signed
 from dkms.protocol.evidence import parse_evidence, verify_evidence
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dkms.node.keystore import HEADER, KEYS, MINIMUM, Keystore, KeystoreError
+from dkms.node.client.keystore import HEADER, KEYS, MINIMUM, Keystore, KeystoreError
 from dkms.node.secretfiles import (
     SEED_FILE,
     Passphrase,

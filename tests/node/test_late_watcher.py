@@ -12,18 +12,18 @@ from pathlib import Path
 import trio
 
 from dkms.node.config import NodeConfig
-from dkms.node.govcmd import roster_bundle
-from dkms.node.localnet import LOOPBACK, start_node
-from dkms.node.nodecli import _bootstrap_prefixes
+from dkms.node.daemon import _bootstrap_prefixes
 from dkms.node.p2p import open_host
 from dkms.node.roles.controller import Controller
 from dkms.node.roles.duties import GOVERNANCE_KEY
 from dkms.node.roles.effects import PersistEvent, PersistMeta, PersistReceipts
+from dkms.node.roles.governance import roster_bundle
 from dkms.node.roles.topics import kel_topic
 from dkms.node.roles.watcher import Watcher
-from dkms.node.runtime import Runtime
+from dkms.node.runtime.loop import Runtime
+from dkms.node.runtime.store import FILENAME, Store
 from dkms.node.secretfiles import load_or_create_node_seed
-from dkms.node.store import FILENAME, Store
+from dkms.node.testing.localnet import LOOPBACK, start_node
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.events import incept, interact
 from dkms.protocol.roster import Roster

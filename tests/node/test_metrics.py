@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from dkms.node.metrics import Metrics, serve_metrics
+from dkms.node.runtime.metrics import Metrics, serve_metrics
 
 
 async def fetch(port: int, request: bytes) -> bytes:

@@ -1,6 +1,6 @@
 """Witnesses as separate `dkms-node run` processes on 127.0.0.1, and a controller in this one.
 
-Each witness is `python -m dkms.node.nodecli run --listen /ip4/127.0.0.1/tcp/0`; the test
+Each witness is `python -m dkms.node.cli.node run --listen /ip4/127.0.0.1/tcp/0`; the test
 reads its introduction (`witness PREFIX@MULTIADDR`) from its stdout and talks to it over real
 libp2p, as a user's controller would. What only separate processes can show:
 
@@ -27,12 +27,12 @@ from pathlib import Path
 import cbor2
 import trio
 
-from dkms.node.client import ControllerClient
-from dkms.node.p2p_transport import P2PTransport
+from dkms.node.client.controller import ControllerClient
+from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.controller import RetryPolicy
 from dkms.node.roles.effects import Surface
-from dkms.node.store import FILENAME, Store
-from dkms.node.transport import Answer
+from dkms.node.runtime.store import FILENAME, Store
+from dkms.node.runtime.transport import Answer
 from dkms.protocol.events import Ilk, interact
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 
@@ -69,7 +69,7 @@ class WitnessProcess:
         """Start the process and return its introduction once it listens."""
         assert self.process is None or self.process.returncode is not None
         await self.close()  # the last run's pipe
-        command = [sys.executable, "-m", "dkms.node.nodecli", "run"]
+        command = [sys.executable, "-m", "dkms.node.cli.node", "run"]
         command += ["--data-dir", str(self.data_dir), "--listen", listen, *self.args]
         with self.log.open("ab") as log:
             self.process = await trio.lowlevel.open_process(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dkms.node.p2p_transport import well_formed
+from dkms.node.p2p.transport import well_formed
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "keri-v1" / "cbor"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dkms.node.ratelimit import PeerBuckets, RateLimit
+from dkms.node.runtime.ratelimit import PeerBuckets, RateLimit
 
 
 def test_burst_then_refill() -> None:

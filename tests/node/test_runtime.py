@@ -16,13 +16,13 @@ import pytest
 import trio
 import trio.testing
 
-from dkms.node.client import ControllerClient, WitnessingFailed
+from dkms.node.client.controller import ControllerClient, WitnessingFailed
 from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import PersistEvent, PersistReceipts, Send, Surface
 from dkms.node.roles.witness import Witness
-from dkms.node.runtime import Runtime, StorageFailure
-from dkms.node.transport import Answer, MemoryNetwork
+from dkms.node.runtime.loop import Runtime, StorageFailure
+from dkms.node.runtime.transport import Answer, MemoryNetwork
 from dkms.protocol.crypto import Signer
 
 Persist = PersistEvent | PersistReceipts

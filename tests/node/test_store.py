@@ -24,7 +24,7 @@ from dkms.node.roles.effects import (
 )
 from dkms.node.roles.inputs import Request
 from dkms.node.roles.witness import Witness
-from dkms.node.store import FILENAME, Persist, Store, StoreError
+from dkms.node.runtime.store import FILENAME, Persist, Store, StoreError
 from dkms.node.testing.driver import Driver
 from dkms.protocol.crypto import Signer
 from dkms.protocol.events import interact
@@ -280,7 +280,7 @@ PER_BATCH = 5
 CHILD = f"""
 import sys
 from dkms.node.roles.effects import PersistEvent, PersistReceipts
-from dkms.node.store import Store
+from dkms.node.runtime.store import Store
 
 store = Store.open(sys.argv[1])
 n = int(sys.argv[2])

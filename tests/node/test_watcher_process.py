@@ -16,15 +16,15 @@ from typing import Any
 import cbor2
 import trio
 
-from dkms.node.client import ControllerClient
+from dkms.node.client.controller import ControllerClient
 from dkms.node.config import NodeConfig
-from dkms.node.govcmd import roster_bundle
-from dkms.node.localnet import LOOPBACK, LocalNet, start_node
 from dkms.node.p2p import open_host
-from dkms.node.p2p_transport import P2PTransport
+from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import Surface
-from dkms.node.runtime import Runtime
+from dkms.node.roles.governance import roster_bundle
+from dkms.node.runtime.loop import Runtime
+from dkms.node.testing.localnet import LOOPBACK, LocalNet, start_node
 from dkms.protocol.envelope import Signed
 from dkms.protocol.roster import Roster
 

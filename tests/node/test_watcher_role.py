@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cbor2
 
-from dkms.node.govcmd import roster_bundle
 from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller
 from dkms.node.roles.effects import (
@@ -20,6 +19,7 @@ from dkms.node.roles.effects import (
     TimerKey,
 )
 from dkms.node.roles.follower import MAX_GAP_ASKS
+from dkms.node.roles.governance import roster_bundle
 from dkms.node.roles.inputs import (
     Answered,
     Heard,

@@ -16,11 +16,11 @@ from pathlib import Path
 import cbor2
 import trio
 
-from dkms.node.client import ControllerClient
+from dkms.node.client.controller import ControllerClient
 from dkms.node.config import NodeConfig
-from dkms.node.nodecli import serve
+from dkms.node.daemon import serve
 from dkms.node.p2p import P2PHost, open_host
-from dkms.node.p2p_transport import P2PTransport
+from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import Surface
 from dkms.protocol.crypto import Signer

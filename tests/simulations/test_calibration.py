@@ -5,7 +5,7 @@ records the gap."""
 
 from __future__ import annotations
 
-from dkms.node.runtime import TRAFFIC
+from dkms.node.runtime.loop import TRAFFIC
 from dkms.simulations.real import run_real
 from dkms.simulations.runner import run
 from dkms.simulations.scenario import load

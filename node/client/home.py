@@ -31,16 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from dkms.node.client.keystore import KEYS, MODERATE, SUFFIX, KdfCost, Keystore
+from dkms.node.roles.controller import RetryPolicy
+from dkms.node.secretfiles import atomic_write, passphrase_from, private_dir
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator
 
-from .keystore import KEYS, MODERATE, SUFFIX, KdfCost, Keystore
-from .roles.controller import RetryPolicy
-from .secretfiles import atomic_write, passphrase_from, private_dir
-
 if TYPE_CHECKING:
-    from .p2p import Introduction
+    from dkms.node.p2p import Introduction
 
 HOME_ENV: Final = "DKMS_HOME"
 KELS: Final = "kels"
@@ -74,7 +73,7 @@ def default_home() -> Path:
 
 def introduction(text: str) -> Introduction:
     """`PREFIX@MULTIADDR`, or a CommandError saying what is wrong with it."""
-    from .p2p import parse_introduction  # noqa: PLC0415 - libp2p loads only when needed
+    from dkms.node.p2p import parse_introduction  # noqa: PLC0415 - libp2p loads only when needed
 
     try:
         return parse_introduction(text)

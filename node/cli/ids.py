@@ -23,17 +23,16 @@ from typing import Any, Final
 
 import trio
 
+from dkms.node.cli.net import push
+from dkms.node.cli.textout import safe, table, threshold
+from dkms.node.client.home import CommandError, Home, Options, introduction, read_kel
+from dkms.node.client.keystore import Keystore
+from dkms.node.p2p import Introduction
+from dkms.node.roles.controller import Controller
+from dkms.node.roles.effects import Effect
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.keystate import KeyState
 from dkms.protocol.thresholds import default_threshold
-
-from .home import CommandError, Home, Options, introduction, read_kel
-from .keystore import Keystore
-from .netcmd import push
-from .p2p import Introduction
-from .roles.controller import Controller
-from .roles.effects import Effect
-from .textout import safe, table, threshold
 
 SEED_SIZE: Final = 32
 _WHAT: Final = {"icp": "inception", "rot": "rotation", "ixn": "interaction"}

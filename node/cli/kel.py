@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .kelverify import FileReport, verify_file
-from .textout import safe, short, table, threshold
+from dkms.node.cli.kelverify import FileReport, verify_file
+from dkms.node.cli.textout import safe, short, table, threshold
 
 SAMPLE = "samples/sample.cesr"
 
@@ -30,7 +30,7 @@ def verify(paths: Sequence[str], as_json: bool) -> int:
 
 def demo() -> int:
     """A local witness network: an identifier made and rotated through it (see demo.py)."""
-    from . import demo as network_demo  # noqa: PLC0415 - libp2p loads only for the demo
+    from dkms.node.cli import demo as network_demo  # noqa: PLC0415 - libp2p loads only for the demo
 
     return network_demo.main()
 

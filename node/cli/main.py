@@ -18,12 +18,12 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from dkms.node.cli import kel as kelcmd
+from dkms.node.cli import kelinspect
+from dkms.node.client.home import CommandError, Home, Options, default_home
+from dkms.node.secretfiles import SecretError
 from dkms.protocol import cesr
 from dkms.protocol.errors import ProtocolError
-
-from . import kelcmd, kelinspect
-from .home import CommandError, Home, Options, default_home
-from .secretfiles import SecretError
 
 Command = Callable[[argparse.Namespace, Options], int]
 AsyncCommand = Callable[[argparse.Namespace, Options], Awaitable[int]]
@@ -200,25 +200,25 @@ def _home(args: argparse.Namespace) -> Home:
 
 
 def _show(a: argparse.Namespace, o: Options) -> int:
-    from . import idcmd
+    from dkms.node.cli import ids as idcmd
 
     return idcmd.show(_home(a), a.name, as_json=a.json)
 
 
 def _list(a: argparse.Namespace, o: Options) -> int:
-    from . import idcmd
+    from dkms.node.cli import ids as idcmd
 
     return idcmd.listing(_home(a))
 
 
 def _export(a: argparse.Namespace, o: Options) -> int:
-    from . import netcmd
+    from dkms.node.cli import net as netcmd
 
     return netcmd.export(_home(a), a.name)
 
 
 async def _create(a: argparse.Namespace, o: Options) -> int:
-    from . import idcmd
+    from dkms.node.cli import ids as idcmd
 
     return await idcmd.create(
         _home(a),
@@ -234,7 +234,7 @@ async def _create(a: argparse.Namespace, o: Options) -> int:
 
 
 async def _rotate(a: argparse.Namespace, o: Options) -> int:
-    from . import idcmd
+    from dkms.node.cli import ids as idcmd
 
     return await idcmd.rotate(
         _home(a),
@@ -249,7 +249,7 @@ async def _rotate(a: argparse.Namespace, o: Options) -> int:
 
 
 async def _interact(a: argparse.Namespace, o: Options) -> int:
-    from . import idcmd
+    from dkms.node.cli import ids as idcmd
 
     return await idcmd.interact(
         _home(a),
@@ -262,19 +262,19 @@ async def _interact(a: argparse.Namespace, o: Options) -> int:
 
 
 async def _submit(a: argparse.Namespace, o: Options) -> int:
-    from . import netcmd
+    from dkms.node.cli import net as netcmd
 
     return await netcmd.submit(a.file, a.to, as_json=a.json, timeout=a.timeout, options=o)
 
 
 async def _keystate(a: argparse.Namespace, o: Options) -> int:
-    from . import netcmd
+    from dkms.node.cli import net as netcmd
 
     return await netcmd.keystate(a.prefix, a.node, as_json=a.json, timeout=a.timeout, options=o)
 
 
 async def _roster_create(a: argparse.Namespace, o: Options) -> int:
-    from . import govcmd
+    from dkms.node.cli import governance as govcmd
 
     if not a.publish_to and a.out is None:
         print(
@@ -298,7 +298,7 @@ async def _roster_create(a: argparse.Namespace, o: Options) -> int:
 
 
 async def _roster_show(a: argparse.Namespace, o: Options) -> int:
-    from . import govcmd
+    from dkms.node.cli import governance as govcmd
 
     return await govcmd.show(
         a.node, governance=a.governance, as_json=a.json, timeout=a.timeout, options=o
@@ -306,13 +306,13 @@ async def _roster_show(a: argparse.Namespace, o: Options) -> int:
 
 
 async def _evidence_list(a: argparse.Namespace, o: Options) -> int:
-    from . import netcmd
+    from dkms.node.cli import net as netcmd
 
     return await netcmd.evidence(a.node, a.prefix, as_json=a.json, timeout=a.timeout, options=o)
 
 
 def _evidence_verify(a: argparse.Namespace, o: Options) -> int:
-    from . import evidencecmd
+    from dkms.node.cli import evidence as evidencecmd
 
     return evidencecmd.verify(a.file)
 
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None, options: Options | None = None) -> int:
         return args
     opts = options or Options()
     if hasattr(args, "arun"):
-        from . import netcmd  # noqa: F401 - libp2p sets up its loggers on import: before _logging
+        from dkms.node.cli import net as netcmd  # noqa: F401 - libp2p sets up its loggers on import: before _logging
     with _logging(args.verbose):
         try:
             if hasattr(args, "arun"):
@@ -377,7 +377,7 @@ async def amain(argv: list[str], options: Options | None = None) -> int:
         return args
     opts = options or Options()
     if hasattr(args, "arun"):
-        from . import netcmd  # noqa: F401 - libp2p sets up its loggers on import: before _logging
+        from dkms.node.cli import net as netcmd  # noqa: F401 - libp2p sets up its loggers on import: before _logging
     with _logging(args.verbose):
         try:
             if hasattr(args, "arun"):
@@ -414,6 +414,3 @@ def entry() -> None:
         status = 70
     sys.exit(status)
 
-
-if __name__ == "__main__":  # `python -m dkms.node.cli`, as run.py does
-    entry()

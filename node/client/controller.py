@@ -10,10 +10,10 @@ if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own types for mypy.
     from trio_typing import TaskStatus
 
-from .roles.controller import Controller, PushStatus
-from .roles.effects import Effect
-from .runtime import Runtime
-from .transport import Transport
+from dkms.node.roles.controller import Controller, PushStatus
+from dkms.node.roles.effects import Effect
+from dkms.node.runtime.loop import Runtime
+from dkms.node.runtime.transport import Transport
 
 
 class WitnessingFailed(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from .p2p import (
+from dkms.node.p2p import (
     Introduction,
     P2PError,
     P2PHost,
@@ -12,8 +12,8 @@ from .p2p import (
     parse_introduction,
     peer_id_from_prefix,
 )
-from .roles.topics import well_formed
-from .transport import Answer, Check, Handler, TransportError
+from dkms.node.roles.topics import well_formed
+from dkms.node.runtime.transport import Answer, Check, Handler, TransportError
 
 
 class P2PTransport:

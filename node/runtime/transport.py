@@ -17,7 +17,7 @@ from typing import NamedTuple, Protocol
 
 import trio
 
-from .roles.codes import Code
+from dkms.node.roles.codes import Code
 
 
 class Answer(NamedTuple):

@@ -37,7 +37,7 @@ import nacl.secret
 import nacl.utils
 from nacl.pwhash import argon2id
 
-from .secretfiles import Passphrase, SecretError, atomic_write, private_dir
+from dkms.node.secretfiles import Passphrase, SecretError, atomic_write, private_dir
 
 HEADER: Final = "keystore.json"
 KEYS: Final = "keys"

@@ -1,24 +1,18 @@
-"""`dkms-node`: run a node, or show who it is.
+"""A node assembled from its config: the store, the role, the host, the runtime.
 
-    dkms-node run --role witness --data-dir DIR --listen MULTIADDR [--bootstrap INTRO]...
-                  [--config FILE.toml] [--log-level LEVEL]
-    dkms-node run --role watcher --governance PREFIX [--watch PREFIX]... (same options)
-    dkms-node info --data-dir DIR [--json]
-
-`run` prints the node's introduction (`PREFIX@MULTIADDR`, what controllers name as a witness)
-once it listens, and stops cleanly on SIGINT/SIGTERM. `main(argv) -> int` is a plain function.
+`serve(config)` opens the store (one node identity per data directory, bound to one role),
+rebuilds the role from what the store kept, listens, dials the bootstrap peers and runs the
+runtime until cancelled; `dkms-node` (`cli/node.py`) is its command line. `node_info` says who
+the node in a data directory is.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import functools
 import gc
 import json
 import logging
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -26,13 +20,8 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 from libp2p.peer.id import ID
 
-from dkms.protocol.crypto import Signer
-from dkms.protocol.errors import ProtocolError
-from dkms.protocol.escrow import EscrowLimits
-
-from .config import ConfigError, NodeConfig, load
-from .metrics import Metrics, serve_metrics
-from .p2p import (
+from dkms.node.config import NodeConfig
+from dkms.node.p2p import (
     HostConfig,
     NodeIdentity,
     P2PError,
@@ -40,19 +29,22 @@ from .p2p import (
     parse_introduction,
     prefix_from_peer_id,
 )
-from .p2p_transport import P2PTransport
-from .ratelimit import RateLimit
-from .roles.duties import GOVERNANCE_KEY
-from .roles.watcher import Watcher
-from .roles.witness import Witness
-from .runtime import Runtime, StorageFailure
-from .secretfiles import SEED_FILE, SecretError, load_or_create_node_seed, read_private
-from .store import FILENAME, Store, StoreError
+from dkms.node.p2p.transport import P2PTransport
+from dkms.node.roles.duties import GOVERNANCE_KEY
+from dkms.node.roles.watcher import Watcher
+from dkms.node.roles.witness import Witness
+from dkms.node.runtime.loop import Runtime
+from dkms.node.runtime.metrics import Metrics, serve_metrics
+from dkms.node.runtime.ratelimit import RateLimit
+from dkms.node.runtime.store import FILENAME, Store, StoreError
+from dkms.node.secretfiles import SEED_FILE, SecretError, load_or_create_node_seed, read_private
+from dkms.protocol.crypto import Signer
+from dkms.protocol.escrow import EscrowLimits
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-    from .p2p import P2PHost
+    from dkms.node.p2p import P2PHost
 
 log = logging.getLogger("dkms.node")
 NODE_FILE: Final = "node.json"  # who the node is and where it last listened (no secrets)
@@ -246,13 +238,6 @@ def _bootstrap_prefixes(entries: Sequence[str]) -> tuple[str, ...]:
     return tuple(prefixes)
 
 
-def quiet_libp2p(level: int = logging.CRITICAL) -> None:
-    """py-libp2p logs routine events (a peer going away, a protocol a peer does not serve)
-    at ERROR; our own log says what matters, so libp2p's speaks only when asked (debug)."""
-    logging.getLogger("libp2p").setLevel(level)
-    logging.getLogger("multiaddr").setLevel(level)
-
-
 def _write_node_file(data_dir: Path, host: P2PHost) -> None:
     info = {
         "prefix": host.prefix,
@@ -284,112 +269,3 @@ def node_info(data_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         pass  # never ran yet: no addresses to tell
     return info
-
-
-# ---------------------------------------------------------------- command line
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dkms-node", description="Run a DKMS node.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a node until SIGINT/SIGTERM")
-    run.add_argument("--role", choices=["witness", "watcher"], default=None)
-    run.add_argument(
-        "--governance",
-        default=None,
-        metavar="PREFIX",
-        help="watcher: the governance identifier whose roster appoints watchers and jurors",
-    )
-    run.add_argument(
-        "--watch",
-        action="append",
-        default=[],
-        metavar="PREFIX",
-        help="watcher: watch only this identifier (repeatable; default: all)",
-    )
-    run.add_argument("--data-dir", type=Path, default=None, help="where the node keeps its state")
-    run.add_argument("--listen", default=None, help="multiaddr, e.g. /ip4/0.0.0.0/tcp/4001")
-    run.add_argument(
-        "--bootstrap",
-        action="append",
-        default=[],
-        metavar="PREFIX@MULTIADDR",
-        help="a peer to join through: PREFIX@MULTIADDR or MULTIADDR/p2p/PEER_ID (repeatable)",
-    )
-    run.add_argument("--config", type=Path, default=None, help="TOML file; flags override it")
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
-    run.add_argument(
-        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT"
-    )
-    info = commands.add_parser("info", help="show the node's prefix, peer id and introduction")
-    info.add_argument("--data-dir", type=Path, required=True)
-    info.add_argument("--json", action="store_true")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "info":
-            return _info(args.data_dir, args.json)
-        config = load(
-            args.config,
-            role=args.role,
-            data_dir=args.data_dir,
-            listen=args.listen,
-            bootstrap=tuple(args.bootstrap),
-            log_level=args.log_level,
-            metrics_port=args.metrics_port,
-            governance=args.governance,
-            watch=tuple(args.watch),
-        )
-        logging.basicConfig(
-            level=config.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(message)s",
-            stream=sys.stderr,
-        )
-        if config.log_level != "debug":
-            quiet_libp2p()
-        trio.run(
-            functools.partial(
-                serve, config, announce=_announce, handle_signals=True, freeze_heap=True
-            )
-        )
-    except (ConfigError, NodeError) as err:
-        print(f"dkms-node: {err}", file=sys.stderr)
-        return 1
-    except StorageFailure as err:
-        print(
-            f"dkms-node: storage failure: {err}; restart to recover from the store", file=sys.stderr
-        )
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except ProtocolError as err:  # a stored message that no longer reads
-        print(f"dkms-node: stored data is unreadable: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _announce(line: str) -> None:
-    print(line, flush=True)
-
-
-def _info(data_dir: Path, as_json: bool) -> int:
-    info = node_info(data_dir)
-    if as_json:
-        print(json.dumps(info))
-    else:
-        print(f"prefix:   {info['prefix']}")
-        print(f"peer id:  {info['peer_id']}")
-        for intro in info["introductions"] or ["(not listening yet: run the node)"]:
-            print(f"address:  {intro}")
-    return 0
-
-
-def entry() -> None:
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    entry()

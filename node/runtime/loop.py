@@ -39,10 +39,8 @@ if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own types for mypy.
     from trio_typing import TaskStatus
 
-from .metrics import Metrics
-from .ratelimit import PeerBuckets, RateLimit
-from .roles.codes import Code
-from .roles.effects import (
+from dkms.node.roles.codes import Code
+from dkms.node.roles.effects import (
     PERSIST,
     Blame,
     Effect,
@@ -57,10 +55,12 @@ from .roles.effects import (
     Surface,
     TimerKey,
 )
-from .roles.inputs import Answered, Heard, Input, Request, TimerFired
-from .roles.outbox import Outbox, batched, joined
-from .roles.role import Role
-from .transport import Answer, Transport, TransportError
+from dkms.node.roles.inputs import Answered, Heard, Input, Request, TimerFired
+from dkms.node.roles.outbox import Outbox, batched, joined
+from dkms.node.roles.role import Role
+from dkms.node.runtime.metrics import Metrics
+from dkms.node.runtime.ratelimit import PeerBuckets, RateLimit
+from dkms.node.runtime.transport import Answer, Transport, TransportError
 
 log = logging.getLogger("dkms.node")
 # What a node sends of its own accord, as counted by the runtime and by the simulator alike.

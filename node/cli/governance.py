@@ -20,30 +20,19 @@ from typing import Any, Final
 
 import trio
 
+from dkms.node.cli.net import query, session
+from dkms.node.cli.textout import safe
+from dkms.node.client.home import CommandError, Home, Options, introduction, read_kel
+from dkms.node.p2p import Introduction
+from dkms.node.roles.controller import Controller
+from dkms.node.roles.effects import Surface
+from dkms.node.roles.governance import Governance, read_bundle, roster_bundle
+from dkms.node.runtime.transport import TransportError
+from dkms.node.secretfiles import atomic_write, private_dir
 from dkms.protocol.errors import ProtocolError
-from dkms.protocol.roster import Roster, SignedRoster
-
-from .home import CommandError, Home, Options, introduction, read_kel
-from .netcmd import query, session
-from .p2p import Introduction
-from .roles.controller import Controller
-from .roles.effects import Surface
-from .roles.governance import Governance, make_bundle, read_bundle
-from .secretfiles import atomic_write, private_dir
-from .textout import safe
-from .transport import TransportError
+from dkms.protocol.roster import Roster
 
 EPOCHS: Final = "governance"  # HOME/governance/NAME.json: {"prefix": P, "epoch": N}
-
-
-def roster_bundle(controller: Controller, name: str, roster: Roster) -> bytes:
-    """Sign `roster` with the current keys of identifier `name` and bundle it with its KEL."""
-    ident = controller.identity(name)
-    kel = controller.validator.kel(ident.prefix)
-    if kel is None:
-        raise ValueError(f"{name} has no accepted KEL yet")
-    signed = SignedRoster.sign(roster, kel, list(ident.signers))
-    return make_bundle(controller.export(name), signed)
 
 
 # ---------------------------------------------------------------- roster create

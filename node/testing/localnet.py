@@ -22,23 +22,22 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 import trio
 
+from dkms.node.client.controller import ControllerClient
+from dkms.node.config import NodeConfig
+from dkms.node.daemon import serve
+from dkms.node.p2p import P2PHost, open_host
+from dkms.node.p2p.transport import P2PTransport
+from dkms.node.roles.controller import Controller, RetryPolicy
+from dkms.node.roles.effects import Surface
+from dkms.node.roles.governance import roster_bundle
+from dkms.node.roles.watcher import Watcher
+from dkms.node.roles.witness import Witness
+from dkms.node.runtime.loop import Runtime
+from dkms.node.runtime.transport import Answer
+from dkms.node.secretfiles import SEED_FILE, atomic_write, private_dir
 from dkms.protocol.events import Event, interact
 from dkms.protocol.roster import Roster
 from dkms.protocol.stream import Attachments, messagize
-
-from .client import ControllerClient
-from .config import NodeConfig
-from .govcmd import roster_bundle
-from .nodecli import serve
-from .p2p import P2PHost, open_host
-from .p2p_transport import P2PTransport
-from .roles.controller import Controller, RetryPolicy
-from .roles.effects import Surface
-from .roles.watcher import Watcher
-from .roles.witness import Witness
-from .runtime import Runtime
-from .secretfiles import SEED_FILE, atomic_write, private_dir
-from .transport import Answer
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus

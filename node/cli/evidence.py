@@ -19,6 +19,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
+from dkms.node.cli.textout import safe
+from dkms.node.client.home import CommandError
 from dkms.protocol.cbormap import cbor_map
 from dkms.protocol.duplicity import EVIDENCE_TYPE as CONTROLLER_TYPE
 from dkms.protocol.envelope import ENVELOPE_TYPE, Signed
@@ -26,9 +28,6 @@ from dkms.protocol.errors import ProtocolError
 from dkms.protocol.evidence import Accusation, explain, parse_evidence, verify_evidence
 from dkms.protocol.ruling import RULING_TYPE, Ruling
 from dkms.protocol.witness_duplicity import EVIDENCE_TYPE as WITNESS_TYPE
-
-from .home import CommandError
-from .textout import safe
 
 MAX_INPUT: Final = 64 << 20  # bytes of FILE read at most
 

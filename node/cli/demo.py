@@ -24,16 +24,15 @@ from typing import TYPE_CHECKING
 import cbor2
 import trio
 
+from dkms.node.client.controller import ControllerClient
+from dkms.node.p2p.logs import quiet_libp2p
+from dkms.node.roles.effects import Effect
+from dkms.node.roles.watcher import Watcher
+from dkms.node.testing.localnet import LocalNet, local_network
 from dkms.protocol.envelope import Signed
 from dkms.protocol.evidence import explain, parse_evidence, verify_evidence
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator
-
-from .client import ControllerClient
-from .localnet import LocalNet, local_network
-from .nodecli import quiet_libp2p
-from .roles.effects import Effect
-from .roles.watcher import Watcher
 
 if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own types for mypy.

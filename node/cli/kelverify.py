@@ -18,14 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dkms.node.cli.cesrfile import read_frames
 from dkms.protocol.duplicity import DuplicityEvidence
 from dkms.protocol.errors import ParseError, ProtocolError
 from dkms.protocol.events import Ilk
 from dkms.protocol.outcomes import Outcome, Status
 from dkms.protocol.stream import BadFrame, Frame, Message
 from dkms.protocol.validator import Validator
-
-from .cesrfile import read_frames
 
 Key = tuple[bool, str]  # (is a receipt, SAID of the event it is about)
 

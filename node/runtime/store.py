@@ -40,11 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from dkms.protocol.errors import ProtocolError
-from dkms.protocol.events import receipt, sniff
-from dkms.protocol.stream import Attachments, messagize
-
-from .roles.effects import (
+from dkms.node.roles.effects import (
     Persist,
     PersistEvent,
     PersistEvidence,
@@ -52,6 +48,9 @@ from .roles.effects import (
     PersistReceipts,
     PersistRuling,
 )
+from dkms.protocol.errors import ProtocolError
+from dkms.protocol.events import receipt, sniff
+from dkms.protocol.stream import Attachments, messagize
 
 FILENAME: Final = "store.sqlite3"  # the database's name inside a node's data directory
 APPLICATION_ID: Final = 0x444B4D53  # "DKMS" in the SQLite header: `file` and tools can tell

@@ -20,21 +20,20 @@ from typing import Any
 import cbor2
 import trio
 
+from dkms.node.cli import evidence as evidencecmd
+from dkms.node.cli.textout import safe, short, table
+from dkms.node.client.controller import ControllerClient, WitnessingFailed
+from dkms.node.client.home import CommandError, Home, Options, introduction, read_kel
+from dkms.node.p2p import Introduction, P2PError, open_host
+from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.codes import Code
+from dkms.node.roles.controller import Controller
+from dkms.node.roles.effects import Effect, Send, Surface
+from dkms.node.runtime.transport import Answer, Check, Handler, Transport, TransportError
 from dkms.protocol import cesr, crypto
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.events import Event, Ilk, receipt
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
-
-from . import evidencecmd
-from .client import ControllerClient, WitnessingFailed
-from .home import CommandError, Home, Options, introduction, read_kel
-from .p2p import Introduction, P2PError, open_host
-from .p2p_transport import P2PTransport
-from .roles.controller import Controller
-from .roles.effects import Effect, Send, Surface
-from .textout import safe, short, table
-from .transport import Answer, Check, Handler, Transport, TransportError
 
 
 @asynccontextmanager

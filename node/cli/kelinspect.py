@@ -9,14 +9,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from dkms.node.cli.cesrfile import read_frames
+from dkms.node.cli.textout import safe, threshold
 from dkms.protocol import cesr
 from dkms.protocol.cesr import Codes, IndexedSig
 from dkms.protocol.errors import ParseError
 from dkms.protocol.events import ESTABLISHMENT, INCEPTION, Ilk
 from dkms.protocol.stream import Attachments, BadFrame, Message
-
-from .cesrfile import read_frames
-from .textout import safe, threshold
 
 _PAD = 22  # width of the label column
 

@@ -1,0 +1,5 @@
+"""`python -m dkms.node.cli`: the `dkms` program."""
+
+from dkms.node.cli.main import entry
+
+entry()

@@ -1,0 +1,134 @@
+"""`dkms-node`: run a node, or show who it is.
+
+    dkms-node run --role witness --data-dir DIR --listen MULTIADDR [--bootstrap INTRO]...
+                  [--config FILE.toml] [--log-level LEVEL]
+    dkms-node run --role watcher --governance PREFIX [--watch PREFIX]... (same options)
+    dkms-node info --data-dir DIR [--json]
+
+`run` prints the node's introduction (`PREFIX@MULTIADDR`, what controllers name as a witness)
+once it listens, and stops cleanly on SIGINT/SIGTERM. `main(argv) -> int` is a plain function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from dkms.node.config import ConfigError, load
+from dkms.node.daemon import NodeError, node_info, serve
+from dkms.node.p2p.logs import quiet_libp2p
+from dkms.node.runtime.loop import StorageFailure
+from dkms.protocol.errors import ProtocolError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dkms-node", description="Run a DKMS node.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a node until SIGINT/SIGTERM")
+    run.add_argument("--role", choices=["witness", "watcher"], default=None)
+    run.add_argument(
+        "--governance",
+        default=None,
+        metavar="PREFIX",
+        help="watcher: the governance identifier whose roster appoints watchers and jurors",
+    )
+    run.add_argument(
+        "--watch",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="watcher: watch only this identifier (repeatable; default: all)",
+    )
+    run.add_argument("--data-dir", type=Path, default=None, help="where the node keeps its state")
+    run.add_argument("--listen", default=None, help="multiaddr, e.g. /ip4/0.0.0.0/tcp/4001")
+    run.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        metavar="PREFIX@MULTIADDR",
+        help="a peer to join through: PREFIX@MULTIADDR or MULTIADDR/p2p/PEER_ID (repeatable)",
+    )
+    run.add_argument("--config", type=Path, default=None, help="TOML file; flags override it")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    run.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT"
+    )
+    info = commands.add_parser("info", help="show the node's prefix, peer id and introduction")
+    info.add_argument("--data-dir", type=Path, required=True)
+    info.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            return _info(args.data_dir, args.json)
+        config = load(
+            args.config,
+            role=args.role,
+            data_dir=args.data_dir,
+            listen=args.listen,
+            bootstrap=tuple(args.bootstrap),
+            log_level=args.log_level,
+            metrics_port=args.metrics_port,
+            governance=args.governance,
+            watch=tuple(args.watch),
+        )
+        logging.basicConfig(
+            level=config.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(message)s",
+            stream=sys.stderr,
+        )
+        if config.log_level != "debug":
+            quiet_libp2p()
+        trio.run(
+            functools.partial(
+                serve, config, announce=_announce, handle_signals=True, freeze_heap=True
+            )
+        )
+    except (ConfigError, NodeError) as err:
+        print(f"dkms-node: {err}", file=sys.stderr)
+        return 1
+    except StorageFailure as err:
+        print(
+            f"dkms-node: storage failure: {err}; restart to recover from the store", file=sys.stderr
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except ProtocolError as err:  # a stored message that no longer reads
+        print(f"dkms-node: stored data is unreadable: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _announce(line: str) -> None:
+    print(line, flush=True)
+
+
+def _info(data_dir: Path, as_json: bool) -> int:
+    info = node_info(data_dir)
+    if as_json:
+        print(json.dumps(info))
+    else:
+        print(f"prefix:   {info['prefix']}")
+        print(f"peer id:  {info['peer_id']}")
+        for intro in info["introductions"] or ["(not listening yet: run the node)"]:
+            print(f"address:  {intro}")
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
