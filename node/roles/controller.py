@@ -254,7 +254,7 @@ class Controller:
             case Answered(tag=Submission() as tag):
                 return self._answered(tag, event, now)
             case Answered(tag=Agreement(said=said, witness=witness)):
-                if event.ok:
+                if event.code.ok:
                     return []
                 why = f"witness {witness} refused receipts of {said}: {event.reason}"
                 return [Report("warning", why)]
@@ -274,7 +274,7 @@ class Controller:
         # A reply may answer several events at once (the runtime batches submissions): what
         # counts is whether it carries this witness's receipt of this event.
         if not self._take_receipts(push, witness, answer.payload, now):
-            if answer.ok:
+            if answer.code.ok:
                 return self._failed(push, witness, Code.NO_RECEIPT, "no valid receipt", now)
             return self._failed(push, witness, answer.code, answer.reason, now)
         del push.waiting[witness]

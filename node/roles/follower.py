@@ -23,14 +23,26 @@ from typing import Any, Final
 
 import cbor2
 
+from dkms.protocol.errors import ProtocolError
 from dkms.protocol.ids import NodePrefix, Prefix
 from dkms.protocol.kel import Record
-from dkms.protocol.stream import Attachments, messagize
+from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator
 
 from .codes import Code
-from .effects import Effect, PersistEvent, PersistReceipts, Reply, Report, Send, SetTimer, Surface
+from .effects import (
+    Blame,
+    Effect,
+    PersistEvent,
+    PersistReceipts,
+    Reply,
+    Report,
+    Send,
+    SetTimer,
+    Surface,
+)
 from .inputs import Expiry, GapQuery
+from .topics import Parse
 
 EXPIRE_EVERY: Final = 60.0  # seconds between escrow expiry sweeps
 PEER_ASKS: Final = 4  # peers asked for a KEL we hold nothing of
@@ -41,14 +53,34 @@ class Follower:
     """A node's copies of the KELs it follows, and the asks that keep them whole."""
 
     def __init__(
-        self, validator: Validator, me: NodePrefix, peers: Sequence[NodePrefix] = ()
+        self,
+        validator: Validator,
+        me: NodePrefix,
+        peers: Sequence[NodePrefix] = (),
+        *,
+        parse: Parse = parse_stream,
     ) -> None:
         self.validator = validator
         self.me = me
         self.peers = tuple(peers)
+        self._parse = parse
         self._asking: set[str] = set()  # prefixes with a gap query in flight
 
     # ---------------------------------------------------------------- effects
+
+    def messages(
+        self, data: bytes, effects: list[Effect], peer: NodePrefix | None = None
+    ) -> list[Message]:
+        """The messages in gossip (or in a query's answer). Bytes that do not read are
+        reported and, when they came from `peer` (gossip), blamed on it."""
+        try:
+            frames = self._parse(data)
+        except ProtocolError as err:
+            effects.append(Report("debug", f"ignored unreadable gossip: {err}"))
+            if peer:
+                effects.append(Blame(peer, "unreadable gossip"))
+            return []
+        return [frame for frame in frames if isinstance(frame, Message)]
 
     @staticmethod
     def stored_message(record: Record) -> bytes:

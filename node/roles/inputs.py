@@ -113,10 +113,6 @@ class Answered:
     payload: bytes = b""
     reason: str = ""
 
-    @property
-    def ok(self) -> bool:
-        return self.code.ok
-
 
 @dataclass(frozen=True, slots=True)
 class TimerFired:

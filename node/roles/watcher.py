@@ -50,7 +50,7 @@ from dkms.protocol.validator import Validator
 
 from .codes import Code
 from .duties import Duties
-from .effects import Blame, Effect, Reply, Report, Send, SetTimer, Subscribe, Surface
+from .effects import Effect, Reply, Report, Send, SetTimer, Subscribe, Surface
 from .follower import EXPIRE_EVERY, Follower
 from .governance import Governance
 from .holdings import Holdings
@@ -109,7 +109,7 @@ class Watcher:
         self.watch = watch  # empty: every identifier
         self.peers = tuple(NodePrefix(p) for p in peers if p != signer.verfer)
         self.validator = Validator(verify=self._verify, limits=limits)
-        self.follower = Follower(self.validator, self.prefix, self.peers)
+        self.follower = Follower(self.validator, self.prefix, self.peers, parse=self._parse)
         self.duties = Duties(signer, governance, self._verify)
         self.receipts = Receipts(self._verify, ignore=self.prefix)
         self.lag = Lag(anomaly_after)
@@ -194,12 +194,12 @@ class Watcher:
                     self._kel_gossip(data, now, effects, peer)
             case Answered(tag=GapQuery() as tag):
                 self.follower.answered(tag)
-                if event.ok:
+                if event.code.ok:
                     self._kel_gossip(event.payload, now, effects)
                 else:
                     effects.append(Report("debug", f"{event.tag}: no answer ({event.reason})"))
             case Answered(tag=RosterQuery()):
-                if event.ok:
+                if event.code.ok:
                     self.duties.offered(event.payload, now, effects, forward=False)
                 else:
                     effects.append(Report("debug", f"{event.tag}: no answer ({event.reason})"))
@@ -222,16 +222,9 @@ class Watcher:
         self, data: bytes, now: float, effects: list[Effect], peer: NodePrefix | None = None
     ) -> None:
         """KEL messages heard or asked for: observe those of identifiers we watch."""
-        try:
-            frames = self._parse(data)
-        except ProtocolError as err:
-            effects.append(Report("debug", f"ignored unreadable gossip: {err}"))
-            if peer:
-                effects.append(Blame(peer, "unreadable gossip"))
-            return
-        for frame in frames:
-            if isinstance(frame, Message) and self._wanted(frame.event.prefix):
-                self._observe(frame, now, effects)
+        for message in self.follower.messages(data, effects, peer):
+            if self._wanted(message.event.prefix):
+                self._observe(message, now, effects)
 
     def _govern(self, data: bytes, now: float) -> list[Effect]:
         """A governance bundle handed to us (`dkms governance roster create --publish-to`)."""

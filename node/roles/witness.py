@@ -78,7 +78,7 @@ class Witness:
         self.signer = signer
         self.prefix = NodePrefix(signer.verfer)
         self.validator = Validator(verify=verify, limits=limits, witness=self.prefix)
-        self.follower = Follower(self.validator, self.prefix)
+        self.follower = Follower(self.validator, self.prefix, parse=self._parse)
 
     surfaces: Final = frozenset({Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY})
 
@@ -101,7 +101,7 @@ class Witness:
                 return self._heard(event.payload, now, event.peer)
             case Answered(tag=GapQuery() as tag):
                 self.follower.answered(tag)
-                if not event.ok:
+                if not event.code.ok:
                     return [Report("debug", f"{event.tag}: no answer ({event.reason})")]
                 return self._heard(event.payload, now)
             case TimerFired(key=Expiry()):
@@ -125,14 +125,10 @@ class Witness:
         that follow their events in one stream (as keripy writes KELs) count. The reply is
         `ALREADY` when every event submitted had been accepted before.
         """
+        frames, refused = _read(request, "submission")
+        if refused:
+            return refused
         effects: list[Effect] = []
-        try:
-            frames = parse_stream(request.payload)
-        except ProtocolError as err:
-            return [
-                Blame(request.peer, "unreadable submission"),
-                Reply.refuse(Code.MALFORMED, f"unreadable submission: {err}"),
-            ]
         fates: dict[str, Outcome] = {}
         events: list[Message] = []
         refusal: tuple[Code, str] | None = None
@@ -171,14 +167,10 @@ class Witness:
 
     def _receipts(self, request: Request, now: float) -> list[Effect]:
         """Co-witnesses' receipts, passed on by the controller (witness agreement)."""
+        frames, refused = _read(request, "receipts")
+        if refused:
+            return refused
         effects: list[Effect] = []
-        try:
-            frames = parse_stream(request.payload)
-        except ProtocolError as err:
-            return [
-                Blame(request.peer, "unreadable receipts"),
-                Reply.refuse(Code.MALFORMED, f"unreadable receipts: {err}"),
-            ]
         stored = 0
         for frame in frames:
             if isinstance(frame, Message) and frame.event.ilk is Ilk.RCT:
@@ -192,16 +184,9 @@ class Witness:
         """A gossip payload (or a query's answer): apply what concerns identifiers this
         witness knows or witnesses. Gossip that does not read blames its `peer`."""
         effects: list[Effect] = []
-        try:
-            frames = self._parse(data)
-        except ProtocolError as err:
-            effects.append(Report("debug", f"ignored unreadable gossip: {err}"))
-            if peer:
-                effects.append(Blame(peer, "unreadable gossip"))
-            return effects
-        for frame in frames:
-            if isinstance(frame, Message) and self._concerns(frame):
-                self._apply(frame, now, effects)
+        for message in self.follower.messages(data, effects, peer):
+            if self._concerns(message):
+                self._apply(message, now, effects)
         return effects
 
     def _query(self, data: bytes) -> list[Effect]:
@@ -306,6 +291,15 @@ class Witness:
             effects.append(Follower.persist_receipts(record))
         rct = receipt(event.prefix, event.sn, event.said, kind=event.kind)
         return messagize(rct, Attachments(couples=((self.prefix, record.receipts[self.prefix]),)))
+
+
+def _read(request: Request, what: str) -> tuple[list[Message | BadFrame], list[Effect]]:
+    """The frames of a request, or the refusal (and the blame) when it does not read."""
+    try:
+        return parse_stream(request.payload), []
+    except ProtocolError as err:
+        refusal = Reply.refuse(Code.MALFORMED, f"unreadable {what}: {err}")
+        return [], [Blame(request.peer, f"unreadable {what}"), refusal]
 
 
 def _rct(record: Record) -> bytes:

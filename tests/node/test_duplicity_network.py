@@ -19,6 +19,7 @@ import trio
 from dkms.node.p2p import open_host
 from dkms.node.roles.topics import DUPLICITY_TOPIC, kel_topic
 from dkms.node.secretfiles import load_or_create_node_seed
+from dkms.node.testing.keys import seed
 from dkms.node.testing.localnet import LOOPBACK, LocalNet, local_network
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.envelope import Signed
@@ -27,11 +28,6 @@ from dkms.protocol.evidence import parse_evidence, verify_evidence
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator
 from dkms.protocol.witness_duplicity import WitnessDuplicity
-
-
-def seed(n: int) -> bytes:
-    return bytes([n]) * 32
-
 
 Net = LocalNet
 

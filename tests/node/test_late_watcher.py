@@ -23,15 +23,12 @@ from dkms.node.roles.watcher import Watcher
 from dkms.node.runtime.loop import Runtime
 from dkms.node.runtime.store import FILENAME, Store
 from dkms.node.secretfiles import load_or_create_node_seed
+from dkms.node.testing.keys import seed
 from dkms.node.testing.localnet import LOOPBACK, start_node
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.events import incept, interact
 from dkms.protocol.roster import Roster
 from dkms.protocol.stream import Attachments, messagize
-
-
-def seed(n: int) -> bytes:
-    return bytes([n]) * 32
 
 
 def governance() -> Controller:

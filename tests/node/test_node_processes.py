@@ -33,6 +33,7 @@ from dkms.node.roles.controller import RetryPolicy
 from dkms.node.roles.effects import Surface
 from dkms.node.runtime.store import FILENAME, Store
 from dkms.node.runtime.transport import Answer
+from dkms.node.testing.keys import seed
 from dkms.protocol.events import Ilk, interact
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 
@@ -42,9 +43,6 @@ LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 STARTUP = 20.0  # seconds for a process to print its introduction (imports dominate)
 SHUTDOWN = 5.0  # seconds a witness may take to stop on SIGTERM (the bound)
 
-
-def seed(n: int) -> bytes:
-    return bytes([n]) * 32
 
 
 class WitnessProcess:

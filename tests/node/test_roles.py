@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import pytest
 
 from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import (
     Blame,
-    Effect,
     PersistEvent,
     PersistReceipts,
     Reply,
@@ -20,63 +17,14 @@ from dkms.node.roles.effects import (
 )
 from dkms.node.roles.inputs import Request
 from dkms.node.roles.witness import Witness
-from dkms.node.testing.driver import Driver
+from dkms.node.testing.keys import node_signer, seed
+from dkms.node.testing.witnessed import CONTROLLER, Witnessed
 from dkms.protocol.crypto import Signer
 from dkms.protocol.events import interact
 from dkms.protocol.ids import NodePrefix
 from dkms.protocol.stream import Attachments, messagize
 
-CONTROLLER = "controller"
-
-
-def seed(n: int) -> bytes:
-    return bytes([n]) * 32
-
-
-def witness_signer(n: int) -> Signer:
-    return Signer(bytes([200 + n]) * 32, transferable=False)
-
-
-class Net(Driver):
-    """A controller and `count` witnesses (named by prefix) on the driver."""
-
-    @classmethod
-    def of(cls, count: int, retry: RetryPolicy | None = None) -> Net:
-        net = cls()
-        net.add(CONTROLLER, Controller(retry=retry))
-        for i in range(count):
-            witness = Witness(witness_signer(i))
-            net.add(witness.prefix, witness)
-        return net
-
-    @property
-    def controller(self) -> Controller:
-        role = self.roles[CONTROLLER]
-        assert isinstance(role, Controller)
-        return role
-
-    @property
-    def prefixes(self) -> list[str]:
-        return [name for name in self.roles if name != CONTROLLER]
-
-    def witness(self, prefix: str) -> Witness:
-        role = self.roles[prefix]
-        assert isinstance(role, Witness)
-        return role
-
-    def run(self, effects: Iterable[Effect], origin: str = CONTROLLER) -> None:
-        super().run(effects, origin)
-
-    def submit(self, prefix: str, message: bytes) -> list[Effect]:
-        request = Request(Surface.SUBMIT, NodePrefix("controller"), message)
-        return self.witness(prefix).step(request, self.now)
-
-    def restart(self, prefix: str) -> Witness:
-        """A fresh witness with the same key, rebuilt from what it persisted."""
-        fresh = Witness(self.witness(prefix).signer)
-        fresh.restore(self.stored(prefix), self.now)
-        self.add(prefix, fresh)
-        return fresh
+Net = Witnessed
 
 
 def kel_of(w: Witness, prefix: str) -> list[str]:
@@ -218,8 +166,8 @@ def test_witness_refuses_events_that_do_not_name_it() -> None:
 
 
 def test_unreadable_submission_gets_a_clear_refusal() -> None:
-    witness = Witness(witness_signer(0))
-    peer = NodePrefix(witness_signer(1).verfer)
+    witness = Witness(node_signer(0))
+    peer = NodePrefix(node_signer(1).verfer)
     effects = witness.step(Request(Surface.SUBMIT, peer, b"\x00garbage"), 0.0)
     blame, reply = effects
     assert isinstance(reply, Reply) and reply.code is Code.MALFORMED

@@ -23,13 +23,11 @@ from dkms.node.roles.effects import PersistEvent, PersistReceipts, Send, Surface
 from dkms.node.roles.witness import Witness
 from dkms.node.runtime.loop import Runtime, StorageFailure
 from dkms.node.runtime.transport import Answer, MemoryNetwork
+from dkms.node.testing.keys import node_signer, seed
 from dkms.protocol.crypto import Signer
 
 Persist = PersistEvent | PersistReceipts
 
-
-def seed(n: int) -> bytes:
-    return bytes([n]) * 32
 
 
 @dataclass
@@ -61,7 +59,7 @@ class Cluster:
 @asynccontextmanager
 async def cluster(count: int, retry: RetryPolicy | None = None) -> AsyncIterator[Cluster]:
     net = MemoryNetwork()
-    witnesses = [Witness(Signer(bytes([200 + i]) * 32, transferable=False)) for i in range(count)]
+    witnesses = [Witness(node_signer(i)) for i in range(count)]
     stores = [FakeStore() for _ in witnesses]
     client = ControllerClient(Controller(retry=retry), net.join("controller"))
     async with trio.open_nursery() as nursery:

@@ -8,15 +8,12 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from dkms.node.roles.codes import Code
-from dkms.node.roles.controller import Controller
 from dkms.node.roles.effects import (
-    Effect,
     PersistEvent,
     PersistReceipts,
     Reply,
@@ -24,53 +21,13 @@ from dkms.node.roles.effects import (
 )
 from dkms.node.roles.inputs import Request
 from dkms.node.roles.witness import Witness
-from dkms.node.runtime.store import FILENAME, Persist, Store, StoreError
-from dkms.node.testing.driver import Driver
+from dkms.node.runtime.store import FILENAME, Store, StoreError
+from dkms.node.testing.keys import seed
+from dkms.node.testing.witnessed import Witnessed
 from dkms.protocol.crypto import Signer
 from dkms.protocol.events import interact
 from dkms.protocol.ids import NodePrefix
 from dkms.protocol.stream import Attachments, messagize
-
-CONTROLLER = "controller"
-
-
-def seed(n: int) -> bytes:
-    return bytes([n]) * 32
-
-
-class Wired(Driver):
-    """A controller and witnesses on the shared driver; `disk` holds each step's persist
-    effects as a batch."""
-
-    @classmethod
-    def of(cls, count: int) -> Wired:
-        net = cls()
-        net.add(CONTROLLER, Controller())
-        for i in range(count):
-            witness = Witness(Signer(bytes([200 + i]) * 32, transferable=False))
-            net.add(witness.prefix, witness)
-        return net
-
-    @property
-    def controller(self) -> Controller:
-        role = self.roles[CONTROLLER]
-        assert isinstance(role, Controller)
-        return role
-
-    @property
-    def witnesses(self) -> dict[str, Witness]:
-        return {n: r for n, r in self.roles.items() if isinstance(r, Witness)}
-
-    @property
-    def prefixes(self) -> list[str]:
-        return list(self.witnesses)
-
-    @property
-    def batches(self) -> dict[str, list[list[Persist]]]:
-        return self.disk
-
-    def run(self, effects: Iterable[Effect], origin: str = CONTROLLER) -> None:
-        super().run(effects, origin)
 
 
 def kel_view(w: Witness) -> dict[str, list[tuple[str, dict[str, bytes]]]]:
@@ -84,9 +41,9 @@ def kel_view(w: Witness) -> dict[str, list[tuple[str, dict[str, bytes]]]]:
 
 
 @pytest.fixture(scope="module")
-def wired() -> Wired:
+def wired() -> Witnessed:
     """Two identifiers through 5 witnesses; a rotation cuts w0, which then needs receipts."""
-    net = Wired.of(5)
+    net = Witnessed.of(5)
     w = net.prefixes
     c = net.controller
     net.run(c.incept("alice", [seed(1)], [seed(2)], witnesses=w[:4], toad=3, now=0.0))
@@ -101,10 +58,10 @@ def wired() -> Wired:
     return net
 
 
-def test_replay_rebuilds_every_witness(wired: Wired, tmp_path: Path) -> None:
+def test_replay_rebuilds_every_witness(wired: Witnessed, tmp_path: Path) -> None:
     for number, (prefix, original) in enumerate(wired.witnesses.items()):
         path = tmp_path / f"w{number}" / FILENAME
-        batches = wired.batches[prefix]
+        batches = wired.disk[prefix]
         with Store.open(path) as store:
             for i in range(0, len(batches), 3):  # group commit: several steps per transaction
                 store.apply([e for batch in batches[i : i + 3] for e in batch])
@@ -119,12 +76,12 @@ def test_replay_rebuilds_every_witness(wired: Wired, tmp_path: Path) -> None:
 
 
 def test_the_cut_witness_gets_later_events_back_with_their_receipts(
-    wired: Wired, tmp_path: Path
+    wired: Witnessed, tmp_path: Path
 ) -> None:
     cut = wired.witnesses[wired.prefixes[0]]
     alice = wired.controller.identity("alice").prefix
     with Store.open(tmp_path / FILENAME) as store:
-        store.apply([e for batch in wired.batches[cut.prefix] for e in batch])
+        store.apply([e for batch in wired.disk[cut.prefix] for e in batch])
         stream = store.replay()
     fresh = Witness(cut.signer)
     fresh.restore(stream, 10.0)
@@ -133,8 +90,8 @@ def test_the_cut_witness_gets_later_events_back_with_their_receipts(
     assert all(len(r.receipts) >= 3 for r in kel.chain[4:])
 
 
-def test_apply_is_idempotent(wired: Wired, tmp_path: Path) -> None:
-    effects = [e for batch in wired.batches[wired.prefixes[1]] for e in batch]
+def test_apply_is_idempotent(wired: Witnessed, tmp_path: Path) -> None:
+    effects = [e for batch in wired.disk[wired.prefixes[1]] for e in batch]
     with Store.open(tmp_path / FILENAME) as store:
         store.apply(effects)
         once, stream = store.stats(), store.replay()
@@ -147,10 +104,10 @@ def test_apply_is_idempotent(wired: Wired, tmp_path: Path) -> None:
         assert store.stats().bytes > 0
 
 
-def test_restored_witness_still_refuses_a_second_version(wired: Wired, tmp_path: Path) -> None:
+def test_restored_witness_still_refuses_a_second_version(wired: Witnessed, tmp_path: Path) -> None:
     original = wired.witnesses[wired.prefixes[1]]
     with Store.open(tmp_path / FILENAME) as store:
-        store.apply([e for batch in wired.batches[original.prefix] for e in batch])
+        store.apply([e for batch in wired.disk[original.prefix] for e in batch])
         fresh = Witness(original.signer)
         fresh.restore(store.replay(), 10.0)
     bob = wired.controller.identity("bob").prefix

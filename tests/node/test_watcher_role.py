@@ -31,6 +31,7 @@ from dkms.node.roles.inputs import (
 )
 from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topic
 from dkms.node.roles.watcher import Watcher
+from dkms.node.testing.keys import seed
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.envelope import Signed
 from dkms.protocol.events import Event, incept, interact, receipt
@@ -57,9 +58,6 @@ def answer(
 def timer(watcher: Watcher, key: TimerKey, now: float) -> list[Effect]:
     return watcher.step(TimerFired(key), now)
 
-
-def seed(n: int) -> bytes:
-    return bytes([n]) * 32
 
 
 WITNESSES = [Signer(seed(0x40 + i), transferable=False) for i in range(4)]

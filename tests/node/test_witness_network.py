@@ -23,15 +23,13 @@ from dkms.node.p2p import P2PHost, open_host
 from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import Surface
+from dkms.node.testing.keys import seed
 from dkms.protocol.crypto import Signer
 from dkms.protocol.events import interact
 from dkms.protocol.stream import Attachments, messagize
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 
-
-def seed(n: int) -> bytes:
-    return bytes([n]) * 32
 
 
 @asynccontextmanager

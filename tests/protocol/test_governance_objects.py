@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dkms.node.testing.keys import seed
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.duplicity import DuplicityEvidence
 from dkms.protocol.envelope import Signed
@@ -27,11 +28,6 @@ from dkms.protocol.ruling import Ruling
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator
 from dkms.protocol.witness_duplicity import WitnessDuplicity
-
-
-def seed(n: int) -> bytes:
-    return bytes([n]) * 32
-
 
 NODE = Signer(seed(9), transferable=False)
 GOV_KEYS = [Signer(seed(1)), Signer(seed(2))]
