@@ -190,6 +190,7 @@ def test_inspect_garbage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "at byte 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     # The demo runs five real witnesses and two watchers on 127.0.0.1: an identifier through
     # them, then another one equivocating.
@@ -209,6 +210,7 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert "signed two different events at sequence number 1" in out
 
 
+@pytest.mark.slow
 def test_module_entry_point_exits_with_the_status() -> None:
     # run.py starts the demo as `python -m dkms.node.cli`; that goes through `entry`.
     demo = subprocess.run(
@@ -256,6 +258,7 @@ def test_truncated_signature_counter(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.parametrize("name", ["cbor/witnessed", "json/delegation"])
+@pytest.mark.slow
 def test_damaged_files_never_crash(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

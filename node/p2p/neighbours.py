@@ -10,6 +10,8 @@ introductions, the responder answers with introductions of peers it knows (those
 and those who introduced themselves to it). A self-introduction is kept only when its prefix
 is the authenticated peer on the stream: a peer can say where it is, never who someone else is.
 An address can still be false; the dial then fails Noise's identity check and costs a dial.
+Whom to remember, dial and list is `peering.PeerBook`'s policy (pure, and seeded by the
+random generator handed in); this module does the dialling and the asking.
 """
 
 from __future__ import annotations
@@ -30,15 +32,13 @@ from .config import HostConfig
 from .dialer import Dialer
 from .errors import P2PError
 from .framing import Response
-from .identity import Introduction, parse_introduction, peer_name
+from .identity import Introduction, parse_introduction, peer_id_from_prefix, peer_name
+from .peering import PeerBook, Shuffler
 
 logger = logging.getLogger(__name__)
 
 PEERS_PROTOCOL = "/dkms/1/peers"
 SETTLE = 1.0  # seconds after a disconnect before acting: the peer may be shutting down
-RETRY_FIRST = 5.0  # seconds before redialing a peer that failed; doubles per failure
-RETRY_MAX = 300.0
-MAX_KNOWN = 1024  # introductions remembered; the oldest go first
 
 Requester = Callable[[ID, str, bytes], Awaitable[Response]]
 
@@ -86,15 +86,21 @@ class Neighbours:
         request: Requester,
         own: Callable[[], list[Introduction]],
         config: HostConfig,
+        rng: Shuffler | None = None,
     ) -> None:
+        """`rng` shuffles whom to dial and whom to list (a seeded one repeats the choices);
+        by default a generator seeded by the operating system."""
         self._dialer = dialer
         self._request = request
         self._own = own
         self._config = config
-        self.known: dict[ID, Introduction] = {}
+        self.book: PeerBook[ID, Introduction] = PeerBook(rng or random.Random())
         self._wake = trio.Event()  # a connection went away
         self._changed = trio.Event()  # a connection came
-        self._retry: dict[ID, tuple[float, float]] = {}  # peer -> (not before, last delay)
+
+    @property
+    def known(self) -> dict[ID, Introduction]:
+        return self.book.known
 
     def notifee(self) -> INotifee:
         return _ConnectionNotifee(self._connected, self._disconnected)
@@ -118,7 +124,7 @@ class Neighbours:
         failures = await self._dialer.ensure_all(i.peer_info() for i in intros.values())
         for pid, intro in intros.items():
             if pid not in failures:
-                self._remember(intro)
+                self.book.remember(pid, intro)
         if len(self._dialer.connected_peers()) < self._config.target_peers:
             await self.exchange()
         connected = {self._name(pid) for pid in self._dialer.connected_peers()}
@@ -138,32 +144,20 @@ class Neighbours:
         async with trio.open_nursery() as nursery:
             for pid in self._dialer.connected_peers():
                 nursery.start_soon(ask, pid)
-        for pid, intro in self.known.items():
-            candidates.setdefault(pid, intro)
         connected = set(self._dialer.connected_peers())
-        now = trio.current_time()
-        fresh = [
-            intro
-            for pid, intro in candidates.items()
-            if pid not in connected
-            and pid != self._dialer.self_id
-            and self._retry.get(pid, (0.0, 0.0))[0] <= now
-        ]
-        random.shuffle(fresh)  # spread load across the network, not onto the first peers listed
         wanted = self._config.target_peers - len(connected)
-        if wanted <= 0 or not fresh:
+        chosen = self.book.to_dial(
+            candidates, connected, self._dialer.self_id, wanted, trio.current_time()
+        )
+        if not chosen:
             return
-        chosen = fresh[:wanted]
-        failures = await self._dialer.ensure_all(intro.peer_info() for intro in chosen)
+        failures = await self._dialer.ensure_all(intro.peer_info() for _, intro in chosen)
         now = trio.current_time()
-        for intro in chosen:
-            pid = intro.peer_id
+        for pid, intro in chosen:
             if pid in failures:
-                delay = min(self._retry.get(pid, (0.0, RETRY_FIRST / 2))[1] * 2, RETRY_MAX)
-                self._retry[pid] = (now + delay, delay)
+                self.book.failed(pid, now)
             else:
-                self._retry.pop(pid, None)
-                self._remember(intro)
+                self.book.dialled(pid, intro)
 
     async def maintain(self) -> None:
         """Runs as a task: after a disconnect, or every interval, top up if below `min_peers`."""
@@ -186,12 +180,13 @@ class Neighbours:
             except ValueError:
                 continue
             if intro.prefix == peer:
-                self._remember(intro)
-        live = set(self._dialer.connected_peers())
-        others = [intro for intro in self.known.values() if intro.prefix != peer]
-        random.shuffle(others)
-        others.sort(key=lambda intro: intro.peer_id not in live)  # peers we reach now first
-        listed = others[: self._config.peer_exchange_limit]
+                self.book.remember(intro.peer_id, intro)
+        try:
+            asker: ID | None = peer_id_from_prefix(peer)
+        except ValueError:  # not one of our nodes: it is simply not left out of the list
+            asker = None
+        live = self._dialer.connected_peers()
+        listed = self.book.listing(asker, live, self._config.peer_exchange_limit)
         return Code.OK, "\n".join(str(i) for i in listed).encode(), ""
 
     async def _ask(self, pid: ID) -> list[Introduction]:
@@ -213,12 +208,6 @@ class Neighbours:
             if len(found) >= self._config.peer_exchange_limit:
                 break
         return found
-
-    def _remember(self, intro: Introduction) -> None:
-        self.known.pop(intro.peer_id, None)  # re-insert: newest last
-        self.known[intro.peer_id] = intro
-        while len(self.known) > MAX_KNOWN:
-            del self.known[next(iter(self.known))]
 
     def _name(self, pid: ID) -> str:
         return peer_name(pid)

@@ -180,6 +180,7 @@ def governed_network(tmp_path: Path, governance: str) -> AbstractAsyncContextMan
     return local_network(tmp_path, governance=governance)
 
 
+@pytest.mark.slow
 async def test_rosters_standing_and_evidence_through_the_cli(
     tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

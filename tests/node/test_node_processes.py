@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cbor2
+import pytest
 import trio
 
 from dkms.node.client.controller import ControllerClient
@@ -38,6 +39,8 @@ from dkms.protocol.events import Ilk, interact
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 
 from . import test_witness_network as witness_network
+
+pytestmark = pytest.mark.slow  # real processes or real time
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 STARTUP = 20.0  # seconds for a process to print its introduction (imports dominate)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+import pytest
 import trio
 
 from dkms.node.client.controller import ControllerClient
@@ -30,6 +31,8 @@ from dkms.protocol.roster import Roster
 
 from .test_duplicity_network import seed
 from .test_node_processes import WitnessProcess
+
+pytestmark = pytest.mark.slow  # real processes or real time
 
 POLL = 0.05  # seconds between questions to the watcher process (it has no other channel)
 

@@ -5,10 +5,14 @@ records the gap."""
 
 from __future__ import annotations
 
+import pytest
+
 from dkms.node.runtime.loop import TRAFFIC
 from dkms.simulations.real import run_real
 from dkms.simulations.runner import run
 from dkms.simulations.scenario import load
+
+pytestmark = pytest.mark.slow  # real processes or real time
 
 
 def test_real_nodes_and_the_model_agree_on_a_small_equivocation() -> None:

@@ -169,6 +169,7 @@ def test_cli_sweep_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert cli.main(["run", "nope"]) == 1
 
 
+@pytest.mark.slow
 def test_same_bytes_across_processes_whatever_the_hash_seed(tmp_path: Path) -> None:
     """String hashing differs per process; nothing the simulation decides may depend on it."""
     outs = []

@@ -1,0 +1,82 @@
+"""Peer-exchange policy: whom to remember, whom to dial, whom to list. No I/O.
+
+Theory of operation. A node keeps the introductions it has learnt (bootstrap entries, peers
+that dialled it and told it their address, peers listed by others), newest last, at most
+`MAX_KNOWN`. When it has too few connections it asks its peers whom they know and dials
+some of the candidates (`to_dial`); a peer that could not be dialled is not tried again
+before a back-off that doubles from `RETRY_FIRST` to `RETRY_MAX` (`failed`). When asked, it
+lists the peers it knows, the ones it is connected to first (`listing`). Both choices are
+shuffled so load spreads over the network rather than onto the first peers listed; the
+shuffling comes from the random generator the caller hands in, so a seeded node (or a test)
+makes the same choices every run. `neighbours.Neighbours` does the dialling and the asking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Any, Final, Generic, Protocol, TypeVar
+
+MAX_KNOWN: Final = 1024  # introductions remembered (oldest forgotten first)
+RETRY_FIRST: Final = 5.0  # seconds before dialling again a peer that failed
+RETRY_MAX: Final = 300.0
+
+P = TypeVar("P", bound=Hashable)  # a peer's id
+I = TypeVar("I")  # noqa: E741 - an introduction
+
+
+class Shuffler(Protocol):
+    def shuffle(self, x: list[Any]) -> None: ...
+
+
+class PeerBook(Generic[P, I]):
+    """The introductions a node knows, and the back-off of the ones that failed."""
+
+    def __init__(self, rng: Shuffler, *, max_known: int = MAX_KNOWN) -> None:
+        self._rng = rng
+        self._max_known = max_known
+        self.known: dict[P, I] = {}
+        self._retry: dict[P, tuple[float, float]] = {}  # peer -> (not before, last delay)
+
+    def remember(self, peer: P, intro: I) -> None:
+        self.known.pop(peer, None)  # re-insert: newest last
+        self.known[peer] = intro
+        while len(self.known) > self._max_known:
+            del self.known[next(iter(self.known))]
+
+    def to_dial(
+        self,
+        candidates: dict[P, I],
+        connected: set[P],
+        me: P,
+        wanted: int,
+        now: float,
+    ) -> list[tuple[P, I]]:
+        """Up to `wanted` candidates (what peers listed, and what we know) to dial now."""
+        pool = dict(candidates)
+        for peer, intro in self.known.items():
+            pool.setdefault(peer, intro)
+        fresh = [
+            (peer, intro)
+            for peer, intro in pool.items()
+            if peer not in connected and peer != me and self._retry.get(peer, (0.0, 0.0))[0] <= now
+        ]
+        if wanted <= 0:
+            return []
+        self._rng.shuffle(fresh)
+        return fresh[:wanted]
+
+    def failed(self, peer: P, now: float) -> None:
+        delay = min(self._retry.get(peer, (0.0, RETRY_FIRST / 2))[1] * 2, RETRY_MAX)
+        self._retry[peer] = (now + delay, delay)
+
+    def dialled(self, peer: P, intro: I) -> None:
+        self._retry.pop(peer, None)
+        self.remember(peer, intro)
+
+    def listing(self, asker: P | None, live: Iterable[P], limit: int) -> list[I]:
+        """What to tell `asker`: the peers we know but it, those we reach now first."""
+        reach = set(live)
+        others = [(peer, intro) for peer, intro in self.known.items() if peer != asker]
+        self._rng.shuffle(others)
+        others.sort(key=lambda item: item[0] not in reach)
+        return [intro for _, intro in others[:limit]]
