@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import cbor2
 import pytest
 import trio
 import trio.testing
@@ -21,7 +22,8 @@ from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import PersistEvent, PersistReceipts, Send, Surface
 from dkms.node.roles.witness import Witness
-from dkms.node.runtime.loop import Runtime, StorageFailure
+from dkms.node.runtime.loop import BLAME_COST, Runtime, StorageFailure
+from dkms.node.runtime.ratelimit import RateLimit
 from dkms.node.runtime.transport import Answer, MemoryNetwork
 from dkms.node.testing.keys import node_signer, seed
 from dkms.protocol.crypto import Signer
@@ -239,3 +241,30 @@ async def test_no_receipt_overtakes_the_commit_it_depends_on() -> None:
             nursery.cancel_scope.cancel()
     assert order[0] == "durable"
     assert sorted(order[1:]) == ["receipt to first", "receipt to second"]
+
+
+async def test_a_peer_that_sends_garbage_is_blamed_and_slowed_down() -> None:
+    """A witness blames the sender of an unreadable submission; the runtime takes the blame
+    out of that peer's request budget, so it is refused while an honest peer is served."""
+    net = MemoryNetwork()
+    witness = Witness(node_signer(0))
+    limit = RateLimit(rate=0.001, burst=150.0)  # no refill to speak of within the test
+    runtime = Runtime(witness, net.join(witness.prefix), FakeStore(), rate_limit=limit)
+    query = cbor2.dumps({"t": "state", "i": "Eunknown"})
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.run)
+            mallory, alice = net.join("mallory"), net.join("alice")
+            first = await mallory.request(witness.prefix, Surface.SUBMIT.value, b"\x00junk", 5)
+            assert first.code is Code.MALFORMED
+            assert runtime.metrics.value("blames") == 1
+            # One blame costs BLAME_COST requests: 150 - 1 - 100 leaves 49 for mallory.
+            assert BLAME_COST == 100
+            codes = [
+                (await mallory.request(witness.prefix, Surface.QUERY.value, query, 5)).code
+                for _ in range(50)
+            ]
+            assert codes.count(Code.RATE_LIMITED) == 1 and codes[-1] is Code.RATE_LIMITED
+            answer = await alice.request(witness.prefix, Surface.QUERY.value, query, 5)
+            assert answer.code is Code.UNKNOWN  # served: refused for what it asked, not limited
+            nursery.cancel_scope.cancel()
