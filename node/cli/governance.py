@@ -20,9 +20,10 @@ from typing import Any, Final
 
 import trio
 
-from dkms.node.cli.net import query, session
+from dkms.node.cli.net import query
 from dkms.node.cli.textout import safe
 from dkms.node.client.home import CommandError, Home, Options, introduction, read_kel
+from dkms.node.client.witnessing import session
 from dkms.node.p2p import Introduction
 from dkms.node.roles.controller import Controller
 from dkms.node.roles.effects import Surface

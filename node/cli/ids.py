@@ -1,47 +1,25 @@
 """`dkms id ...`: identifiers kept in a home directory, their events pushed to their witnesses.
 
-Theory of operation. Every event goes through the same four steps (`_carry_out`):
-
-    make      the Controller, restored from the keystore and the stored KEL, makes the event
-    keep      the keystore record gets the event as `pending` with any new seeds (home.py)
-    push      the event goes to its witnesses until fully witnessed (netcmd.push)
-    settle    the KEL is stored, then the record moves on (a rotation's seeds shift, the
-              retired ones go to `history`) and `pending` is cleared
-
-A failure after `keep` leaves `pending` in the record. The next command on that identifier
-first finishes it, remaking exactly the same event; if the new command asks for the same
-thing (the user simply ran it again) that is all it does. A crash between storing the KEL and
-clearing `pending` is noticed by finding the pending event already in the KEL.
+The commands check what they are asked, then make each event through the identifier's
+`client.session.Session` (which holds its lock and its pending event, and gets the event
+witnessed), and report the outcome.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
-import trio
-
-from dkms.node.cli.net import push
 from dkms.node.cli.textout import safe, table, threshold
 from dkms.node.client.home import CommandError, Home, Options, introduction, read_kel
-from dkms.node.client.keystore import Keystore
+from dkms.node.client.session import Session, Wanted, state_of
 from dkms.node.p2p import Introduction
 from dkms.node.roles.controller import Controller
-from dkms.node.roles.effects import Effect
-from dkms.protocol.errors import ProtocolError
 from dkms.protocol.keystate import KeyState
 from dkms.protocol.thresholds import default_threshold
 
-SEED_SIZE: Final = 32
-_WHAT: Final = {"icp": "inception", "rot": "rotation", "ixn": "interaction"}
 _DONE: Final = {"icp": "created", "rot": "rotated", "ixn": "anchored data in"}
-_NOT_PARAMS: Final = frozenset({"said", "sn", "next"})  # what a retry may not compare
-
-
-def _seeds(count: int) -> list[bytes]:
-    return [os.urandom(SEED_SIZE) for _ in range(count)]
 
 
 # ---------------------------------------------------------------- commands
@@ -75,23 +53,14 @@ async def create(
     kt = default_threshold(keys, 1) if threshold is None else threshold
     if not 1 <= kt <= keys:
         raise CommandError(f"--threshold must be between 1 and --keys ({keys})")
-    if home.kel(name) is not None:
+    if home.kel(name) is not None:  # asked again under the lock: this spares a passphrase
         raise CommandError(f"an identifier named {name!r} exists already in {home.root}")
-    unfinished = name in home.names()  # keys kept, inception never fully witnessed
     keystore = home.keystore(passphrase_file, options)
     home.learn(intros)
-    ctl = Controller(retry=options.retry)
-    if unfinished:
-        record = keystore.load(name)
-        op = record.get("pending")
-        if not isinstance(op, dict) or op.get("op") != "icp":
-            raise CommandError(f"an identifier named {name!r} exists already in {home.root}")
-        print(f"finishing the inception of {name} made earlier")
-        await _carry_out(home, keystore, ctl, name, record, op, timeout, options, again=True)
-    else:
-        record = {"prefix": "", "current": _seeds(keys), "next": _seeds(keys), "history": []}
-        op = {"op": "icp", "witnesses": prefixes, "toad": toad, "kt": kt, "nt": kt}
-        await _carry_out(home, keystore, ctl, name, record, op, timeout, options)
+    with Session.held(home, name, keystore, say=print) as held:
+        ctl = await held.incept(
+            witnesses=prefixes, toad=toad, keys=keys, kt=kt, timeout=timeout, options=options
+        )
     _report(ctl, name, _DONE["icp"])
     return 0
 
@@ -194,118 +163,19 @@ def listing(home: Home) -> int:
 async def _change(
     home: Home,
     name: str,
-    wanted: Callable[[KeyState], dict[str, Any]],  # the event asked for, given the key state
+    wanted: Wanted,
     intros: list[Introduction],
     passphrase_file: str | None,
     timeout: float,
     options: Options,
 ) -> int:
-    """Rotate or interact: take NAME back, finish what is pending, then do what is asked."""
-    kel = home.require_kel(name)
+    """Rotate or interact NAME through its session, and say what was made."""
+    home.require_kel(name)
     keystore = home.keystore(passphrase_file, options)
-    record = keystore.load(name)
-    home.learn(intros)
-    pending = record.get("pending")
-    if isinstance(pending, dict) and read_kel(kel, name).record(pending["said"]) is not None:
-        _settle(record)  # it reached the KEL, but the record was not updated: do it now
-        keystore.save(name, record)
-        pending = None
-    ctl = Controller(retry=options.retry)
-    try:
-        ident = ctl.restore(name, _secrets(record), kel, trio.current_time())
-    except ProtocolError as err:
-        raise CommandError(str(err)) from None
-    if isinstance(pending, dict):
-        try:
-            same = _params(wanted(_state(ctl, ident.prefix))) == _params(pending)
-        except CommandError:  # meant for the state after the pending event
-            same = False
-        what = _WHAT.get(pending["op"], pending["op"])
-        print(f"finishing the {what} of {name} made earlier")
-        await _carry_out(home, keystore, ctl, name, record, pending, timeout, options, again=True)
-        if same:
-            _report(ctl, name, _DONE[pending["op"]])
-            return 0
-    op = wanted(_state(ctl, ident.prefix))
-    if op["op"] == "rot":
-        op["next"] = _seeds(len(record["next"]))
-    await _carry_out(home, keystore, ctl, name, record, op, timeout, options)
-    _report(ctl, name, _DONE[op["op"]])
+    with Session.held(home, name, keystore, say=print) as held:
+        ctl, made = await held.change(wanted, intros, timeout, options)
+    _report(ctl, name, _DONE[made])
     return 0
-
-
-async def _carry_out(
-    home: Home,
-    keystore: Keystore,
-    ctl: Controller,
-    name: str,
-    record: dict[str, Any],
-    op: dict[str, Any],
-    timeout: float,
-    options: Options,
-    *,
-    again: bool = False,
-) -> None:
-    """Make, keep, push and settle one event (`again`: remake the pending one)."""
-    effects = _make(ctl, name, record, op, trio.current_time())
-    ident = ctl.identity(name)
-    if again:
-        if ident.last_said != op["said"]:
-            raise CommandError(
-                f"cannot remake the pending {_WHAT[op['op']]} of {name} exactly"
-                f" ({ident.last_said} instead of {op['said']})"
-            )
-    else:
-        record["prefix"] = ident.prefix
-        record["pending"] = {**op, "said": ident.last_said, "sn": ident.sn}
-        keystore.save(name, record)  # before anything leaves this machine
-    what = f"the {_WHAT[op['op']]} of {name} (sn {ident.sn})"
-    await push(ctl, effects, ident.last_said, home, what=what, timeout=timeout, options=options)
-    home.save_kel(name, ctl.export(name))
-    _settle(record)
-    keystore.save(name, record)
-
-
-def _make(
-    ctl: Controller, name: str, record: dict[str, Any], op: dict[str, Any], now: float
-) -> list[Effect]:
-    try:
-        if op["op"] == "icp":
-            return ctl.incept(
-                name,
-                record["current"],
-                record["next"],
-                witnesses=op["witnesses"],
-                toad=op["toad"],
-                kt=op["kt"],
-                nt=op["nt"],
-                now=now,
-            )
-        if op["op"] == "rot":
-            return ctl.rotate(
-                name,
-                op["next"],
-                adds=op["adds"],
-                cuts=op["cuts"],
-                toad=op["toad"],
-                kt=op["kt"],
-                nt=op["nt"],
-                now=now,
-            )
-        if op["op"] == "ixn":
-            return ctl.interact(name, op["anchors"], now=now)
-    except ProtocolError as err:
-        raise CommandError(f"cannot make the event: {err}") from None
-    raise CommandError(f"the keystore record of {name} holds an unknown event kind {op['op']!r}")
-
-
-def _settle(record: dict[str, Any]) -> None:
-    """The pending event is fully witnessed and stored: move the record on."""
-    op = record.pop("pending")
-    if op["op"] == "rot":
-        record.setdefault("history", []).append({"sn": op["sn"], "current": record["current"]})
-        record["current"], record["next"] = record["next"], op["next"]
-    record["pending"] = None
 
 
 def _rotation(
@@ -332,24 +202,9 @@ def _rotation(
     return {"op": "rot", "adds": added, "cuts": cuts, "toad": toad, "kt": nt, "nt": nt}
 
 
-def _params(op: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in op.items() if k not in _NOT_PARAMS}
-
-
-def _secrets(record: dict[str, Any]) -> dict[str, list[bytes]]:
-    return {"current": list(record["current"]), "next": list(record["next"])}
-
-
-def _state(ctl: Controller, prefix: str) -> KeyState:
-    state = ctl.validator.state(prefix)
-    if state is None:
-        raise CommandError(f"no key state for {prefix}")
-    return state
-
-
 def _report(ctl: Controller, name: str, verb: str) -> None:
     ident = ctl.identity(name)
-    state = _state(ctl, ident.prefix)
+    state = state_of(ctl, ident.prefix)
     record = ctl.validator.record(ident.last_said)
     receipts = len(record.receipts) if record is not None else 0
     print(f"{verb} {name}  {ident.prefix}")

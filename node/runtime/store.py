@@ -28,7 +28,6 @@ the `sqlite3` shell while the node runs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import sqlite3
@@ -40,6 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from dkms.node import lockfile
+from dkms.node.lockfile import LockHeld
 from dkms.node.roles.effects import (
     Persist,
     PersistEvent,
@@ -417,23 +418,13 @@ class Store:
 
 def _lock(path: Path) -> int:
     """Take the store's exclusive lock, or say which process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
+        return lockfile.exclusive(path)
+    except LockHeld as held:
         raise StoreError(
-            f"{path.with_suffix('')} is in use by another process (pid {holder}):"
+            f"{path.with_suffix('')} is in use by another process (pid {held.holder}):"
             " is a node already running on this data directory?"
         ) from None
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _digest(body: bytes) -> bytes:

@@ -23,8 +23,9 @@ import pytest
 import trio
 
 from dkms.node.cli.main import amain, main
-from dkms.node.client.home import Options
+from dkms.node.client.home import Home, Options
 from dkms.node.client.keystore import MINIMUM, Keystore
+from dkms.node.client.session import Session
 from dkms.node.config import NodeConfig
 from dkms.node.daemon import serve
 from dkms.node.p2p import P2PHost
@@ -298,3 +299,24 @@ async def test_unreachable_witness_then_the_same_command_finishes_the_event(
                 assert kept["pending"] is None and len(kept["history"]) == 1
                 shown = await as_json(capsys, home, "id", "show", "bob")
                 assert (shown["sn"], shown["b"], shown["bt"]) == (1, w, 2)
+
+
+async def test_a_second_command_on_a_held_identifier_is_refused(
+    home: Path, capsys: Capture
+) -> None:
+    """Two commands on one identifier at once could sign two events at one sn (duplicity):
+    while one holds the identifier's session, another is refused, with nothing changed."""
+    assert await dkms(home, "id", "create", "solo") == 0  # local only: no witnesses needed
+    before = record(home, "solo")
+    kel = (home / "kels" / "solo.cesr").read_bytes()
+    capsys.readouterr()
+    keystore = Keystore.open(home, PASS)
+    with Session.held(Home(home), "solo", keystore):
+        assert await dkms(home, "id", "interact", "solo", "--data", '{"d": 1}') == 1
+        assert "solo is in use by another command" in one_error_line(capsys)
+        assert await dkms(home, "id", "rotate", "solo") == 1
+        assert "in use by another command" in one_error_line(capsys)
+    assert record(home, "solo") == before
+    assert (home / "kels" / "solo.cesr").read_bytes() == kel
+    # Released: the same command now goes through.
+    assert await dkms(home, "id", "interact", "solo", "--data", '{"d": 1}') == 0
