@@ -105,8 +105,12 @@ async def interact(
         anchors = value
     else:
         raise CommandError("--data must be a JSON object or a list of anchors")
-    op = {"op": "ixn", "anchors": anchors}
-    return await _change(home, name, lambda _: op, [], passphrase_file, timeout, options)
+    home.require_kel(name)
+    keystore = home.keystore(passphrase_file, options)
+    with Session.held(home, name, keystore, say=print) as held:
+        ctl = await held.interact(anchors, timeout=timeout, options=options)
+    _report(ctl, name, _DONE["ixn"])
+    return 0
 
 
 def show(home: Home, name: str, *, as_json: bool) -> int:

@@ -159,6 +159,15 @@ class Session:
         await self._carry_out(ctl, record, op, timeout, options)
         return ctl, str(op["op"])
 
+    async def interact(
+        self, anchors: list[Any], *, timeout: float, options: Options
+    ) -> Controller:
+        """Anchor `anchors` (seals or other data) in the KEL; the controller after it."""
+        ctl, _ = await self.change(
+            lambda _: {"op": "ixn", "anchors": list(anchors)}, [], timeout, options
+        )
+        return ctl
+
     # ---------------------------------------------------------------- the steps
 
     def _controller(self, options: Options) -> Controller:

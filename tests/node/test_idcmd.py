@@ -11,6 +11,7 @@ import functools
 import io
 import json
 import os
+import re
 import socket
 import stat
 import sys
@@ -320,3 +321,18 @@ async def test_a_second_command_on_a_held_identifier_is_refused(
     assert (home / "kels" / "solo.cesr").read_bytes() == kel
     # Released: the same command now goes through.
     assert await dkms(home, "id", "interact", "solo", "--data", '{"d": 1}') == 0
+
+
+async def test_the_readme_session_example_runs(home: Path, capsys: Capture) -> None:
+    """The README's Python example, run as written, on a local-only identifier."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    [example] = [b for b in blocks if "Session.held" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert await dkms(home, "id", "create", "solo") == 0
+    await namespace["anchor"](str(home), "solo", {"d": "EREADME"})
+    shown = await as_json(capsys, home, "id", "show", "solo")
+    assert (shown["sn"], shown["et"]) == (1, "ixn")
+    kel = (home / "kels" / "solo.cesr").read_bytes()
+    assert b"EREADME" in kel
