@@ -43,6 +43,7 @@ class PushStatus(StrEnum):
     DONE = "done"  # fully witnessed
     WAITING = "waiting"  # witnesses still being asked
     FAILED = "failed"  # every witness answered or was given up on, and bt receipts are missing
+    # (for it, or for an earlier event it must follow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +116,20 @@ class Controller:
         return self.validator.record(said) is not None
 
     def status(self, said: str) -> PushStatus:
+        """DONE once in the controller's own KEL; WAITING while a witness of it, or of an
+        earlier event it must follow, is still being asked (an event with every receipt
+        cannot enter the KEL before its predecessor); otherwise FAILED."""
         if self.done(said):
             return PushStatus.DONE
         push = self._pushes.get(said)
-        return PushStatus.WAITING if push is not None and push.waiting else PushStatus.FAILED
+        while push is not None:
+            if push.waiting:
+                return PushStatus.WAITING
+            prior = push.event.prior
+            if prior is None or self.done(prior):
+                break  # it could have entered the KEL: its receipts fall short
+            push = self._pushes.get(prior)
+        return PushStatus.FAILED
 
     def pending(self) -> list[str]:
         """SAIDs of events still waiting for witness receipts."""

@@ -8,7 +8,11 @@ Theory of operation. A follower owns a `Validator` and turns what it says into e
                     for an identifier nothing is held of (it began before we listened), from
                     `peers`. One ask per identifier in flight, and at most `MAX_GAP_ASKS` at
                     once, so gossip about made-up identifiers cannot make a node a query
-                    amplifier; the answer (`answered`) frees the slot
+                    amplifier; the answer (`answered`) frees the slot. The same gap (same
+                    identifier, same first missing sn) is asked again only `GAP_RETRY`
+                    seconds later: an answer that cannot fill it (we hold a rival version,
+                    or the peers lack the events too) must not start the next round at once,
+                    or every answer would ask every co-witness again, without end
     expiry          every `EXPIRE_EVERY` seconds the escrows drop what waited too long
     queries         `{"t": "kel", "i": prefix, "s": sn}` (the KEL from sn on) and
                     `{"t": "state", "i": prefix}` (key state with receipts; a role adds to it)
@@ -18,6 +22,7 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -47,6 +52,8 @@ from .topics import Parse
 EXPIRE_EVERY: Final = 60.0  # seconds between escrow expiry sweeps
 PEER_ASKS: Final = 4  # peers asked for a KEL we hold nothing of
 MAX_GAP_ASKS: Final = 64  # identifiers with a gap query in flight at once
+GAP_RETRY: Final = 30.0  # seconds before the same gap is asked for again
+MAX_GAPS_KEPT: Final = 10_000  # gaps remembered for GAP_RETRY (oldest forgotten first)
 
 
 class Follower:
@@ -65,6 +72,7 @@ class Follower:
         self.peers = tuple(peers)
         self._parse = parse
         self._asking: set[str] = set()  # prefixes with a gap query in flight
+        self._asked: OrderedDict[str, tuple[int, float]] = OrderedDict()  # prefix -> (sn, when)
 
     # ---------------------------------------------------------------- effects
 
@@ -103,7 +111,7 @@ class Follower:
         e = record.event
         return PersistReceipts(e.prefix, e.sn, e.said, tuple(record.receipts.items()))
 
-    def ask_for_gap(self, prefix: str) -> list[Effect]:
+    def ask_for_gap(self, prefix: str, now: float) -> list[Effect]:
         """Ask for the events missing before an escrowed one of `prefix`."""
         if prefix in self._asking or len(self._asking) >= MAX_GAP_ASKS:
             return []
@@ -113,9 +121,14 @@ class Follower:
             start = kel.sn + 1
         else:
             targets, start = list(self.peers[:PEER_ASKS]), 0
-        if not targets:
+        last = self._asked.get(prefix)
+        if not targets or (last is not None and last[0] == start and now < last[1] + GAP_RETRY):
             return []
         self._asking.add(prefix)
+        self._asked.pop(prefix, None)
+        self._asked[prefix] = (start, now)
+        while len(self._asked) > MAX_GAPS_KEPT:
+            self._asked.popitem(last=False)
         ask = cbor2.dumps({"t": "kel", "i": prefix, "s": start})
         tag = GapQuery(Prefix(prefix))
         return [Send(target, Surface.QUERY, ask, tag) for target in targets]

@@ -334,7 +334,7 @@ class Watcher:
         elif status is Status.DUPLICITOUS and outcome.evidence is not None:
             self.duties.found(outcome.evidence, now, effects)
         elif status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
-            effects += self.follower.ask_for_gap(outcome.prefix)
+            effects += self.follower.ask_for_gap(outcome.prefix, now)
 
     def _indexed_receipts(
         self, event: Event, wigs: tuple[IndexedSig, ...], now: float, effects: list[Effect]

@@ -238,7 +238,7 @@ class Witness:
             if outcome.status is Status.ACCEPTED:
                 self._accepted(outcome, effects)
             elif outcome.status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
-                effects += self.follower.ask_for_gap(outcome.prefix)
+                effects += self.follower.ask_for_gap(outcome.prefix, now)
             elif outcome.status is Status.DUPLICITOUS:
                 effects.append(
                     Report(
