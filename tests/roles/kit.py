@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from dkms.node.roles.controller import Controller
 from dkms.node.roles.effects import Effect, Tag
@@ -137,3 +139,32 @@ def governance(**roles: tuple[str, ...]) -> tuple[str, bytes]:
     gov.incept("gov", [seed(GOVERNANCE_SEEDS[0])], [seed(GOVERNANCE_SEEDS[1])], now=0.0)
     prefix = gov.identity("gov").prefix
     return prefix, roster_bundle(gov, "gov", Roster(prefix, 1, **roles))
+
+
+class NetworkMachine(RuleBasedStateMachine):
+    """What every role machine does to its network (`self.net`, held): deliver what is in
+    flight in any order, settle, lose a delivery, double one."""
+
+    net: Driver
+
+    @precondition(lambda self: self.net.pending)
+    @rule(indices=st.lists(st.integers(min_value=0, max_value=63), min_size=1, max_size=48))
+    def deliver(self, indices: list[int]) -> None:
+        for index in indices:
+            if self.net.pending:
+                self.net.deliver(pick(self.net.pending, index))
+
+    @precondition(lambda self: self.net.pending)
+    @rule()
+    def settle(self) -> None:
+        quiesce(self.net)
+
+    @precondition(lambda self: self.net.pending)
+    @rule(index=st.integers(min_value=0, max_value=63))
+    def drop(self, index: int) -> None:
+        self.net.drop(pick(self.net.pending, index))
+
+    @precondition(lambda self: self.net.pending)
+    @rule(index=st.integers(min_value=0, max_value=63))
+    def duplicate(self, index: int) -> None:
+        self.net.duplicate(pick(self.net.pending, index))

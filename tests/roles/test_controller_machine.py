@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -30,9 +29,9 @@ from dkms.node.testing.driver import Driver
 
 from .kit import (
     MACHINE_SETTINGS,
+    NetworkMachine,
     messages,
     pick,
-    quiesce,
     receipt_verifies,
     seed,
     witness_signer,
@@ -53,7 +52,7 @@ MOVES = {
 }
 
 
-class ControllerMachine(RuleBasedStateMachine):
+class ControllerMachine(NetworkMachine):
     def __init__(self) -> None:
         super().__init__()
         self.net = Driver(hold=True)
@@ -105,27 +104,9 @@ class ControllerMachine(RuleBasedStateMachine):
 
     # ---------------------------------------------------------------- the network
 
-    @precondition(lambda self: self.net.pending)
-    @rule(indices=st.lists(INDEX, min_size=1, max_size=48))
-    def deliver(self, indices: list[int]) -> None:
-        for index in indices:
-            if self.net.pending:
-                self.net.deliver(pick(self.net.pending, index))
 
-    @precondition(lambda self: self.net.pending)
-    @rule()
-    def settle(self) -> None:
-        quiesce(self.net)
 
-    @precondition(lambda self: self.net.pending)
-    @rule(index=INDEX)
-    def drop(self, index: int) -> None:
-        self.net.drop(pick(self.net.pending, index))
 
-    @precondition(lambda self: self.net.pending)
-    @rule(index=INDEX)
-    def duplicate(self, index: int) -> None:
-        self.net.duplicate(pick(self.net.pending, index))
 
     @rule(seconds=st.sampled_from([0.5, 1.0, 4.0, 30.0]))
     def advance(self, seconds: float) -> None:

@@ -17,7 +17,7 @@ watcher must:
 from __future__ import annotations
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from dkms.node.roles.effects import (
     Persist,
@@ -39,8 +39,8 @@ from dkms.protocol.ids import NodePrefix
 
 from .kit import (
     MACHINE_SETTINGS,
+    NetworkMachine,
     governance,
-    pick,
     proven,
     quiesce,
     receipts,
@@ -116,7 +116,7 @@ MAY_BE_ACCUSED = {D, WIT[2].verfer}
 PREFIXES = [H, D, *(w.verfer for w in WIT)]
 
 
-class WatcherMachine(RuleBasedStateMachine):
+class WatcherMachine(NetworkMachine):
     def __init__(self) -> None:
         super().__init__()
         self.net = Driver(hold=True)
@@ -161,22 +161,8 @@ class WatcherMachine(RuleBasedStateMachine):
     def settle(self) -> None:
         quiesce(self.net)
 
-    @precondition(lambda self: self.net.pending)
-    @rule(indices=st.lists(INDEX, min_size=1, max_size=24))
-    def deliver(self, indices: list[int]) -> None:
-        for index in indices:
-            if self.net.pending:
-                self.net.deliver(pick(self.net.pending, index))
 
-    @precondition(lambda self: self.net.pending)
-    @rule(index=INDEX)
-    def drop(self, index: int) -> None:
-        self.net.drop(pick(self.net.pending, index))
 
-    @precondition(lambda self: self.net.pending)
-    @rule(index=INDEX)
-    def duplicate(self, index: int) -> None:
-        self.net.duplicate(pick(self.net.pending, index))
 
     @rule(seconds=st.sampled_from([0.25, 1.0, 6.0, 16.0, 61.0]))
     def advance(self, seconds: float) -> None:

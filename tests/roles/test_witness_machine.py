@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -45,12 +44,12 @@ from dkms.protocol.ids import NodePrefix
 
 from .kit import (
     MACHINE_SETTINGS,
+    NetworkMachine,
     Rival,
     Watched,
     couples_of,
     messages,
     pick,
-    quiesce,
     receipt_verifies,
     seed,
     signed,
@@ -65,7 +64,7 @@ WITNESSES = [s.verfer for s in SIGNERS]
 INDEX = st.integers(min_value=0, max_value=63)
 
 
-class WitnessMachine(RuleBasedStateMachine):
+class WitnessMachine(NetworkMachine):
     def __init__(self) -> None:
         super().__init__()
         self.raws: dict[str, bytes] = {}  # SAID -> event bytes, of every event submitted
@@ -164,32 +163,10 @@ class WitnessMachine(RuleBasedStateMachine):
 
     # ---------------------------------------------------------------- the network
 
-    @precondition(lambda self: self.net.pending)
-    @rule(index=INDEX)
-    def deliver(self, index: int) -> None:
-        self.net.deliver(pick(self.net.pending, index))
 
-    @precondition(lambda self: self.net.pending)
-    @rule(indices=st.lists(INDEX, min_size=2, max_size=64))
-    def deliver_many(self, indices: list[int]) -> None:
-        for index in indices:
-            if self.net.pending:
-                self.net.deliver(pick(self.net.pending, index))
 
-    @precondition(lambda self: self.net.pending)
-    @rule()
-    def settle(self) -> None:
-        quiesce(self.net)
 
-    @precondition(lambda self: self.net.pending)
-    @rule(index=INDEX)
-    def drop(self, index: int) -> None:
-        self.net.drop(pick(self.net.pending, index))
 
-    @precondition(lambda self: self.net.pending)
-    @rule(index=INDEX)
-    def duplicate(self, index: int) -> None:
-        self.net.duplicate(pick(self.net.pending, index))
 
     @rule(seconds=st.sampled_from([0.5, 2.0, 10.0, 61.0]))
     def advance(self, seconds: float) -> None:
@@ -234,7 +211,7 @@ def test_a_witness_holding_a_rival_version_does_not_flood_its_co_witnesses() -> 
     state.incept()
     for _ in range(5):
         state.interact()
-    state.deliver_many(indices=[0, 3])
+    state.deliver(indices=[0, 3])
     state.equivocate(sn=0, witness=WITNESSES[3])
     state.drop(index=55)  # honest sn 1 on its way to W3
     state.settle()
