@@ -24,7 +24,8 @@ import trio
 
 from dkms.node.p2p.logs import quiet_libp2p
 from dkms.node.roles.holdings import Standing
-from dkms.node.runtime.loop import TRAFFIC, Runtime
+from dkms.node.roles.outbox import TRAFFIC
+from dkms.node.runtime.loop import Runtime
 from dkms.node.testing.localnet import LocalNet, local_network
 
 from .record import per_event, stats

@@ -290,7 +290,7 @@ def _ms(t: float | None, since: float | None) -> float | str:
 
 
 def per_event(traffic: dict[str, int], delivered: int) -> dict[str, float] | None:
-    """What the nodes sent of their own accord (`runtime.TRAFFIC`), per event witnessed."""
+    """What the nodes sent of their own accord (`outbox.TRAFFIC`), per event witnessed."""
     if not delivered:
         return None
     return {name: round(count / delivered, 3) for name, count in traffic.items()}

@@ -45,7 +45,17 @@ from dkms.node.roles.effects import (
 )
 from dkms.node.roles.governance import roster_bundle
 from dkms.node.roles.inputs import Answered, Heard, Request, TimerFired
-from dkms.node.roles.outbox import Outbox, batched, joined
+from dkms.node.roles.outbox import (
+    GOSSIP,
+    GOSSIP_BYTES,
+    REQUEST_BYTES,
+    REQUESTS,
+    SENDS,
+    TRAFFIC,
+    Outbox,
+    batched,
+    joined,
+)
 from dkms.node.roles.role import Role
 from dkms.node.roles.topics import (
     DUPLICITY_TOPIC,
@@ -56,7 +66,6 @@ from dkms.node.roles.topics import (
 )
 from dkms.node.roles.watcher import Watcher
 from dkms.node.roles.witness import Witness
-from dkms.node.runtime.loop import TRAFFIC
 from dkms.protocol.crypto import MemoVerifier, Signer
 from dkms.protocol.events import Event, interact, receipt
 from dkms.protocol.ids import NodePrefix, Said
@@ -229,7 +238,7 @@ class World:
                 ):
                     sim.after(0.0, self._flush, node, effect.topic)
             elif isinstance(effect, Send):
-                self.traffic[TRAFFIC[0]] += 1
+                self.traffic[SENDS] += 1
                 if not batched(effect):
                     self._count([effect])
                     self._request(node, [effect])
@@ -256,8 +265,8 @@ class World:
         """What a node queued on a topic during one step goes out as one payload."""
         while (batch := self._gossip_box.take((node, topic))) is not None:
             payload = b"".join(batch)
-            self.traffic[TRAFFIC[3]] += 1
-            self.traffic[TRAFFIC[4]] += len(payload)
+            self.traffic[GOSSIP] += 1
+            self.traffic[GOSSIP_BYTES] += len(payload)
             self.record.published(node, self.gossip.publish(node, topic, payload))
 
     def _drain(self, node: int, to: str, surface: Surface) -> None:
@@ -268,8 +277,8 @@ class World:
             self._request(node, batch, lambda: self._drain(node, to, surface))
 
     def _count(self, sends: list[Send]) -> None:
-        self.traffic[TRAFFIC[1]] += 1
-        self.traffic[TRAFFIC[2]] += sum(len(s.payload) for s in sends)
+        self.traffic[REQUESTS] += 1
+        self.traffic[REQUEST_BYTES] += sum(len(s.payload) for s in sends)
 
     def _timer(self, node: int, key: TimerKey, version: int) -> None:
         if self.timers.get((node, key)) != version:

@@ -53,7 +53,7 @@ async def create(
     kt = default_threshold(keys, 1) if threshold is None else threshold
     if not 1 <= kt <= keys:
         raise CommandError(f"--threshold must be between 1 and --keys ({keys})")
-    if home.kel(name) is not None:  # asked again under the lock: this spares a passphrase
+    if home.kel_path(name).exists():  # asked again under the lock: this spares a passphrase
         raise CommandError(f"an identifier named {name!r} exists already in {home.root}")
     keystore = home.keystore(passphrase_file, options)
     home.learn(intros)
@@ -105,7 +105,7 @@ async def interact(
         anchors = value
     else:
         raise CommandError("--data must be a JSON object or a list of anchors")
-    home.require_kel(name)
+    home.check_kel(name)
     keystore = home.keystore(passphrase_file, options)
     with Session.held(home, name, keystore, say=print) as held:
         ctl = await held.interact(anchors, timeout=timeout, options=options)
@@ -174,7 +174,7 @@ async def _change(
     options: Options,
 ) -> int:
     """Rotate or interact NAME through its session, and say what was made."""
-    home.require_kel(name)
+    home.check_kel(name)
     keystore = home.keystore(passphrase_file, options)
     with Session.held(home, name, keystore, say=print) as held:
         ctl, made = await held.change(wanted, intros, timeout, options)

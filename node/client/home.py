@@ -134,13 +134,15 @@ class Home:
         except OSError as err:
             raise CommandError(f"cannot read {self.kel_path(name)}: {err.strerror}") from None
 
+    def check_kel(self, name: str) -> None:
+        """What `require_kel` refuses, without reading the KEL (before asking a passphrase)."""
+        if not self.kel_path(self.known(name)).exists():
+            raise _no_inception(name)
+
     def require_kel(self, name: str) -> bytes:
         kel = self.kel(self.known(name))
         if kel is None:
-            raise CommandError(
-                f"{name} has no fully witnessed inception yet: run `dkms id create {name}`"
-                " again to finish it"
-            )
+            raise _no_inception(name)
         return kel
 
     def save_kel(self, name: str, kel: bytes) -> None:
@@ -202,3 +204,10 @@ class Home:
             return list((self.root / folder).glob("*" + suffix))
         except OSError as err:
             raise CommandError(f"cannot list {self.root / folder}: {err.strerror}") from None
+
+
+def _no_inception(name: str) -> CommandError:
+    return CommandError(
+        f"{name} has no fully witnessed inception yet: run `dkms id create {name}` again"
+        " to finish it"
+    )

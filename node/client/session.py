@@ -59,7 +59,6 @@ class Session:
         self.keystore = keystore
         self.name = name
         self.say = say
-        self.controller: Controller | None = None
 
     @classmethod
     @contextmanager
@@ -105,7 +104,7 @@ class Session:
         name, home = self.name, self.home
         if home.kel(name) is not None:
             raise CommandError(f"an identifier named {name!r} exists already in {home.root}")
-        ctl = self._controller(options)
+        ctl = Controller(retry=options.retry)
         if name in home.names():  # keys kept, inception never fully witnessed
             record = self.keystore.load(name)
             op = record.get("pending")
@@ -138,7 +137,7 @@ class Session:
             _settle(record)  # it reached the KEL, but the record was not updated: do it now
             self.keystore.save(name, record)
             pending = None
-        ctl = self._controller(options)
+        ctl = Controller(retry=options.retry)
         try:
             ident = ctl.restore(name, _secrets(record), kel, trio.current_time())
         except ProtocolError as err:
@@ -169,10 +168,6 @@ class Session:
         return ctl
 
     # ---------------------------------------------------------------- the steps
-
-    def _controller(self, options: Options) -> Controller:
-        self.controller = Controller(retry=options.retry)
-        return self.controller
 
     async def _carry_out(
         self,

@@ -22,6 +22,14 @@ from .effects import Send, Surface
 
 BATCH: Final = 256 * 1024  # bytes at most in one batched request or gossip payload
 
+# What a node sends of its own accord, counted alike by the runtime and the simulator.
+SENDS: Final = "sends"  # Send effects, before batching
+REQUESTS: Final = "requests_sent"  # the requests that carried them (a batch counts once)
+REQUEST_BYTES: Final = "request_bytes_sent"
+GOSSIP: Final = "gossip_published"  # gossip payloads (a batch counts once)
+GOSSIP_BYTES: Final = "gossip_bytes_published"
+TRAFFIC: Final = (SENDS, REQUESTS, REQUEST_BYTES, GOSSIP, GOSSIP_BYTES)
+
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
@@ -55,9 +63,6 @@ class Outbox(Generic[K, T]):
             count += 1
         self._queues[key] = queue[count:]
         return [item for item, _ in queue[:count]]
-
-    def __len__(self) -> int:
-        return sum(len(q) for q in self._queues.values())
 
 
 def batched(send: Send) -> bool:

@@ -56,22 +56,22 @@ from dkms.node.roles.effects import (
     TimerKey,
 )
 from dkms.node.roles.inputs import Answered, Heard, Input, Request, TimerFired
-from dkms.node.roles.outbox import Outbox, batched, joined
+from dkms.node.roles.outbox import (
+    GOSSIP,
+    GOSSIP_BYTES,
+    REQUEST_BYTES,
+    REQUESTS,
+    SENDS,
+    Outbox,
+    batched,
+    joined,
+)
 from dkms.node.roles.role import Role
 from dkms.node.runtime.metrics import Metrics
 from dkms.node.runtime.ratelimit import PeerBuckets, RateLimit
 from dkms.node.runtime.transport import Answer, Transport, TransportError
 
 log = logging.getLogger("dkms.node")
-# What a node sends of its own accord, as counted by the runtime and by the simulator alike.
-# `sends` counts Send effects; `requests_sent` the requests that carried them (batched).
-TRAFFIC = (
-    "sends",
-    "requests_sent",
-    "request_bytes_sent",
-    "gossip_published",
-    "gossip_bytes_published",
-)
 BLAME_COST = 100.0  # requests taken from a peer's budget for each thing it is blamed for
 
 _IN_PLACE = (*PERSIST, Report, SetTimer, Subscribe, Blame)  # performed without waiting
@@ -282,7 +282,7 @@ class Runtime:
         if self._nursery is None:
             raise RuntimeError("the runtime is not running")
         self._unanswered += 1
-        self.metrics.count(TRAFFIC[0], help="requests the role asked for (before batching)")
+        self.metrics.count(SENDS, help="requests the role asked for (before batching)")
         if not batched(send):
             self._nursery.start_soon(self._request, [send])
         elif self._outbox.put((send.to, send.surface), send, len(send.payload)):
@@ -294,8 +294,8 @@ class Runtime:
 
     async def _request(self, sends: list[Send]) -> None:
         first, payload = sends[0], joined(sends)
-        self.metrics.count(TRAFFIC[1], help="requests sent (a batch counts once)")
-        self.metrics.count(TRAFFIC[2], len(payload), help="payload bytes of requests sent")
+        self.metrics.count(REQUESTS, help="requests sent (a batch counts once)")
+        self.metrics.count(REQUEST_BYTES, len(payload), help="payload bytes of requests sent")
         try:
             answer = await self.transport.request(
                 first.to, first.surface.value, payload, self.request_timeout
@@ -341,8 +341,8 @@ class Runtime:
         await self._subscribe(topic)
         while (batch := self._gossip_box.take(topic)) is not None:
             payload = b"".join(batch)
-            self.metrics.count(TRAFFIC[3], help="gossip payloads published (a batch counts once)")
-            self.metrics.count(TRAFFIC[4], len(payload), help="payload bytes published")
+            self.metrics.count(GOSSIP, help="gossip payloads published (a batch counts once)")
+            self.metrics.count(GOSSIP_BYTES, len(payload), help="payload bytes published")
             try:
                 await self.transport.publish(topic, payload)
             except TransportError as err:  # best effort: co-witnesses also answer queries

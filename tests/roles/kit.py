@@ -19,7 +19,7 @@ from dkms.node.roles.controller import Controller
 from dkms.node.roles.effects import Effect, Tag
 from dkms.node.roles.governance import roster_bundle
 from dkms.node.testing.driver import Delivery, Driver
-from dkms.node.testing.keys import node_signer, seed
+from dkms.node.testing.keys import seed
 from dkms.protocol import crypto
 from dkms.protocol.cesr import decode_key
 from dkms.protocol.crypto import Signer
@@ -35,9 +35,6 @@ from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 MACHINE_SETTINGS = settings(max_examples=60, stateful_step_count=30, deadline=None)
 
 Observer = Callable[[Driver, str, list[Effect]], None]
-
-
-witness_signer = node_signer
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from dkms.node.roles.controller import Controller, PushStatus, RetryPolicy
 from dkms.node.roles.effects import Effect, Send
 from dkms.node.roles.witness import Witness
 from dkms.node.testing.driver import Driver
+from dkms.node.testing.keys import node_signer, seed
 
 from .kit import (
     MACHINE_SETTINGS,
@@ -33,14 +34,12 @@ from .kit import (
     messages,
     pick,
     receipt_verifies,
-    seed,
-    witness_signer,
 )
 
 CONTROLLER = "controller"
 NAME = "carol"
 BT = 3
-SIGNERS = [witness_signer(i) for i in range(5)]
+SIGNERS = [node_signer(i) for i in range(5)]
 WITNESSES = [s.verfer for s in SIGNERS]
 INDEX = st.integers(min_value=0, max_value=63)
 MOVES = {

@@ -31,6 +31,7 @@ from dkms.node.roles.inputs import Heard, Request
 from dkms.node.roles.topics import DUPLICITY_TOPIC, kel_topic
 from dkms.node.roles.watcher import Watcher
 from dkms.node.testing.driver import Delivery, Driver
+from dkms.node.testing.keys import node_signer, seed
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.envelope import Signed
 from dkms.protocol.events import Event, incept, interact, rotate
@@ -44,12 +45,10 @@ from .kit import (
     proven,
     quiesce,
     receipts,
-    seed,
     signed,
-    witness_signer,
 )
 
-WIT = [witness_signer(i) for i in range(4)]
+WIT = [node_signer(i) for i in range(4)]
 WATCHERS = [Signer(seed(30 + i), transferable=False) for i in range(2)]
 GOV, BUNDLE = governance(
     watchers=tuple(w.verfer for w in WATCHERS),

@@ -38,6 +38,7 @@ from dkms.node.roles.effects import (
 )
 from dkms.node.roles.witness import Witness
 from dkms.node.testing.driver import Driver
+from dkms.node.testing.keys import node_signer, seed
 from dkms.protocol.crypto import Signer
 from dkms.protocol.events import Ilk, interact
 from dkms.protocol.ids import NodePrefix
@@ -51,15 +52,13 @@ from .kit import (
     messages,
     pick,
     receipt_verifies,
-    seed,
     signed,
-    witness_signer,
 )
 
 CONTROLLER = "controller"
 NAME = "alice"
 BT = 3
-SIGNERS = [witness_signer(i) for i in range(4)]
+SIGNERS = [node_signer(i) for i in range(4)]
 WITNESSES = [s.verfer for s in SIGNERS]
 INDEX = st.integers(min_value=0, max_value=63)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from dkms.node.runtime.loop import TRAFFIC
+from dkms.node.roles.outbox import TRAFFIC
 from dkms.simulations.real import run_real
 from dkms.simulations.runner import run
 from dkms.simulations.scenario import load
@@ -33,7 +33,7 @@ def test_real_nodes_and_the_model_agree_on_a_small_equivocation() -> None:
 
 
 def test_the_model_sends_what_real_nodes_send_per_event() -> None:
-    """What the nodes send of their own accord per event witnessed (`runtime.TRAFFIC`): the
+    """What the nodes send of their own accord per event witnessed (`outbox.TRAFFIC`): the
     requests the roles ask for, the requests that carry them once batched, gossip payloads,
     and their bytes. The simulator batches as the runtime does (`roles.outbox`), so each must
     be within 10% of real nodes'; except that batching depends on time, and real requests
