@@ -66,8 +66,10 @@ class PeerBook(Generic[P, I]):
         return fresh[:wanted]
 
     def failed(self, peer: P, now: float) -> None:
-        delay = min(self._retry.get(peer, (0.0, RETRY_FIRST / 2))[1] * 2, RETRY_MAX)
-        self._retry[peer] = (now + delay, delay)
+        delay = min(self._retry.pop(peer, (0.0, RETRY_FIRST / 2))[1] * 2, RETRY_MAX)
+        self._retry[peer] = (now + delay, delay)  # newest last
+        while len(self._retry) > self._max_known:  # peers listed to us can be made up
+            del self._retry[next(iter(self._retry))]
 
     def dialled(self, peer: P, intro: I) -> None:
         self._retry.pop(peer, None)

@@ -69,3 +69,10 @@ def test_what_is_known_is_bounded_oldest_first() -> None:
     b.remember("b", "i-b2")  # learnt again: newest now
     b.remember("e", "i-e")
     assert list(b.known) == ["d", "b", "e"]
+
+
+def test_the_back_off_table_is_bounded_too() -> None:
+    b = book(max_known=3)
+    for n in range(10):
+        b.failed(f"made-up-{n}", now=0.0)
+    assert len(b._retry) == 3
