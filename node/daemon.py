@@ -36,9 +36,18 @@ from dkms.node.roles.witness import Witness
 from dkms.node.runtime.loop import Runtime
 from dkms.node.runtime.metrics import Metrics, serve_metrics
 from dkms.node.runtime.ratelimit import RateLimit
-from dkms.node.runtime.store import FILENAME, Store, StoreError
-from dkms.node.secretfiles import SEED_FILE, SecretError, load_or_create_node_seed, read_private
+from dkms.node.runtime.store import Mark, Store, StoreError
+from dkms.node.secretfiles import (
+    SEED_FILE,
+    SecretError,
+    atomic_write,
+    exposed,
+    load_or_create_node_seed,
+    read_private,
+)
+from dkms.node.storecheck import StoreRefused, open_proven, refused
 from dkms.protocol.crypto import Signer
+from dkms.protocol.errors import ProtocolError
 from dkms.protocol.escrow import EscrowLimits
 
 if TYPE_CHECKING:
@@ -76,6 +85,9 @@ async def serve(
         seed = load_or_create_node_seed(config.data_dir)
     except SecretError as err:
         raise NodeError(str(err)) from None
+    warning = exposed(config.data_dir)
+    if warning is not None:
+        log.warning("%s", warning)
     signer = Signer(seed, transferable=False)
     limits = EscrowLimits(max_entries=config.escrow_entries, max_age=config.escrow_age)
     role: Witness | Watcher
@@ -91,13 +103,13 @@ async def serve(
     else:
         role = Witness(signer, limits=limits)
     try:
-        store = Store.open(config.data_dir / FILENAME)
-    except StoreError as err:
+        store, expect, record = open_proven(config.data_dir, signer.verfer)
+    except StoreRefused as err:
         raise NodeError(str(err)) from None
-    with store:
-        store.bind_node(signer.verfer)
+    with contextlib.closing(record), store:
+        store.after_commit(record.advance)  # before any receipt that depends on a commit
         _bind_role(store, config.role)
-        restored = _restore(role, store)
+        restored = _restore(role, store, expect, config.data_dir)
         if freeze_heap:
             gc.collect()
             gc.freeze()
@@ -135,16 +147,33 @@ def _bind_role(store: Store, role: str) -> None:
         )
 
 
-def _restore(role: Witness | Watcher, store: Store) -> int:
+def _restore(role: Witness | Watcher, store: Store, expect: Mark | None, data_dir: Path) -> int:
+    """Rebuild the role from the store, strictly: the hash chain must hold (and pass the
+    node's recorded mark, `expect`), and every stored event must be accepted again. A stored
+    event dropped here would let the role accept, and receipt, another version of it."""
     now = trio.current_time()
-    if isinstance(role, Watcher):
-        bundle = store.get_meta(GOVERNANCE_KEY)
-        if bundle is not None:
-            role.restore_governance(bundle, now)
-        for held in [*store.evidence(), *store.rulings()]:
-            role.restore_held(held.body)
-    for chunk in store.replay_chunks():
-        role.restore(chunk, now)
+    try:
+        if isinstance(role, Watcher):
+            bundle = store.get_meta(GOVERNANCE_KEY)
+            if bundle is not None:
+                role.restore_governance(bundle, now)
+            for held in [*store.evidence(), *store.rulings()]:
+                role.restore_held(held.body)
+        for page in store.pages(expect=expect):
+            role.restore(page.stream, now)
+            for prefix, sn, said in page.events:
+                if role.validator.record(said) is None:
+                    why = f"stored event {said} (sn {sn} of {prefix}) does not verify on replay"
+                    raise refused(data_dir, why)
+        if isinstance(role, Witness):
+            for prefix, sn in store.floors().items():
+                role.floors.hold(prefix, sn)
+    except StoreError as err:
+        raise NodeError(str(refused(data_dir, str(err)))) from None
+    except ProtocolError as err:
+        raise NodeError(str(refused(data_dir, f"a stored message does not read: {err}"))) from None
+    except StoreRefused as err:
+        raise NodeError(str(err)) from None
     return store.stats().events
 
 
@@ -172,7 +201,10 @@ async def _run(
         rate_limit=RateLimit(config.peer_rate, 2 * config.peer_rate),
         metrics=metrics,
     )
-    _write_node_file(config.data_dir, host)
+    try:
+        _write_node_file(config.data_dir, host)
+    except OSError as err:
+        raise NodeError(f"cannot write {config.data_dir / NODE_FILE}: {err.strerror}") from None
     if isinstance(role, Watcher):
         held = len(role.holdings.evidence)
         metrics.gauge("evidence", lambda: len(role.holdings.evidence), "evidence held")
@@ -244,7 +276,7 @@ def _write_node_file(data_dir: Path, host: P2PHost) -> None:
         "peer_id": host.peer_id.to_base58(),
         "introductions": [str(i) for i in host.introductions()],
     }
-    (data_dir / NODE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write(data_dir / NODE_FILE, (json.dumps(info, indent=2) + "\n").encode())  # 0600
 
 
 def node_info(data_dir: Path) -> dict[str, Any]:

@@ -9,6 +9,8 @@ or the new one, never a torn one, and a seed is never replaced by a second rando
 The node's identity seed (its Ed25519 key: libp2p peer id and KERI witness prefix) lives in
 `DATA_DIR/node.seed`, 32 raw bytes. A seed file that group or others may read or write is
 refused rather than silently fixed: the operator should know that the key may have leaked.
+A passphrase file is held to the same rule, and a directory that holds secrets (a node's data
+directory, a controller's home) is made 0700, and refused if group or others may write it.
 
 (Named `secretfiles`, not `secrets`, so that no script run from this directory shadows the
 standard library's `secrets` module.)
@@ -92,19 +94,47 @@ def fsync_dir(directory: Path) -> None:
 
 
 def private_dir(directory: Path) -> None:
-    """Create `directory` (and parents) readable by its owner only, if it does not exist."""
+    """Create `directory` (and parents) readable by its owner only, if it does not exist;
+    refuse an existing one that group or others may write (they could swap its files)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o022:
+        raise SecretError(
+            f"{directory} may be written by other users (mode {mode:o}), who could replace"
+            f" the keys and records in it: if nobody else did, fix it with"
+            f" `chmod 700 {directory}`"
+        )
 
 
-def read_private(path: Path, what: str) -> bytes:
-    """Read a secret file, refusing one that group or others may read or write."""
+def exposed(directory: Path) -> str | None:
+    """A warning if group or others may list or read `directory` (None if private)."""
+    try:
+        mode = stat.S_IMODE(directory.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (
+        f"{directory} may be listed by other users (mode {mode:o});"
+        f" `chmod 700 {directory}` keeps it private"
+    )
+
+
+def read_private(path: Path, what: str, *, pipes: bool = False) -> bytes:
+    """Read a secret file, refusing one that group or others may read or write.
+
+    `pipes`: also read a pipe or terminal (`--passphrase-file <(...)`), which has no
+    permissions at rest to check."""
     fd = os.open(path, os.O_RDONLY)
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        regular = stat.S_ISREG(info.st_mode)
+        if not regular and not (
+            pipes and (stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode))
+        ):
             raise SecretError(f"{path} ({what}) is not a regular file")
         mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
+        if regular and mode & 0o077:
             raise SecretError(
                 f"{path} ({what}) is accessible by other users (mode {mode:o}): "
                 f"if nobody else could have read it, fix it with `chmod 600 {path}`; "
@@ -158,7 +188,7 @@ def passphrase_from(
     """
     if file is not None:
         try:
-            data = Path(file).read_bytes()
+            data = read_private(Path(file), "passphrase file", pipes=True)
         except OSError as err:
             raise SecretError(f"cannot read passphrase file {file}: {err.strerror}") from None
         data = data.removesuffix(b"\n").removesuffix(b"\r")

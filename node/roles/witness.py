@@ -51,6 +51,7 @@ from .effects import (
     SetTimer,
     Surface,
 )
+from .floors import Floors
 from .follower import EXPIRE_EVERY, Follower
 from .inputs import Answered, Expiry, GapQuery, Heard, Input, Request, TimerFired
 from .topics import Parse, ParseCache, kel_topic, well_formed
@@ -78,6 +79,7 @@ class Witness:
         self.signer = signer
         self.prefix = NodePrefix(signer.verfer)
         self.validator = Validator(verify=verify, limits=limits, witness=self.prefix)
+        self.floors = Floors()  # set by a recovery: where no new receipt is signed
         self.follower = Follower(self.validator, self.prefix, parse=self._parse)
 
     surfaces: Final = frozenset({Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY})
@@ -149,7 +151,10 @@ class Witness:
             record = self.validator.record(event.said)
             if record is not None and record.event.prefix == event.prefix:
                 if self.prefix in record.authority.witnesses:
-                    receipts.append(self._receipt_message(record, effects))
+                    if self.prefix in record.receipts or self.floors.allows(event.prefix, event.sn):
+                        receipts.append(self._receipt_message(record, effects))
+                    elif refusal is None:
+                        refusal = (Code.CONFLICT, self.floors.refusal(event.prefix, event.sn))
                 elif refusal is None and message is events[-1]:
                     refusal = (
                         Code.NOT_WITNESS,
@@ -257,7 +262,9 @@ class Witness:
         if record is None:
             return
         event = record.event
-        if self.prefix in record.authority.witnesses and self.prefix not in record.receipts:
+        ours = self.prefix in record.authority.witnesses
+        signs = ours and self.floors.allows(event.prefix, event.sn)  # no floor below it
+        if signs and self.prefix not in record.receipts:
             record.receipts[self.prefix] = self._sign(event.raw)
         message = Follower.stored_message(record)
         effects += self.follower.persist(record, message)

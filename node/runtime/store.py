@@ -7,22 +7,34 @@ WAL journal with `synchronous=FULL`, so the commit's WAL frames are fsynced befo
 returns. Only then may the runtime release the replies (receipts) that followed those effects.
 If `apply` raises, nothing of the batch was stored and those replies must not leave the node.
 
-    events    first-seen ordinal (autoincrement), prefix, sn, said (unique), message
+    events    first-seen ordinal (autoincrement), prefix, sn, said (unique), message, chain
     receipts  (said, witness) -> signature; every receipt a witness holds for an event
-    meta      key -> value (node identity and the like)
+    meta      key -> value (node identity, store id, chain head and the like)
     evidence  duplicity evidence this node holds (CBOR, deduplicated by digest)
     rulings   judges' rulings (CBOR, deduplicated by digest)
+    floors    prefix -> sn: a recovered witness signs no new receipt at or below it
 
-Both writes are idempotent (`INSERT OR IGNORE`): the first version stored under a SAID, and the
-first signature of a witness for it, stay. At start-up `replay()` turns the tables back into a
-CESR stream for `Witness.restore`: each event in first-seen order, directly followed by one
-`rct` message carrying its stored receipts (so an event that needs receipts to be accepted
-gets them at once, and the validator's escrows stay empty during the replay).
+Both writes are idempotent: the first version stored under a SAID, and the first signature of
+a witness for it, stay. At start-up `pages()` turns the tables back into a CESR stream for the
+role's `restore`: each event in first-seen order, directly followed by one `rct` message
+carrying its stored receipts (so an event that needs receipts to be accepted gets them at
+once, and the validator's escrows stay empty during the replay).
+
+Integrity. Every event row carries `chain`: a hash of the previous row's link and this row
+(prefix, sn, SAID, message), the first one chained to the store's random id (meta `store`);
+meta `chain` holds the number of event rows and the last link. `pages()` recomputes the chain
+while it replays, so a changed, lost or inserted row is an error that names it; and a `Mark`
+(store id, events, chain head) that the node keeps outside the store (`runtime/history.py`)
+proves that the store still holds everything it held when the mark was taken. After each
+commit that stored events, `apply` hands the new mark to the `after_commit` callback, before
+it returns (so before any receipt that depended on the commit leaves the node). `check()` is
+SQLite's `integrity_check`. A schema 1 store gets its chain (and an id) when first opened.
 
 One process owns the file: `open` takes an exclusive `flock` on `<file>.lock` (released by the
 kernel when the process dies, even by SIGKILL) and writes its pid there for the error message
 of the next one. SQLite's own locking stays normal, so an operator can read the database with
-the `sqlite3` shell while the node runs.
+the `sqlite3` shell while the node runs, and `backup` (an SQLite online backup, run from any
+process) copies it while the node runs.
 """
 
 from __future__ import annotations
@@ -31,9 +43,10 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -55,12 +68,22 @@ from dkms.protocol.stream import Attachments, messagize
 
 FILENAME: Final = "store.sqlite3"  # the database's name inside a node's data directory
 APPLICATION_ID: Final = 0x444B4D53  # "DKMS" in the SQLite header: `file` and tools can tell
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 REPLAY_PAGE: Final = 1000  # events per replay chunk
+_LOOKUP: Final = 500  # SAIDs per "already stored?" query
 
-__all__ = ["FILENAME", "Persist", "Store", "StoreError", "StoreStats", "Stored"]
+__all__ = [
+    "FILENAME",
+    "Mark",
+    "Page",
+    "Persist",
+    "Store",
+    "StoreError",
+    "StoreStats",
+    "Stored",
+]
 
-_SCHEMA: Final = """
+_SCHEMA_1: Final = """
 CREATE TABLE IF NOT EXISTS events (
     ordinal INTEGER PRIMARY KEY AUTOINCREMENT,
     prefix TEXT NOT NULL,
@@ -97,14 +120,25 @@ CREATE TABLE IF NOT EXISTS rulings (
 );
 CREATE INDEX IF NOT EXISTS rulings_by_prefix ON rulings (prefix);
 """
+_SCHEMA_2: Final = """
+ALTER TABLE events ADD COLUMN chain BLOB;
+CREATE TABLE IF NOT EXISTS floors (
+    prefix TEXT PRIMARY KEY,
+    sn INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
 
-
+_INSERT_EVENT: Final = (
+    "INSERT INTO events (prefix, sn, said, message, chain) VALUES (?, ?, ?, ?, ?)"
+)
 _INSERT_EVIDENCE: Final = (
     "INSERT OR IGNORE INTO evidence (prefix, sn, digest, body, received) VALUES (?, ?, ?, ?, ?)"
 )
 _INSERT_RULING: Final = (
     "INSERT OR IGNORE INTO rulings (prefix, digest, body, received) VALUES (?, ?, ?, ?)"
 )
+_SET_META: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+_HEAD: Final = struct.Struct(">Q32s")  # meta `chain`: event rows, last link
 
 
 class StoreError(Exception):
@@ -130,10 +164,30 @@ class Stored:
     received: float
 
 
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A point in a store's history: which store, how many event rows, the chain's link there.
+
+    A store whose chain passes through `head` after `events` rows holds, unchanged, every
+    event it held when the mark was taken."""
+
+    store: str
+    events: int
+    head: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A replay chunk: the CESR stream, and (prefix, sn, SAID) of each event in it."""
+
+    stream: bytes
+    events: tuple[tuple[str, int, str], ...]
+
+
 class Store:
     """One node's database. Any thread may call it; calls run one at a time (a mutex)."""
 
-    def __init__(self, path: Path, db: sqlite3.Connection, lock_fd: int) -> None:
+    def __init__(self, path: Path, db: sqlite3.Connection, lock_fd: int | None) -> None:
         self.path = path
         self._db = db
         self._lock_fd = lock_fd
@@ -141,20 +195,26 @@ class Store:
         self._events = 0
         self._receipts = 0
         self._closed = False
+        self._id = ""
+        self._head = b""
+        self._after_commit: Callable[[Mark], None] | None = None
 
     # ---------------------------------------------------------------- life cycle
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Store:
+    def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> Store:
         """Open (or create, mode 0600, with its directories) the store at `path`.
 
         A node keeps it at `DATA_DIR / FILENAME`; the lock is `DATA_DIR / FILENAME.lock`.
+        `create=False`: a missing file is an error instead of a new store.
         """
         file = Path(path)
         try:
             file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if file.is_dir():
                 raise StoreError(f"{file} is a directory, not a store (try {file / FILENAME})")
+            if not create and not file.exists():
+                raise StoreError(f"{file} does not exist")
             lock_fd = _lock(file.with_name(file.name + ".lock"))
         except OSError as err:
             raise StoreError(f"cannot open store {file}: {err.strerror or err}") from None
@@ -173,6 +233,32 @@ class Store:
             raise
         return store
 
+    @classmethod
+    def inspect(cls, path: str | os.PathLike[str]) -> Store:
+        """Open a store file read-only and without its lock: a backup, or a store to look
+        at before replacing it. Writes fail; `pages`, `verify`, `check`, `mark` work."""
+        file = Path(path)
+        if not file.is_file():
+            raise StoreError(f"{file} is not a file")
+        try:
+            db = sqlite3.connect(
+                f"file:{file}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot open {file}: {err}") from None
+        store = cls(file, db, None)
+        try:
+            if store._version() < SCHEMA_VERSION:
+                raise StoreError(
+                    f"{file} is a store of schema 1: run a node on it once to bring it up to"
+                    f" schema {SCHEMA_VERSION}"
+                )
+            store._load()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
     def close(self) -> None:
         """Close the database and release the lock (idempotent)."""
         with self._mutex:
@@ -182,7 +268,8 @@ class Store:
             try:
                 self._db.close()
             finally:
-                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)  # closing the descriptor releases the flock
 
     def __enter__(self) -> Store:
         return self
@@ -194,6 +281,12 @@ class Store:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def after_commit(self, callback: Callable[[Mark], None] | None) -> None:
+        """Call `callback(mark)` after every commit that stored events, before `apply`
+        returns (in the committing thread, under the store's mutex). If it raises, `apply`
+        raises: the batch is stored, but what waits for it must not go out."""
+        self._after_commit = callback
 
     # ---------------------------------------------------------------- writes
 
@@ -219,27 +312,39 @@ class Store:
                 rulings.append((effect.accused, _digest(effect.envelope), effect.envelope, now))
             elif isinstance(effect, PersistMeta):
                 meta.append((effect.key, effect.value))
-        with self._transaction("store a batch") as db:
-            if evidence:
-                db.executemany(_INSERT_EVIDENCE, evidence)
-            if rulings:
-                db.executemany(_INSERT_RULING, rulings)
-            if meta:
-                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
-            added_events = db.executemany(
-                "INSERT OR IGNORE INTO events (prefix, sn, said, message) VALUES (?, ?, ?, ?)",
-                events,
-            ).rowcount
-            added_receipts = db.executemany(
-                "INSERT OR IGNORE INTO receipts (said, witness, signature) VALUES (?, ?, ?)",
-                receipts,
-            ).rowcount
-        self._events += max(added_events, 0)
-        self._receipts += max(added_receipts, 0)
+        with self._reading("store a batch") as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if evidence:
+                    db.executemany(_INSERT_EVIDENCE, evidence)
+                if rulings:
+                    db.executemany(_INSERT_RULING, rulings)
+                if meta:
+                    db.executemany(_SET_META, meta)
+                rows = self._chained(db, events) if events else []
+                if rows:
+                    db.executemany(_INSERT_EVENT, rows)
+                    head = _HEAD.pack(self._events + len(rows), rows[-1][4])
+                    db.execute(_SET_META, ("chain", head))
+                added_receipts = db.executemany(
+                    "INSERT OR IGNORE INTO receipts (said, witness, signature) VALUES (?, ?, ?)",
+                    receipts,
+                ).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            self._receipts += max(added_receipts, 0)
+            if rows:  # committed: the chain moves on, and so does the node's record of it
+                self._events += len(rows)
+                self._head = rows[-1][4]
+                if self._after_commit is not None:
+                    self._after_commit(Mark(self._id, self._events, self._head))
 
     def put_meta(self, key: str, value: bytes) -> None:
         with self._transaction(f"store {key}") as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            db.execute(_SET_META, (key, value))
 
     def get_meta(self, key: str) -> bytes | None:
         with self._reading(f"read {key}") as db:
@@ -261,8 +366,9 @@ class Store:
         owner = self.claim("node", prefix)
         if owner is not None:
             raise StoreError(
-                f"{self.path} belongs to node {owner}, not {prefix}:"
-                " wrong data directory or node seed"
+                f"{self.path} belongs to node {owner}, not {prefix} (the key in this data"
+                " directory's node.seed): wrong --data-dir, or node.seed was replaced; put the"
+                " node's own seed back, or move the store aside to start this key afresh"
             )
 
     def put_evidence(self, prefix: str, sn: int, body: bytes, received: float) -> bool:
@@ -288,39 +394,114 @@ class Store:
         """Stored rulings, oldest first, about one identifier or all."""
         return self._list("SELECT prefix, -1, body, received FROM rulings", prefix)
 
+    def put_floors(self, floors: dict[str, int]) -> None:
+        """Raise the receipt floors of these identifiers (a floor never goes down)."""
+        with self._transaction("store receipt floors") as db:
+            db.executemany(
+                "INSERT INTO floors (prefix, sn) VALUES (?, ?)"
+                " ON CONFLICT (prefix) DO UPDATE SET sn = max(sn, excluded.sn)",
+                sorted(floors.items()),
+            )
+
+    def floors(self) -> dict[str, int]:
+        """prefix -> sn at or below which a recovered witness signs no new receipt."""
+        with self._reading("read receipt floors") as db:
+            return {p: sn for p, sn in db.execute("SELECT prefix, sn FROM floors")}
+
     # ---------------------------------------------------------------- reads
 
-    def replay_chunks(self, page: int = REPLAY_PAGE) -> Iterator[bytes]:
-        """The CESR stream for `Witness.restore`, `page` events (with their receipts) a chunk."""
-        last = 0
+    @property
+    def store_id(self) -> str:
+        """This store's random id, made when it was created (a copy keeps it)."""
+        return self._id
+
+    def mark(self) -> Mark:
+        """Where the store's history is now."""
+        with self._reading("read the chain"):
+            return Mark(self._id, self._events, self._head)
+
+    def pages(self, page: int = REPLAY_PAGE, *, expect: Mark | None = None) -> Iterator[Page]:
+        """The replay stream `page` events a chunk, with the hash chain checked on the way.
+
+        A row that does not match its link, or a chain that does not end where meta says,
+        raises StoreError; so does, with `expect`, a chain that does not pass through
+        `expect.head` after `expect.events` rows (the store lost or changed what it held)."""
+        if expect is not None and expect.store != self._id:
+            raise StoreError(
+                f"{self.path} is not the store this node last ran on"
+                f" (store {self._id}, the node's history names store {expect.store})"
+            )
+        link, count, last = _genesis(self._id), 0, 0
         while True:
             with self._reading("replay") as db:
                 rows = db.execute(
-                    "SELECT ordinal, prefix, sn, said, message FROM events"
+                    "SELECT ordinal, prefix, sn, said, message, chain FROM events"
                     " WHERE ordinal > ? ORDER BY ordinal LIMIT ?",
                     (last, page),
                 ).fetchall()
-                if not rows:
-                    return
                 couples: dict[str, list[tuple[str, bytes]]] = {}
-                for said, witness, signature in db.execute(
-                    "SELECT r.said, r.witness, r.signature FROM events AS e"
-                    " JOIN receipts AS r ON r.said = e.said"
-                    " WHERE e.ordinal > ? AND e.ordinal <= ? ORDER BY r.said, r.witness",
-                    (last, rows[-1][0]),
-                ):
-                    couples.setdefault(said, []).append((witness, bytes(signature)))
+                if rows:
+                    for said, witness, signature in db.execute(
+                        "SELECT r.said, r.witness, r.signature FROM events AS e"
+                        " JOIN receipts AS r ON r.said = e.said"
+                        " WHERE e.ordinal > ? AND e.ordinal <= ? ORDER BY r.said, r.witness",
+                        (last, rows[-1][0]),
+                    ):
+                        couples.setdefault(said, []).append((witness, bytes(signature)))
+            if not rows:
+                break
             out: list[bytes] = []
-            for _, prefix, sn, said, message in rows:
-                out.append(bytes(message))
+            events: list[tuple[str, int, str]] = []
+            for ordinal, prefix, sn, said, blob, chain in rows:
+                message = bytes(blob)
+                link = _link(link, prefix, sn, said, message)
+                count += 1
+                if chain is None or bytes(chain) != link:
+                    raise StoreError(
+                        f"{self.path}: stored event #{ordinal} ({said}, sn {sn} of {prefix})"
+                        " is damaged: it does not match the store's hash chain"
+                    )
+                if expect is not None and count == expect.events and link != expect.head:
+                    raise StoreError(
+                        f"{self.path} does not hold the history this node recorded: its"
+                        f" {count} first events differ from those it had stored"
+                    )
+                out.append(message)
+                events.append((prefix, sn, said))
                 if said in couples:
                     out.append(self._rct(prefix, sn, said, message, couples[said]))
-            yield b"".join(out)
+            yield Page(b"".join(out), tuple(events))
             last = rows[-1][0]
+        if count != self._events or link != self._head:
+            raise StoreError(
+                f"{self.path} is damaged: {count} event rows chain to a different end than the"
+                f" store recorded ({self._events} rows)"
+            )
+        if expect is not None and count < expect.events:
+            raise StoreError(
+                f"{self.path} is behind: it holds {count} events, but this node had stored"
+                f" {expect.events} (a deleted WAL file, or an old copy of the store)"
+            )
+
+    def verify(self, expect: Mark | None = None) -> None:
+        """Walk the whole chain (as `pages` does) without keeping the stream."""
+        for _ in self.pages(expect=expect):
+            pass
+
+    def replay_chunks(self, page: int = REPLAY_PAGE) -> Iterator[bytes]:
+        """The CESR stream for `Witness.restore`, `page` events (with their receipts) a chunk."""
+        for chunk in self.pages(page):
+            yield chunk.stream
 
     def replay(self) -> bytes:
         """The whole replay stream in memory (see `replay_chunks` for large stores)."""
         return b"".join(self.replay_chunks())
+
+    def prefixes(self) -> dict[str, int]:
+        """Every identifier with stored events, and the highest sn stored of it."""
+        with self._reading("list identifiers") as db:
+            rows = db.execute("SELECT prefix, max(sn) FROM events GROUP BY prefix").fetchall()
+        return {prefix: sn for prefix, sn in rows}
 
     def stats(self) -> StoreStats:
         size = 0
@@ -330,13 +511,35 @@ class Store:
         return StoreStats(self._events, self._receipts, size)
 
     def check(self) -> None:
-        """Run SQLite's `quick_check` over the whole file (reads every page: slow when large)."""
+        """Run SQLite's `integrity_check` over the whole file: every page, every index entry
+        against its row (about 0.2 s per 100,000 events on the development machine)."""
         with self._reading("check") as db:
-            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+            problems = [row[0] for row in db.execute("PRAGMA integrity_check(5)")]
         if problems != ["ok"]:
             raise StoreError(f"{self.path} is damaged: {problems[0]}")
 
     # ---------------------------------------------------------------- internals
+
+    def _chained(
+        self, db: sqlite3.Connection, events: list[tuple[str, int, str, bytes]]
+    ) -> list[tuple[str, int, str, bytes, bytes]]:
+        """The rows to insert for `events`: those not stored yet, each with its link."""
+        saids = list({said: None for _, _, said, _ in events})
+        stored: set[str] = set()
+        for i in range(0, len(saids), _LOOKUP):
+            chunk = saids[i : i + _LOOKUP]
+            marks = ",".join("?" * len(chunk))
+            found = db.execute(f"SELECT said FROM events WHERE said IN ({marks})", chunk)
+            stored.update(said for (said,) in found)
+        link = self._head
+        rows: list[tuple[str, int, str, bytes, bytes]] = []
+        for prefix, sn, said, message in events:
+            if said in stored:
+                continue
+            stored.add(said)
+            link = _link(link, prefix, sn, said, message)
+            rows.append((prefix, sn, said, message, link))
+        return rows
 
     def _setup(self) -> None:
         with self._reading("open") as db:
@@ -344,8 +547,24 @@ class Store:
             if mode != "wal":
                 raise StoreError(f"{self.path}: the file system does not allow a WAL journal")
             db.execute("PRAGMA synchronous = FULL")
+        version = self._version()
+        if version < 1:
+            with self._transaction("create the tables") as db:
+                _run(db, _SCHEMA_1)
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute("PRAGMA user_version = 1")
+        if version < SCHEMA_VERSION:
+            with self._transaction("add the hash chain") as db:
+                _run(db, _SCHEMA_2)
+                self._rechain(db)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._load()
+
+    def _version(self) -> int:
+        """The schema version, after checking that this is a dkms store this code can read."""
+        with self._reading("open") as db:
             application = db.execute("PRAGMA application_id").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            version: int = db.execute("PRAGMA user_version").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if application not in (0, APPLICATION_ID) or (application == 0 and tables):
             raise StoreError(f"{self.path} is an SQLite database but not a dkms store")
@@ -354,16 +573,37 @@ class Store:
                 f"{self.path} has schema {version}, made by a newer dkms-node"
                 f" (this one knows schema {SCHEMA_VERSION})"
             )
-        if version < SCHEMA_VERSION:
-            with self._transaction("create the tables") as db:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return version
+
+    def _load(self) -> None:
+        """Counts, store id and chain head, checked against each other."""
         with self._reading("count rows") as db:
             self._events = db.execute("SELECT count(*) FROM events").fetchone()[0]
             self._receipts = db.execute("SELECT count(*) FROM receipts").fetchone()[0]
+            held = db.execute("SELECT key, value FROM meta WHERE key IN ('store', 'chain')")
+            meta = {key: bytes(value) for key, value in held}
+        if "store" not in meta or "chain" not in meta or len(meta["chain"]) != _HEAD.size:
+            raise StoreError(f"{self.path} is damaged: its store id or chain head is missing")
+        self._id = meta["store"].decode(errors="replace")
+        events, self._head = _HEAD.unpack(meta["chain"])
+        if events != self._events:
+            raise StoreError(
+                f"{self.path} is damaged: it holds {self._events} event rows but recorded {events}"
+            )
+
+    def _rechain(self, db: sqlite3.Connection) -> None:
+        """Give a new store (or one of schema 1) an id and chain its rows."""
+        store_id = os.urandom(16).hex()
+        link, count, updates = _genesis(store_id), 0, []
+        for ordinal, prefix, sn, said, message in db.execute(
+            "SELECT ordinal, prefix, sn, said, message FROM events ORDER BY ordinal"
+        ).fetchall():
+            link = _link(link, prefix, sn, said, bytes(message))
+            updates.append((link, ordinal))
+            count += 1
+        db.executemany("UPDATE events SET chain = ? WHERE ordinal = ?", updates)
+        db.execute(_SET_META, ("store", store_id.encode()))
+        db.execute(_SET_META, ("chain", _HEAD.pack(count, link)))
 
     @contextlib.contextmanager
     def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -414,6 +654,88 @@ class Store:
         except ProtocolError as err:
             raise StoreError(f"{self.path}: stored event {said} is unreadable: {err}") from None
         return messagize(rct, Attachments(couples=tuple(couples)))
+
+
+def backup(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Mark:
+    """Copy the store at `source` to the new file `target` (mode 0600), consistent as of one
+    moment, while a node may be writing it (an SQLite online backup through a read-only
+    connection: it takes no lock a running node would notice). The copy is a single file
+    (rollback journal, no WAL), checked whole (`integrity_check`, the hash chain) before this
+    returns its mark."""
+    file = Path(source)
+    if not file.is_file():
+        raise StoreError(f"no store at {file}")
+    try:
+        db = sqlite3.connect(f"file:{file}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot open {file}: {err}") from None
+    try:
+        _copy(db, Path(target))
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot back up {file}: {err}") from None
+    finally:
+        db.close()
+    with Store.inspect(target) as copy:
+        copy.check()
+        copy.verify()
+        return copy.mark()
+
+
+def _copy(db: sqlite3.Connection, target: Path) -> None:
+    """`db` into the new file `target`: written beside it, fsynced, then linked into place
+    (which fails rather than replace a file that exists)."""
+    if target.exists():
+        raise StoreError(f"{target} exists already: choose a new file name")
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        os.close(os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        copy = sqlite3.connect(temp, isolation_level=None)
+        try:
+            db.backup(copy)
+            copy.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            copy.close()
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(temp, target)
+        _fsync_dir(target.parent)
+    except FileExistsError:
+        raise StoreError(f"{target} exists already: choose a new file name") from None
+    except OSError as err:
+        raise StoreError(f"cannot write {target}: {err.strerror or err}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _genesis(store_id: str) -> bytes:
+    """The link before a store's first event row."""
+    return hashlib.blake2b(b"dkms store " + store_id.encode(), digest_size=32).digest()
+
+
+def _link(previous: bytes, prefix: str, sn: int, said: str, message: bytes) -> bytes:
+    """The link of one event row: the previous link and everything the row holds."""
+    h = hashlib.blake2b(previous, digest_size=32)
+    h.update(f"\x00{prefix}\x00{sn}\x00{said}\x00".encode())
+    h.update(message)
+    return h.digest()
+
+
+def _run(db: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 
 def _lock(path: Path) -> int:

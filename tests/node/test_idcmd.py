@@ -235,6 +235,7 @@ async def test_errors_a_user_can_cause_are_one_line(
 
         wrong = tmp_path / "wrong"
         wrong.write_text("not the passphrase\n")
+        wrong.chmod(0o600)
         assert await dkms(home, "id", "rotate", "solo", "--passphrase-file", str(wrong)) == 1
         assert "wrong passphrase" in one_error_line(capsys)
 

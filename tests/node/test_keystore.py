@@ -81,6 +81,7 @@ def test_passphrase_precedence_file_env_prompt(
 ) -> None:
     file = tmp_path / "pass"
     file.write_text("from file\n")
+    file.chmod(0o600)  # a passphrase file others may read is refused
     monkeypatch.setenv("DKMS_PASSPHRASE", "from env")
 
     def ask(prompt: str) -> str:
@@ -99,6 +100,7 @@ def test_passphrase_problems_are_one_clear_line(
 ) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    empty.chmod(0o600)
     with pytest.raises(SecretError, match="is empty"):
         passphrase_from(file=empty)
     with pytest.raises(SecretError, match="cannot read passphrase file"):
