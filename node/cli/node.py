@@ -4,9 +4,15 @@
                   [--config FILE.toml] [--log-level LEVEL]
     dkms-node run --role watcher --governance PREFIX [--watch PREFIX]... (same options)
     dkms-node info --data-dir DIR [--json]
+    dkms-node backup --data-dir DIR --to FILE
+    dkms-node restore --data-dir DIR --from FILE [--accept-older]
+    dkms-node recover --data-dir DIR --from PREFIX@MULTIADDR... [--prefix PREFIX]...
 
 `run` prints the node's introduction (`PREFIX@MULTIADDR`, what controllers name as a witness)
-once it listens, and stops cleanly on SIGINT/SIGTERM. `main(argv) -> int` is a plain function.
+once it listens, and stops cleanly on SIGINT/SIGTERM. `backup` copies the store (node running
+or not), `restore` puts a backup back (node stopped; an older backup only with
+`--accept-older`), `recover` rebuilds a lost or damaged store from co-witnesses
+(`node/recovery.py`). `main(argv) -> int` is a plain function.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import trio
 
+from dkms.node import backups, recovery
 from dkms.node.config import ConfigError, load
 from dkms.node.daemon import NodeError, node_info, serve
 from dkms.node.p2p.logs import quiet_libp2p
@@ -63,6 +70,39 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show the node's prefix, peer id and introduction")
     info.add_argument("--data-dir", type=Path, required=True)
     info.add_argument("--json", action="store_true")
+    backup = commands.add_parser("backup", help="copy the store to a new file (node may run)")
+    backup.add_argument("--data-dir", type=Path, required=True)
+    backup.add_argument("--to", type=Path, required=True, metavar="FILE")
+    restore = commands.add_parser("restore", help="put a backup in place (node stopped)")
+    restore.add_argument("--data-dir", type=Path, required=True)
+    restore.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE")
+    restore.add_argument(
+        "--accept-older",
+        action="store_true",
+        help="restore a backup older than the node's history (a witness may then receipt"
+        " two versions of an event: prefer recover)",
+    )
+    recover = commands.add_parser(
+        "recover", help="rebuild a lost or damaged store from co-witnesses (node stopped)"
+    )
+    recover.add_argument("--data-dir", type=Path, required=True)
+    recover.add_argument(
+        "--from",
+        dest="peers",
+        nargs="+",
+        required=True,
+        metavar="PREFIX@MULTIADDR",
+        help="co-witnesses (or watchers) to rebuild from; every one must answer",
+    )
+    recover.add_argument(
+        "--prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="an identifier this witness served (repeatable; added to what the peers list)",
+    )
+    recover.add_argument("--role", choices=["witness", "watcher"], default=None)
+    recover.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     return parser
 
 
@@ -71,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "info":
             return _info(args.data_dir, args.json)
+        if args.command in ("backup", "restore", "recover"):
+            return _store_command(args)
         config = load(
             args.config,
             role=args.role,
@@ -94,7 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 serve, config, announce=_announce, handle_signals=True, freeze_heap=True
             )
         )
-    except (ConfigError, NodeError) as err:
+    except (
+        ConfigError,
+        NodeError,
+        backups.BackupError,
+        recovery.RecoveryError,
+    ) as err:
         print(f"dkms-node: {err}", file=sys.stderr)
         return 1
     except StorageFailure as err:
@@ -124,6 +171,41 @@ def _info(data_dir: Path, as_json: bool) -> int:
         for intro in info["introductions"] or ["(not listening yet: run the node)"]:
             print(f"address:  {intro}")
     return 0
+
+
+def _store_command(args: argparse.Namespace) -> int:
+    if args.command == "backup":
+        mark = backups.back_up(args.data_dir, args.to)
+        print(f"backed up {mark.events} events of store {mark.store} to {args.to}")
+        return 0
+    if args.command == "restore":
+        mark = backups.restore(
+            args.data_dir, args.source, accept_older=args.accept_older, warn=_warn
+        )
+        print(f"restored {mark.events} events of store {mark.store} into {args.data_dir}")
+        return 0
+    done = trio.run(
+        functools.partial(
+            recovery.over_libp2p,
+            args.data_dir,
+            list(args.peers),
+            prefixes=list(args.prefix),
+            role=args.role,
+            timeout=args.timeout,
+            say=_warn,
+        )
+    )
+    print(
+        f"recovered {done.events} events of {done.identifiers} identifiers into"
+        f" {args.data_dir}; receipt floors for {len(done.floors)} identifiers"
+    )
+    if done.aside is not None:
+        print(f"the old store is kept in {done.aside}")
+    return 0
+
+
+def _warn(line: str) -> None:
+    print(f"dkms-node: {line}", file=sys.stderr)
 
 
 def entry() -> None:
