@@ -321,9 +321,8 @@ class Store:
                     db.executemany(_INSERT_RULING, rulings)
                 if meta:
                     db.executemany(_SET_META, meta)
-                rows = self._chained(db, events) if events else []
+                rows = self._insert_events(db, events) if events else []
                 if rows:
-                    db.executemany(_INSERT_EVENT, rows)
                     head = _HEAD.pack(self._events + len(rows), rows[-1][4])
                     db.execute(_SET_META, ("chain", head))
                 added_receipts = db.executemany(
@@ -520,26 +519,49 @@ class Store:
 
     # ---------------------------------------------------------------- internals
 
-    def _chained(
+    def _insert_events(
         self, db: sqlite3.Connection, events: list[tuple[str, int, str, bytes]]
     ) -> list[tuple[str, int, str, bytes, bytes]]:
-        """The rows to insert for `events`: those not stored yet, each with its link."""
-        saids = list({said: None for _, _, said, _ in events})
+        """Insert the events not stored yet, each chained to the one before; the rows.
+
+        The roles persist an event once, so first every event is tried as new; only when
+        some SAID is stored already (a replayed batch) are the stored ones looked up and left
+        out, and the chain made again without them."""
+        rows = self._chained(events, set())
+        db.execute("SAVEPOINT events")
+        try:
+            db.executemany(_INSERT_EVENT, rows)
+        except sqlite3.IntegrityError:
+            db.execute("ROLLBACK TO events")
+            rows = self._chained(events, self._stored(db, [said for _, _, said, _ in events]))
+            db.executemany(_INSERT_EVENT, rows)
+        db.execute("RELEASE events")
+        return rows
+
+    def _chained(
+        self, events: list[tuple[str, int, str, bytes]], stored: set[str]
+    ) -> list[tuple[str, int, str, bytes, bytes]]:
+        """The rows for `events` not in `stored` (nor repeated), each with its link."""
+        link = self._head
+        seen = set(stored)
+        rows: list[tuple[str, int, str, bytes, bytes]] = []
+        for prefix, sn, said, message in events:
+            if said in seen:
+                continue
+            seen.add(said)
+            link = _link(link, prefix, sn, said, message)
+            rows.append((prefix, sn, said, message, link))
+        return rows
+
+    def _stored(self, db: sqlite3.Connection, saids: list[str]) -> set[str]:
+        """Which of `saids` the events table holds."""
         stored: set[str] = set()
         for i in range(0, len(saids), _LOOKUP):
             chunk = saids[i : i + _LOOKUP]
             marks = ",".join("?" * len(chunk))
             found = db.execute(f"SELECT said FROM events WHERE said IN ({marks})", chunk)
             stored.update(said for (said,) in found)
-        link = self._head
-        rows: list[tuple[str, int, str, bytes, bytes]] = []
-        for prefix, sn, said, message in events:
-            if said in stored:
-                continue
-            stored.add(said)
-            link = _link(link, prefix, sn, said, message)
-            rows.append((prefix, sn, said, message, link))
-        return rows
+        return stored
 
     def _setup(self) -> None:
         with self._reading("open") as db:
