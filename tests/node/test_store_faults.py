@@ -620,11 +620,21 @@ async def test_damaged_stores_refuse_and_recovery_never_double_receipts(tmp_path
                 effects = ctl.interact("alice", [{"n": 3}], now=client.runtime.now())
                 await client.witnessed(effects, alice.last_said)
                 expected = events_of(ctl.export("alice"))
+                dirname = str(victim.data_dir)
                 # Witness agreement: the co-witnesses hold every receipt, the victim's too.
                 with trio.fail_after(10):
                     for peer in prefixes[1:]:
                         while not await receipted_by_all(client, peer, alice.prefix, 5):
                             await trio.sleep(0.05)
+                # A backup while it runs; a restore is refused while it runs.
+                copy = tmp_path / "running.backup"
+                code, err = await run_node("backup", "--data-dir", dirname, "--to", str(copy))
+                assert code == 0, err
+                assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+                code, err = await run_node("restore", "--data-dir", dirname, "--from", str(copy))
+                assert code == 1 and "a node is running on" in one_line(err)
+                with Store.inspect(copy) as backed_up:
+                    assert backed_up.mark().events == 5
                 victim.kill()
                 assert await victim.wait() == -signal.SIGKILL
                 killed = tmp_path / "killed"
@@ -653,7 +663,7 @@ async def test_damaged_stores_refuse_and_recovery_never_double_receipts(tmp_path
                 code, err = await run_node(
                     "recover",
                     "--data-dir",
-                    str(victim.data_dir),
+                    dirname,
                     "--from",
                     *intros[1:],
                     "--prefix",
