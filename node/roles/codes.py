@@ -33,6 +33,7 @@ class Code(IntEnum):
     NO_RECEIPT = 23  # receipts offered, none verified
     BAD_QUERY = 24  # a query that reads but asks for something malformed
     NO_ROSTER = 25  # the responder holds no governance roster yet
+    PARTIAL = 26  # ok: one page of a longer answer; ask again for the rest (roles/pages.py)
 
     @property
     def ok(self) -> bool:
@@ -48,4 +49,4 @@ class Code(IntEnum):
         return self.name.lower().replace("_", " ")
 
 
-_OK = frozenset({Code.OK, Code.ALREADY})
+_OK = frozenset({Code.OK, Code.ALREADY, Code.PARTIAL})

@@ -11,8 +11,11 @@ witness receipts verify), and pushes it to each of the event's witnesses at once
                  witness that answered (witness agreement), and report it; a witness that
                  answers later gets them all too
 
-A witness added by a rotation first receives the KEL it needs to check that rotation. Keys
-come in as seeds (the runtime makes and guards them), so this module has no randomness.
+A witness added by a rotation first receives the KEL it needs to check that rotation: the
+whole KEL when it fits in one page (`pages.py`, `prelude_bytes`), else its first page, from
+which the witness learns whom to ask for the rest (`follower.py` fills the gap page by page
+before it can receipt the rotation). Keys come in as seeds (the runtime makes and guards
+them), so this module has no randomness.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dkms.protocol.validator import Validator
 from .codes import Code
 from .effects import Effect, Report, Send, SetTimer, Surface
 from .inputs import Agreement, Answered, Input, Retry, Submission, TimerFired
+from .pages import PAGE_BYTES, kel_page
 
 
 class PushStatus(StrEnum):
@@ -89,12 +93,19 @@ class Controller:
 
     surfaces: Final = frozenset[Surface]()  # a controller answers no one: it only asks
 
-    def __init__(self, *, verify: Verifier | None = None, retry: RetryPolicy | None = None):
+    def __init__(
+        self,
+        *,
+        verify: Verifier | None = None,
+        retry: RetryPolicy | None = None,
+        prelude_bytes: int = PAGE_BYTES,
+    ):
         # Memoised: a receipt is checked on arrival and again inside the validator.
         verify = verify or crypto.MemoVerifier()
         self.validator = Validator(verify=verify)
         self._verify = verify
         self.retry = retry or RetryPolicy()
+        self.prelude_bytes = prelude_bytes  # of the KEL handed to a witness a rotation adds
         self._ids: dict[str, Identity] = {}
         self._pushes: dict[str, _Push] = {}
         self._last_reply: tuple[bytes, dict[str, list[Message]]] = (b"", {})
@@ -242,7 +253,8 @@ class Controller:
             kind=ident.kind,
         )
         ident.signers, ident.next_signers, ident.witnesses = signers, nexts, after
-        prelude = self.validator.replay(ident.prefix)
+        kel = self.validator.kel(ident.prefix)
+        prelude = kel_page(kel, 0, self.prelude_bytes).data if kel is not None else b""
         return self._push(ident, event, {w: prelude for w in adds}, now)
 
     def interact(self, name: str, anchors: Sequence[Any], *, now: float) -> list[Effect]:
@@ -423,4 +435,3 @@ class Controller:
 def _kind_of(validator: Validator, prefix: str) -> Kind:
     kel = validator.kel(prefix)
     return kel.last.event.kind if kel is not None else Kind.CBOR
-

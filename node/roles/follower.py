@@ -4,18 +4,27 @@ Theory of operation. A follower owns a `Validator` and turns what it says into e
 
     accepted        the event (with its signatures) and its receipts are persisted, so a
                     restart can replay them (`restore`)
-    out of order    the events missing before it are asked for: from the KEL's witnesses, or,
-                    for an identifier nothing is held of (it began before we listened), from
-                    `peers`. One ask per identifier in flight, and at most `MAX_GAP_ASKS` at
-                    once, so gossip about made-up identifiers cannot make a node a query
-                    amplifier; the answer (`answered`) frees the slot. The same gap (same
+    out of order    the events missing before it are asked for, a page at a time
+                    (`pages.py`): from the KEL's witnesses, or, for an identifier nothing is
+                    held of (it began before we listened), from `peers`. One round of asks
+                    per identifier in flight, one ask per (identifier, peer), and at most
+                    `MAX_GAP_ASKS` identifiers at once, so gossip about made-up identifiers
+                    cannot make a node a query amplifier, nor a gap in a busy KEL one query
+                    per event that arrives while the gap is asked for. The same gap (same
                     identifier, same first missing sn) is asked again only `GAP_RETRY`
                     seconds later: an answer that cannot fill it (we hold a rival version,
                     or the peers lack the events too) must not start the next round at once,
                     or every answer would ask every co-witness again, without end
+    answers         (`gap_answered`) free their (identifier, peer) slot and are applied like
+                    gossip. A partial answer (`Code.PARTIAL`) that moved our KEL on makes us
+                    ask the same peer for the next page, from our KEL's next sn: a long gap
+                    is filled page by page from whichever peer answered usefully first,
+                    while the others' pages of the same events add nothing and end there
     expiry          every `EXPIRE_EVERY` seconds the escrows drop what waited too long
-    queries         `{"t": "kel", "i": prefix, "s": sn}` (the KEL from sn on) and
-                    `{"t": "state", "i": prefix}` (key state with receipts; a role adds to it)
+    queries         `{"t": "kel", "i": prefix, "s": sn, "n": limit}` (one page of the KEL
+                    from sn on, `pages.kel_reply`) and `{"t": "state", "i": prefix}` (key
+                    state with the latest event's receipts; a role adds to it). Both answers
+                    are bounded whatever the KEL's length
 
 Pure: no I/O, no clock.
 """
@@ -23,7 +32,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import cbor2
@@ -46,7 +55,8 @@ from .effects import (
     SetTimer,
     Surface,
 )
-from .inputs import Expiry, GapQuery
+from .inputs import Answered, Expiry, GapQuery
+from .pages import PAGE_BYTES, kel_ask, kel_reply
 from .topics import Parse
 
 EXPIRE_EVERY: Final = 60.0  # seconds between escrow expiry sweeps
@@ -54,6 +64,8 @@ PEER_ASKS: Final = 4  # peers asked for a KEL we hold nothing of
 MAX_GAP_ASKS: Final = 64  # identifiers with a gap query in flight at once
 GAP_RETRY: Final = 30.0  # seconds before the same gap is asked for again
 MAX_GAPS_KEPT: Final = 10_000  # gaps remembered for GAP_RETRY (oldest forgotten first)
+
+Apply = Callable[[bytes, list[Effect]], None]  # a role applying an answer's events
 
 
 class Follower:
@@ -66,12 +78,14 @@ class Follower:
         peers: Sequence[NodePrefix] = (),
         *,
         parse: Parse = parse_stream,
+        page_bytes: int = PAGE_BYTES,
     ) -> None:
         self.validator = validator
         self.me = me
         self.peers = tuple(peers)
+        self.page_bytes = page_bytes  # budget of the KEL pages we answer
         self._parse = parse
-        self._asking: set[str] = set()  # prefixes with a gap query in flight
+        self._asking: dict[str, set[NodePrefix]] = {}  # prefix -> peers asked, not yet answered
         self._asked: OrderedDict[str, tuple[int, float]] = OrderedDict()  # prefix -> (sn, when)
 
     # ---------------------------------------------------------------- effects
@@ -111,30 +125,69 @@ class Follower:
         e = record.event
         return PersistReceipts(e.prefix, e.sn, e.said, tuple(record.receipts.items()))
 
+    # ---------------------------------------------------------------- gaps
+
     def ask_for_gap(self, prefix: str, now: float) -> list[Effect]:
         """Ask for the events missing before an escrowed one of `prefix`."""
         if prefix in self._asking or len(self._asking) >= MAX_GAP_ASKS:
             return []
-        kel = self.validator.kel(prefix)
-        if kel is not None:
-            targets = [NodePrefix(w) for w in kel.authority.witnesses if w != self.me]
-            start = kel.sn + 1
-        else:
-            targets, start = list(self.peers[:PEER_ASKS]), 0
+        start, targets = self._gap(prefix)
         last = self._asked.get(prefix)
         if not targets or (last is not None and last[0] == start and now < last[1] + GAP_RETRY):
             return []
-        self._asking.add(prefix)
+        return self._ask(prefix, start, targets, now)
+
+    def gap_answered(
+        self, tag: GapQuery, answer: Answered, now: float, apply: Apply
+    ) -> list[Effect]:
+        """A peer's answer to a gap query: free its slot, apply its events with `apply`, and
+        ask the same peer for the next page if it had more and moved our KEL on."""
+        effects: list[Effect] = []
+        if not answer.code.ok:
+            self._done(tag)
+            effects.append(Report("debug", f"{tag}: no answer ({answer.reason})"))
+            return effects
+        before = self._held(tag.prefix)
+        apply(answer.payload, effects)  # our slot is still taken: no new round starts in here
+        self._done(tag)
+        held = self._held(tag.prefix)
+        useful = answer.code is Code.PARTIAL and held > before
+        if useful and (tag.prefix in self._asking or len(self._asking) < MAX_GAP_ASKS):
+            effects += self._ask(tag.prefix, held + 1, [tag.peer], now)
+        return effects
+
+    def _gap(self, prefix: str) -> tuple[int, list[NodePrefix]]:
+        """Where the gap of `prefix` starts, and whom to ask for it."""
+        kel = self.validator.kel(prefix)
+        if kel is not None:
+            return kel.sn + 1, [NodePrefix(w) for w in kel.authority.witnesses if w != self.me]
+        return 0, list(self.peers[:PEER_ASKS])
+
+    def _held(self, prefix: str) -> int:
+        kel = self.validator.kel(prefix)
+        return -1 if kel is None else kel.sn
+
+    def _ask(
+        self, prefix: str, start: int, targets: Sequence[NodePrefix], now: float
+    ) -> list[Effect]:
+        asking = self._asking.setdefault(prefix, set())
+        fresh = [t for t in targets if t not in asking]
+        if not fresh:
+            return []
+        asking.update(fresh)
         self._asked.pop(prefix, None)
         self._asked[prefix] = (start, now)
         while len(self._asked) > MAX_GAPS_KEPT:
             self._asked.popitem(last=False)
-        ask = cbor2.dumps({"t": "kel", "i": prefix, "s": start})
-        tag = GapQuery(Prefix(prefix))
-        return [Send(target, Surface.QUERY, ask, tag) for target in targets]
+        ask = kel_ask(prefix, start)
+        return [Send(t, Surface.QUERY, ask, GapQuery(Prefix(prefix), t)) for t in fresh]
 
-    def answered(self, tag: GapQuery) -> None:
-        self._asking.discard(tag.prefix)
+    def _done(self, tag: GapQuery) -> None:
+        asking = self._asking.get(tag.prefix)
+        if asking is not None:
+            asking.discard(tag.peer)
+            if not asking:
+                del self._asking[tag.prefix]
 
     def expire(self, now: float) -> list[Effect]:
         effects: list[Effect] = [SetTimer(Expiry(), now + EXPIRE_EVERY)]
@@ -158,19 +211,19 @@ class Follower:
         return ask
 
     def kel_reply(self, prefix: str, ask: dict[Any, Any]) -> Reply:
-        start = ask.get("s", 0)
-        if not isinstance(start, int) or start < 0:
-            return Reply.refuse(Code.BAD_QUERY, "s must be a sequence number")
-        if self.validator.kel(prefix) is None:
-            return Reply.refuse(Code.UNKNOWN, f"unknown identifier {prefix}")
-        return Reply.accept(self.validator.replay(prefix, start))
+        """One page of the KEL of `prefix` (`pages.py`)."""
+        return kel_reply(self.validator.kel(prefix), prefix, ask, self.page_bytes)
 
     def key_state(self, prefix: str) -> dict[str, Any] | None:
-        """Key state plus receipts per event and whether the latest is fully witnessed."""
+        """Key state, the receipts of the latest event, and whether it is fully witnessed.
+
+        Only the latest event's receipts, so that the answer stays the same size however long
+        the KEL grows; the KEL's pages carry every event's receipts."""
         kel = self.validator.kel(prefix)
         if kel is None:
             return None
+        last = kel.last
         state = kel.state().to_json()
-        state["receipts"] = {r.event.said: sorted(r.receipts) for r in kel.chain}
-        state["fully_witnessed"] = len(kel.last.receipts) >= kel.last.authority.toad
+        state["receipts"] = {last.event.said: sorted(last.receipts)}
+        state["fully_witnessed"] = len(last.receipts) >= last.authority.toad
         return state

@@ -44,9 +44,10 @@ class Agreement(Tag):
 
 @dataclass(frozen=True, slots=True)
 class GapQuery(Tag):
-    """Events of `prefix` asked for because a later one arrived first."""
+    """Events of `prefix` asked of `peer` because a later one arrived first."""
 
     prefix: Prefix
+    peer: NodePrefix
 
 
 @dataclass(frozen=True, slots=True)

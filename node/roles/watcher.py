@@ -20,8 +20,8 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
                     its bootstrap nodes) for theirs, and again every `ROSTER_RETRY` seconds
                     until it has one: gossip carries no history, so a node that joins after a
                     roster was published would otherwise wait for the next one
-    query           key state with standing ("ok" | "duplicitous" | "unknown"), a KEL, the
-                    evidence and rulings held, the roster
+    query           key state with standing ("ok" | "duplicitous" | "unknown"), a page of a
+                    KEL (`pages.py`), the evidence and rulings held, the roster
 
 What it shares with a witness (persisting accepted events, asking for gaps, expiry, KEL
 queries) is `follower.Follower`. Everything that must survive a crash (events, receipts,
@@ -68,6 +68,7 @@ from .inputs import (
     TimerFired,
 )
 from .juror import Lag, Receipts
+from .pages import PAGE_BYTES
 from .topics import (
     DUPLICITY_TOPIC,
     GOVERNANCE_TOPIC,
@@ -96,9 +97,11 @@ class Watcher:
         anomaly_after: float = 30.0,
         parse: Parse | None = None,
         peers: Sequence[str] = (),
+        page_bytes: int = PAGE_BYTES,
     ) -> None:
         """`verify` and `parse` may be caches shared across nodes (as in the simulator);
-        `peers` are nodes (prefixes) to ask for the roster if we start without one."""
+        `peers` are nodes (prefixes) to ask for the roster if we start without one;
+        `page_bytes` is the budget of the KEL pages this watcher answers with."""
         if signer.transferable:
             raise LocalProtocolError("a watcher key must be non-transferable (a B prefix)")
         self._parse = parse or ParseCache()
@@ -109,7 +112,9 @@ class Watcher:
         self.watch = watch  # empty: every identifier
         self.peers = tuple(NodePrefix(p) for p in peers if p != signer.verfer)
         self.validator = Validator(verify=self._verify, limits=limits)
-        self.follower = Follower(self.validator, self.prefix, self.peers, parse=self._parse)
+        self.follower = Follower(
+            self.validator, self.prefix, self.peers, parse=self._parse, page_bytes=page_bytes
+        )
         self.duties = Duties(signer, governance, self._verify)
         self.receipts = Receipts(self._verify, ignore=self.prefix)
         self.lag = Lag(anomaly_after)
@@ -193,11 +198,11 @@ class Watcher:
                 else:
                     self._kel_gossip(data, now, effects, peer)
             case Answered(tag=GapQuery() as tag):
-                self.follower.answered(tag)
-                if event.code.ok:
-                    self._kel_gossip(event.payload, now, effects)
-                else:
-                    effects.append(Report("debug", f"{event.tag}: no answer ({event.reason})"))
+
+                def apply(data: bytes, out: list[Effect]) -> None:
+                    self._kel_gossip(data, now, out)
+
+                effects += self.follower.gap_answered(tag, event, now, apply)
             case Answered(tag=RosterQuery()):
                 if event.code.ok:
                     self.duties.offered(event.payload, now, effects, forward=False)

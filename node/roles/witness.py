@@ -8,10 +8,13 @@ this witness, its own first-seen judgement stands in for the `bt` receipts. Inpu
                           its gossip shard; anything else is refused with a `Code` and why
     Request(RECEIPTS)     receipts of the co-witnesses (witness agreement): verified, persisted;
                           once `bt` hold, the event is republished with them all
-    Request(QUERY)        a KEL from some sn, or a key state with receipts
+    Request(QUERY)        a page of a KEL from some sn, or a key state with receipts
     Heard(kel shard)      gossip: events of identifiers we witness are applied; a gap in a KEL
-                          makes us ask the co-witnesses for the missing events
-    Answered(GapQuery)    the answer to such a query: applied like gossip
+                          makes us ask the co-witnesses for the missing events, page by page
+    Answered(GapQuery)    a page of such an answer: applied like gossip, except that of the
+                          events it completes only those we witness are published (the
+                          others are old news, e.g. a whole KEL handed to a witness added by
+                          a rotation, which would otherwise flood the gossip)
     TimerFired(Expiry)    escrow expiry
 
 What it shares with a watcher (persisting accepted events, asking for gaps, expiry, KEL and
@@ -54,6 +57,7 @@ from .effects import (
 from .floors import Floors
 from .follower import EXPIRE_EVERY, Follower
 from .inputs import Answered, Expiry, GapQuery, Heard, Input, Request, TimerFired
+from .pages import PAGE_BYTES
 from .topics import Parse, ParseCache, kel_topic, well_formed
 
 
@@ -67,9 +71,11 @@ class Witness:
         verify: Verifier | None = None,
         limits: EscrowLimits | None = None,
         parse: Parse | None = None,
+        page_bytes: int = PAGE_BYTES,
     ) -> None:
         """`verify` and `parse` may be shared caches (a simulator shares them across nodes:
-        the same bytes parse and verify the same way everywhere)."""
+        the same bytes parse and verify the same way everywhere); `page_bytes` is the budget
+        of the KEL pages this witness answers with."""
         self._parse = parse or ParseCache()
         # Memoised, and told of our own receipts: they come back in the witness agreement.
         self._memo = crypto.MemoVerifier()
@@ -80,7 +86,9 @@ class Witness:
         self.prefix = NodePrefix(signer.verfer)
         self.validator = Validator(verify=verify, limits=limits, witness=self.prefix)
         self.floors = Floors()  # set by a recovery: where no new receipt is signed
-        self.follower = Follower(self.validator, self.prefix, parse=self._parse)
+        self.follower = Follower(
+            self.validator, self.prefix, parse=self._parse, page_bytes=page_bytes
+        )
 
     surfaces: Final = frozenset({Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY})
 
@@ -102,10 +110,11 @@ class Witness:
             case Heard():
                 return self._heard(event.payload, now, event.peer)
             case Answered(tag=GapQuery() as tag):
-                self.follower.answered(tag)
-                if not event.code.ok:
-                    return [Report("debug", f"{event.tag}: no answer ({event.reason})")]
-                return self._heard(event.payload, now)
+
+                def apply(data: bytes, effects: list[Effect]) -> None:
+                    effects += self._heard(data, now, answer=True)
+
+                return self.follower.gap_answered(tag, event, now, apply)
             case TimerFired(key=Expiry()):
                 return self.follower.expire(now)
         return []
@@ -185,17 +194,20 @@ class Witness:
             return [*effects, Reply.refuse(Code.NO_RECEIPT, "no receipt verified")]
         return [*effects, Reply.accept()]
 
-    def _heard(self, data: bytes, now: float, peer: NodePrefix | None = None) -> list[Effect]:
-        """A gossip payload (or a query's answer): apply what concerns identifiers this
+    def _heard(
+        self, data: bytes, now: float, peer: NodePrefix | None = None, *, answer: bool = False
+    ) -> list[Effect]:
+        """A gossip payload (or a query's `answer`): apply what concerns identifiers this
         witness knows or witnesses. Gossip that does not read blames its `peer`."""
         effects: list[Effect] = []
         for message in self.follower.messages(data, effects, peer):
             if self._concerns(message):
-                self._apply(message, now, effects)
+                self._apply(message, now, effects, publish=not answer)
         return effects
 
     def _query(self, data: bytes) -> list[Effect]:
-        """Answer `{"t": "kel", "i": prefix, "s": sn}` or `{"t": "state", "i": prefix}`."""
+        """Answer `{"t": "kel", "i": prefix, "s": sn, "n": limit}` (`pages.py`) or
+        `{"t": "state", "i": prefix}`."""
         ask = Follower.read_query(data)
         if isinstance(ask, Reply):
             return [ask]
@@ -214,7 +226,7 @@ class Witness:
     # ---------------------------------------------------------------- views
 
     def key_state(self, prefix: str) -> dict[str, Any]:
-        """Key state plus receipts per event and whether the latest is fully witnessed."""
+        """Key state plus the latest event's receipts and whether it is fully witnessed."""
         state = self.follower.key_state(prefix)
         if state is None:
             raise LocalProtocolError(f"unknown identifier {prefix}")
@@ -233,15 +245,18 @@ class Witness:
             return True
         return event.ilk in (Ilk.ICP, Ilk.DIP) and self.prefix in event.ked["b"]
 
-    def _apply(self, message: Message, now: float, effects: list[Effect]) -> list[Outcome]:
-        """Validate one message and turn what changed into persist/publish/report effects."""
+    def _apply(
+        self, message: Message, now: float, effects: list[Effect], *, publish: bool = True
+    ) -> list[Outcome]:
+        """Validate one message and turn what changed into persist/publish/report effects
+        (without `publish`, only events we witness are published)."""
         before = self._receipt_counts(message)
         outcomes = self.validator.process(message, now)
         for outcome in outcomes:
             if outcome.ilk == Ilk.RCT:
                 continue
             if outcome.status is Status.ACCEPTED:
-                self._accepted(outcome, effects)
+                self._accepted(outcome, effects, publish)
             elif outcome.status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
                 effects += self.follower.ask_for_gap(outcome.prefix, now)
             elif outcome.status is Status.DUPLICITOUS:
@@ -257,7 +272,7 @@ class Witness:
         self._new_receipts(message, before, effects)
         return outcomes
 
-    def _accepted(self, outcome: Outcome, effects: list[Effect]) -> None:
+    def _accepted(self, outcome: Outcome, effects: list[Effect], publish: bool = True) -> None:
         record = self.validator.record(outcome.said)
         if record is None:
             return
@@ -268,7 +283,8 @@ class Witness:
             record.receipts[self.prefix] = self._sign(event.raw)
         message = Follower.stored_message(record)
         effects += self.follower.persist(record, message)
-        effects.append(Publish(kel_topic(event.prefix), message + _rct(record)))
+        if publish or ours:
+            effects.append(Publish(kel_topic(event.prefix), message + _rct(record)))
         effects.append(Report("debug", f"accepted {event.ilk} {event.said} sn {event.sn:x}"))
 
     def _receipt_counts(self, message: Message) -> dict[str, int]:

@@ -29,6 +29,7 @@ from dkms.node.roles.inputs import (
     RosterRetry,
     TimerFired,
 )
+from dkms.node.roles.pages import PAGE_EVENTS
 from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topic
 from dkms.node.roles.watcher import Watcher
 from dkms.node.testing.keys import seed
@@ -57,7 +58,6 @@ def answer(
 
 def timer(watcher: Watcher, key: TimerKey, now: float) -> list[Effect]:
     return watcher.step(TimerFired(key), now)
-
 
 
 WITNESSES = [Signer(seed(0x40 + i), transferable=False) for i in range(4)]
@@ -194,7 +194,10 @@ def test_a_gap_in_a_kel_makes_the_watcher_ask_its_witnesses() -> None:
     effects = hear(watcher, topic, witnessed(two, WITNESSES), 1.0)  # sn 1 never arrived
     asks = [e for e in effects if isinstance(e, Send)]
     assert {a.to for a in asks} == {w.verfer for w in WITNESSES}
-    assert all(cbor2.loads(a.payload) == {"t": "kel", "i": icp.prefix, "s": 1} for a in asks)
+    assert all(
+        cbor2.loads(a.payload) == {"t": "kel", "i": icp.prefix, "s": 1, "n": PAGE_EVENTS}
+        for a in asks
+    )
     assert not [
         e for e in hear(watcher, topic, witnessed(two, WITNESSES), 1.5) if isinstance(e, Send)
     ]
@@ -307,7 +310,10 @@ def test_an_identifier_begun_before_the_watcher_listened_is_asked_of_its_peers()
     effects = hear(watcher, topic, witnessed(one, WITNESSES), 1.0)  # the inception went by
     asks = [e for e in effects if isinstance(e, Send)]
     assert {a.to for a in asks} == set(peers)
-    assert all(cbor2.loads(a.payload) == {"t": "kel", "i": icp.prefix, "s": 0} for a in asks)
+    assert all(
+        cbor2.loads(a.payload) == {"t": "kel", "i": icp.prefix, "s": 0, "n": PAGE_EVENTS}
+        for a in asks
+    )
     answer(watcher, asks[0].tag, True, witnessed(icp, WITNESSES), "", 2.0)
     kel = watcher.validator.kel(icp.prefix)
     assert kel is not None and kel.sn == 1
