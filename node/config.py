@@ -29,6 +29,7 @@ class NodeConfig:
     log_level: str = "info"
     request_timeout: float = 5.0  # seconds a peer has to answer a request
     max_message: int = 1 << 20  # bytes; libp2p gossip drops larger messages anyway
+    kel_page: int = 256 * 1024  # bytes at most in one page of a KEL answer (roles/pages.py)
     escrow_entries: int = 10_000
     escrow_age: float = 3600.0  # seconds an escrowed event may wait
     peer_rate: float = 1000.0  # requests per second one peer may make (bursts of twice that)
@@ -56,9 +57,11 @@ class NodeConfig:
         for name in ("request_timeout", "escrow_age", "peer_rate", "anomaly_after"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
-        for name in ("max_message", "escrow_entries"):
+        for name in ("max_message", "escrow_entries", "kel_page"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.kel_page > self.max_message // 2:
+            raise ConfigError("kel_page must be at most half of max_message")
         return self
 
 
@@ -72,6 +75,7 @@ _TYPES: Final[dict[str, type]] = {
     "log_level": str,
     "request_timeout": float,
     "max_message": int,
+    "kel_page": int,
     "escrow_entries": int,
     "escrow_age": float,
     "peer_rate": float,

@@ -99,9 +99,10 @@ async def serve(
             watch=frozenset(config.watch),
             anomaly_after=config.anomaly_after,
             peers=_bootstrap_prefixes(config.bootstrap),
+            page_bytes=config.kel_page,
         )
     else:
-        role = Witness(signer, limits=limits)
+        role = Witness(signer, limits=limits, page_bytes=config.kel_page)
     try:
         store, expect, record = open_proven(config.data_dir, signer.verfer)
     except StoreRefused as err:
