@@ -60,9 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = kel_commands.add_parser("inspect", help="show each message of a file, unjudged")
     inspect.add_argument("file", metavar="FILE", help="CESR file, or - for stdin")
     inspect.set_defaults(run=lambda a, o: kelinspect.inspect(a.file))
-    export = kel_commands.add_parser("export", help="write NAME's KEL (binary CESR) to stdout")
-    export.add_argument("name", metavar="NAME")
-    export.set_defaults(run=_export)
+    export = kel_commands.add_parser(
+        "export",
+        parents=[wait],
+        help="write NAME's KEL (binary CESR) to stdout; with --from, PREFIX's as a node serves it",
+    )
+    export.add_argument("name", metavar="NAME|PREFIX")
+    export.add_argument(
+        "--from", dest="node", metavar="PREFIX@MULTIADDR", help="read it from this node, by pages"
+    )
+    export.set_defaults(arun=_export)
     submit = kel_commands.add_parser(
         "submit", parents=[wait], help="push a KEL file to witnesses and show their receipts"
     )
@@ -211,10 +218,12 @@ def _list(a: argparse.Namespace, o: Options) -> int:
     return idcmd.listing(_home(a))
 
 
-def _export(a: argparse.Namespace, o: Options) -> int:
+async def _export(a: argparse.Namespace, o: Options) -> int:
     from dkms.node.cli import net as netcmd
 
-    return netcmd.export(_home(a), a.name)
+    if a.node is None:
+        return netcmd.export(_home(a), a.name)
+    return await netcmd.export_from(a.name, a.node, timeout=a.timeout, options=o)
 
 
 async def _create(a: argparse.Namespace, o: Options) -> int:
@@ -413,4 +422,3 @@ def entry() -> None:
         )
         status = 70
     sys.exit(status)
-

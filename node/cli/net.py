@@ -11,14 +11,16 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, Final
 
 import cbor2
 import trio
 
 from dkms.node.cli import evidence as evidencecmd
+from dkms.node.cli.progress import Progress
 from dkms.node.cli.textout import safe, short, table
-from dkms.node.client.home import CommandError, Home, Options, introduction, read_kel
+from dkms.node.client.home import CommandError, Home, Options, introduction
+from dkms.node.client.paging import chunks, kel_pages
 from dkms.node.client.witnessing import session
 from dkms.node.p2p import Introduction
 from dkms.node.p2p.transport import P2PTransport
@@ -29,6 +31,10 @@ from dkms.protocol import cesr, crypto
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.events import Event, Ilk, receipt
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
+from dkms.protocol.validator import Validator
+
+SHOWN_EVENTS: Final = 50  # a longer submitted KEL is summed up per witness
+SHOWN_RECEIPTS: Final = 5  # receipt lines printed (older nodes send every event's)
 
 # ---------------------------------------------------------------- kel submit
 
@@ -59,7 +65,8 @@ class Submitted:
 async def submit(
     path: str, to: Sequence[str], *, as_json: bool, timeout: float, options: Options
 ) -> int:
-    """Push a ready-made KEL to witnesses, one request each; print what each receipted."""
+    """Push a ready-made KEL to witnesses, in order and in pieces that fit a request
+    (`client.paging.chunks`); print what each receipted. Long work shows its progress."""
     try:
         with open(path, "rb") as source:
             data = source.read()
@@ -74,23 +81,34 @@ async def submit(
     intros = [introduction(t) for t in to]
     results = {i.prefix: Submitted(i.prefix) for i in intros}
     by_said = {e.said: e for e in events}
+    pieces = chunks(data, frames, options.chunk)
+    done = dict.fromkeys(results, 0)
+    progress = Progress(f"events submitted to {len(results)} witness(es)", len(events))
     async with session(intros, options) as transport:
 
         async def ask(result: Submitted) -> None:
-            try:
-                answer = await transport.request(
-                    result.witness, Surface.SUBMIT.value, data, timeout
-                )
-            except TransportError as err:
-                result.reason = f"no answer: {err}"
-                return
-            result.ok, result.reason = answer.ok, answer.reason
-            result.receipts = _receipts(answer.payload, result.witness, by_said)
+            result.ok = True
+            for piece, size in pieces:
+                try:
+                    answer = await transport.request(
+                        result.witness, Surface.SUBMIT.value, piece, timeout
+                    )
+                except TransportError as err:
+                    result.ok, result.reason = False, f"no answer: {err}"
+                    return
+                result.receipts.update(_receipts(answer.payload, result.witness, by_said))
+                if not answer.ok and result.ok:
+                    result.ok, result.reason = False, answer.reason
+                if not answer.ok and answer.code is not Code.NOT_WITNESS:
+                    return  # later events would only wait behind the refused one
+                done[result.witness] += size
+                progress.update(min(done.values()))
 
         async with trio.open_nursery() as nursery:
             for result in results.values():
                 nursery.start_soon(ask, result)
-        await _share(transport, list(results.values()), by_said, timeout)
+        progress.finish()
+        await _share(transport, list(results.values()), by_said, timeout, options.chunk)
     _print_submitted(list(results.values()), events, as_json)
     failed = [r for r in results.values() if not r.ok]
     if failed:
@@ -121,41 +139,62 @@ def _receipts(payload: bytes, witness: str, by_said: dict[str, Event]) -> dict[s
 
 
 async def _share(
-    transport: P2PTransport, results: list[Submitted], by_said: dict[str, Event], timeout: float
+    transport: P2PTransport,
+    results: list[Submitted],
+    by_said: dict[str, Event],
+    timeout: float,
+    chunk: int,
 ) -> None:
-    """Give each witness the receipts the others signed (witness agreement)."""
+    """Give each witness the receipts the others signed (witness agreement), in pieces."""
     couples: dict[str, list[tuple[str, bytes]]] = {}
     for result in results:
         for said, sig in result.receipts.items():
             couples.setdefault(said, []).append((result.witness, sig))
 
-    async def give(result: Submitted, payload: bytes) -> None:
-        try:
-            code, _, reason = await transport.request(
-                result.witness, Surface.RECEIPTS.value, payload, timeout
-            )
-        except TransportError as err:
-            code, reason = Code.UNREACHABLE, f"no answer: {err}"
-        result.shared = "ok" if code.ok else reason
+    async def give(result: Submitted, messages: list[bytes]) -> None:
+        pieces: list[bytes] = []
+        piece: list[bytes] = []
+        size = 0
+        for message in messages:
+            if piece and size + len(message) > chunk:
+                pieces.append(b"".join(piece))
+                piece, size = [], 0
+            piece.append(message)
+            size += len(message)
+        pieces.append(b"".join(piece))
+        result.shared = "ok"
+        for payload in pieces:
+            try:
+                code, _, reason = await transport.request(
+                    result.witness, Surface.RECEIPTS.value, payload, timeout
+                )
+            except TransportError as err:
+                code, reason = Code.UNREACHABLE, f"no answer: {err}"
+            if not code.ok:
+                result.shared = reason
+                return
 
     async with trio.open_nursery() as nursery:
         for result in results:
-            payload = b"".join(
+            messages = [
                 messagize(
                     receipt(by_said[s].prefix, by_said[s].sn, s, kind=by_said[s].kind),
-                    Attachments(couples=tuple(couples[s])),
+                    Attachments(couples=tuple(c for c in couples[s] if c[0] != result.witness)),
                 )
                 for s in result.receipts
                 if len(couples[s]) > 1
-            )
-            if payload:
-                nursery.start_soon(give, result, payload)
+            ]
+            if messages:
+                nursery.start_soon(give, result, messages)
 
 
 def _print_submitted(results: list[Submitted], events: list[Event], as_json: bool) -> None:
     if as_json:
         for result in results:
             print(json.dumps(result.to_json(events)))
+        return
+    if len(events) > SHOWN_EVENTS:
+        _print_summary(results, events)
         return
     rows = []
     for r in results:
@@ -168,6 +207,28 @@ def _print_submitted(results: list[Submitted], events: list[Event], as_json: boo
                 outcome = f"no receipt: {safe(r.reason)}"
             rows.append((short(r.witness), str(e.sn), e.ilk.value, short(e.said), outcome))
     print("\n".join(table(("WITNESS", "SN", "ILK", "EVENT", "RESULT"), rows, indent="")))
+    for r in results:
+        if r.shared is not None:
+            print(f"receipts of the other witnesses given to {short(r.witness)}: {r.shared}")
+
+
+def _print_summary(results: list[Submitted], events: list[Event]) -> None:
+    """A long KEL: one line per witness rather than one per event and witness."""
+    rows = []
+    for r in results:
+        missing = [e for e in events if e.said not in r.receipts]
+        if not missing:
+            outcome = "every event receipted"
+        else:
+            first = missing[0]
+            why = (
+                "accepted, no receipt (not a designated witness at this sn)"
+                if r.ok
+                else f"no receipt: {safe(r.reason)}"
+            )
+            outcome = f"{len(missing):,} not receipted, from sn {first.sn}: {why}"
+        rows.append((short(r.witness), f"{len(events):,}", f"{len(r.receipts):,}", outcome))
+    print("\n".join(table(("WITNESS", "EVENTS", "RECEIPTED", "RESULT"), rows, indent="")))
     for r in results:
         if r.shared is not None:
             print(f"receipts of the other witnesses given to {short(r.witness)}: {r.shared}")
@@ -187,17 +248,16 @@ async def keystate(
             await query(transport, intro, {"t": "state", "i": prefix}, timeout), intro, "key state"
         )
         watcher = "standing" in answer
-        kel = None
+        validator = None
         if "d" in answer or not watcher:  # a watcher has no key state of an unknown prefix
-            kel = await query(transport, intro, {"t": "kel", "i": prefix, "s": 0}, timeout)
-    if kel is None:
+            validator = await _read_kel(transport, intro, prefix, answer.get("sn"), timeout)
+    if validator is None:
         if as_json:
             print(evidencecmd.dumps(evidencecmd.standing_json(answer) | {"verified": False}))
             return 0
         print(f"{safe(prefix)} according to {intro}: it holds no key state of it")
         evidencecmd.print_standing(answer)
         return 0
-    validator = read_kel(kel, f"the KEL {intro.prefix} sent")
     state, log = validator.state(prefix), validator.kel(prefix)
     verified = state.to_json() if state is not None else None
     out = dict(answer)
@@ -211,8 +271,8 @@ async def keystate(
         print(f"  {key:3} {safe(out.get(key))}")
     print(f"  fully witnessed: {'yes' if out.get('fully_witnessed') else 'no'}")
     receipts = out.get("receipts")
-    if isinstance(receipts, dict):
-        for said, signers in receipts.items():
+    if isinstance(receipts, dict):  # the latest event's (all events' from older nodes)
+        for said, signers in list(receipts.items())[-SHOWN_RECEIPTS:]:
             count = len(signers) if isinstance(signers, list) else 0
             print(f"  receipts of {short(safe(said))}: {count}")
     if out["verified"]:
@@ -223,6 +283,22 @@ async def keystate(
     if watcher:
         evidencecmd.print_standing(out)
     return 0
+
+
+async def _read_kel(
+    transport: P2PTransport, intro: Introduction, prefix: str, sn: object, timeout: float
+) -> Validator:
+    """A validator that has read `prefix`'s KEL as `intro` serves it, page by page."""
+    total = sn + 1 if isinstance(sn, int) and not isinstance(sn, bool) else None
+    progress = Progress(f"events of the KEL read from {short(intro.prefix)}", total)
+    validator, count = Validator(), 0
+    async for _, messages in kel_pages(transport, intro.prefix, prefix, timeout):
+        for message in messages:
+            validator.process(message, 0.0)
+        count += len(messages)
+        progress.update(count)
+    progress.finish()
+    return validator
 
 
 # ---------------------------------------------------------------- evidence list
@@ -278,9 +354,30 @@ async def query(
 def export(home: Home, name: str) -> int:
     """Write NAME's stored KEL (CESR, binary) to stdout."""
     kel = home.require_kel(name)
-    out = sys.stdout.buffer
-    if out.isatty():
-        raise CommandError("a KEL is binary: redirect it to a file (`> FILE.cesr`)")
+    out = _binary_stdout()
     out.write(kel)
     out.flush()
     return 0
+
+
+async def export_from(prefix: str, node: str, *, timeout: float, options: Options) -> int:
+    """Write `prefix`'s KEL as `node` serves it (CESR, binary) to stdout, page by page."""
+    out = _binary_stdout()
+    intro = introduction(node)
+    progress = Progress(f"events of the KEL written from {short(intro.prefix)}")
+    count = 0
+    async with session([intro], options) as transport:
+        async for payload, messages in kel_pages(transport, intro.prefix, prefix, timeout):
+            out.write(payload)
+            count += len(messages)
+            progress.update(count)
+    out.flush()
+    progress.finish()
+    return 0
+
+
+def _binary_stdout() -> BinaryIO:
+    out = sys.stdout.buffer
+    if out.isatty():
+        raise CommandError("a KEL is binary: redirect it to a file (`> FILE.cesr`)")
+    return out

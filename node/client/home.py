@@ -65,6 +65,7 @@ class Options:
     settle: float = 5.0  # seconds to let witness agreement finish once an event completes
     ask: Callable[[str], str] = getpass.getpass  # the passphrase prompt
     listen: str = "/ip4/127.0.0.1/tcp/0"  # the controller's ephemeral libp2p host
+    chunk: int = 256 * 1024  # bytes at most in one request of `dkms kel submit` (paging.py)
 
 
 def default_home() -> Path:
