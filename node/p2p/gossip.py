@@ -47,6 +47,7 @@ from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
 from .config import GossipConfig
 from .errors import MessageTooLarge, PublishRejected
+from .guards import FaultLog, GuardedPubsub
 from .identity import peer_name
 
 logger = logging.getLogger(__name__)
@@ -82,17 +83,23 @@ def build_router(config: GossipConfig) -> GossipSub:
             p4_invalid_messages=TopicScoreParams(
                 weight=config.invalid_penalty, cap=1000.0, decay=config.invalid_decay
             ),
+            # Protocol faults (guards.py) cost `FAULT_PENALTY` each, decaying like invalid messages.
+            p5_behavior_penalty_weight=1.0,
+            p5_behavior_penalty_decay=config.invalid_decay,
             graylist_threshold=config.graylist_threshold,
         ),
     )
 
 
-def build_pubsub(host: IHost, router: GossipSub, config: GossipConfig) -> Pubsub:
-    return Pubsub(
+def build_pubsub(
+    host: IHost, router: GossipSub, config: GossipConfig, faults: FaultLog | None = None
+) -> GuardedPubsub:
+    return GuardedPubsub(
         host,
         router,
         strict_signing=config.strict_signing,
         msg_id_constructor=message_id,
+        faults=faults,
     )
 
 

@@ -33,6 +33,7 @@ from .dialer import Dialer
 from .errors import MessageTooLarge, PeerUnreachable, Refused, RequestTimeout
 from .framing import Response
 from .gossip import GossipLayer, Subscription, Validator, build_pubsub, build_router
+from .guards import FaultLog
 from .identity import (
     Introduction,
     NodeIdentity,
@@ -57,12 +58,15 @@ a bare prefix of a peer we are connected to or have an address for."""
 class P2PHost:
     """What the node runtime sees of libp2p. Make one with `open_host`."""
 
-    def __init__(self, identity: NodeIdentity, config: HostConfig, host: BasicHost) -> None:
+    def __init__(
+        self, identity: NodeIdentity, config: HostConfig, host: BasicHost, faults: FaultLog
+    ) -> None:
         self.identity = identity
+        self.faults = faults  # what peers broke, by protocol (guards.py)
         self.config = config
         self.libp2p = host
         self.router = build_router(config.gossip)
-        self.pubsub = build_pubsub(host, self.router, config.gossip)
+        self.pubsub = build_pubsub(host, self.router, config.gossip, self.faults)
         self.gossip = GossipLayer(self.pubsub, config.gossip)
         self._dialer = Dialer(host, config.dial_timeout)
         self._responder = Responder(
@@ -234,7 +238,10 @@ async def open_host(
     identity = NodeIdentity(seed)
     listen_addr = parse_listen_addr(listen)
     check_port_free(listen_addr)
-    host = P2PHost(identity, config, build_libp2p_host(identity, config, listen_addr))
+    faults = FaultLog()
+    host = P2PHost(
+        identity, config, build_libp2p_host(identity, config, listen_addr, faults), faults
+    )
     body_error: BaseException | None = None
     try:
         async with background_trio_service(host.pubsub), background_trio_service(host.router):

@@ -196,9 +196,7 @@ class Responder:
         return code, bytes(out), "" if code.ok else reason or code.text
 
 
-async def _answer(
-    stream: INetStream, status: Code, payload: bytes = b"", reason: str = ""
-) -> None:
+async def _answer(stream: INetStream, status: Code, payload: bytes = b"", reason: str = "") -> None:
     try:
         await stream.write(encode_response(status, payload, reason))
     except Exception as exc:

@@ -39,6 +39,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from .config import HostConfig
 from .errors import ListenError
+from .guards import FaultLog, guard_stream_handler
 from .identity import NodeIdentity
 
 
@@ -53,9 +54,10 @@ class _NoAutoConnect(AutoConnector):
 
 
 def build_libp2p_host(
-    identity: NodeIdentity, config: HostConfig, listen: multiaddr.Multiaddr
+    identity: NodeIdentity, config: HostConfig, listen: multiaddr.Multiaddr, faults: FaultLog
 ) -> BasicHost:
-    """A not-yet-running host; `listen` picks the transport (TCP) it will listen with."""
+    """A not-yet-running host; `listen` picks the transport (TCP) it will listen with, and
+    `faults` counts what peers' streams broke (`guards.guard_stream_handler`)."""
     noise = NoiseTransport(identity.key_pair, noise_privkey=new_noise_key().private_key)
     muxers = create_yamux_muxer_option() if config.muxer == "yamux" else create_mplex_muxer_option()
     swarm = new_swarm(
@@ -68,7 +70,9 @@ def build_libp2p_host(
     )
     assert isinstance(swarm, Swarm)  # what new_swarm builds; its type says only INetworkService
     swarm.auto_connector = _NoAutoConnect(swarm)
-    return BasicHost(swarm)
+    host = BasicHost(swarm)
+    guard_stream_handler(swarm, faults)  # after BasicHost installed its own handler
+    return host
 
 
 def check_port_free(addr: multiaddr.Multiaddr) -> None:
