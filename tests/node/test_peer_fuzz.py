@@ -45,6 +45,7 @@ from dkms.node.testing.keys import node_signer
 
 pytestmark = pytest.mark.slow  # real processes
 
+ATTACK_WAIT = 2.0  # seconds an attack may wait for the node's answer or reset (most get none)
 STARTUP = 30.0  # seconds for a node process to print its introduction
 MESHSUB = ("/meshsub/1.0.0", "/meshsub/1.1.0")
 IDENTIFY = ("/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0")
@@ -256,7 +257,7 @@ def _sign_messages(host: P2PHost, data: bytes) -> bytes:
 async def _send(host: P2PHost, target: str, attack: Attack) -> None:
     intro = parse_introduction(target)
     payload = _sign_messages(host, attack.payload) if attack.signed_publish else attack.payload
-    with trio.move_on_after(3):
+    with trio.move_on_after(ATTACK_WAIT):
         try:
             stream = await host.libp2p.new_stream(intro.peer_id, [TProtocol(attack.protocol)])
         except Exception:
@@ -286,8 +287,9 @@ async def _attack(nodes: list[NodeProcess], batch: list[Attack]) -> set[str]:
     async with open_host(os.urandom(32), config=HostConfig(dial_timeout=5)) as host:
         with trio.fail_after(60):
             await host.connect([n.introduction for n in nodes])
-            for attack in batch:
-                await _send(host, nodes[attack.node].introduction, attack)
+            async with trio.open_nursery() as nursery:  # all at once: a burst, and quick
+                for attack in batch:
+                    nursery.start_soon(_send, host, nodes[attack.node].introduction, attack)
             for node in nodes:
                 await _legitimate_query(host, node.introduction)
             store = host.libp2p.get_peerstore()
