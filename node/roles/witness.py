@@ -11,11 +11,13 @@ this witness, its own first-seen judgement stands in for the `bt` receipts. Inpu
     Request(QUERY)        a page of a KEL from some sn, or a key state with receipts
     Heard(kel shard)      gossip: events of identifiers we witness are applied; a gap in a KEL
                           makes us ask the co-witnesses for the missing events, page by page
-    Answered(GapQuery)    a page of such an answer: applied like gossip, except that of the
-                          events it completes only those we witness are published (the
-                          others are old news, e.g. a whole KEL handed to a witness added by
-                          a rotation, which would otherwise flood the gossip)
+    Answered(GapQuery)    a page of such an answer: applied like gossip
     TimerFired(Expiry)    escrow expiry
+
+A witness publishes the events it witnesses, whichever way they came, and no others: those
+are its co-witnesses' news, already on the gossip, and republishing them is how a witness
+added by a rotation would flood the gossip with the whole KEL it is handed (and, having
+published on the KEL's shard, hear every late gossip of the KEL while still filling it in).
 
 What it shares with a watcher (persisting accepted events, asking for gaps, expiry, KEL and
 key-state queries) is `follower.Follower`.
@@ -112,7 +114,7 @@ class Witness:
             case Answered(tag=GapQuery() as tag):
 
                 def apply(data: bytes, effects: list[Effect]) -> None:
-                    effects += self._heard(data, now, answer=True)
+                    effects += self._heard(data, now)
 
                 return self.follower.gap_answered(tag, event, now, apply)
             case TimerFired(key=Expiry()):
@@ -188,21 +190,22 @@ class Witness:
         stored = 0
         for frame in frames:
             if isinstance(frame, Message) and frame.event.ilk is Ilk.RCT:
+                if self._unheld(frame) is None:  # held already: verified when they came
+                    stored += 1
+                    continue
                 outcomes = self._apply(frame, now, effects)
                 stored += any(o.status is Status.ACCEPTED and o.ilk == Ilk.RCT for o in outcomes)
         if not stored:
             return [*effects, Reply.refuse(Code.NO_RECEIPT, "no receipt verified")]
         return [*effects, Reply.accept()]
 
-    def _heard(
-        self, data: bytes, now: float, peer: NodePrefix | None = None, *, answer: bool = False
-    ) -> list[Effect]:
-        """A gossip payload (or a query's `answer`): apply what concerns identifiers this
+    def _heard(self, data: bytes, now: float, peer: NodePrefix | None = None) -> list[Effect]:
+        """A gossip payload (or a query's answer): apply what concerns identifiers this
         witness knows or witnesses. Gossip that does not read blames its `peer`."""
         effects: list[Effect] = []
         for message in self.follower.messages(data, effects, peer):
             if self._concerns(message):
-                self._apply(message, now, effects, publish=not answer)
+                self._apply(message, now, effects)
         return effects
 
     def _query(self, data: bytes) -> list[Effect]:
@@ -245,18 +248,19 @@ class Witness:
             return True
         return event.ilk in (Ilk.ICP, Ilk.DIP) and self.prefix in event.ked["b"]
 
-    def _apply(
-        self, message: Message, now: float, effects: list[Effect], *, publish: bool = True
-    ) -> list[Outcome]:
-        """Validate one message and turn what changed into persist/publish/report effects
-        (without `publish`, only events we witness are published)."""
+    def _apply(self, message: Message, now: float, effects: list[Effect]) -> list[Outcome]:
+        """Validate one message and turn what changed into persist/publish/report effects."""
+        unheld = self._unheld(message)
+        if unheld is None:
+            return []
+        message = unheld
         before = self._receipt_counts(message)
         outcomes = self.validator.process(message, now)
         for outcome in outcomes:
             if outcome.ilk == Ilk.RCT:
                 continue
             if outcome.status is Status.ACCEPTED:
-                self._accepted(outcome, effects, publish)
+                self._accepted(outcome, effects)
             elif outcome.status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
                 effects += self.follower.ask_for_gap(outcome.prefix, now)
             elif outcome.status is Status.DUPLICITOUS:
@@ -272,7 +276,7 @@ class Witness:
         self._new_receipts(message, before, effects)
         return outcomes
 
-    def _accepted(self, outcome: Outcome, effects: list[Effect], publish: bool = True) -> None:
+    def _accepted(self, outcome: Outcome, effects: list[Effect]) -> None:
         record = self.validator.record(outcome.said)
         if record is None:
             return
@@ -283,9 +287,28 @@ class Witness:
             record.receipts[self.prefix] = self._sign(event.raw)
         message = Follower.stored_message(record)
         effects += self.follower.persist(record, message)
-        if publish or ours:
+        if ours:
             effects.append(Publish(kel_topic(event.prefix), message + _rct(record)))
         effects.append(Report("debug", f"accepted {event.ilk} {event.said} sn {event.sn:x}"))
+
+    def _unheld(self, message: Message) -> Message | None:
+        """A receipt message without the receipts we hold already (same witness, same
+        signature: verified when they first came), or None when nothing is left. Gossip and
+        the receipt exchange bring each receipt several times, and checking every copy
+        again was most of what a witness did for a KEL submitted in bulk."""
+        atc = message.attachments
+        if message.event.ilk is not Ilk.RCT or not atc.couples:
+            return message
+        record = self.validator.record(message.event.said)
+        if record is None:
+            return message
+        held = record.receipts
+        couples = tuple(c for c in atc.couples if held.get(c[0]) != c[1])
+        if len(couples) == len(atc.couples):
+            return message
+        if not couples and not atc.wigs:
+            return None
+        return message._replace(attachments=atc._replace(couples=couples))
 
     def _receipt_counts(self, message: Message) -> dict[str, int]:
         if message.event.ilk is not Ilk.RCT:

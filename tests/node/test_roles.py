@@ -15,12 +15,14 @@ from dkms.node.roles.effects import (
     Send,
     Surface,
 )
-from dkms.node.roles.inputs import Request
+from dkms.node.roles.inputs import Heard, Request
+from dkms.node.roles.topics import kel_topic
 from dkms.node.roles.witness import Witness
 from dkms.node.testing.keys import node_signer, seed
 from dkms.node.testing.witnessed import CONTROLLER, Witnessed
+from dkms.protocol import crypto
 from dkms.protocol.crypto import Signer
-from dkms.protocol.events import interact
+from dkms.protocol.events import interact, receipt
 from dkms.protocol.ids import NodePrefix
 from dkms.protocol.stream import Attachments, messagize
 
@@ -204,3 +206,35 @@ def test_controller_restores_an_identifier_from_its_seeds_and_kel() -> None:
     net.run(again.interact("hal", [{"after": "restore"}], now=3.0))
     assert again.pending() == []
     assert again.validator.state(ident.prefix).sn == 2  # type: ignore[union-attr]
+
+
+def test_receipts_a_witness_holds_already_are_not_checked_again() -> None:
+    """Gossip and the receipt exchange bring each receipt several times; a witness checks
+    a receipt once (checking every copy was most of its work for a KEL submitted in bulk)."""
+    checked: list[bytes] = []
+
+    def counting(key: bytes, signature: bytes, message: bytes) -> bool:
+        checked.append(signature)
+        return crypto.verify(key, signature, message)
+
+    net = Net.of(4)
+    first = net.prefixes[0]
+    net.add(first, Witness(node_signer(0), verify=counting))
+    net.run(
+        net.controller.incept("ida", [seed(21)], [seed(22)], witnesses=net.prefixes, toad=3, now=0)
+    )
+    prefix = net.controller.identity("ida").prefix
+    kel = net.witness(first).validator.kel(prefix)
+    assert kel is not None and len(kel.last.receipts) == 4
+    event = kel.last.event
+    rct = receipt(event.prefix, event.sn, event.said)
+    held = messagize(rct, Attachments(couples=tuple(kel.last.receipts.items())))
+    checked.clear()
+    (reply,) = net.witness(first).step(Request(Surface.RECEIPTS, NodePrefix("c"), held), 1.0)
+    assert isinstance(reply, Reply) and reply.code is Code.OK
+    assert net.witness(first).step(Heard(kel_topic(prefix), NodePrefix("c"), held), 1.0) == []
+    assert checked == []
+    forged = messagize(rct, Attachments(couples=((net.prefixes[1], b"\x01" * 64),)))
+    (reply,) = net.witness(first).step(Request(Surface.RECEIPTS, NodePrefix("c"), forged), 1.0)
+    assert isinstance(reply, Reply) and reply.code is Code.NO_RECEIPT
+    assert checked == [b"\x01" * 64]
