@@ -48,6 +48,7 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator
 
+from . import listing
 from .codes import Code
 from .duties import Duties
 from .effects import Effect, Reply, Report, Send, SetTimer, Subscribe, Surface
@@ -241,11 +242,14 @@ class Watcher:
         return [*effects, Reply.accept(reason=why)]
 
     def _query(self, data: bytes) -> Reply:
-        """`{"t": "state" | "kel" | "evidence" | "roster", "i": prefix, "s": sn}`."""
+        """`{"t": "state" | "kel" | "evidence" | "roster", "i": prefix, "s": sn}`, or
+        `{"t": "witnessed", "w": witness}` (`listing.py`: what a recovering witness asks)."""
         ask = Follower.read_query(data)
         if isinstance(ask, Reply):
             return ask
         kind, prefix = ask.get("t"), ask.get("i")
+        if kind == listing.QUERY:
+            return listing.answer(self.validator, ask)
         if kind == "roster":
             if self.governance.bundle is None:
                 return Reply.refuse(Code.NO_ROSTER, "this node holds no roster yet")
@@ -260,7 +264,9 @@ class Watcher:
             return Reply.accept(cbor2.dumps(self.key_state(prefix)))
         if kind == "kel":
             return self.follower.kel_reply(prefix, ask)
-        return Reply.refuse(Code.BAD_QUERY, "query type t must be state, kel, evidence or roster")
+        return Reply.refuse(
+            Code.BAD_QUERY, "query type t must be state, kel, evidence, roster or witnessed"
+        )
 
     # ---------------------------------------------------------------- views
 

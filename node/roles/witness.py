@@ -46,6 +46,7 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Attachments, BadFrame, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator
 
+from . import listing
 from .codes import Code
 from .effects import (
     Blame,
@@ -210,10 +211,12 @@ class Witness:
 
     def _query(self, data: bytes) -> list[Effect]:
         """Answer `{"t": "kel", "i": prefix, "s": sn, "n": limit}` (`pages.py`) or
-        `{"t": "state", "i": prefix}`."""
+        `{"t": "state", "i": prefix}` or `{"t": "witnessed", "w": witness}` (`listing.py`)."""
         ask = Follower.read_query(data)
         if isinstance(ask, Reply):
             return [ask]
+        if ask.get("t") == listing.QUERY:
+            return [listing.answer(self.validator, ask)]
         prefix = ask.get("i")
         if not isinstance(prefix, str):
             return [Reply.refuse(Code.BAD_QUERY, "query needs an identifier prefix i")]
@@ -224,7 +227,7 @@ class Witness:
             if state is None:
                 return [Reply.refuse(Code.UNKNOWN, f"unknown identifier {prefix}")]
             return [Reply.accept(cbor2.dumps(state))]
-        return [Reply.refuse(Code.BAD_QUERY, "query type t must be 'kel' or 'state'")]
+        return [Reply.refuse(Code.BAD_QUERY, "query type t must be 'kel', 'state' or 'witnessed'")]
 
     # ---------------------------------------------------------------- views
 

@@ -341,8 +341,8 @@ def test_listing_pages_through_the_identifiers_that_name_a_witness() -> None:
 
 
 class RoleAsker:
-    """Queries answered by witness roles in this process, the way a peer would answer them
-    once its witness dispatches `{"t": "witnessed"}` to `listing.answer`."""
+    """Queries answered by the witness roles in this process; `lists=False` plays peers of
+    a release that did not answer `{"t": "witnessed"}` yet."""
 
     def __init__(self, net: Witnessed, *, lists: bool = True) -> None:
         self.net = net
@@ -351,11 +351,10 @@ class RoleAsker:
     async def request(self, to: str, surface: str, payload: bytes, timeout: float) -> Answer:
         witness = self.net.witness(to)
         ask = cbor2.loads(payload)
-        if ask.get("t") == listing.QUERY and self.lists:
-            reply = listing.answer(witness.validator, ask)
-        else:
-            effects = witness.step(Request(Surface.QUERY, NodePrefix("R"), payload), 0.0)
-            reply = next(e for e in effects if isinstance(e, Reply))
+        if ask.get("t") == listing.QUERY and not self.lists:
+            return Answer(Code.BAD_QUERY, b"", "query type t must be 'kel' or 'state'")
+        effects = witness.step(Request(Surface.QUERY, NodePrefix("R"), payload), 0.0)
+        reply = next(e for e in effects if isinstance(e, Reply))
         return Answer(reply.code, reply.payload, reply.reason)
 
 
