@@ -41,12 +41,15 @@ def free_port() -> int:
 class NodeProcess:
     """One `dkms-node run` process; its log is `DATA_DIR.log`, its metrics on a free port."""
 
-    def __init__(self, data_dir: Path, args: list[str], bootstrap: list[str]) -> None:
+    def __init__(
+        self, data_dir: Path, args: list[str], bootstrap: list[str], listen: str = LOOPBACK
+    ) -> None:
         self.data_dir = data_dir
+        self.args, self.bootstrap = args, bootstrap
         self.metrics_port = free_port()
         self.log_path = data_dir.with_name(data_dir.name + ".log")
         command = [str(BIN / "dkms-node"), "run", "--data-dir", str(data_dir)]
-        command += ["--listen", LOOPBACK, "--metrics-port", str(self.metrics_port), *args]
+        command += ["--listen", listen, "--metrics-port", str(self.metrics_port), *args]
         for intro in bootstrap:
             command += ["--bootstrap", intro]
         with self.log_path.open("ab") as log:
@@ -71,6 +74,11 @@ class NodeProcess:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def restart(self) -> NodeProcess:
+        """The same node (data dir, arguments, address) started again; this one must be down."""
+        assert not self.alive()
+        return NodeProcess(self.data_dir, self.args, self.bootstrap, self.intro.split("@", 1)[1])
 
     def log(self) -> str:
         try:

@@ -1,0 +1,269 @@
+"""Chaos under load: witnesses killed, paused and restarted while identifiers keep submitting.
+
+    python benchmarks/chaos.py [--seconds 300] [--identifiers 40] [--seed 1]
+
+4 witnesses (bt=3) and 2 watchers, each a `dkms-node run` process on 127.0.0.1. One controller
+process (this one) holds `--identifiers` identifiers, each making interaction events one after
+another as fast as they are witnessed. Meanwhile a loop picks a random witness every few
+seconds and either kill -9s it (restarting it on the same data directory and address 1-5 s
+later) or SIGSTOPs it (SIGCONT 1-5 s later); one witness at a time, so three stay up (bt=3).
+
+Every receipt a witness hands out is recorded. After the load, every node must agree on every
+identifier's key state within 30 s. Reported (JSON on stdout; exit 1 if any is not zero):
+
+    deaths      nodes that exited without being killed by this script
+    lost        receipted events a witness no longer holds afterwards (its KEL, page by page)
+    conflicting (witness, identifier, sn) with receipts for two different events
+    disagreeing identifiers on which some node's key state differs 30 s after the load
+
+plus events fully witnessed, events/s, kills, pauses, and the seconds agreement took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import trio
+
+from dkms.node.client.controller import ControllerClient, WitnessingFailed
+from dkms.node.client.home import CommandError
+from dkms.node.client.paging import kel_pages
+from dkms.node.p2p import open_host
+from dkms.node.p2p.transport import P2PTransport
+from dkms.node.roles.controller import Controller, RetryPolicy
+from dkms.node.roles.effects import Surface
+from dkms.node.runtime.transport import Answer, TransportError
+from dkms.node.testing.cluster import Cluster, NodeProcess
+from dkms.node.testing.keys import node_signer
+from dkms.protocol.events import Ilk
+from dkms.protocol.stream import Message, parse_stream
+
+AGREE_WITHIN = 30.0  # seconds after the load for every node to hold the same key states
+
+
+def say(text: str) -> None:
+    print(f"[chaos] {text}", file=sys.stderr, flush=True)
+
+
+class Receipts(P2PTransport):
+    """A transport that records every receipt a witness hands out on the submit surface."""
+
+    given: defaultdict[tuple[str, str, int], set[str]]  # (witness, prefix, sn) -> SAIDs
+
+    async def request(self, to: str, surface: str, payload: bytes, timeout: float) -> Answer:
+        answer = await super().request(to, surface, payload, timeout)
+        if surface == Surface.SUBMIT.value and answer.code.ok:
+            for frame in parse_stream(answer.payload):
+                ours = isinstance(frame, Message) and frame.event.ilk is Ilk.RCT
+                if ours and any(witness == to for witness, _ in frame.attachments.couples):
+                    key = (to, frame.event.prefix, frame.event.sn)
+                    self.given[key].add(frame.event.said)
+        return answer
+
+
+class Chaos:
+    def __init__(self, cluster: Cluster, witnesses: list[NodeProcess], rng: random.Random):
+        self.cluster = cluster
+        self.witnesses = witnesses
+        self.rng = rng
+        self.kills = self.pauses = 0
+        self.deaths: list[str] = []
+        self.down: set[int] = set()  # witnesses this script has killed or paused
+        self._dead: set[Path] = set()  # data dirs of nodes counted as died on their own
+
+    def check_deaths(self) -> None:
+        """Count nodes that exited on their own (once each); a witness among them is marked
+        down, so the end of the run restarts it."""
+        for node in self.cluster.nodes:
+            mine = node in self.witnesses and self.witnesses.index(node) in self.down
+            if node.alive() or mine or node.data_dir in self._dead:
+                continue
+            self._dead.add(node.data_dir)
+            self.deaths.append(f"{node.data_dir.name}: {node.log()[-1500:]}")
+            if node in self.witnesses:
+                self.down.add(self.witnesses.index(node))
+
+    async def run(self, until: float) -> None:
+        while time.monotonic() < until:
+            await trio.sleep(self.rng.uniform(2.0, 6.0))
+            self.check_deaths()
+            i = self.rng.randrange(len(self.witnesses))
+            if i in self.down:  # died on its own: restart it first
+                await self.restart(i)
+                self.down.discard(i)
+            node = self.witnesses[i]
+            self.down.add(i)
+            if self.rng.random() < 0.5:
+                self.kills += 1
+                node.process.kill()
+                await trio.to_thread.run_sync(node.process.wait)
+                await trio.sleep(self.rng.uniform(1.0, 5.0))
+                await self.restart(i)
+            else:
+                self.pauses += 1
+                node.process.send_signal(signal.SIGSTOP)
+                await trio.sleep(self.rng.uniform(1.0, 5.0))
+                node.process.send_signal(signal.SIGCONT)
+            self.down.discard(i)
+        self.check_deaths()
+        for i in sorted(self.down):  # whatever died on its own comes back for the final count
+            await self.restart(i)
+        self.down.clear()
+
+    async def restart(self, i: int) -> None:
+        old = self.witnesses[i]
+        old.kill()
+        new = await trio.to_thread.run_sync(old.restart)
+        self.witnesses[i] = new
+        self.cluster.nodes[self.cluster.nodes.index(old)] = new
+
+
+async def load(client: ControllerClient, names: list[str], until: float, done: list[int]) -> None:
+    ctl = client.controller
+
+    async def one(name: str) -> None:
+        n = 0
+        while time.monotonic() < until:
+            n += 1
+            effects = ctl.interact(name, [{"n": n}], now=client.runtime.now())
+            try:
+                await client.witnessed(effects, ctl.identity(name).last_said)
+                done[0] += 1
+            except WitnessingFailed:
+                say(f"{name}: an event failed to gather its receipts; going on")
+
+    async with trio.open_nursery() as nursery:
+        for name in names:
+            nursery.start_soon(one, name)
+
+
+async def states(client: ControllerClient, node: str, prefixes: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for prefix in prefixes:
+        ask = cbor2.dumps({"t": "state", "i": prefix})
+        try:
+            code, payload, _ = await client.runtime.transport.request(node, "/dkms/1/query", ask, 5)
+            out[prefix] = cbor2.loads(payload).get("sn") if code.ok else None
+        except (TransportError, ValueError):
+            out[prefix] = None
+    return out
+
+
+async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    with Cluster(root) as cluster:
+        witnesses = [await trio.to_thread.run_sync(cluster.start, "witness") for _ in range(4)]
+        governance = node_signer(41).verfer
+        watchers = [
+            await trio.to_thread.run_sync(cluster.start, "watcher", "--governance", governance)
+            for _ in range(2)
+        ]
+        say(f"{len(cluster.nodes)} nodes up")
+        async with open_host(os.urandom(32)) as host:
+            transport = Receipts(host)
+            transport.given = defaultdict(set)
+            for node in cluster.nodes:
+                transport.learn(node.intro)
+            retry = RetryPolicy(first=0.05, cap=1.0, attempts=10_000)
+            client = ControllerClient(Controller(retry=retry), transport)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(client.run)
+                ctl = client.controller
+                prefixes = [w.prefix for w in witnesses]
+                names = [f"id{i}" for i in range(args.identifiers)]
+                for name in names:
+                    seeds = ([os.urandom(32)], [os.urandom(32)])
+                    effects = ctl.incept(name, *seeds, witnesses=prefixes, toad=3, now=0.0)
+                    await client.witnessed(effects, ctl.identity(name).last_said)
+                ids = [ctl.identity(n).prefix for n in names]
+                say(f"{len(names)} identifiers incepted; load and chaos for {args.seconds} s")
+                chaos = Chaos(cluster, witnesses, rng)
+                done = [0]
+                start = time.monotonic()
+                until = start + args.seconds
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(load, client, names, until, done)
+                    inner.start_soon(chaos.run, until)
+                elapsed = time.monotonic() - start
+                counts = f"{chaos.kills} kills, {chaos.pauses} pauses"
+                say(f"{done[0]} events witnessed in {elapsed:.0f} s; {counts}")
+
+                want = {ctl.identity(n).prefix: ctl.identity(n).sn for n in names}
+                agreed_after = None
+                settle = time.monotonic()
+                disagreeing: set[str] = set(ids)
+                while time.monotonic() - settle < AGREE_WITHIN:
+                    disagreeing = set()
+                    for node in cluster.nodes:
+                        held = await states(client, node.prefix, ids)
+                        disagreeing |= {p for p in ids if held[p] != want[p]}
+                    if not disagreeing:
+                        agreed_after = time.monotonic() - settle
+                        break
+                    await trio.sleep(1.0)
+                chaos.check_deaths()
+
+                lost = 0
+                for witness in chaos.witnesses:
+                    for prefix in ids:
+                        try:
+                            held = {
+                                (m.event.sn, m.event.said)
+                                async for _, page in kel_pages(
+                                    transport, witness.prefix, prefix, 30
+                                )
+                                for m in page
+                                if m.event.ilk is not Ilk.RCT
+                            }
+                        except CommandError as err:
+                            say(f"cannot read {prefix} from {witness.prefix}: {err}")
+                            held = set()
+                        for (w, p, sn), saids in transport.given.items():
+                            if w == witness.prefix and p == prefix:
+                                lost += sum((sn, s) not in held for s in saids)
+                conflicting = [k for k, saids in transport.given.items() if len(saids) > 1]
+                nursery.cancel_scope.cancel()
+    return {
+        "seconds": round(elapsed, 1),
+        "identifiers": args.identifiers,
+        "events_fully_witnessed": done[0],
+        "events_per_second": round(done[0] / elapsed, 1),
+        "kills": chaos.kills,
+        "pauses": chaos.pauses,
+        "deaths": len(chaos.deaths),
+        "death_logs": chaos.deaths,
+        "receipts_recorded": sum(len(s) for s in transport.given.values()),
+        "lost": lost,
+        "conflicting": len(conflicting),
+        "disagreeing": sorted(disagreeing),
+        "agreement_seconds": None if agreed_after is None else round(agreed_after, 1),
+        "watchers": [w.prefix for w in watchers],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--identifiers", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dkms-chaos-") as tmp:
+        report = trio.run(run, args, Path(tmp))
+    print(json.dumps(report, indent=2))
+    bad = report["deaths"] or report["lost"] or report["conflicting"] or report["disagreeing"]
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
