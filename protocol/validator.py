@@ -34,7 +34,7 @@ from . import crypto
 from .cesr import IndexedSig, new_tuple
 from .duplicity import DuplicityEvidence
 from .errors import EventError, RemoteProtocolError
-from .escrow import Escrow, EscrowLimits, Pending, Waiting
+from .escrow import Budget, Escrow, EscrowLimits, Pending, Waiting
 from .events import INCEPTION, ROTATION, Event, Ilk
 from .kel import Kel, Record
 from .keystate import Authority, KeyState, authority_of
@@ -48,6 +48,10 @@ _RCT = Ilk.RCT
 _IXN = Ilk.IXN
 _SATISFIED = SigVerdict.SATISFIED
 _ACCEPTED = Status.ACCEPTED
+
+# What one entry of the rivals table costs: the key tuple, a 44-character prefix, two SAIDs
+# in a frozenset, and the table's own slot.
+_RIVAL_BYTES = 600
 
 _ESCROW_ORDER = (
     Waiting.OUT_OF_ORDER,
@@ -76,9 +80,11 @@ class Validator:
         self._kels: dict[str, Kel] = {}
         self._seen: dict[str, Record] = {}  # SAID -> record, for every event ever accepted
         self._escrowed: dict[str, Waiting] = {}  # SAID -> escrow holding the event
-        self._escrows = {w: Escrow(w, self._limits, self._escrowed) for w in _ESCROW_ORDER}
+        budget = Budget(self._limits, self._escrowed)
+        self._escrows = {w: Escrow(w, budget) for w in _ESCROW_ORDER}
         # Receipts for events not seen yet: receipted SAID -> the rct and its signatures.
         self._early: OrderedDict[str, Pending] = OrderedDict()
+        self._early_bytes = 0  # their size estimates, bounded by max_receipt_bytes
         # Seal (i, s, d) -> (anchoring prefix, its sn, its SAID), for delegation approvals.
         self._anchors: dict[tuple[str, str, str], tuple[str, int, str]] = {}
         self._out: list[Outcome] = []
@@ -101,6 +107,15 @@ class Validator:
 
     def escrowed(self) -> dict[Waiting, list[Pending]]:
         return {w: list(e) for w, e in self._escrows.items()}
+
+    def escrow_fill(self) -> dict[str, tuple[int, int]]:
+        """(entries, bytes) held in each escrow, for metrics: the four event escrows by what
+        they wait for, "early-receipts", and "rivals" (the escrowed duplicity pairs already
+        reported: fixed-size keys, so its bytes are an estimate from its count)."""
+        fill = {w.value: (len(e), e.bytes) for w, e in self._escrows.items()}
+        fill["early-receipts"] = (len(self._early), self._early_bytes)
+        fill["rivals"] = (len(self._rivals), len(self._rivals) * _RIVAL_BYTES)
+        return fill
 
     def record(self, said: str) -> Record | None:
         return self._seen.get(said)
@@ -130,11 +145,13 @@ class Validator:
 
     # ------------------------------------------------------------------ inputs
 
-    def process(self, message: Message, now: float) -> list[Outcome]:
+    def process(self, message: Message, now: float, source: str = "") -> list[Outcome]:
         """Judge one message; return the outcomes of everything it settled, in order.
 
         Among them is the message's own (same SAID and ilk); the others are events it moved:
         released from escrow, superseded by a recovery, dropped from a full escrow.
+        `source` names where the message came from (a peer; opaque): what it leaves in the
+        escrows counts against that source's share of them. "" is local input or unknown.
         """
         out: list[Outcome] = []
         self._out = out
@@ -143,10 +160,10 @@ class Validator:
             pass
         elif event.ilk is _RCT:
             atc = message.attachments
-            self._receipt(event, atc.couples, atc.wigs, now)
+            self._receipt(event, atc.couples, atc.wigs, now, source)
         elif self._escrowed or self._early:
-            self._submit(Pending(event, now, message.attachments))
-        elif self._judge(Pending(event, now, message.attachments)) and self._escrowed:
+            self._submit(Pending(event, now, message.attachments, source))
+        elif self._judge(Pending(event, now, message.attachments, source)) and self._escrowed:
             self._settle(event.prefix)  # acceptance may have freed escrowed events
         self._out = []
         return out
@@ -192,7 +209,9 @@ class Validator:
                 out.append(_outcome(pending.event, Status.REJECTED, reason))
         cutoff = now - self._limits.max_age
         for said in [s for s, early in self._early.items() if early.since < cutoff]:
-            event = self._early.pop(said).event
+            early = self._early.pop(said)
+            self._early_bytes -= early.size
+            event = early.event
             out.append(_outcome(event, Status.REJECTED, "receipted event never arrived"))
         return out
 
@@ -204,6 +223,7 @@ class Validator:
         couples: tuple[tuple[str, bytes], ...],
         wigs: tuple[IndexedSig, ...],
         now: float,
+        source: str,
     ) -> None:
         said = rct.said
         record = self._seen.get(said)
@@ -230,13 +250,23 @@ class Validator:
                 else:
                     self._emit(rct, Status.ESCROWED, "receipted event is escrowed", escrow.waiting)
                 return
+        limits = self._limits
+        if len(rct.raw) > limits.max_event_bytes:
+            self._emit(rct, Status.REJECTED, _too_big(rct, limits.max_event_bytes))
+            return
         early = self._early.get(said)
         if early is None:
-            early = self._early[said] = Pending(rct, now)
+            early = self._early[said] = Pending(rct, now, None, source)
+            self._early_bytes += early.size
+        before = early.size
         early.merge((), wigs, couples, ())
-        while len(self._early) > self._limits.max_receipts:
-            old = self._early.popitem(last=False)[1].event
-            self._emit(old, Status.REJECTED, "receipt escrow full; dropped oldest receipts")
+        self._early_bytes += early.size - before
+        while len(self._early) > limits.max_receipts or (
+            self._early_bytes > limits.max_receipt_bytes and len(self._early) > 1
+        ):
+            old = self._early.popitem(last=False)[1]
+            self._early_bytes -= old.size
+            self._emit(old.event, Status.REJECTED, "receipt escrow full; dropped oldest receipts")
         self._emit(rct, Status.ESCROWED, "receipted event not seen yet", Waiting.OUT_OF_ORDER)
 
     # ------------------------------------------------------------------ events
@@ -251,6 +281,7 @@ class Validator:
                 pending = old
         early = self._early.pop(said, None) if self._early else None
         if early is not None:
+            self._early_bytes -= early.size
             pending.merge((), early.wigs, early.couples, ())
         if self._judge(pending):
             if early is not None:
@@ -471,8 +502,15 @@ class Validator:
             group = event.delegator or self._kels[event.prefix].delegator
         else:
             group = event.prefix
-        for dropped in self._escrows[waiting].put(p, group):
-            self._emit(dropped.event, Status.REJECTED, f"escrow full ({waiting}); dropped oldest")
+        limit = self._limits.max_event_bytes
+        if len(event.raw) > limit:
+            return self._reject(event, _too_big(event, limit))
+        gone = False
+        for dropped, why in self._escrows[waiting].put(p, group):
+            self._emit(dropped.event, Status.REJECTED, f"{why}; dropped oldest")
+            gone = gone or dropped is p
+        if gone:
+            return False
         self._emit(event, Status.ESCROWED, reason, waiting)
         if waiting is Waiting.PARTIALLY_WITNESSED:
             self._rivals_in_escrow(p.event, tuple(p.sigs), accepted=False)
@@ -545,6 +583,10 @@ def _outcome(
     return Outcome(
         status, event.prefix, event.sn, event.said, event.ilk.value, reason, waiting, evidence
     )
+
+
+def _too_big(event: Event, limit: int) -> str:
+    return f"{len(event.raw)}-byte event is not escrowed: over the {limit}-byte limit"
 
 
 def _check_authority(authority: Authority) -> None:
