@@ -257,6 +257,7 @@ class Validator:
         early = self._early.get(said)
         if early is None:
             early = self._early[said] = Pending(rct, now, None, source)
+            early.weigh()
             self._early_bytes += early.size
         before = early.size
         early.merge((), wigs, couples, ())

@@ -63,9 +63,12 @@ def test_byte_bound_spans_all_escrows() -> None:
     _, msgs = orphans("spans", 3)
     partial = multi.signed(icp, [0])
     size = entry_size(msgs[0])
-    validator = Validator(limits=EscrowLimits(max_bytes=2 * size + size // 2))
+    probe = Validator()
+    probe.process(partial, 0.0)
+    entries, icp_size = probe.escrow_fill()[Waiting.PARTIALLY_SIGNED.value]
+    assert entries == 1
+    validator = Validator(limits=EscrowLimits(max_bytes=icp_size + 2 * size - 1))
     feed(validator, [partial])
-    assert validator.escrow_fill()[Waiting.PARTIALLY_SIGNED.value][0] == 1
     outcomes = feed(validator, msgs[:2])  # the partially signed inception is the oldest
     assert [o.said for o in rejected(outcomes)] == [icp.said]
     assert held(validator) == {m.event.said for m in msgs[:2]}
@@ -180,3 +183,13 @@ def test_expired_and_released_entries_give_back_their_source_share() -> None:
         outcomes += validator.process(msg, 10.0, source="peer")
     assert rejected(outcomes) == []
     assert held(validator) == {m.event.said for m in second}
+
+
+def test_an_entry_is_charged_for_its_decoded_body() -> None:
+    # A CBOR empty map is one byte on the wire and some 70 in memory: the raw size alone
+    # would let 64 MiB of budget hold gigabytes.
+    ctl = Controller("amplified")
+    ctl.incept()
+    ixn = ctl.interact(anchors=[{}] * 20_000)
+    size = entry_size(ctl.signed(ixn))
+    assert size > 60 * len(ixn.raw)
