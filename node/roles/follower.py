@@ -170,11 +170,11 @@ class Follower:
     def _ask(
         self, prefix: str, start: int, targets: Sequence[NodePrefix], now: float
     ) -> list[Effect]:
-        asking = self._asking.setdefault(prefix, set())
+        asking = self._asking.get(prefix, set())
         fresh = [t for t in targets if t not in asking]
         if not fresh:
             return []
-        asking.update(fresh)
+        self._asking[prefix] = asking | set(fresh)
         self._asked.pop(prefix, None)
         self._asked[prefix] = (start, now)
         while len(self._asked) > MAX_GAPS_KEPT:
