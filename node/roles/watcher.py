@@ -230,7 +230,7 @@ class Watcher:
         """KEL messages heard or asked for: observe those of identifiers we watch."""
         for message in self.follower.messages(data, effects, peer):
             if self._wanted(message.event.prefix):
-                self._observe(message, now, effects)
+                self._observe(message, now, effects, peer or "")
 
     def _govern(self, data: bytes, now: float) -> list[Effect]:
         """A governance bundle handed to us (`dkms governance roster create --publish-to`)."""
@@ -303,7 +303,11 @@ class Watcher:
     def _wanted(self, prefix: str) -> bool:
         return not self.watch or prefix in self.watch
 
-    def _observe(self, message: Message, now: float, effects: list[Effect]) -> None:
+    def _observe(
+        self, message: Message, now: float, effects: list[Effect], source: str = ""
+    ) -> None:
+        """Validate one KEL message; `source` (the peer it came from) is charged for what it
+        leaves in the escrows."""
         event = message.event
         if event.ilk is Ilk.RCT:
             couples = message.attachments.couples
@@ -318,7 +322,7 @@ class Watcher:
                 ):
                     self.duties.found(found, now, effects)
         before = self._receipt_count(event.said) if event.ilk is Ilk.RCT else -1
-        for outcome in self.validator.process(message, now):
+        for outcome in self.validator.process(message, now, source):
             self._outcome(outcome, event.said, message, now, effects)
         if message.attachments.wigs:
             self._indexed_receipts(event, message.attachments.wigs, now, effects)

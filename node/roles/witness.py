@@ -151,7 +151,7 @@ class Witness:
             if isinstance(frame, BadFrame):
                 refusal = refusal or (Code.INVALID, f"invalid event: {frame.error}")
                 continue
-            for outcome in self._apply(frame, now, effects):
+            for outcome in self._apply(frame, now, effects, request.peer):
                 if outcome.ilk != Ilk.RCT:
                     fates[outcome.said] = outcome
                     fresh = fresh or outcome.status is Status.ACCEPTED
@@ -194,7 +194,7 @@ class Witness:
                 if self._unheld(frame) is None:  # held already: verified when they came
                     stored += 1
                     continue
-                outcomes = self._apply(frame, now, effects)
+                outcomes = self._apply(frame, now, effects, request.peer)
                 stored += any(o.status is Status.ACCEPTED and o.ilk == Ilk.RCT for o in outcomes)
         if not stored:
             return [*effects, Reply.refuse(Code.NO_RECEIPT, "no receipt verified")]
@@ -206,7 +206,7 @@ class Witness:
         effects: list[Effect] = []
         for message in self.follower.messages(data, effects, peer):
             if self._concerns(message):
-                self._apply(message, now, effects)
+                self._apply(message, now, effects, peer or "")
         return effects
 
     def _query(self, data: bytes) -> list[Effect]:
@@ -251,14 +251,17 @@ class Witness:
             return True
         return event.ilk in (Ilk.ICP, Ilk.DIP) and self.prefix in event.ked["b"]
 
-    def _apply(self, message: Message, now: float, effects: list[Effect]) -> list[Outcome]:
-        """Validate one message and turn what changed into persist/publish/report effects."""
+    def _apply(
+        self, message: Message, now: float, effects: list[Effect], source: str = ""
+    ) -> list[Outcome]:
+        """Validate one message and turn what changed into persist/publish/report effects;
+        `source` (the peer it came from) is charged for what it leaves in the escrows."""
         unheld = self._unheld(message)
         if unheld is None:
             return []
         message = unheld
         before = self._receipt_counts(message)
-        outcomes = self.validator.process(message, now)
+        outcomes = self.validator.process(message, now, source)
         for outcome in outcomes:
             if outcome.ilk == Ilk.RCT:
                 continue
