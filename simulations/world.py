@@ -98,7 +98,8 @@ class World:
         self.controller_ids = sorted(ids[w + v : w + v + c])
         self.relay_ids = sorted(ids[w + v + c :])
         self.links = Links(scenario.link, rng, region=self._regions(n))
-        self.parse = ParseCache(size=50_000)
+        # The workload is the simulator's own: its byte bound is far above what it makes.
+        self.parse = ParseCache(size=50_000, max_bytes=1 << 30, max_entry=4 << 20)
         self.verify = MemoVerifier(size=200_000)
         self.gossip = Gossip(
             self.sim,
