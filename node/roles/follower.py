@@ -10,11 +10,14 @@ Theory of operation. A follower owns a `Validator` and turns what it says into e
                     per identifier in flight, one ask per (identifier, peer), and at most
                     `MAX_GAP_ASKS` identifiers at once, so gossip about made-up identifiers
                     cannot make a node a query amplifier, nor a gap in a busy KEL one query
-                    per event that arrives while the gap is asked for. The same gap (same
-                    identifier, same first missing sn) is asked again only `GAP_RETRY`
-                    seconds later: an answer that cannot fill it (we hold a rival version,
-                    or the peers lack the events too) must not start the next round at once,
-                    or every answer would ask every co-witness again, without end
+                    per event that arrives while the gap is asked for. A round asks at
+                    most `WITNESS_ASKS` of the KEL's witnesses (a KEL may name thousands,
+                    made up: each would be a query and an entry here), the next round of
+                    the same gap the next ones. The same gap (same identifier, same first
+                    missing sn) is asked again only `GAP_RETRY` seconds later: an answer
+                    that cannot fill it (we hold a rival version, or the peers lack the
+                    events too) must not start the next round at once, or every answer
+                    would ask every co-witness again, without end
     answers         (`gap_answered`) free their (identifier, peer) slot and are applied like
                     gossip. A partial answer (`Code.PARTIAL`) that moved our KEL on makes us
                     ask the same peer for the next page, from our KEL's next sn: a long gap
@@ -25,6 +28,11 @@ Theory of operation. A follower owns a `Validator` and turns what it says into e
                     from sn on, `pages.kel_reply`) and `{"t": "state", "i": prefix}` (key
                     state with the latest event's receipts; a role adds to it). Both answers
                     are bounded whatever the KEL's length
+
+Memory: the asks in flight (`_asking`) hold at most `MAX_GAP_ASKS` identifiers of at most
+`max(PEER_ASKS, WITNESS_ASKS)` peers each, and the gaps remembered for `GAP_RETRY`
+(`_asked`) at most `MAX_GAPS_KEPT`, each a 44-character prefix and three numbers (about 3 MB
+in all); `table_sizes` reports them.
 
 Pure: no I/O, no clock.
 """
@@ -61,6 +69,7 @@ from .topics import Parse
 
 EXPIRE_EVERY: Final = 60.0  # seconds between escrow expiry sweeps
 PEER_ASKS: Final = 4  # peers asked for a KEL we hold nothing of
+WITNESS_ASKS: Final = 8  # witnesses of a KEL asked in one round
 MAX_GAP_ASKS: Final = 64  # identifiers with a gap query in flight at once
 GAP_RETRY: Final = 30.0  # seconds before the same gap is asked for again
 MAX_GAPS_KEPT: Final = 10_000  # gaps remembered for GAP_RETRY (oldest forgotten first)
@@ -86,7 +95,8 @@ class Follower:
         self.page_bytes = page_bytes  # budget of the KEL pages we answer
         self._parse = parse
         self._asking: dict[str, set[NodePrefix]] = {}  # prefix -> peers asked, not yet answered
-        self._asked: OrderedDict[str, tuple[int, float]] = OrderedDict()  # prefix -> (sn, when)
+        # prefix -> (sn, when, round): the gap last asked for, and how many rounds it took
+        self._asked: OrderedDict[str, tuple[int, float, int]] = OrderedDict()
 
     # ---------------------------------------------------------------- effects
 
@@ -132,10 +142,15 @@ class Follower:
         if prefix in self._asking or len(self._asking) >= MAX_GAP_ASKS:
             return []
         start, targets = self._gap(prefix)
-        last = self._asked.get(prefix)
-        if not targets or (last is not None and last[0] == start and now < last[1] + GAP_RETRY):
+        if not targets:
             return []
-        return self._ask(prefix, start, targets, now)
+        round_ = 0
+        last = self._asked.get(prefix)
+        if last is not None and last[0] == start:  # the same gap: a later round, in time
+            if now < last[1] + GAP_RETRY:
+                return []
+            round_ = last[2] + 1
+        return self._ask(prefix, start, _window(targets, round_), now, round_)
 
     def gap_answered(
         self, tag: GapQuery, answer: Answered, now: float, apply: Apply
@@ -153,8 +168,17 @@ class Follower:
         held = self._held(tag.prefix)
         useful = answer.code is Code.PARTIAL and held > before
         if useful and (tag.prefix in self._asking or len(self._asking) < MAX_GAP_ASKS):
-            effects += self._ask(tag.prefix, held + 1, [tag.peer], now)
+            effects += self._ask(tag.prefix, held + 1, [tag.peer], now, 0)
         return effects
+
+    def table_sizes(self) -> dict[str, int]:
+        """How much the ask tables hold: identifiers asked for, (identifier, peer) asks in
+        flight, and gaps remembered."""
+        return {
+            "asking": len(self._asking),
+            "asking_peers": sum(len(peers) for peers in self._asking.values()),
+            "asked": len(self._asked),
+        }
 
     def _gap(self, prefix: str) -> tuple[int, list[NodePrefix]]:
         """Where the gap of `prefix` starts, and whom to ask for it."""
@@ -168,7 +192,7 @@ class Follower:
         return -1 if kel is None else kel.sn
 
     def _ask(
-        self, prefix: str, start: int, targets: Sequence[NodePrefix], now: float
+        self, prefix: str, start: int, targets: Sequence[NodePrefix], now: float, round_: int
     ) -> list[Effect]:
         asking = self._asking.get(prefix, set())
         fresh = [t for t in targets if t not in asking]
@@ -176,7 +200,7 @@ class Follower:
             return []
         self._asking[prefix] = asking | set(fresh)
         self._asked.pop(prefix, None)
-        self._asked[prefix] = (start, now)
+        self._asked[prefix] = (start, now, round_)
         while len(self._asked) > MAX_GAPS_KEPT:
             self._asked.popitem(last=False)
         ask = kel_ask(prefix, start)
@@ -227,3 +251,12 @@ class Follower:
         state["receipts"] = {last.event.said: sorted(last.receipts)}
         state["fully_witnessed"] = len(last.receipts) >= last.authority.toad
         return state
+
+
+def _window(targets: Sequence[NodePrefix], round_: int) -> list[NodePrefix]:
+    """The `WITNESS_ASKS` targets asked in round `round_` of one gap: the first ones, then
+    the next ones in each later round (wrapping around), so every witness is asked in time."""
+    if len(targets) <= WITNESS_ASKS:
+        return list(targets)
+    first = round_ * WITNESS_ASKS % len(targets)
+    return [targets[(first + i) % len(targets)] for i in range(WITNESS_ASKS)]
