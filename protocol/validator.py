@@ -23,6 +23,11 @@ they merge into its entry; for an event not seen yet they wait in a bounded rece
 
 The validator performs no I/O and reads no clock: `now` is an argument, and `expire(now)`
 drops escrow entries that waited too long. Everything it decides comes back as `Outcome`s.
+
+`forget(prefix)` drops a whole KEL (a node's storage policy evicting an identifier it does
+not keep): what it held is as if never accepted, so the KEL may come again from sn 0.
+`held_bytes(record)` estimates what one accepted event holds in memory, as the escrows
+estimate their entries; it is what `forget` frees.
 """
 
 from __future__ import annotations
@@ -34,7 +39,18 @@ from . import crypto
 from .cesr import IndexedSig, new_tuple
 from .duplicity import DuplicityEvidence
 from .errors import EventError, RemoteProtocolError
-from .escrow import Budget, Escrow, EscrowLimits, Pending, Waiting
+from .escrow import (
+    COUPLE_BYTES,
+    ENTRY_OVERHEAD,
+    SIG_BYTES,
+    SOURCE_BYTES,
+    Budget,
+    Escrow,
+    EscrowLimits,
+    Pending,
+    Waiting,
+    decoded_size,
+)
 from .events import INCEPTION, ROTATION, Event, Ilk
 from .kel import Kel, Record
 from .keystate import Authority, KeyState, authority_of
@@ -142,6 +158,36 @@ class Validator:
         if kel is None:
             return b""
         return b"".join(_replay_message(r) for r in kel.chain[start:])
+
+    # ------------------------------------------------------------------ forgetting
+
+    def forget(self, prefix: str) -> int:
+        """Drop the KEL of `prefix` and what is kept for it: its accepted events (`_seen`,
+        superseded ones too) and the delegation anchors its events made. Return the bytes
+        it held (the sum of `held_bytes` over its events; 0 when not held).
+
+        Its escrowed events, early receipts and reported rivals stay: they are bounded and
+        aged as ever, and an escrowed event of the prefix now waits for its inception again.
+        Forgetting a KEL is safe only for a node that vouched for none of its events: a
+        witness must never forget an identifier it receipted (it would accept, and receipt,
+        another version); the caller decides (`node/roles/storage.py` forgets only KELs
+        that name no witness, which no witness receipts)."""
+        kel = self._kels.pop(prefix, None)
+        if kel is None:
+            return 0
+        freed = 0
+        for record in kel.first_seen:
+            event = record.event
+            if self._seen.get(event.said) is record:
+                del self._seen[event.said]
+            freed += held_bytes(record)
+            anchors = event.anchors
+            if anchors:
+                for item in anchors:
+                    seal = _seal_key(item)
+                    if seal is not None and self._anchors.get(seal, ("",))[0] == prefix:
+                        del self._anchors[seal]
+        return freed
 
     # ------------------------------------------------------------------ inputs
 
@@ -583,6 +629,22 @@ def _outcome(
 ) -> Outcome:
     return Outcome(
         status, event.prefix, event.sn, event.said, event.ilk.value, reason, waiting, evidence
+    )
+
+
+def held_bytes(record: Record) -> int:
+    """Roughly the bytes one accepted event holds in memory: its raw body, its decoded body
+    (an interaction keeps only its anchors decoded), its signatures and receipts, and a flat
+    charge for the objects that hold it, as `escrow.Pending` charges an escrowed event."""
+    event = record.event
+    body = decoded_size(event.anchors if event.ilk is _IXN else event.ked)
+    return (
+        len(event.raw)
+        + body
+        + ENTRY_OVERHEAD
+        + SIG_BYTES * len(record.sigs)
+        + COUPLE_BYTES * len(record.receipts)
+        + SOURCE_BYTES * len(record.sources)
     )
 
 

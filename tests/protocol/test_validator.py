@@ -31,7 +31,7 @@ from dkms.protocol.events import Event, Ilk, Kind
 from dkms.protocol.outcomes import Outcome, Status
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.thresholds import parse_threshold
-from dkms.protocol.validator import Validator
+from dkms.protocol.validator import Validator, held_bytes
 
 kinds = pytest.mark.parametrize("kind", [Kind.CBOR, Kind.JSON])
 
@@ -868,3 +868,47 @@ def test_superseded_anchor_does_not_approve_a_delegation() -> None:
     assert status_of(validator.process(boss.signed(recovery), 0.0), anchor) is Status.SUPERSEDED
     outcomes = validator.process(worker.signed(dip), 0.0)
     assert status_of(outcomes, dip) is Status.ESCROWED
+
+
+# ------------------------------------------------------------------------ forgetting
+
+
+def test_forget_drops_a_kel_and_what_is_kept_for_it_so_it_can_come_again() -> None:
+    boss, worker, dip = delegation()
+    anchor = boss.interact(anchors=[events.seal(dip)])
+    later = boss.interact(anchors=[{"x": 1}])
+    stream = [boss.signed(e) for e in boss.events]
+    validator = Validator()
+    feed(validator, stream)
+    kel = validator.kel(boss.prefix)
+    assert kel is not None
+    held = sum(held_bytes(r) for r in kel.first_seen)
+    assert held > sum(len(e.raw) for e in boss.events)  # the decoded bodies count too
+
+    assert validator.forget(boss.prefix) == held
+    assert validator.forget(boss.prefix) == 0  # nothing left to forget
+    assert validator.kel(boss.prefix) is None and validator.state(boss.prefix) is None
+    assert all(validator.record(e.said) is None for e in (boss.events[0], anchor, later))
+    assert boss.prefix not in validator.prefixes
+    # The anchor its interaction made is gone with it: the delegated inception now waits.
+    assert status_of(validator.process(worker.signed(dip), 0.0), dip) is Status.ESCROWED
+    # The KEL may come again from sn 0, and then the delegated inception is accepted.
+    outcomes = feed(validator, stream)
+    assert [status_of(outcomes, e) for e in boss.events] == [Status.ACCEPTED] * 3
+    assert status_of(outcomes, dip) is Status.ACCEPTED
+    assert chain(validator, boss.prefix) == [e.said for e in boss.events]
+
+
+def test_forget_leaves_other_kels_and_their_anchors_alone() -> None:
+    boss, worker, dip = delegation()
+    anchor = boss.interact(anchors=[events.seal(dip)])
+    other = Controller("other")
+    icp = other.incept()
+    validator = Validator()
+    feed(validator, [boss.signed(boss.events[0]), boss.signed(anchor), other.signed(icp)])
+    validator.forget(other.prefix)
+    assert validator.kel(other.prefix) is None
+    assert validator.record(anchor.said) is not None
+    assert status_of(validator.process(worker.signed(dip), 0.0), dip) is Status.ACCEPTED
+    validator.forget(worker.prefix)  # a delegatee forgotten: its delegator's anchors stay
+    assert status_of(validator.process(worker.signed(dip), 0.0), dip) is Status.ACCEPTED
