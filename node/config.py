@@ -6,12 +6,16 @@ is a `ConfigError` with one line saying what to fix.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
 ROLES: Final = ("witness", "watcher")
+UNITS: Final = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_SIZE: Final = re.compile(r"\s*(\d+)\s*([A-Za-z]*)\s*")
+SIZES: Final = ("store_quota", "unwitnessed_quota")  # settings in bytes, units allowed
 
 
 class ConfigError(Exception):
@@ -33,6 +37,8 @@ class NodeConfig:
     escrow_entries: int = 10_000
     escrow_age: float = 3600.0  # seconds an escrowed event may wait
     peer_rate: float = 1000.0  # requests per second one peer may make (bursts of twice that)
+    store_quota: int = 4 << 30  # bytes of events and receipts stored (roles/storage.py)
+    unwitnessed_quota: int = 64 << 20  # bytes held for identifiers without witnesses
     governance: str = ""  # watcher: the governance identifier's prefix (required)
     watch: tuple[str, ...] = ()  # watcher: only these identifiers (all when empty)
     anomaly_after: float = 30.0  # watcher: seconds before a missing receipt is an anomaly
@@ -57,7 +63,7 @@ class NodeConfig:
         for name in ("request_timeout", "escrow_age", "peer_rate", "anomaly_after"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
-        for name in ("max_message", "escrow_entries", "kel_page"):
+        for name in ("max_message", "escrow_entries", "kel_page", *SIZES):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if self.kel_page > self.max_message // 2:
@@ -79,6 +85,8 @@ _TYPES: Final[dict[str, type]] = {
     "escrow_entries": int,
     "escrow_age": float,
     "peer_rate": float,
+    "store_quota": int,
+    "unwitnessed_quota": int,
     "governance": str,
     "watch": list,
     "anomaly_after": float,
@@ -115,7 +123,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in node.items()}
 
 
+def size(name: str, value: Any) -> int:
+    """A number of bytes: an integer, or a string with a binary unit ("64 MiB", "4GiB")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or match.group(2) not in UNITS:
+        raise ConfigError(
+            f"{name} must be a number of bytes, optionally with a unit (KiB, MiB, GiB, TiB),"
+            f" like 64MiB, not {value!r}"
+        )
+    return int(match.group(1)) * UNITS[match.group(2)]
+
+
 def _convert(name: str, value: Any) -> Any:
+    if name in SIZES:
+        return size(name, value)
     expected = _TYPES.get(name)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)

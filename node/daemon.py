@@ -100,9 +100,17 @@ async def serve(
             anomaly_after=config.anomaly_after,
             peers=_bootstrap_prefixes(config.bootstrap),
             page_bytes=config.kel_page,
+            store_quota=config.store_quota,
+            unwitnessed_quota=config.unwitnessed_quota,
         )
     else:
-        role = Witness(signer, limits=limits, page_bytes=config.kel_page)
+        role = Witness(
+            signer,
+            limits=limits,
+            page_bytes=config.kel_page,
+            store_quota=config.store_quota,
+            unwitnessed_quota=config.unwitnessed_quota,
+        )
     try:
         store, expect, record = open_proven(config.data_dir, signer.verfer)
     except StoreRefused as err:
@@ -151,7 +159,8 @@ def _bind_role(store: Store, role: str) -> None:
 def _restore(role: Witness | Watcher, store: Store, expect: Mark | None, data_dir: Path) -> int:
     """Rebuild the role from the store, strictly: the hash chain must hold (and pass the
     node's recorded mark, `expect`), and every stored event must be accepted again. A stored
-    event dropped here would let the role accept, and receipt, another version of it."""
+    event dropped here would let the role accept, and receipt, another version of it.
+    The role's storage policy then learns what the store holds (`Store.usage`)."""
     now = trio.current_time()
     try:
         if isinstance(role, Watcher):
@@ -169,13 +178,16 @@ def _restore(role: Witness | Watcher, store: Store, expect: Mark | None, data_di
         if isinstance(role, Witness):
             for prefix, sn in store.floors().items():
                 role.floors.hold(prefix, sn)
+        usage = store.usage()
+        role.restore_storage(usage.stored, usage.loose)
     except StoreError as err:
         raise NodeError(str(refused(data_dir, str(err)))) from None
     except ProtocolError as err:
         raise NodeError(str(refused(data_dir, f"a stored message does not read: {err}"))) from None
     except StoreRefused as err:
         raise NodeError(str(err)) from None
-    return store.stats().events
+    stats = store.stats()
+    return stats.events + stats.loose
 
 
 async def _run(
@@ -194,6 +206,7 @@ async def _run(
     metrics.gauge("store_events", lambda: store.stats().events, "events in the store")
     metrics.gauge("store_receipts", lambda: store.stats().receipts, "receipts in the store")
     metrics.gauge("peers", lambda: len(host.connected_peers()), "connected peers")
+    _storage_metrics(metrics, role)
     runtime = Runtime(
         role,
         transport,
@@ -219,6 +232,16 @@ async def _run(
         )
     else:
         log.info("witness %s: %d stored events restored", role.prefix, restored)
+    storage = role.storage
+    log.info(
+        "store: %d of %d bytes (store_quota); %d unwitnessed identifiers hold %d of %d bytes"
+        " (unwitnessed_quota)",
+        storage.stored,
+        storage.quota,
+        len(storage.loose),
+        storage.loose_held,
+        storage.loose_quota,
+    )
     announce(f"{config.role} {host.introduction}")
     introductions = [bootstrap_introduction(b) for b in config.bootstrap]
     for intro in introductions:  # so that requests in the start effects can reach them
@@ -244,6 +267,52 @@ async def _run(
                     log.info("%s: shutting down", signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
                     break
+
+
+def _storage_metrics(metrics: Metrics, role: Witness | Watcher) -> None:
+    """The storage policy's budgets (`roles/storage.py`) and the validator's escrows."""
+    storage = role.storage
+    metrics.gauge(
+        "store_message_bytes",
+        lambda: storage.stored,
+        "bytes of event messages and receipts stored (what store_quota bounds)",
+    )
+    metrics.gauge("store_quota_bytes", lambda: storage.quota, "the store_quota setting")
+    metrics.gauge(
+        "unwitnessed_bytes",
+        lambda: storage.loose_held,
+        "bytes held in memory (estimated) for identifiers without witnesses",
+    )
+    metrics.gauge(
+        "unwitnessed_quota_bytes", lambda: storage.loose_quota, "the unwitnessed_quota setting"
+    )
+    metrics.gauge(
+        "unwitnessed_identifiers", lambda: len(storage.loose), "identifiers without witnesses held"
+    )
+    metrics.counted(
+        "unwitnessed_evictions", lambda: storage.evictions, "unwitnessed KELs evicted"
+    )
+    metrics.counted(
+        "unwitnessed_evicted_bytes",
+        lambda: storage.evicted_bytes,
+        "bytes of the store the evicted unwitnessed KELs took",
+    )
+    metrics.counted(
+        "quota_refusals",
+        lambda: storage.refusals,
+        "new identifiers not kept because the store was at its quota",
+    )
+    validator = role.validator
+    for escrow in validator.escrow_fill():
+
+        def entries(name: str = escrow) -> float:
+            return validator.escrow_fill()[name][0]
+
+        def held(name: str = escrow) -> float:
+            return validator.escrow_fill()[name][1]
+
+        metrics.gauge("escrow_entries", entries, "entries held in each escrow", escrow=escrow)
+        metrics.gauge("escrow_bytes", held, "bytes held in each escrow (estimated)", escrow=escrow)
 
 
 def bootstrap_introduction(text: str) -> str:

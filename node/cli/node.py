@@ -67,6 +67,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT"
     )
+    run.add_argument(
+        "--store-quota",
+        default=None,
+        metavar="SIZE",
+        help="bytes of events and receipts stored, e.g. 4GiB (default); at it, no new"
+        " identifiers are taken",
+    )
+    run.add_argument(
+        "--unwitnessed-quota",
+        default=None,
+        metavar="SIZE",
+        help="bytes held for identifiers without witnesses, e.g. 64MiB (default); the least"
+        " recently extended are evicted beyond it",
+    )
     info = commands.add_parser("info", help="show the node's prefix, peer id and introduction")
     info.add_argument("--data-dir", type=Path, required=True)
     info.add_argument("--json", action="store_true")
@@ -123,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             governance=args.governance,
             watch=tuple(args.watch),
+            store_quota=args.store_quota,
+            unwitnessed_quota=args.unwitnessed_quota,
         )
         logging.basicConfig(
             level=config.log_level.upper(),

@@ -34,6 +34,7 @@ class Code(IntEnum):
     BAD_QUERY = 24  # a query that reads but asks for something malformed
     NO_ROSTER = 25  # the responder holds no governance roster yet
     PARTIAL = 26  # ok: one page of a longer answer; ask again for the rest (roles/pages.py)
+    QUOTA = 27  # the responder's store is at its quota: it takes no new identifiers
 
     @property
     def ok(self) -> bool:

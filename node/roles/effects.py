@@ -35,12 +35,33 @@ class TimerKey:
 
 @dataclass(frozen=True, slots=True)
 class PersistEvent:
-    """Store an accepted event message (body and controller signatures) for good."""
+    """Store an accepted event message (body and controller signatures) for good.
+
+    `loose`: an event of an unwitnessed identifier (`roles/storage.py`), kept outside the
+    store's hash chain so that it can be dropped again (`DropLoose`) or join the chain later
+    (`ChainLoose`). No witness receipts such an event, so no start-up proof needs it."""
 
     prefix: str
     sn: int
     said: str
     message: bytes
+    loose: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLoose:
+    """The loose events of `prefix` join the hash chain, in the order they were stored,
+    before anything after this effect: the identifier became witnessed (or something
+    witnessed depends on it), so its events are kept for good."""
+
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class DropLoose:
+    """Delete the loose events of `prefix` (and any receipts of them): evicted."""
+
+    prefix: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +173,22 @@ class Report:
     message: str
 
 
-Persist = PersistEvent | PersistReceipts | PersistEvidence | PersistRuling | PersistMeta
+Persist = (
+    PersistEvent
+    | PersistReceipts
+    | PersistEvidence
+    | PersistRuling
+    | PersistMeta
+    | ChainLoose
+    | DropLoose
+)
 Effect = Persist | Reply | Publish | Subscribe | Send | SetTimer | Report | Blame
-PERSIST = (PersistEvent, PersistReceipts, PersistEvidence, PersistRuling, PersistMeta)
+PERSIST = (
+    PersistEvent,
+    PersistReceipts,
+    PersistEvidence,
+    PersistRuling,
+    PersistMeta,
+    ChainLoose,
+    DropLoose,
+)

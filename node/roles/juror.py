@@ -10,7 +10,8 @@ not judge:
                except a rotation replacing an interaction, which is a recovery
     Lag        each event seen starts a clock; when `after` seconds pass, every designated
                witness that has not receipted it, or the event still being below its witness
-               threshold, is an anomaly (not evidence: silence proves nothing)
+               threshold, is an anomaly (not evidence: silence proves nothing). Events of a
+               KEL the node forgot since (its storage policy evicted it) are no anomaly
 
 Everything is bounded, oldest forgotten first: the versions kept (`max_bodies`), the receipts
 waiting for a version not seen yet, and the first-receipt slots (`max_slots`). A slot whose
@@ -112,6 +113,16 @@ class Lag:
         self._due: deque[tuple[float, str, int, str]] = deque()
         self._seen: set[str] = set()
         self.anomalies: deque[dict[str, object]] = deque(maxlen=MAX_ANOMALIES)
+        # prefix -> when its KEL was forgotten, for `after` seconds (time order)
+        self._forgotten: OrderedDict[str, float] = OrderedDict()
+
+    def forget(self, prefix: str, now: float) -> None:
+        """The KEL of `prefix` was dropped: its events seen until now make no anomaly."""
+        self._forgotten.pop(prefix, None)
+        self._forgotten[prefix] = now
+        cutoff = now - self.after  # events seen before then are due already
+        while self._forgotten and next(iter(self._forgotten.values())) < cutoff:
+            self._forgotten.popitem(last=False)
 
     def seen(self, prefix: str, sn: int, said: str, now: float) -> None:
         if said not in self._seen:
@@ -125,8 +136,11 @@ class Lag:
         witnesses, those that receipted) of an accepted event, None if it was not accepted."""
         found: list[dict[str, object]] = []
         while self._due and self._due[0][0] <= now:
-            _, prefix, sn, said = self._due.popleft()
+            at, prefix, sn, said = self._due.popleft()
             self._seen.discard(said)
+            gone = self._forgotten.get(prefix)
+            if gone is not None and gone >= at - self.after:
+                continue
             got = receipts_of(said)
             if got is None:
                 found.append(

@@ -24,9 +24,11 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
                     KEL (`pages.py`), the evidence and rulings held, the roster
 
 What it shares with a witness (persisting accepted events, asking for gaps, expiry, KEL
-queries) is `follower.Follower`. Everything that must survive a crash (events, receipts,
-evidence, rulings, the roster) leaves as `Persist*` effects; `restore_*` rebuild the role
-from them. Pure: no I/O, no clock.
+queries) is `follower.Follower`; what it keeps of them, and within which quotas, is
+`storage.Storage` (witnessed identifiers for good, unwitnessed ones evicted oldest first, no
+new identifiers once the store is at its quota). Everything that must survive a crash
+(events, receipts, evidence, rulings, the roster) leaves as `Persist*` effects; `restore_*`
+rebuild the role from them. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from dkms.protocol.errors import LocalProtocolError, ProtocolError
 from dkms.protocol.escrow import EscrowLimits, Waiting
 from dkms.protocol.events import Event, Ilk
 from dkms.protocol.ids import NodePrefix
+from dkms.protocol.kel import Record
 from dkms.protocol.outcomes import Outcome, Status
 from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Message, parse_stream
@@ -70,6 +73,7 @@ from .inputs import (
 )
 from .juror import Lag, Receipts
 from .pages import PAGE_BYTES
+from .storage import LOOSE_QUOTA, STORE_QUOTA, Storage
 from .topics import (
     DUPLICITY_TOPIC,
     GOVERNANCE_TOPIC,
@@ -99,10 +103,13 @@ class Watcher:
         parse: Parse | None = None,
         peers: Sequence[str] = (),
         page_bytes: int = PAGE_BYTES,
+        store_quota: int = STORE_QUOTA,
+        unwitnessed_quota: int = LOOSE_QUOTA,
     ) -> None:
         """`verify` and `parse` may be caches shared across nodes (as in the simulator);
         `peers` are nodes (prefixes) to ask for the roster if we start without one;
-        `page_bytes` is the budget of the KEL pages this watcher answers with."""
+        `page_bytes` is the budget of the KEL pages this watcher answers with;
+        `store_quota` and `unwitnessed_quota` are the storage policy's (`storage.py`)."""
         if signer.transferable:
             raise LocalProtocolError("a watcher key must be non-transferable (a B prefix)")
         self._parse = parse or ParseCache()
@@ -119,6 +126,13 @@ class Watcher:
         self.duties = Duties(signer, governance, self._verify)
         self.receipts = Receipts(self._verify, ignore=self.prefix)
         self.lag = Lag(anomaly_after)
+        self.storage = Storage(
+            self.validator,
+            quota=store_quota,
+            loose_quota=unwitnessed_quota,
+            forgotten=self._forgotten,
+        )
+        self._restoring = False
 
     surfaces: Final = frozenset({Surface.QUERY, Surface.GOVERNANCE})
 
@@ -137,6 +151,7 @@ class Watcher:
         effects: list[Effect] = [Subscribe(t) for t in topics]
         effects += [Subscribe(DUPLICITY_TOPIC), Subscribe(GOVERNANCE_TOPIC)]
         effects += [SetTimer(Expiry(), now + EXPIRE_EVERY), self._lag_timer(now)]
+        effects += self.storage.start(now)
         if self.governance.roster is None:
             effects.append(
                 Report(
@@ -161,12 +176,18 @@ class Watcher:
     def restore(self, stored: bytes, now: float) -> None:
         """Replay stored events and receipts (`Store.replay_chunks`) into a fresh watcher."""
         lag, self.lag = self.lag, Lag(self.lag.after)  # old events are not lagging now
+        self._restoring = True  # stored already: nothing to count, keep or evict
         try:
             for frame in parse_stream(stored):
                 if isinstance(frame, Message):
                     self._observe(frame, now, [])
         finally:
             self.lag = lag
+            self._restoring = False
+
+    def restore_storage(self, stored: int, loose: Sequence[tuple[str, int]]) -> None:
+        """After `restore`: the store's bytes and its unwitnessed identifiers (`Store.usage`)."""
+        self.storage.restore(stored, loose)
 
     # ---------------------------------------------------------------- inputs
 
@@ -322,6 +343,7 @@ class Watcher:
                 ):
                     self.duties.found(found, now, effects)
         before = self._receipt_count(event.said) if event.ilk is Ilk.RCT else -1
+        held = before >= 0 and self.validator.record(event.said) is not None
         for outcome in self.validator.process(message, now, source):
             self._outcome(outcome, event.said, message, now, effects)
         if message.attachments.wigs:
@@ -330,6 +352,8 @@ class Watcher:
             record = self.validator.record(event.said)
             if record is not None:
                 effects.append(Follower.persist_receipts(record))
+                if held and not self._restoring:  # else counted as the event was stored
+                    self.storage.receipts(event.prefix, len(record.receipts) - before)
 
     def _outcome(
         self, outcome: Outcome, said: str, message: Message, now: float, effects: list[Effect]
@@ -337,19 +361,30 @@ class Watcher:
         status = outcome.status
         if outcome.ilk == Ilk.RCT:
             return
+        record = None
+        if status is Status.ACCEPTED:
+            record = self.validator.record(outcome.said)
+            if record is None or not self._keep(record, now, effects):
+                return  # forgotten: a new identifier over the store quota, or evicted since
         if outcome.said == said and status is not Status.REJECTED:
             for found in self.receipts.body(message.event):
                 self.duties.found(found, now, effects)
-            if status is not Status.DUPLICITOUS:
+            # An event with no witnesses cannot lag (and may be evicted before it is due).
+            if status is not Status.DUPLICITOUS and (record is None or record.authority.toad):
                 self.lag.seen(outcome.prefix, outcome.sn, said, now)
-        if status is Status.ACCEPTED:
-            record = self.validator.record(outcome.said)
-            if record is not None:
-                effects += self.follower.persist(record)
-        elif status is Status.DUPLICITOUS and outcome.evidence is not None:
+        if status is Status.DUPLICITOUS and outcome.evidence is not None:
             self.duties.found(outcome.evidence, now, effects)
         elif status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
             effects += self.follower.ask_for_gap(outcome.prefix, now)
+
+    def _keep(self, record: Record, now: float, effects: list[Effect]) -> bool:
+        """Store an accepted event as the storage policy says; False: it was not kept."""
+        if self._restoring:
+            return True
+        return self.storage.keep(record, self.follower.persist(record), now, effects)
+
+    def _forgotten(self, prefix: str, now: float) -> None:
+        self.lag.forget(prefix, now)
 
     def _indexed_receipts(
         self, event: Event, wigs: tuple[IndexedSig, ...], now: float, effects: list[Effect]

@@ -20,7 +20,11 @@ added by a rotation would flood the gossip with the whole KEL it is handed (and,
 published on the KEL's shard, hear every late gossip of the KEL while still filling it in).
 
 What it shares with a watcher (persisting accepted events, asking for gaps, expiry, KEL and
-key-state queries) is `follower.Follower`.
+key-state queries) is `follower.Follower`, and the storage policy, `storage.Storage`: events
+of identifiers with no witnesses (which a witness stores when handed them, and never
+receipts) are kept loose and evicted oldest first, and once the store is at its quota a new
+identifier is refused with `Code.QUOTA` before anything of it is signed, while the identifiers
+held are still witnessed.
 
 Because the validator keeps the first validly signed version at each sequence number and
 reports any other as duplicitous, a witness never receipts two versions of one event; the
@@ -30,6 +34,7 @@ follows it, and by replaying the stored messages into a fresh witness at start-u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import cbor2
@@ -38,7 +43,7 @@ from dkms.protocol import crypto
 from dkms.protocol.crypto import Signer
 from dkms.protocol.errors import LocalProtocolError, ProtocolError
 from dkms.protocol.escrow import EscrowLimits, Waiting
-from dkms.protocol.events import Ilk, receipt
+from dkms.protocol.events import INCEPTION, Ilk, receipt
 from dkms.protocol.ids import NodePrefix
 from dkms.protocol.kel import Record
 from dkms.protocol.outcomes import Outcome, Status
@@ -61,6 +66,7 @@ from .floors import Floors
 from .follower import EXPIRE_EVERY, Follower
 from .inputs import Answered, Expiry, GapQuery, Heard, Input, Request, TimerFired
 from .pages import PAGE_BYTES
+from .storage import LOOSE_QUOTA, RECEIPT_BYTES, STORE_QUOTA, Storage, stored_bytes
 from .topics import Parse, ParseCache, kel_topic, well_formed
 
 
@@ -75,10 +81,13 @@ class Witness:
         limits: EscrowLimits | None = None,
         parse: Parse | None = None,
         page_bytes: int = PAGE_BYTES,
+        store_quota: int = STORE_QUOTA,
+        unwitnessed_quota: int = LOOSE_QUOTA,
     ) -> None:
         """`verify` and `parse` may be shared caches (a simulator shares them across nodes:
         the same bytes parse and verify the same way everywhere); `page_bytes` is the budget
-        of the KEL pages this witness answers with."""
+        of the KEL pages this witness answers with; `store_quota` and `unwitnessed_quota`
+        are the storage policy's (`storage.py`)."""
         self._parse = parse or ParseCache()
         # Memoised, and told of our own receipts: they come back in the witness agreement.
         self._memo = crypto.MemoVerifier()
@@ -92,15 +101,18 @@ class Witness:
         self.follower = Follower(
             self.validator, self.prefix, parse=self._parse, page_bytes=page_bytes
         )
+        self.storage = Storage(self.validator, quota=store_quota, loose_quota=unwitnessed_quota)
+        self._over_quota: set[str] = set()  # new identifiers refused in this step
 
     surfaces: Final = frozenset({Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY})
 
     # ---------------------------------------------------------------- inputs
 
     def start(self, now: float) -> list[Effect]:
-        return [SetTimer(Expiry(), now + EXPIRE_EVERY)]
+        return [SetTimer(Expiry(), now + EXPIRE_EVERY), *self.storage.start(now)]
 
     def step(self, event: Input, now: float) -> list[Effect]:
+        self._over_quota.clear()
         match event:
             case Request(surface=Surface.SUBMIT):
                 return self._submit(event, now)
@@ -128,6 +140,10 @@ class Witness:
             if isinstance(frame, Message):
                 self.validator.process(frame, now)
 
+    def restore_storage(self, stored: int, loose: Sequence[tuple[str, int]]) -> None:
+        """After `restore`: the store's bytes and its unwitnessed identifiers (`Store.usage`)."""
+        self.storage.restore(stored, loose)
+
     def admits(self, topic: str, payload: bytes) -> bool:
         """Gossip validation (KEL topics only): the payload frames into valid messages."""
         return well_formed(payload, self._parse)
@@ -151,6 +167,8 @@ class Witness:
             if isinstance(frame, BadFrame):
                 refusal = refusal or (Code.INVALID, f"invalid event: {frame.error}")
                 continue
+            if frame.event.prefix in self._over_quota:
+                continue  # refused already: the rest of that KEL is not looked at
             for outcome in self._apply(frame, now, effects, request.peer):
                 if outcome.ilk != Ilk.RCT:
                     fates[outcome.said] = outcome
@@ -172,9 +190,24 @@ class Witness:
                         Code.NOT_WITNESS,
                         f"not a designated witness of {event.prefix} at sn {event.sn:x}",
                     )
+            elif refusal is None and event.prefix in self._over_quota:
+                refusal = (
+                    Code.QUOTA,
+                    f"store quota of {self.storage.quota} bytes reached: this witness takes no"
+                    f" new identifiers ({event.prefix} refused)",
+                )
             elif refusal is None:
                 fate = fates.get(event.said)
-                refusal = _refusal(fate) if fate else (Code.INVALID, f"{event.said} was not judged")
+                if fate is not None and fate.status is Status.ACCEPTED:
+                    # Accepted, then evicted at once: an identifier with no witnesses, over
+                    # the unwitnessed quota. Not ours to receipt either way.
+                    if message is events[-1]:
+                        refusal = (
+                            Code.NOT_WITNESS,
+                            f"not a designated witness of {event.prefix} (it has none)",
+                        )
+                else:
+                    refusal = _refusal(fate) if fate else (Code.INVALID, f"{event.said} not judged")
         if refusal is not None:
             effects.append(Reply(refusal[0], b"".join(receipts), refusal[1]))
         else:
@@ -261,12 +294,13 @@ class Witness:
             return []
         message = unheld
         before = self._receipt_counts(message)
+        held = {said for said in before if self.validator.record(said) is not None}
         outcomes = self.validator.process(message, now, source)
         for outcome in outcomes:
             if outcome.ilk == Ilk.RCT:
                 continue
             if outcome.status is Status.ACCEPTED:
-                self._accepted(outcome, effects)
+                self._accepted(outcome, now, effects)
             elif outcome.status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
                 effects += self.follower.ask_for_gap(outcome.prefix, now)
             elif outcome.status is Status.DUPLICITOUS:
@@ -279,20 +313,30 @@ class Witness:
                 )
             elif outcome.status is Status.SUPERSEDED:
                 effects.append(Report("info", f"{outcome.said} {outcome.reason}"))
-        self._new_receipts(message, before, effects)
+        self._new_receipts(message, before, held, effects)
         return outcomes
 
-    def _accepted(self, outcome: Outcome, effects: list[Effect]) -> None:
+    def _accepted(self, outcome: Outcome, now: float, effects: list[Effect]) -> None:
         record = self.validator.record(outcome.said)
         if record is None:
-            return
+            return  # forgotten: refused for the quota, or evicted, earlier in this step
         event = record.event
         ours = self.prefix in record.authority.witnesses
         signs = ours and self.floors.allows(event.prefix, event.sn)  # no floor below it
-        if signs and self.prefix not in record.receipts:
-            record.receipts[self.prefix] = self._sign(event.raw)
+        sign = signs and self.prefix not in record.receipts
         message = Follower.stored_message(record)
-        effects += self.follower.persist(record, message)
+        if event.ilk in INCEPTION:  # a new identifier: refused, if at all, before we sign
+            size = len(message) + RECEIPT_BYTES * (len(record.receipts) + sign)
+            if not self.storage.admit(record, size, now, effects):
+                self._over_quota.add(event.prefix)
+                return
+        if sign:
+            record.receipts[self.prefix] = self._sign(event.raw)
+        persist = self.follower.persist(record, message)
+        size = 0
+        for effect in persist:
+            size += stored_bytes(effect)
+        self.storage.store(record, persist, size, now, effects)
         if ours:
             effects.append(Publish(kel_topic(event.prefix), message + _rct(record)))
         effects.append(Report("debug", f"accepted {event.ilk} {event.said} sn {event.sn:x}"))
@@ -323,7 +367,7 @@ class Witness:
         return {message.event.said: len(record.receipts) if record else 0}
 
     def _new_receipts(
-        self, message: Message, before: dict[str, int], effects: list[Effect]
+        self, message: Message, before: dict[str, int], held: set[str], effects: list[Effect]
     ) -> None:
         for said, count in before.items():
             record = self.validator.record(said)
@@ -331,6 +375,8 @@ class Witness:
                 continue
             event = record.event
             effects.append(Follower.persist_receipts(record))
+            if said in held:  # else the event came with them: counted as it was stored
+                self.storage.receipts(event.prefix, len(record.receipts) - count)
             toad = record.authority.toad
             if count < toad <= len(record.receipts):
                 effects.append(Publish(kel_topic(event.prefix), _rct(record)))
@@ -341,6 +387,7 @@ class Witness:
         if self.prefix not in record.receipts:  # accepted before we were asked: sign now
             record.receipts[self.prefix] = self._sign(event.raw)
             effects.append(Follower.persist_receipts(record))
+            self.storage.receipts(event.prefix, 1)
         rct = receipt(event.prefix, event.sn, event.said, kind=event.kind)
         return messagize(rct, Attachments(couples=((self.prefix, record.receipts[self.prefix]),)))
 

@@ -1,5 +1,8 @@
 """Counters and gauges, and a minimal Prometheus endpoint (`GET /metrics`, text format 0.0.4).
 
+Counters counted here (`count`) and values read when scraped (`gauge`, and `counted` for a
+count kept elsewhere, such as a role's) may carry labels, e.g. `escrow="out-of-order"`.
+
 The endpoint speaks just enough HTTP/1.0 for a scraper or `curl`; anything else gets a 404 or
 400. It listens on 127.0.0.1 unless told otherwise: metrics are for the operator.
 """
@@ -20,6 +23,9 @@ if TYPE_CHECKING:
 MAX_REQUEST: Final = 8192  # bytes of request head we read before giving up
 
 
+Labels = tuple[tuple[str, str], ...]
+
+
 class Metrics:
     """Named counters with optional labels, plus gauges computed when scraped."""
 
@@ -29,15 +35,23 @@ class Metrics:
             float
         )
         self._help: dict[str, str] = {}
-        self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self._gauges: dict[tuple[str, Labels], tuple[str, Callable[[], float]]] = {}
+        self._kinds: dict[str, str] = {}  # name of a value read when scraped -> its type
 
     def count(self, name: str, value: float = 1.0, help: str = "", **labels: str) -> None:
         self._counters[(name, tuple(sorted(labels.items())))] += value
         if help:
             self._help.setdefault(name, help)
 
-    def gauge(self, name: str, read: Callable[[], float], help: str = "") -> None:
-        self._gauges[name] = (help, read)
+    def gauge(self, name: str, read: Callable[[], float], help: str = "", **labels: str) -> None:
+        """A value read when scraped (`read()`), under `name` and `labels`."""
+        self._gauges[(name, tuple(sorted(labels.items())))] = (help, read)
+        self._kinds[name] = "gauge"
+
+    def counted(self, name: str, read: Callable[[], float], help: str = "", **labels: str) -> None:
+        """A counter kept elsewhere (it only grows), read when scraped."""
+        self._gauges[(name, tuple(sorted(labels.items())))] = (help, read)
+        self._kinds[name] = "counter"
 
     def value(self, name: str, **labels: str) -> float:
         return self._counters.get((name, tuple(sorted(labels.items()))), 0.0)
@@ -53,11 +67,16 @@ class Metrics:
                 lines.append(f"# TYPE {full} counter")
             label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
             lines.append(f"{full}{{{label_text}}} {value:g}" if labels else f"{full} {value:g}")
-        for name, (help_text, read) in sorted(self._gauges.items()):
-            full = f"{self.prefix}_{name}"
-            lines.append(f"# HELP {full} {help_text or name}")
-            lines.append(f"# TYPE {full} gauge")
-            lines.append(f"{full} {read():g}")
+        for (name, labels), (help_text, read) in sorted(self._gauges.items()):
+            kind = self._kinds[name]
+            full = f"{self.prefix}_{name}" + ("_total" if kind == "counter" else "")
+            if name not in seen:
+                seen.add(name)
+                lines.append(f"# HELP {full} {help_text or name}")
+                lines.append(f"# TYPE {full} {kind}")
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            value = read()
+            lines.append(f"{full}{{{label_text}}} {value:g}" if labels else f"{full} {value:g}")
         return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,9 @@ returns. Only then may the runtime release the replies (receipts) that followed 
 If `apply` raises, nothing of the batch was stored and those replies must not leave the node.
 
     events    first-seen ordinal (autoincrement), prefix, sn, said (unique), message, chain
+    loose     events of unwitnessed identifiers (`PersistEvent.loose`, see roles/storage.py):
+              ordinal, prefix, sn, said (unique), message, and no chain, so that they can
+              be dropped (`DropLoose`) or join the chain later (`ChainLoose`)
     receipts  (said, witness) -> signature; every receipt a witness holds for an event
     meta      key -> value (node identity, store id, chain head and the like)
     evidence  duplicity evidence this node holds (CBOR, deduplicated by digest)
@@ -18,7 +21,11 @@ Both writes are idempotent: the first version stored under a SAID, and the first
 a witness for it, stay. At start-up `pages()` turns the tables back into a CESR stream for the
 role's `restore`: each event in first-seen order, directly followed by one `rct` message
 carrying its stored receipts (so an event that needs receipts to be accepted gets them at
-once, and the validator's escrows stay empty during the replay).
+once, and the validator's escrows stay empty during the replay); then the loose events, in
+the order they were stored. Chained events never depend on loose ones: an identifier's loose
+events (and its loose delegators') join the chain, in order, in the same transaction as its
+first chained event (`ChainLoose`, and here as a safety net whenever a chained event comes
+for an identifier with loose rows). `usage()` gives the role back its byte counts.
 
 Integrity. Every event row carries `chain`: a hash of the previous row's link and this row
 (prefix, sn, SAID, message), the first one chained to the store's random id (meta `store`);
@@ -28,7 +35,10 @@ while it replays, so a changed, lost or inserted row is an error that names it; 
 proves that the store still holds everything it held when the mark was taken. After each
 commit that stored events, `apply` hands the new mark to the `after_commit` callback, before
 it returns (so before any receipt that depended on the commit leaves the node). `check()` is
-SQLite's `integrity_check`. A schema 1 store gets its chain (and an id) when first opened.
+SQLite's `integrity_check`. A schema 1 store gets its chain (and an id) when first opened,
+and a schema 2 one its `loose` table. Loose events are outside the chain and the mark: no
+witness ever receipts an event of an identifier with no witnesses, so losing one cannot
+make a witness sign two versions of anything; a node that drops them just holds less.
 
 One process owns the file: `open` takes an exclusive `flock` on `<file>.lock` (released by the
 kernel when the process dies, even by SIGKILL) and writes its pid there for the error message
@@ -55,6 +65,8 @@ from typing import Final
 from dkms.node import lockfile
 from dkms.node.lockfile import LockHeld
 from dkms.node.roles.effects import (
+    ChainLoose,
+    DropLoose,
     Persist,
     PersistEvent,
     PersistEvidence,
@@ -68,7 +80,7 @@ from dkms.protocol.stream import Attachments, messagize
 
 FILENAME: Final = "store.sqlite3"  # the database's name inside a node's data directory
 APPLICATION_ID: Final = 0x444B4D53  # "DKMS" in the SQLite header: `file` and tools can tell
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 REPLAY_PAGE: Final = 1000  # events per replay chunk
 _LOOKUP: Final = 500  # SAIDs per "already stored?" query
 
@@ -81,6 +93,7 @@ __all__ = [
     "StoreError",
     "StoreStats",
     "Stored",
+    "Usage",
 ]
 
 _SCHEMA_1: Final = """
@@ -128,8 +141,22 @@ CREATE TABLE IF NOT EXISTS floors (
 ) WITHOUT ROWID;
 """
 
+_SCHEMA_3: Final = """
+CREATE TABLE IF NOT EXISTS loose (
+    ordinal INTEGER PRIMARY KEY AUTOINCREMENT,
+    prefix TEXT NOT NULL,
+    sn INTEGER NOT NULL,
+    said TEXT NOT NULL UNIQUE,
+    message BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS loose_by_prefix ON loose (prefix, ordinal);
+"""
+
 _INSERT_EVENT: Final = (
     "INSERT INTO events (prefix, sn, said, message, chain) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_LOOSE: Final = (
+    "INSERT OR IGNORE INTO loose (prefix, sn, said, message) VALUES (?, ?, ?, ?)"
 )
 _INSERT_EVIDENCE: Final = (
     "INSERT OR IGNORE INTO evidence (prefix, sn, digest, body, received) VALUES (?, ?, ?, ?, ?)"
@@ -152,6 +179,15 @@ class StoreStats:
     events: int
     receipts: int
     bytes: int
+    loose: int = 0  # rows of the loose table (events of unwitnessed identifiers)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the store holds, in the bytes the storage policy counts (`roles/storage.py`)."""
+
+    stored: int  # event messages (chained and loose) and receipts (witness + signature)
+    loose: tuple[tuple[str, int], ...]  # loose identifiers with their bytes, least recent first
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +230,9 @@ class Store:
         self._mutex = threading.Lock()
         self._events = 0
         self._receipts = 0
+        self._loose = 0  # loose rows
+        self._loose_prefixes: set[str] = set()  # identifiers with loose rows
+        self._has_loose = True  # False: a schema 2 store opened read-only
         self._closed = False
         self._id = ""
         self._head = b""
@@ -248,7 +287,7 @@ class Store:
             raise StoreError(f"cannot open {file}: {err}") from None
         store = cls(file, db, None)
         try:
-            if store._version() < SCHEMA_VERSION:
+            if store._version() < 2:
                 raise StoreError(
                     f"{file} is a store of schema 1: run a node on it once to bring it up to"
                     f" schema {SCHEMA_VERSION}"
@@ -294,7 +333,8 @@ class Store:
         """Store a batch of persist effects in one transaction; durable when this returns."""
         if not effects:
             return
-        events: list[tuple[str, int, str, bytes]] = []
+        events: list[PersistEvent | ChainLoose | DropLoose] = []
+        loosened = False  # some effect concerns the loose table
         receipts: list[tuple[str, str, bytes]] = []
         evidence: list[tuple[str, int, bytes, bytes, float]] = []
         rulings: list[tuple[str, bytes, bytes, float]] = []
@@ -302,7 +342,11 @@ class Store:
         now = time.time()
         for effect in effects:
             if isinstance(effect, PersistEvent):
-                events.append((effect.prefix, effect.sn, effect.said, effect.message))
+                events.append(effect)
+                loosened = loosened or effect.loose
+            elif isinstance(effect, (ChainLoose, DropLoose)):
+                events.append(effect)
+                loosened = True
             elif isinstance(effect, PersistReceipts):
                 receipts.extend((effect.said, w, sig) for w, sig in effect.couples)
             elif isinstance(effect, PersistEvidence):
@@ -321,7 +365,13 @@ class Store:
                     db.executemany(_INSERT_RULING, rulings)
                 if meta:
                     db.executemany(_SET_META, meta)
-                rows = self._insert_events(db, events) if events else []
+                if loosened or (events and self._loose_prefixes):
+                    loose = self._sort_loose(db, events)
+                    chained = loose.chained
+                else:
+                    loose = None
+                    chained = [(e.prefix, e.sn, e.said, e.message) for e in _stored(events)]
+                rows = self._insert_events(db, chained) if chained else []
                 if rows:
                     head = _HEAD.pack(self._events + len(rows), rows[-1][4])
                     db.execute(_SET_META, ("chain", head))
@@ -335,6 +385,10 @@ class Store:
                     db.execute("ROLLBACK")
                 raise
             self._receipts += max(added_receipts, 0)
+            if loose is not None:
+                self._loose_prefixes = loose.prefixes
+                self._loose += loose.rows
+                self._receipts -= loose.receipts
             if rows:  # committed: the chain moves on, and so does the node's record of it
                 self._events += len(rows)
                 self._head = rows[-1][4]
@@ -419,8 +473,11 @@ class Store:
         with self._reading("read the chain"):
             return Mark(self._id, self._events, self._head)
 
-    def pages(self, page: int = REPLAY_PAGE, *, expect: Mark | None = None) -> Iterator[Page]:
-        """The replay stream `page` events a chunk, with the hash chain checked on the way.
+    def pages(
+        self, page: int = REPLAY_PAGE, *, expect: Mark | None = None, loose: bool = True
+    ) -> Iterator[Page]:
+        """The replay stream `page` events a chunk, with the hash chain checked on the way,
+        then (with `loose`) the loose events in the order they were stored.
 
         A row that does not match its link, or a chain that does not end where meta says,
         raises StoreError; so does, with `expect`, a chain that does not pass through
@@ -481,11 +538,64 @@ class Store:
                 f"{self.path} is behind: it holds {count} events, but this node had stored"
                 f" {expect.events} (a deleted WAL file, or an old copy of the store)"
             )
+        if loose and self._has_loose:
+            yield from self._loose_pages(page)
+
+    def _loose_pages(self, page: int) -> Iterator[Page]:
+        last = 0
+        while True:
+            with self._reading("replay") as db:
+                rows = db.execute(
+                    "SELECT ordinal, prefix, sn, said, message FROM loose"
+                    " WHERE ordinal > ? ORDER BY ordinal LIMIT ?",
+                    (last, page),
+                ).fetchall()
+                couples: dict[str, list[tuple[str, bytes]]] = {}
+                if rows:
+                    for said, witness, signature in db.execute(
+                        "SELECT r.said, r.witness, r.signature FROM loose AS e"
+                        " JOIN receipts AS r ON r.said = e.said"
+                        " WHERE e.ordinal > ? AND e.ordinal <= ? ORDER BY r.said, r.witness",
+                        (last, rows[-1][0]),
+                    ):
+                        couples.setdefault(said, []).append((witness, bytes(signature)))
+            if not rows:
+                return
+            out: list[bytes] = []
+            events: list[tuple[str, int, str]] = []
+            for _, prefix, sn, said, blob in rows:
+                message = bytes(blob)
+                out.append(message)
+                events.append((prefix, sn, said))
+                if said in couples:
+                    out.append(self._rct(prefix, sn, said, message, couples[said]))
+            yield Page(b"".join(out), tuple(events))
+            last = rows[-1][0]
 
     def verify(self, expect: Mark | None = None) -> None:
         """Walk the whole chain (as `pages` does) without keeping the stream."""
-        for _ in self.pages(expect=expect):
+        for _ in self.pages(expect=expect, loose=False):
             pass
+
+    def usage(self) -> Usage:
+        """The bytes the storage policy counts (`roles/storage.py`): event messages, chained
+        and loose, and receipts (witness prefix and signature); and each identifier with
+        loose rows, with their bytes, least recently extended first. One pass over the
+        tables, at start-up."""
+        with self._reading("measure") as db:
+            events = db.execute("SELECT coalesce(sum(length(message)), 0) FROM events")
+            total: int = events.fetchone()[0]
+            receipts = db.execute(
+                "SELECT coalesce(sum(length(witness) + length(signature)), 0) FROM receipts"
+            )
+            total += receipts.fetchone()[0]
+            loose: list[tuple[str, int]] = []
+            if self._has_loose:
+                loose = db.execute(
+                    "SELECT prefix, sum(length(message)) FROM loose GROUP BY prefix"
+                    " ORDER BY max(ordinal)"
+                ).fetchall()
+        return Usage(total + sum(size for _, size in loose), tuple(loose))
 
     def replay_chunks(self, page: int = REPLAY_PAGE) -> Iterator[bytes]:
         """The CESR stream for `Witness.restore`, `page` events (with their receipts) a chunk."""
@@ -507,7 +617,7 @@ class Store:
         for name in (self.path.name, self.path.name + "-wal"):
             with contextlib.suppress(FileNotFoundError):
                 size += (self.path.parent / name).stat().st_size
-        return StoreStats(self._events, self._receipts, size)
+        return StoreStats(self._events, self._receipts, size, self._loose)
 
     def check(self) -> None:
         """Run SQLite's `integrity_check` over the whole file: every page, every index entry
@@ -537,6 +647,43 @@ class Store:
             db.executemany(_INSERT_EVENT, rows)
         db.execute("RELEASE events")
         return rows
+
+    def _sort_loose(
+        self, db: sqlite3.Connection, events: list[PersistEvent | ChainLoose | DropLoose]
+    ) -> _Loosened:
+        """Carry out a batch's loose events, chainings and drops in order, in the open
+        transaction; return the events to chain, in order (a chained event of an identifier
+        with loose rows comes after those rows, moved out of `loose`)."""
+        out = _Loosened([], set(self._loose_prefixes), 0, 0)
+        for effect in events:
+            prefix = effect.prefix
+            if isinstance(effect, PersistEvent) and effect.loose:
+                row = (prefix, effect.sn, effect.said, effect.message)
+                out.rows += max(db.execute(_INSERT_LOOSE, row).rowcount, 0)
+                out.prefixes.add(prefix)
+            elif isinstance(effect, DropLoose):
+                if prefix in out.prefixes:
+                    out.receipts += db.execute(
+                        "DELETE FROM receipts WHERE said IN"
+                        " (SELECT said FROM loose WHERE prefix = ?)",
+                        (prefix,),
+                    ).rowcount
+                    out.rows -= db.execute("DELETE FROM loose WHERE prefix = ?", (prefix,)).rowcount
+                    out.prefixes.discard(prefix)
+            else:  # a chained event, or ChainLoose: its loose rows join the chain first
+                if prefix in out.prefixes:
+                    moved = db.execute(
+                        "SELECT prefix, sn, said, message FROM loose WHERE prefix = ?"
+                        " ORDER BY ordinal",
+                        (prefix,),
+                    ).fetchall()
+                    db.execute("DELETE FROM loose WHERE prefix = ?", (prefix,))
+                    out.chained.extend((p, sn, said, bytes(m)) for p, sn, said, m in moved)
+                    out.rows -= len(moved)
+                    out.prefixes.discard(prefix)
+                if isinstance(effect, PersistEvent):
+                    out.chained.append((prefix, effect.sn, effect.said, effect.message))
+        return out
 
     def _chained(
         self, events: list[tuple[str, int, str, bytes]], stored: set[str]
@@ -575,11 +722,15 @@ class Store:
                 _run(db, _SCHEMA_1)
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute("PRAGMA user_version = 1")
-        if version < SCHEMA_VERSION:
+        if version < 2:
             with self._transaction("add the hash chain") as db:
                 _run(db, _SCHEMA_2)
                 self._rechain(db)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("PRAGMA user_version = 2")
+        if version < 3:
+            with self._transaction("add the loose table") as db:
+                _run(db, _SCHEMA_3)
+                db.execute("PRAGMA user_version = 3")
         self._load()
 
     def _version(self) -> int:
@@ -604,6 +755,12 @@ class Store:
             self._receipts = db.execute("SELECT count(*) FROM receipts").fetchone()[0]
             held = db.execute("SELECT key, value FROM meta WHERE key IN ('store', 'chain')")
             meta = {key: bytes(value) for key, value in held}
+            tables = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'loose'").fetchone()
+            self._has_loose = tables is not None  # False: schema 2, opened read-only
+            if self._has_loose:
+                self._loose = db.execute("SELECT count(*) FROM loose").fetchone()[0]
+                prefixes = db.execute("SELECT DISTINCT prefix FROM loose")
+                self._loose_prefixes = {prefix for (prefix,) in prefixes}
         if "store" not in meta or "chain" not in meta or len(meta["chain"]) != _HEAD.size:
             raise StoreError(f"{self.path} is damaged: its store id or chain head is missing")
         self._id = meta["store"].decode(errors="replace")
@@ -676,6 +833,23 @@ class Store:
         except ProtocolError as err:
             raise StoreError(f"{self.path}: stored event {said} is unreadable: {err}") from None
         return messagize(rct, Attachments(couples=tuple(couples)))
+
+
+@dataclass(slots=True)
+class _Loosened:
+    """What a batch did to the loose table (`Store._sort_loose`)."""
+
+    chained: list[tuple[str, int, str, bytes]]  # events to chain, in order
+    prefixes: set[str]  # identifiers with loose rows after the batch
+    rows: int  # loose rows added (less those dropped or chained)
+    receipts: int  # receipt rows dropped with them
+
+
+def _stored(events: list[PersistEvent | ChainLoose | DropLoose]) -> Iterator[PersistEvent]:
+    """The events of a batch that has nothing loose in it (nor any loose rows to mind)."""
+    for effect in events:
+        if isinstance(effect, PersistEvent):
+            yield effect
 
 
 def backup(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Mark:

@@ -9,7 +9,8 @@ Theory of operation. A `Driver` holds named roles and a queue of deliveries in f
                published there: the runtime subscribes a role to the topics it publishes on)
     SetTimer   kept; `advance` moves the clock and fires what is due, earliest first
     Persist*   each step's appended to the role's `disk` as one batch (what a restart
-               replays, what a store's group commit would take); Report and Blame kept
+               replays, what a store's group commit would take; `stored` leaves out the
+               loose events a later `DropLoose` dropped); Report and Blame kept
 
 By default every effect is carried out as soon as it is made, in order (`settle`). With
 `hold=True` deliveries wait in `pending` until a test delivers, drops or duplicates them in
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import (
     Blame,
+    ChainLoose,
+    DropLoose,
     Effect,
     Persist,
     PersistEvent,
@@ -137,14 +140,18 @@ class Driver:
 
     def stored(self, name: str) -> bytes:
         """What `name` persisted, as the CESR stream a store replays into a fresh role."""
-        out = []
+        out: list[tuple[str, bytes]] = []  # (prefix of a loose event or "", message)
         for effect in (e for batch in self.disk.get(name, []) for e in batch):
             if isinstance(effect, PersistEvent):
-                out.append(effect.message)
+                out.append((effect.prefix if effect.loose else "", effect.message))
             elif isinstance(effect, PersistReceipts):
                 rct = receipt(effect.prefix, effect.sn, effect.said)
-                out.append(messagize(rct, Attachments(couples=effect.couples)))
-        return b"".join(out)
+                out.append(("", messagize(rct, Attachments(couples=effect.couples))))
+            elif isinstance(effect, DropLoose):
+                out = [(loose, m) for loose, m in out if loose != effect.prefix]
+            elif isinstance(effect, ChainLoose):
+                out = [("" if loose == effect.prefix else loose, m) for loose, m in out]
+        return b"".join(m for _, m in out)
 
     # ---------------------------------------------------------------- internals
 
