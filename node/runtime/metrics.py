@@ -66,7 +66,8 @@ class Metrics:
                 lines.append(f"# HELP {full} {self._help.get(name, name)}")
                 lines.append(f"# TYPE {full} counter")
             label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            lines.append(f"{full}{{{label_text}}} {value:g}" if labels else f"{full} {value:g}")
+            text = _number(value)
+            lines.append(f"{full}{{{label_text}}} {text}" if labels else f"{full} {text}")
         for (name, labels), (help_text, read) in sorted(self._gauges.items()):
             kind = self._kinds[name]
             full = f"{self.prefix}_{name}" + ("_total" if kind == "counter" else "")
@@ -75,9 +76,16 @@ class Metrics:
                 lines.append(f"# HELP {full} {help_text or name}")
                 lines.append(f"# TYPE {full} {kind}")
             label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            value = read()
-            lines.append(f"{full}{{{label_text}}} {value:g}" if labels else f"{full} {value:g}")
+            text = _number(read())
+            lines.append(f"{full}{{{label_text}}} {text}" if labels else f"{full} {text}")
         return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    """Whole numbers in full (byte counts: 4294967296, not 4.29497e+09), others as floats."""
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
 
 
 def _escape(value: str) -> str:

@@ -34,3 +34,17 @@ async def test_metrics_endpoint_serves_counters_and_gauges() -> None:
     assert b"# TYPE dkms_store_events gauge\ndkms_store_events 7" in ok
     assert missing.startswith(b"HTTP/1.0 404")
     assert bad.startswith(b"HTTP/1.0 400")
+
+
+def test_labelled_gauges_read_counters_and_whole_numbers_in_full() -> None:
+    metrics = Metrics()
+    metrics.gauge("escrow_bytes", lambda: 4 << 30, "bytes", escrow="out-of-order")
+    metrics.gauge("escrow_bytes", lambda: 0.5, "bytes", escrow='a "quoted" one')
+    metrics.counted("evictions", lambda: 3, "evicted")
+    metrics.count("requests", 2**40)
+    text = metrics.render()
+    assert text.count("# TYPE dkms_escrow_bytes gauge") == 1
+    assert 'dkms_escrow_bytes{escrow="out-of-order"} 4294967296\n' in text
+    assert 'dkms_escrow_bytes{escrow="a \\"quoted\\" one"} 0.5\n' in text
+    assert "# TYPE dkms_evictions_total counter\ndkms_evictions_total 3\n" in text
+    assert "dkms_requests_total 1099511627776\n" in text
