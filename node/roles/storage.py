@@ -102,10 +102,6 @@ class Storage:
         self._forgotten = forgotten
         self._notes: dict[str, tuple[float, int]] = {}  # kind -> (next line due, not logged)
 
-    @property
-    def loose_stored(self) -> int:
-        return sum(entry.stored for entry in self.loose.values())
-
     # ---------------------------------------------------------------- start
 
     def restore(self, stored: int, loose: Iterable[tuple[str, int]]) -> None:
@@ -160,11 +156,11 @@ class Storage:
         if event.ilk not in INCEPTION or self.stored + size <= self.quota:
             return True
         ancestors = self._loose_delegators(event.delegator or "")
-        for victim in [p for p in self.loose if p not in ancestors]:  # least recent first
-            if self.stored + size <= self.quota:
-                return True
-            if victim in self.loose:  # not evicted already with its delegator
-                self._evict(victim, now, effects)
+        while self.stored + size > self.quota:
+            victim = next((p for p in self.loose if p not in ancestors), None)  # least recent
+            if victim is None:
+                break
+            self._evict(victim, now, effects)
         if self.stored + size <= self.quota:
             return True
         prefix = event.prefix
