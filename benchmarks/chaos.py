@@ -1,6 +1,6 @@
 """Chaos under load: witnesses killed, paused and restarted while identifiers keep submitting.
 
-    python benchmarks/chaos.py [--seconds 300] [--identifiers 40] [--seed 1]
+    python benchmarks/chaos.py [--seconds 300] [--identifiers 40] [--seed 1] [--keep DIR]
 
 4 witnesses (bt=3) and 2 watchers, each a `dkms-node run` process on 127.0.0.1. One controller
 process (this one) holds `--identifiers` identifiers, each making interaction events one after
@@ -50,6 +50,7 @@ from dkms.protocol.events import Ilk
 from dkms.protocol.stream import Message, parse_stream
 
 AGREE_WITHIN = 30.0  # seconds after the load for every node to hold the same key states
+STATE_ASKS = 16  # key-state queries in flight to one node during a check round
 
 
 def say(text: str) -> None:
@@ -149,15 +150,41 @@ async def load(client: ControllerClient, names: list[str], until: float, done: l
 
 
 async def states(client: ControllerClient, node: str, prefixes: list[str]) -> dict[str, Any]:
+    """Each identifier's sn as `node` holds it (None: unknown or no answer), asked all at once
+    (at most `STATE_ASKS` in flight), so a check round costs one node's slowest answer and
+    not the sum of its answers."""
     out: dict[str, Any] = {}
-    for prefix in prefixes:
+    limit = trio.Semaphore(STATE_ASKS)
+
+    async def one(prefix: str) -> None:
         ask = cbor2.dumps({"t": "state", "i": prefix})
-        try:
-            code, payload, _ = await client.runtime.transport.request(node, "/dkms/1/query", ask, 5)
-            out[prefix] = cbor2.loads(payload).get("sn") if code.ok else None
-        except (TransportError, ValueError):
-            out[prefix] = None
+        async with limit:
+            try:
+                answer = await client.runtime.transport.request(node, "/dkms/1/query", ask, 5)
+                code, payload, _ = answer
+                out[prefix] = cbor2.loads(payload).get("sn") if code.ok else None
+            except (TransportError, ValueError):
+                out[prefix] = None
+
+    async with trio.open_nursery() as nursery:
+        for prefix in prefixes:
+            nursery.start_soon(one, prefix)
     return out
+
+
+async def check_round(
+    client: ControllerClient, nodes: list[NodeProcess], prefixes: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Every node's `states`, all nodes asked at once; by the node's data directory name."""
+    held: dict[str, dict[str, Any]] = {}
+
+    async def check(node: NodeProcess) -> None:
+        held[node.data_dir.name] = await states(client, node.prefix, prefixes)
+
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            nursery.start_soon(check, node)
+    return held
 
 
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -204,14 +231,17 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 settle = time.monotonic()
                 disagreeing: set[str] = set(ids)
                 while time.monotonic() - settle < AGREE_WITHIN:
-                    disagreeing = set()
-                    for node in cluster.nodes:
-                        held = await states(client, node.prefix, ids)
-                        disagreeing |= {p for p in ids if held[p] != want[p]}
+                    held = await check_round(client, cluster.nodes, ids)
+                    behind = {
+                        node: sum(answers[p] != want[p] for p in ids)
+                        for node, answers in held.items()
+                    }
+                    disagreeing = {p for a in held.values() for p in ids if a[p] != want[p]}
                     if not disagreeing:
                         agreed_after = time.monotonic() - settle
                         break
-                    await trio.sleep(1.0)
+                    say(f"{time.monotonic() - settle:.1f} s after the load, behind: {behind}")
+                    await trio.sleep(0.5)
                 chaos.check_deaths()
 
                 lost = 0
@@ -257,9 +287,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--identifiers", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--keep", type=Path, help="run in this (new) directory and keep the nodes' logs and stores"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="dkms-chaos-") as tmp:
-        report = trio.run(run, args, Path(tmp))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)
+        report = trio.run(run, args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="dkms-chaos-") as tmp:
+            report = trio.run(run, args, Path(tmp))
     print(json.dumps(report, indent=2))
     bad = report["deaths"] or report["lost"] or report["conflicting"] or report["disagreeing"]
     sys.exit(1 if bad else 0)

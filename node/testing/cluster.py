@@ -48,6 +48,7 @@ class NodeProcess:
         self.args, self.bootstrap = args, bootstrap
         self.metrics_port = free_port()
         self.log_path = data_dir.with_name(data_dir.name + ".log")
+        self.log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
         command = [str(BIN / "dkms-node"), "run", "--data-dir", str(data_dir)]
         command += ["--listen", listen, "--metrics-port", str(self.metrics_port), *args]
         for intro in bootstrap:
@@ -69,7 +70,8 @@ class NodeProcess:
         words = (lines[0] if lines else b"").decode(errors="replace").split()
         if len(words) != 2:
             self.kill()
-            raise RuntimeError(f"{self.data_dir} did not start:\n{self.log()[-2000:]}")
+            said = self.log()[self.log_from :][-2000:] or "(nothing on stderr)"
+            raise RuntimeError(f"{self.data_dir} did not start in {STARTUP:g} s:\n{said}")
         return words[1]
 
     def alive(self) -> bool:
