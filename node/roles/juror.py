@@ -13,8 +13,10 @@ not judge:
                threshold, is an anomaly (not evidence: silence proves nothing). Events of a
                KEL the node forgot since (its storage policy evicted it) are no anomaly
 
-Everything is bounded, oldest forgotten first: the versions kept (`max_bodies`), the receipts
-waiting for a version not seen yet, and the first-receipt slots (`max_slots`). A slot whose
+Everything is bounded, oldest forgotten first: the versions kept (`max_bodies`, and in bytes
+`max_body_bytes`, each version charged like an escrowed event: its raw and decoded body, so
+that junk versions nobody else holds cannot grow a node's memory), the receipts waiting for
+a version not seen yet, and the first-receipt slots (`max_slots`). A slot whose
 version has been forgotten could not make evidence anyway (the evidence needs both bodies).
 Pure: bodies, signatures and times come in as arguments.
 """
@@ -22,12 +24,13 @@ Pure: bodies, signatures and times come in as arguments.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from dkms.protocol import cesr
 from dkms.protocol.cesr import Codes
 from dkms.protocol.errors import ProtocolError
+from dkms.protocol.escrow import ENTRY_OVERHEAD, decoded_size
 from dkms.protocol.events import ROTATION, Event, Ilk
 from dkms.protocol.signing import Verifier
 from dkms.protocol.witness_duplicity import WitnessDuplicity
@@ -35,7 +38,9 @@ from dkms.protocol.witness_duplicity import WitnessDuplicity
 MAX_BODIES: Final = 200_000  # event versions kept to check receipts against
 MAX_EARLY: Final = 10_000  # receipts waiting for the body they sign
 MAX_SLOTS: Final = 1_000_000  # (prefix, sn, witness) first receipts; ~4 witnesses per version
+MAX_BODY_BYTES: Final = 32 << 20  # what the versions kept may hold (estimated)
 MAX_ANOMALIES: Final = 1_000
+MAX_FORGOTTEN: Final = 10_000  # KELs forgotten lately, for `Lag`
 
 
 class Receipts:
@@ -47,13 +52,16 @@ class Receipts:
         ignore: str = "",
         *,
         max_bodies: int = MAX_BODIES,
+        max_body_bytes: int = MAX_BODY_BYTES,
         max_slots: int = MAX_SLOTS,
     ) -> None:
         self._verify = verify
         self._ignore = ignore  # our own prefix: a watcher ignores its own receipts
         self._max_bodies = max_bodies
+        self._max_body_bytes = max_body_bytes
         self._max_slots = max_slots
         self.bodies: OrderedDict[str, Event] = OrderedDict()
+        self.body_bytes = 0  # `_weight` of the versions in `bodies`
         self._first: OrderedDict[tuple[str, int, str], tuple[str, bytes]] = OrderedDict()
         self._early: OrderedDict[str, list[tuple[str, bytes]]] = OrderedDict()
 
@@ -62,12 +70,22 @@ class Receipts:
         if event.said in self.bodies:
             return []
         self.bodies[event.said] = event
-        if len(self.bodies) > self._max_bodies:
-            self.bodies.popitem(last=False)
+        self.body_bytes += _weight(event)
+        while len(self.bodies) > self._max_bodies or (
+            self.body_bytes > self._max_body_bytes and len(self.bodies) > 1
+        ):
+            self.body_bytes -= _weight(self.bodies.popitem(last=False)[1])
         found = []
         for witness, signature in self._early.pop(event.said, []):
             found.extend(self.receipt(event.prefix, event.sn, event.said, witness, signature))
         return found
+
+    def forget(self, saids: Iterable[str]) -> None:
+        """Drop these versions (their KEL was forgotten)."""
+        for said in saids:
+            event = self.bodies.pop(said, None)
+            if event is not None:
+                self.body_bytes -= _weight(event)
 
     def receipt(
         self, prefix: str, sn: int, said: str, witness: str, signature: bytes
@@ -121,7 +139,9 @@ class Lag:
         self._forgotten.pop(prefix, None)
         self._forgotten[prefix] = now
         cutoff = now - self.after  # events seen before then are due already
-        while self._forgotten and next(iter(self._forgotten.values())) < cutoff:
+        while self._forgotten and (
+            next(iter(self._forgotten.values())) < cutoff or len(self._forgotten) > MAX_FORGOTTEN
+        ):
             self._forgotten.popitem(last=False)
 
     def seen(self, prefix: str, sn: int, said: str, now: float) -> None:
@@ -166,3 +186,10 @@ class Lag:
                     )
         self.anomalies.extend(found)
         return found
+
+
+def _weight(event: Event) -> int:
+    """What a kept version holds, estimated as the escrows estimate an entry (an interaction
+    keeps only its anchors decoded)."""
+    body = event.anchors if event.ilk is Ilk.IXN else event.ked
+    return len(event.raw) + decoded_size(body) + ENTRY_OVERHEAD

@@ -56,7 +56,7 @@ LOOSE_QUOTA: Final = 64 << 20  # bytes the validator holds for unwitnessed KELs 
 RECEIPT_BYTES: Final = 44 + 64  # a stored receipt: the witness prefix and its raw signature
 NOTE_EVERY: Final = 60.0  # seconds between two log lines of one kind (the rest are counted)
 
-Forgotten = Callable[[str, float], None]  # told of each KEL forgotten, and when
+Forgotten = Callable[[str, float], None]  # told of each KEL about to be forgotten, and when
 
 
 @dataclass(slots=True)
@@ -301,9 +301,9 @@ class Storage:
         )
 
     def _forget(self, prefix: str, now: float) -> None:
-        self.validator.forget(prefix)
-        if self._forgotten is not None:
+        if self._forgotten is not None:  # while the validator still holds it
             self._forgotten(prefix, now)
+        self.validator.forget(prefix)
 
     def _note(self, kind: str, level: str, now: float, effects: list[Effect], line: str) -> None:
         """A log line of `kind`, at most one every NOTE_EVERY seconds; the others counted."""

@@ -384,6 +384,11 @@ class Watcher:
         return self.storage.keep(record, self.follower.persist(record), now, effects)
 
     def _forgotten(self, prefix: str, now: float) -> None:
+        """A KEL the storage policy is about to forget: its versions kept for the receipt
+        detector go with it, and its events make no lag anomaly."""
+        kel = self.validator.kel(prefix)
+        if kel is not None:
+            self.receipts.forget(r.event.said for r in kel.first_seen)
         self.lag.forget(prefix, now)
 
     def _indexed_receipts(

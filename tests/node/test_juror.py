@@ -56,3 +56,21 @@ def test_memory_is_bounded_and_the_oldest_is_forgotten_first() -> None:
     assert receipt(receipts, b, OTHER) == []  # takes the only slot: WITNESS's is forgotten
     assert receipt(receipts, c, WITNESS) == []  # so this is a first receipt again, no evidence
     assert len(receipt(receipts, b, WITNESS)) == 1  # but it remembers c now
+
+
+def test_versions_kept_are_bounded_in_bytes_too() -> None:
+    """A version is charged for its decoded body: 20,000 anchored empty maps are 60 KB on the
+    wire and over a megabyte decoded, so two of them do not fit in 2 MiB."""
+    icp, _ = versions(0)
+    heavy = [
+        interact(icp.prefix, prior=icp.said, sn=1, anchors=[{} for _ in range(20_000 + i)])
+        for i in range(3)
+    ]
+    receipts = Receipts(verify, max_body_bytes=2 << 20)
+    receipts.body(icp)
+    for event in heavy:
+        receipts.body(event)
+        assert receipts.body_bytes <= 2 << 20
+    assert list(receipts.bodies) == [heavy[-1].said]
+    receipts.forget([heavy[-1].said, "Enot-kept"])
+    assert (list(receipts.bodies), receipts.body_bytes) == ([], 0)

@@ -172,6 +172,7 @@ def test_free_identifiers_are_kept_loose_and_the_least_recently_extended_go_firs
     assert [e for e in effects if isinstance(e, DropLoose)] == [DropLoose(b.prefix)]
     assert role.validator.kel(b.prefix) is None
     assert role.validator.record(b.icp.said) is None
+    assert b.icp.said not in role.receipts.bodies  # the receipt detector's copy went too
     assert role.key_state(b.prefix)["standing"] == "unknown"
     assert all(role.validator.kel(x.prefix) is not None for x in (a, c, d))
     assert (role.storage.evictions, role.storage.loose_held) == (1, full)
