@@ -14,10 +14,22 @@ Theory of operation. A follower owns a `Validator` and turns what it says into e
                     most `WITNESS_ASKS` of the KEL's witnesses (a KEL may name thousands,
                     made up: each would be a query and an entry here), the next round of
                     the same gap the next ones. The same gap (same identifier, same first
-                    missing sn) is asked again only `GAP_RETRY` seconds later: an answer
-                    that cannot fill it (we hold a rival version, or the peers lack the
-                    events too) must not start the next round at once, or every answer
-                    would ask every co-witness again, without end
+                    missing sn) is asked again only after a back-off, `GAP_FIRST_RETRY`
+                    seconds doubling each round up to `GAP_RETRY`: an answer that cannot
+                    fill it (we hold a rival version, or the peers lack the events too)
+                    must not start the next round at once, or every answer would ask every
+                    co-witness again, without end
+    catching up     gossip is lossy (a paused or restarted peer, a full neighbour queue):
+                    the events after a lost one wait in escrow, and an event whose
+                    receipts were lost waits for them, while nothing more may come to
+                    start a gap ask (a KEL that stopped growing). So an identifier we hold
+                    a KEL of, with an event escrowed (`note_waiting`), is checked every
+                    `CATCH_UP_EVERY` seconds (`catch_up`, on a `CatchUp` timer armed only
+                    while there is something to check): once its KEL has not moved past
+                    that event for `CATCH_UP_AFTER` seconds, its gap (from our KEL's next
+                    sn: the page carries the receipts too) is asked for, with the back-off
+                    above; after `CATCH_UP_FOR` seconds it is no longer checked (escrows
+                    expire too). At most `MAX_WAITING` identifiers are watched, oldest out
     answers         (`gap_answered`) free their (identifier, peer) slot and are applied like
                     gossip. A partial answer (`Code.PARTIAL`) that moved our KEL on makes us
                     ask the same peer for the next page, from our KEL's next sn: a long gap
@@ -31,8 +43,9 @@ Theory of operation. A follower owns a `Validator` and turns what it says into e
 
 Memory: the asks in flight (`_asking`) hold at most `MAX_GAP_ASKS` identifiers of at most
 `max(PEER_ASKS, WITNESS_ASKS)` peers each, and the gaps remembered for `GAP_RETRY`
-(`_asked`) at most `MAX_GAPS_KEPT`, each a 44-character prefix and three numbers (about 3 MB
-in all); `table_sizes` reports them.
+(`_asked`) at most `MAX_GAPS_KEPT`, each a 44-character prefix and three numbers, and the
+identifiers caught up on (`_waiting`) at most `MAX_WAITING`, each a prefix and two numbers
+(about 5 MB in all); `table_sizes` reports them.
 
 Pure: no I/O, no clock.
 """
@@ -63,7 +76,7 @@ from .effects import (
     SetTimer,
     Surface,
 )
-from .inputs import Answered, Expiry, GapQuery
+from .inputs import Answered, CatchUp, Expiry, GapQuery
 from .pages import PAGE_BYTES, kel_ask, kel_reply
 from .topics import Parse
 
@@ -71,7 +84,12 @@ EXPIRE_EVERY: Final = 60.0  # seconds between escrow expiry sweeps
 PEER_ASKS: Final = 4  # peers asked for a KEL we hold nothing of
 WITNESS_ASKS: Final = 8  # witnesses of a KEL asked in one round
 MAX_GAP_ASKS: Final = 64  # identifiers with a gap query in flight at once
-GAP_RETRY: Final = 30.0  # seconds before the same gap is asked for again
+GAP_FIRST_RETRY: Final = 2.0  # seconds before the same gap is asked for again, at first
+GAP_RETRY: Final = 30.0  # ... doubling each round up to this
+CATCH_UP_AFTER: Final = 2.0  # seconds an escrowed event waits before its gap is asked for
+CATCH_UP_EVERY: Final = 1.0  # seconds between checks of the identifiers waiting
+CATCH_UP_FOR: Final = 300.0  # seconds an identifier is checked after an event of it waited
+MAX_WAITING: Final = 10_000  # identifiers checked at once (oldest forgotten first)
 MAX_GAPS_KEPT: Final = 10_000  # gaps remembered for GAP_RETRY (oldest forgotten first)
 
 Apply = Callable[[bytes, list[Effect]], None]  # a role applying an answer's events
@@ -97,6 +115,9 @@ class Follower:
         self._asking: dict[str, set[NodePrefix]] = {}  # prefix -> peers asked, not yet answered
         # prefix -> (sn, when, round): the gap last asked for, and how many rounds it took
         self._asked: OrderedDict[str, tuple[int, float, int]] = OrderedDict()
+        # prefix -> (highest sn escrowed, since when it waits): identifiers to catch up on
+        self._waiting: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._catching_up = False  # a CatchUp timer is set
 
     # ---------------------------------------------------------------- effects
 
@@ -147,10 +168,41 @@ class Follower:
         round_ = 0
         last = self._asked.get(prefix)
         if last is not None and last[0] == start:  # the same gap: a later round, in time
-            if now < last[1] + GAP_RETRY:
+            if now < last[1] + retry_after(last[2]):
                 return []
             round_ = last[2] + 1
         return self._ask(prefix, start, _window(targets, round_), now, round_)
+
+    def note_waiting(self, prefix: str, sn: int, now: float) -> list[Effect]:
+        """An event of `prefix` at `sn` went to an escrow (out of order, or short of
+        receipts): check on it until our KEL moves past it. Identifiers we hold nothing of
+        are not followed up (made-up ones would make us ask our peers for ever)."""
+        if self.validator.kel(prefix) is None:
+            return []
+        last = self._waiting.get(prefix)
+        if last is not None and last[0] >= sn:
+            return []
+        self._waiting[prefix] = (sn, now if last is None else last[1])
+        while len(self._waiting) > MAX_WAITING:
+            self._waiting.popitem(last=False)
+        if self._catching_up:
+            return []
+        self._catching_up = True
+        return [SetTimer(CatchUp(), now + CATCH_UP_EVERY)]
+
+    def catch_up(self, now: float) -> list[Effect]:
+        """The `CatchUp` timer: ask for the gaps of identifiers whose KEL stalled behind an
+        escrowed event; set the timer again while any is left to check."""
+        effects: list[Effect] = []
+        for prefix, (sn, since) in list(self._waiting.items()):
+            if self._held(prefix) >= sn or now >= since + CATCH_UP_FOR:
+                del self._waiting[prefix]
+            elif now >= since + CATCH_UP_AFTER:
+                effects += self.ask_for_gap(prefix, now)
+        self._catching_up = bool(self._waiting)
+        if self._catching_up:
+            effects.append(SetTimer(CatchUp(), now + CATCH_UP_EVERY))
+        return effects
 
     def gap_answered(
         self, tag: GapQuery, answer: Answered, now: float, apply: Apply
@@ -178,6 +230,7 @@ class Follower:
             "asking": len(self._asking),
             "asking_peers": sum(len(peers) for peers in self._asking.values()),
             "asked": len(self._asked),
+            "waiting": len(self._waiting),
         }
 
     def _gap(self, prefix: str) -> tuple[int, list[NodePrefix]]:
@@ -251,6 +304,11 @@ class Follower:
         state["receipts"] = {last.event.said: sorted(last.receipts)}
         state["fully_witnessed"] = len(last.receipts) >= last.authority.toad
         return state
+
+
+def retry_after(round_: int) -> float:
+    """Seconds before a gap asked for in round `round_` may be asked for again."""
+    return min(GAP_FIRST_RETRY * float(1 << min(round_, 16)), GAP_RETRY)
 
 
 def _window(targets: Sequence[NodePrefix], round_: int) -> list[NodePrefix]:

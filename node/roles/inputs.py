@@ -66,6 +66,11 @@ class Expiry(TimerKey):
 
 
 @dataclass(frozen=True, slots=True)
+class CatchUp(TimerKey):
+    """Ask again for the gaps of KELs that stalled behind an escrowed event."""
+
+
+@dataclass(frozen=True, slots=True)
 class LagCheck(TimerKey):
     """Look for witnesses that have not receipted an event in time (anomalies)."""
 

@@ -60,6 +60,7 @@ from .governance import Governance
 from .holdings import Holdings
 from .inputs import (
     Answered,
+    CatchUp,
     Expiry,
     GapQuery,
     Heard,
@@ -84,6 +85,8 @@ from .topics import (
     well_formed,
 )
 
+# escrowed events a watcher follows up when they stall: lost gossip, or lost receipts
+_CATCH_UP: Final = (Waiting.OUT_OF_ORDER, Waiting.PARTIALLY_WITNESSED)
 ROSTER_RETRY: Final = 15.0  # seconds between asks for a roster while we have none
 PEER_ASKS: Final = 4  # peers asked for a roster
 
@@ -237,6 +240,8 @@ class Watcher:
                     effects += self._ask_for_roster(now)
             case TimerFired(key=Expiry()):
                 effects += self.follower.expire(now)
+            case TimerFired(key=CatchUp()):
+                effects += self.follower.catch_up(now)
             case TimerFired(key=LagCheck()):
                 effects.append(self._lag_timer(now))
                 for anomaly in self.lag.due(now, self._receipted):
@@ -376,6 +381,8 @@ class Watcher:
             self.duties.found(outcome.evidence, now, effects)
         elif status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
             effects += self.follower.ask_for_gap(outcome.prefix, now)
+        if status is Status.ESCROWED and not self._restoring and outcome.waiting in _CATCH_UP:
+            effects += self.follower.note_waiting(outcome.prefix, outcome.sn, now)
 
     def _keep(self, record: Record, now: float, effects: list[Effect]) -> bool:
         """Store an accepted event as the storage policy says; False: it was not kept."""

@@ -64,7 +64,7 @@ from .effects import (
 )
 from .floors import Floors
 from .follower import EXPIRE_EVERY, Follower
-from .inputs import Answered, Expiry, GapQuery, Heard, Input, Request, TimerFired
+from .inputs import Answered, CatchUp, Expiry, GapQuery, Heard, Input, Request, TimerFired
 from .pages import PAGE_BYTES
 from .storage import LOOSE_QUOTA, RECEIPT_BYTES, STORE_QUOTA, Storage, stored_bytes
 from .topics import Parse, ParseCache, kel_topic, well_formed
@@ -132,6 +132,8 @@ class Witness:
                 return self.follower.gap_answered(tag, event, now, apply)
             case TimerFired(key=Expiry()):
                 return self.follower.expire(now)
+            case TimerFired(key=CatchUp()):
+                return self.follower.catch_up(now)
         return []
 
     def restore(self, stored: bytes, now: float) -> None:
@@ -303,6 +305,7 @@ class Witness:
                 self._accepted(outcome, now, effects)
             elif outcome.status is Status.ESCROWED and outcome.waiting is Waiting.OUT_OF_ORDER:
                 effects += self.follower.ask_for_gap(outcome.prefix, now)
+                effects += self.follower.note_waiting(outcome.prefix, outcome.sn, now)
             elif outcome.status is Status.DUPLICITOUS:
                 effects.append(
                     Report(

@@ -11,9 +11,15 @@ import pytest
 
 from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller
-from dkms.node.roles.effects import Effect, Reply, Send, Surface
-from dkms.node.roles.follower import GAP_RETRY
-from dkms.node.roles.inputs import Answered, GapQuery, Heard, Request
+from dkms.node.roles.effects import Effect, Reply, Send, SetTimer, Surface
+from dkms.node.roles.follower import (
+    CATCH_UP_AFTER,
+    CATCH_UP_EVERY,
+    GAP_FIRST_RETRY,
+    GAP_RETRY,
+    retry_after,
+)
+from dkms.node.roles.inputs import Answered, CatchUp, GapQuery, Heard, Request, TimerFired
 from dkms.node.roles.pages import PAGE_EVENTS, kel_page, page_message
 from dkms.node.roles.topics import kel_topic
 from dkms.node.roles.witness import Witness
@@ -272,17 +278,52 @@ def test_gap_queries_are_deduplicated_per_identifier_and_peer() -> None:
     assert len(gap.sent) == 5
 
 
-def test_a_gap_no_answer_fills_is_asked_again_only_after_gap_retry() -> None:
+def test_a_gap_no_answer_fills_is_asked_again_after_a_doubling_back_off() -> None:
     gap = Gap(5, page_bytes=1 << 20)
     for witness in gap.full.values():  # they lose the KEL: nobody can fill the gap
         witness.validator = Witness(NODES[0]).validator
         witness.follower.validator = witness.validator
-    first = gap.hear(3, now=1.0)
-    for send in first:
-        assert gap.answer(send, now=1.0) == []
-    assert gap.hear(4, now=1.0 + GAP_RETRY - 0.1) == []
-    again = gap.hear(4, now=1.0 + GAP_RETRY)
-    assert sorted(s.to for s in again) == sorted(gap.full)
+    now, rounds = 1.0, []
+    sent = gap.hear(3, now=now)
+    while now < 200:
+        assert sorted(s.to for s in sent) == sorted(gap.full)
+        for send in sent:
+            assert gap.answer(send, now=now) == []
+        wait = retry_after(len(rounds))
+        rounds.append(wait)
+        assert gap.hear(4, now=now + wait - 0.1) == []
+        now += wait
+        sent = gap.hear(4, now=now)
+    assert rounds[:4] == [GAP_FIRST_RETRY * 2**n for n in range(4)]
+    assert max(rounds) == GAP_RETRY  # and no longer: an idle gap costs a round per 30 s
+
+
+def test_a_kel_that_stalled_behind_a_lost_event_is_caught_up_without_more_gossip() -> None:
+    """Gossip of sn 1 is lost and sn 2 is the KEL's last event: nothing more will come to
+    start a gap ask, and the first ask (on hearing sn 2) reached no one that could answer.
+    The CatchUp timer asks again, and the KEL is whole."""
+    gap = Gap(3, page_bytes=1 << 20)
+    effects = gap.late.step(
+        Heard(kel_topic(gap.prefix), NodePrefix(""), signed(gap.events[2])), 1.0
+    )
+    first = gap.queries(effects)
+    (timer,) = [e for e in effects if isinstance(e, SetTimer) and isinstance(e.key, CatchUp)]
+    for send in first:  # every witness was down
+        gap.late.step(Answered(send.tag, Code.UNREACHABLE, b"", "down"), 1.0)
+    now = timer.at
+    while now < 1.0 + CATCH_UP_AFTER + GAP_FIRST_RETRY:
+        effects = gap.late.step(TimerFired(CatchUp()), now)
+        (again,) = [e for e in effects if isinstance(e, SetTimer)]  # still waiting: re-armed
+        asked = gap.queries(effects)
+        if asked:
+            break
+        now = again.at
+    assert sorted(s.to for s in asked) == sorted(gap.full)
+    assert now >= 1.0 + max(CATCH_UP_AFTER, GAP_FIRST_RETRY)
+    gap.answer(asked[0], now=now)
+    assert gap.held == 2
+    effects = gap.late.step(TimerFired(CatchUp()), now + CATCH_UP_EVERY)
+    assert effects == []  # caught up: nothing asked, the timer not set again
 
 
 def test_a_witness_added_by_a_rotation_fills_a_long_kel_by_pages_and_gossips_none_of_it() -> None:

@@ -8,7 +8,14 @@ import tracemalloc
 
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import Effect, Send
-from dkms.node.roles.follower import GAP_RETRY, MAX_GAP_ASKS, MAX_GAPS_KEPT, WITNESS_ASKS, Follower
+from dkms.node.roles.follower import (
+    GAP_RETRY,
+    MAX_GAP_ASKS,
+    MAX_GAPS_KEPT,
+    WITNESS_ASKS,
+    Follower,
+    retry_after,
+)
 from dkms.node.roles.inputs import Answered, GapQuery
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.events import incept
@@ -61,9 +68,9 @@ def test_a_kel_naming_hundreds_of_witnesses_asks_a_few_per_round() -> None:
     assert follower.table_sizes()["asking_peers"] == WITNESS_ASKS
     for send in first:
         fail(follower, send, 1.0)
-    assert follower.table_sizes() == {"asking": 0, "asking_peers": 0, "asked": 1}
-    assert sends(follower.ask_for_gap(prefix, 1.0 + GAP_RETRY / 2)) == []
-    second = sends(follower.ask_for_gap(prefix, 1.0 + GAP_RETRY))
+    assert follower.table_sizes() == {"asking": 0, "asking_peers": 0, "asked": 1, "waiting": 0}
+    assert sends(follower.ask_for_gap(prefix, 1.0 + retry_after(0) - 0.1)) == []
+    second = sends(follower.ask_for_gap(prefix, 1.0 + retry_after(0)))
     assert [s.to for s in second] == MADE_UP[WITNESS_ASKS : 2 * WITNESS_ASKS]
 
 
@@ -108,5 +115,5 @@ def test_gaps_remembered_are_bounded_in_entries_and_bytes() -> None:
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert follower.table_sizes() == {"asking": 0, "asking_peers": 0, "asked": MAX_GAPS_KEPT}
+    assert follower.table_sizes() == {"asking": 0, "asking_peers": 0, "asked": MAX_GAPS_KEPT, "waiting": 0}
     assert kept < 4 << 20, f"{kept / 1e6:.1f} MB kept for {MAX_GAPS_KEPT} gaps"
