@@ -30,7 +30,7 @@ from typing import Final
 
 from dkms.node.runtime import history
 from dkms.node.runtime.history import History, HistoryError
-from dkms.node.runtime.store import FILENAME, Mark, Store, StoreError
+from dkms.node.runtime.store import FILENAME, Mark, Store, StoreError, StoreInUse
 
 WAY_BACK: Final = (
     "rebuild it from co-witnesses with `dkms-node recover --data-dir {dir} --from"
@@ -109,4 +109,7 @@ def open_proven(data_dir: Path, node: str) -> tuple[Store, Mark | None, History]
 
 
 def _refused_if(held: bool, data_dir: Path, err: StoreError) -> StoreRefused:
-    return refused(data_dir, str(err)) if held else StoreRefused(str(err))
+    """A damaged store of a node with history comes with the danger and the way back; one in
+    use by another process (a node already running there) only says so."""
+    damaged = held and not isinstance(err, StoreInUse)
+    return refused(data_dir, str(err)) if damaged else StoreRefused(str(err))

@@ -91,6 +91,7 @@ __all__ = [
     "Persist",
     "Store",
     "StoreError",
+    "StoreInUse",
     "StoreStats",
     "Stored",
     "Usage",
@@ -170,6 +171,10 @@ _HEAD: Final = struct.Struct(">Q32s")  # meta `chain`: event rows, last link
 
 class StoreError(Exception):
     """The store cannot be used: in use elsewhere, not a store, damaged, disk full, ..."""
+
+
+class StoreInUse(StoreError):
+    """Another process holds the store's lock (nothing is wrong with the store)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -939,7 +944,7 @@ def _lock(path: Path) -> int:
     try:
         return lockfile.exclusive(path)
     except LockHeld as held:
-        raise StoreError(
+        raise StoreInUse(
             f"{path.with_suffix('')} is in use by another process (pid {held.holder}):"
             " is a node already running on this data directory?"
         ) from None

@@ -110,6 +110,17 @@ def one_line(text: str) -> str:
     return lines[0]
 
 
+def test_a_store_in_use_by_another_process_says_only_that(tmp_path: Path) -> None:
+    """Formerly worded as damage ("... could receipt other versions of them: rebuild it"):
+    a second node on a data directory in use must be told it is in use, and nothing else."""
+    data_dir, node = node_dir(tmp_path, 0)
+    fill(data_dir, node, 3)
+    with Store.open(data_dir / FILENAME), pytest.raises(StoreRefused) as info:
+        open_proven(data_dir, node)
+    assert "in use by another process" in str(info.value)
+    assert "recover" not in str(info.value) and "other versions" not in str(info.value)
+
+
 # ------------------------------------------------------------------ the history record
 
 
