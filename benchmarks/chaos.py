@@ -80,6 +80,8 @@ class Chaos:
         self.rng = rng
         self.kills = self.pauses = 0
         self.deaths: list[str] = []
+        self.failed_starts: list[str] = []  # restarts that failed (tried once more)
+        self.start_seconds: list[float] = []  # how long each restart took to come up
         self.down: set[int] = set()  # witnesses this script has killed or paused
         self._dead: set[Path] = set()  # data dirs of nodes counted as died on their own
 
@@ -123,9 +125,18 @@ class Chaos:
         self.down.clear()
 
     async def restart(self, i: int) -> None:
+        """Start witness `i` again; a start that fails (or takes over `STARTUP` s) is
+        reported, and tried once more."""
         old = self.witnesses[i]
         old.kill()
-        new = await trio.to_thread.run_sync(old.restart)
+        started = time.monotonic()
+        try:
+            new = await trio.to_thread.run_sync(old.restart)
+        except RuntimeError as err:
+            self.failed_starts.append(str(err)[-1500:])
+            say(f"a restart failed: {str(err)[:300]}")
+            new = await trio.to_thread.run_sync(old.restart)
+        self.start_seconds.append(time.monotonic() - started)
         self.witnesses[i] = new
         self.cluster.nodes[self.cluster.nodes.index(old)] = new
 
@@ -276,6 +287,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "kills": chaos.kills,
         "pauses": chaos.pauses,
         "deaths": len(chaos.deaths),
+        "failed_starts": chaos.failed_starts,
+        "restart_seconds_max": round(max(chaos.start_seconds, default=0.0), 1),
         "death_logs": chaos.deaths,
         "receipts_recorded": sum(len(s) for s in transport.given.values()),
         "lost": lost,
@@ -308,7 +321,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="dkms-chaos-") as tmp:
             report = trio.run(run, args, Path(tmp))
     print(json.dumps(report, indent=2))
-    bad = report["deaths"] or report["lost"] or report["conflicting"] or report["disagreeing"]
+    bad = (
+        report["deaths"]
+        or report["failed_starts"]
+        or report["lost"]
+        or report["conflicting"]
+        or report["disagreeing"]
+    )
     sys.exit(1 if bad else 0)
 
 
