@@ -36,7 +36,8 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.witness_duplicity import WitnessDuplicity
 
 MAX_BODIES: Final = 200_000  # event versions kept to check receipts against
-MAX_EARLY: Final = 10_000  # receipts waiting for the body they sign
+MAX_EARLY: Final = 10_000  # versions with receipts waiting for the body they sign
+MAX_EARLY_EACH: Final = 16  # receipts (one per witness) kept waiting for one version
 MAX_SLOTS: Final = 1_000_000  # (prefix, sn, witness) first receipts; ~4 witnesses per version
 MAX_BODY_BYTES: Final = 32 << 20  # what the versions kept may hold (estimated)
 MAX_ANOMALIES: Final = 1_000
@@ -63,7 +64,10 @@ class Receipts:
         self.bodies: OrderedDict[str, Event] = OrderedDict()
         self.body_bytes = 0  # `_weight` of the versions in `bodies`
         self._first: OrderedDict[tuple[str, int, str], tuple[str, bytes]] = OrderedDict()
-        self._early: OrderedDict[str, list[tuple[str, bytes]]] = OrderedDict()
+        # SAID -> witness -> signature: receipts of versions not seen yet, at most
+        # MAX_EARLY versions of MAX_EARLY_EACH witnesses (made-up witnesses cost a peer one
+        # signature each, so a version's list must not grow with what it sends)
+        self._early: OrderedDict[str, dict[str, bytes]] = OrderedDict()
 
     def body(self, event: Event) -> list[WitnessDuplicity]:
         """A version seen (validly signed); returns evidence from receipts that waited for it."""
@@ -76,7 +80,7 @@ class Receipts:
         ):
             self.body_bytes -= _weight(self.bodies.popitem(last=False)[1])
         found = []
-        for witness, signature in self._early.pop(event.said, []):
+        for witness, signature in self._early.pop(event.said, {}).items():
             found.extend(self.receipt(event.prefix, event.sn, event.said, witness, signature))
         return found
 
@@ -95,7 +99,9 @@ class Receipts:
             return []
         event = self.bodies.get(said)
         if event is None:
-            self._early.setdefault(said, []).append((witness, signature))
+            waiting = self._early.setdefault(said, {})
+            if len(waiting) < MAX_EARLY_EACH:
+                waiting.setdefault(witness, signature)  # the first a witness gave
             if len(self._early) > MAX_EARLY:
                 self._early.popitem(last=False)
             return []

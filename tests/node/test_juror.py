@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dkms.node.roles.juror import Receipts
+from dkms.node.roles.juror import MAX_EARLY_EACH, Receipts
 from dkms.protocol.crypto import Signer, next_key_digest, verify
 from dkms.protocol.events import Event, incept, interact
 
@@ -74,3 +74,20 @@ def test_versions_kept_are_bounded_in_bytes_too() -> None:
     assert list(receipts.bodies) == [heavy[-1].said]
     receipts.forget([heavy[-1].said, "Enot-kept"])
     assert (list(receipts.bodies), receipts.body_bytes) == ([], 0)
+
+
+def test_receipts_waiting_for_one_version_are_bounded_per_version() -> None:
+    """Formerly a list per version with no bound: one made-up SAID and a signature from
+    each of a stream of made-up witnesses grew it without end. Now the first receipt of at
+    most MAX_EARLY_EACH witnesses waits, and still becomes evidence once the body comes."""
+    receipts = Receipts(verify)
+    _, (a, b) = versions(2)
+    receipts.body(a)
+    assert receipt(receipts, a, WITNESS) == []
+    assert receipt(receipts, b, WITNESS) == []  # waits for b's body: the first of WITNESS
+    for n in range(MAX_EARLY_EACH * 20):  # b's body not seen: all would wait
+        made_up = Signer(n.to_bytes(32, "big"), transferable=False)
+        receipts.receipt(b.prefix, b.sn, b.said, made_up.verfer, made_up.sign_raw(b"junk"))
+    assert len(receipts._early[b.said]) == MAX_EARLY_EACH
+    [evidence] = receipts.body(b)  # WITNESS's receipt was kept, and is evidence
+    assert evidence.witness == WITNESS.verfer
