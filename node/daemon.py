@@ -234,9 +234,10 @@ async def _run(
         log.info("witness %s: %d stored events restored", role.prefix, restored)
     storage = role.storage
     log.info(
-        "store: %d of %d bytes (store_quota); %d unwitnessed identifiers hold %d of %d bytes"
-        " (unwitnessed_quota)",
+        "store: %d bytes stored and %d held in memory, of %d (store_quota); %d unwitnessed"
+        " identifiers hold %d of %d bytes (unwitnessed_quota)",
         storage.stored,
+        storage.held,
         storage.quota,
         len(storage.loose),
         storage.loose_held,
@@ -275,7 +276,12 @@ def _storage_metrics(metrics: Metrics, role: Witness | Watcher) -> None:
     metrics.gauge(
         "store_message_bytes",
         lambda: storage.stored,
-        "bytes of event messages and receipts stored (what store_quota bounds)",
+        "bytes of event messages and receipts stored (store_quota bounds them)",
+    )
+    metrics.gauge(
+        "kept_bytes",
+        lambda: storage.held,
+        "bytes the KELs kept hold in memory, estimated (store_quota bounds them too)",
     )
     metrics.gauge("store_quota_bytes", lambda: storage.quota, "the store_quota setting")
     metrics.gauge(

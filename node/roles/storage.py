@@ -24,10 +24,15 @@ chained events first, then loose ones in the order stored, so at start-up every 
 what it depends on. No witness ever receipts an unwitnessed event (it names none), so
 forgetting one cannot make a witness sign two versions of anything.
 
-`quota` bounds what the store holds in all: bytes of event messages and receipts (`stored`),
-restored at start from the store (`restore`, from `Store.usage`) and counted here as the role
-persists, since a pure role does not ask its store. When keeping an event takes `stored`
-over it, unwitnessed KELs are evicted first. A new identifier (an inception) that still does
+`quota` bounds what the node keeps in all, counted twice: bytes of event messages and
+receipts in the store (`stored`, restored at start from `Store.usage`), and what the
+validator holds of the same events in memory (`held`, estimated by `held_bytes` and restored
+at start from the replayed KELs): every KEL kept is held in memory too, and a decoded event
+can weigh sixty times its bytes (a 1 MB inception of empty maps holds 66 MB), so a quota of
+stored bytes alone would not bound the node's memory. `held` is never less than `stored`,
+so the store stays under the quota too. Both are counted here as the role persists, since a
+pure role does not ask its store. When keeping an event takes either over the quota,
+unwitnessed KELs are evicted first. A new identifier (an inception) that still does
 not fit is refused: forgotten by the validator before anything of it is stored or signed,
 counted (`refusals`) and warned about at most once a minute; a witness answers `Code.QUOTA`.
 Events of witnessed identifiers already held are always kept, so the store may pass the
@@ -45,13 +50,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from dkms.protocol.escrow import COUPLE_BYTES
 from dkms.protocol.events import INCEPTION
 from dkms.protocol.kel import Record
 from dkms.protocol.validator import Validator, held_bytes
 
 from .effects import ChainLoose, DropLoose, Effect, PersistEvent, PersistReceipts, Report
 
-STORE_QUOTA: Final = 4 << 30  # bytes of event messages and receipts in the store
+STORE_QUOTA: Final = 4 << 30  # bytes kept: in the store, and (estimated) in memory
 LOOSE_QUOTA: Final = 64 << 20  # bytes the validator holds for unwitnessed KELs (estimated)
 RECEIPT_BYTES: Final = 44 + 64  # a stored receipt: the witness prefix and its raw signature
 NOTE_EVERY: Final = 60.0  # seconds between two log lines of one kind (the rest are counted)
@@ -94,6 +100,7 @@ class Storage:
         self.quota = quota
         self.loose_quota = loose_quota
         self.stored = 0  # bytes of event messages and receipts in the store
+        self.held = 0  # what the validator holds of every KEL kept (`held_bytes`, estimated)
         self.loose: OrderedDict[str, Loose] = OrderedDict()  # least recently extended first
         self.loose_held = 0  # sum of their `held`
         self.evictions = 0  # unwitnessed KELs evicted
@@ -108,6 +115,12 @@ class Storage:
         """After the replay: the store's bytes (`Store.usage`) and its loose identifiers,
         least recently extended first, each with its bytes in the store."""
         self.stored = stored
+        self.held = sum(
+            held_bytes(record)
+            for prefix in self.validator.prefixes
+            if (kel := self.validator.kel(prefix)) is not None
+            for record in kel.first_seen
+        )
         self.loose.clear()
         self.loose_held = 0
         for prefix, size in loose:
@@ -140,28 +153,36 @@ class Storage:
         size = 0
         for effect in persist:
             size += stored_bytes(effect)
-        if not self.admit(record, size, now, effects):
+        weight = held_bytes(record)
+        if not self.admit(record, size, now, effects, weight):
             return False
-        self.store(record, persist, size, now, effects)
+        self.store(record, persist, size, now, effects, weight)
         return True
 
-    def admit(self, record: Record, size: int, now: float, effects: list[Effect]) -> bool:
-        """May this accepted event, taking `size` bytes in the store, be kept? Always, but
+    def admit(
+        self, record: Record, size: int, now: float, effects: list[Effect], weight: int = -1
+    ) -> bool:
+        """May this accepted event, taking `size` bytes in the store and `weight` in memory
+        (`held_bytes`, worked out when not given), be kept? Always, but
         for a new identifier (an inception) that does not fit in the quota even once every
         unwitnessed KEL is evicted: that one is forgotten by the validator, counted and
         warned about, and the caller must store, sign and publish nothing of it. The loose
         delegators of a delegated inception are not evicted to make room for it: it could
         not be replayed without them."""
         event = record.event
-        if event.ilk not in INCEPTION or self.stored + size <= self.quota:
+        if event.ilk not in INCEPTION:
+            return True
+        if weight < 0:
+            weight = held_bytes(record)
+        if self._fits(size, weight):
             return True
         ancestors = self._loose_delegators(event.delegator or "")
-        while self.stored + size > self.quota:
+        while not self._fits(size, weight):
             victim = next((p for p in self.loose if p not in ancestors), None)  # least recent
             if victim is None:
                 break
             self._evict(victim, now, effects)
-        if self.stored + size <= self.quota:
+        if self._fits(size, weight):
             return True
         prefix = event.prefix
         self._forget(prefix, now)
@@ -171,8 +192,9 @@ class Storage:
             "warning",
             now,
             effects,
-            f"store quota of {self.quota} bytes reached ({self.stored} stored): new identifier"
-            f" {prefix} not kept; the identifiers held are still served",
+            f"store quota of {self.quota} bytes reached ({self.stored} stored, {self.held}"
+            f" held in memory): new identifier {prefix} not kept; the identifiers held are"
+            " still served",
         )
         return False
 
@@ -183,10 +205,14 @@ class Storage:
         size: int,
         now: float,
         effects: list[Effect],
+        weight: int = -1,
     ) -> None:
-        """Add to `effects` what keeps an admitted event (`persist`, of `size` bytes), loose
-        or chained, and the evictions it causes."""
+        """Add to `effects` what keeps an admitted event (`persist`, of `size` bytes, and
+        `weight` in memory: worked out when not given), loose or chained, and the evictions
+        it causes."""
         event = record.event
+        held = held_bytes(record) if weight < 0 else weight
+        self.held += held
         prefix = event.prefix
         entry = self.loose.get(prefix)
         if record.authority.witnesses or (entry is None and event.ilk not in INCEPTION):
@@ -194,10 +220,9 @@ class Storage:
                 self._chain_for(prefix, effects)
             effects.extend(persist)
             self.stored += size
-            if self.loose and self.stored > self.quota:
+            if self.loose and not self._fits(0, 0):
                 self._enforce(now, effects)
             return
-        held = held_bytes(record)
         if entry is None:
             entry = self.loose[prefix] = Loose()
             delegator = event.delegator or ""
@@ -222,9 +247,12 @@ class Storage:
         """`added` more receipts of an event of `prefix` are being stored."""
         size = added * RECEIPT_BYTES
         self.stored += size
+        self.held += added * COUPLE_BYTES
         entry = self.loose.get(prefix)
         if entry is not None:
             entry.stored += size
+            entry.held += added * COUPLE_BYTES
+            self.loose_held += added * COUPLE_BYTES
 
     # ---------------------------------------------------------------- internals
 
@@ -262,8 +290,12 @@ class Storage:
             delegator = self.loose[delegator].delegator
         return found
 
+    def _fits(self, size: int, weight: int) -> bool:
+        """Whether `size` more bytes stored and `weight` more held stay within the quota."""
+        return self.stored + size <= self.quota and self.held + weight <= self.quota
+
     def _enforce(self, now: float, effects: list[Effect]) -> None:
-        while self.loose and (self.loose_held > self.loose_quota or self.stored > self.quota):
+        while self.loose and (self.loose_held > self.loose_quota or not self._fits(0, 0)):
             self._evict(next(iter(self.loose)), now, effects)
 
     def _evict(self, prefix: str, now: float, effects: list[Effect]) -> None:
@@ -285,6 +317,7 @@ class Storage:
                 effects.append(ChainLoose(member))
                 continue
             self.stored -= entry.stored
+            self.held -= entry.held
             freed += entry.stored
             self.evictions += 1
             self.evicted_bytes += entry.stored

@@ -261,9 +261,9 @@ def test_room_for_a_delegated_inception_is_never_made_by_evicting_its_delegator(
     probe = watcher()
     for data in before:
         hear(probe, data)
-    room = probe.storage.stored
+    room = probe.storage.held
     hear(probe, worker.signed(worker.icp))
-    need = probe.storage.stored - room
+    need = probe.storage.held - room
 
     # Room for the delegatee once one inception is evicted: "other", though boss is older.
     role = watcher(store_quota=room + need - 1)
@@ -302,7 +302,7 @@ def test_at_the_store_quota_a_watcher_keeps_no_new_identifier_but_extends_held_o
     probe = watcher()
     hear(probe, held.signed(held.icp, WITNESS))
     hear(probe, free.signed(free.icp))
-    role = watcher(store_quota=probe.storage.stored + 100)  # no room for a third inception
+    role = watcher(store_quota=probe.storage.held + 100)  # no room for a third inception
     hear(role, held.signed(held.icp, WITNESS))
     hear(role, free.signed(free.icp))
     assert list(role.storage.loose) == [free.prefix]
@@ -318,10 +318,10 @@ def test_at_the_store_quota_a_watcher_keeps_no_new_identifier_but_extends_held_o
     assert role.key_state(newcomer.prefix)["standing"] == "unknown"
 
     # An identifier held is still followed, past the quota.
-    for sn in (1, 2, 3):
+    for sn in range(1, 8):
         effects = hear(role, held.signed(held.ixn(), WITNESS), 2.0)
         assert stored(effects) == [(held.prefix, sn, False)]
-    assert role.storage.stored > role.storage.quota
+    assert role.storage.held > role.storage.quota
 
     # Refusals are counted; the warning comes at most once a minute.
     another = Ident("another", [WITNESS], toad=1)
@@ -333,11 +333,36 @@ def test_at_the_store_quota_a_watcher_keeps_no_new_identifier_but_extends_held_o
     assert "(1 more like it not logged)" in warning.message
 
 
+def test_the_quota_counts_what_an_event_holds_in_memory_not_only_its_bytes() -> None:
+    """An inception anchoring 20,000 empty maps is 60 KB on the wire and over 4 MB decoded,
+    and the node holds the decoded form as long as it keeps the KEL: a witness whose quota
+    counted stored bytes alone took one (and a thousand more) within a 1 MiB quota."""
+    signer = key("heavy", 0)
+    heavy = incept(
+        [signer.verfer],
+        next_digests=[next_key_digest(key("heavy", 1).verfer)],
+        witnesses=[WITNESS.verfer],
+        toad=1,
+        anchors=[{} for _ in range(20_000)],
+    )
+    message = messagize(heavy, Attachments(sigs=(signer.sign_indexed(heavy.raw, 0),)))
+    assert len(message) < 100_000
+    role = Witness(WITNESS, store_quota=1 << 20)
+    reply, effects = submit(role, message)
+    assert reply.code is Code.QUOTA and reply.payload == b""
+    assert stored(effects) == [] and role.validator.kel(heavy.prefix) is None
+    assert role.storage.stored == role.storage.held == 0
+    light = Ident("light", [WITNESS], toad=1)  # an ordinary identifier still fits
+    reply, _ = submit(role, light.signed(light.icp))
+    assert reply.code is Code.OK
+    assert 0 < role.storage.stored <= role.storage.held <= role.storage.quota
+
+
 def test_a_witness_at_its_quota_refuses_new_identifiers_but_receipts_held_ones() -> None:
     held = Ident("held", [WITNESS], toad=1)
     probe = Witness(WITNESS)
     submit(probe, held.signed(held.icp))
-    role = Witness(WITNESS, store_quota=probe.storage.stored + 100)
+    role = Witness(WITNESS, store_quota=probe.storage.held + 100)
     reply, _ = submit(role, held.signed(held.icp))
     assert reply.code is Code.OK and reply.payload
 
@@ -358,7 +383,7 @@ def test_a_witness_at_its_quota_refuses_new_identifiers_but_receipts_held_ones()
     assert reply.code is Code.OK and reply.payload  # our receipt
     assert stored(effects) == [(held.prefix, 1, False)]
     assert any(isinstance(e, Publish) for e in effects)
-    assert role.storage.stored > role.storage.quota
+    assert role.storage.held > role.storage.quota
     # The same event again: the receipt it had, never another version.
     again, _ = submit(role, held.signed(ixn), 3.0)
     assert again.code is Code.ALREADY and again.payload == reply.payload
@@ -429,6 +454,7 @@ async def test_evictions_keep_the_chain_whole_across_a_restart(tmp_path: Path) -
         assert sorted(fresh.validator.prefixes) == sorted(role.validator.prefixes)
         assert fresh.validator.kel(late.prefix).sn == 2  # type: ignore[union-attr]
         assert fresh.storage.stored == role.storage.stored
+        assert fresh.storage.held == role.storage.held  # worked out again from the replay
         assert list(fresh.storage.loose) == list(role.storage.loose)
         assert fresh.storage.loose_held == role.storage.loose_held
         # Started with a lower quota, it evicts the oldest at once.

@@ -115,5 +115,6 @@ def test_gaps_remembered_are_bounded_in_entries_and_bytes() -> None:
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert follower.table_sizes() == {"asking": 0, "asking_peers": 0, "asked": MAX_GAPS_KEPT, "waiting": 0}
+    sizes = {"asking": 0, "asking_peers": 0, "asked": MAX_GAPS_KEPT, "waiting": 0}
+    assert follower.table_sizes() == sizes
     assert kept < 4 << 20, f"{kept / 1e6:.1f} MB kept for {MAX_GAPS_KEPT} gaps"
