@@ -50,6 +50,7 @@ from dkms.protocol.events import Ilk
 from dkms.protocol.stream import Message, parse_stream
 
 AGREE_WITHIN = 30.0  # seconds after the load for every node to hold the same key states
+RESTART_WITHIN = 120.0  # seconds a restarted witness may take to start (replay) under load
 STATE_ASKS = 16  # key-state queries in flight to one node during a check round
 
 
@@ -125,17 +126,17 @@ class Chaos:
         self.down.clear()
 
     async def restart(self, i: int) -> None:
-        """Start witness `i` again; a start that fails (or takes over `STARTUP` s) is
+        """Start witness `i` again; a start that fails (or takes over `RESTART_WITHIN` s) is
         reported, and tried once more."""
         old = self.witnesses[i]
         old.kill()
         started = time.monotonic()
         try:
-            new = await trio.to_thread.run_sync(old.restart)
+            new = await trio.to_thread.run_sync(old.restart, RESTART_WITHIN)
         except RuntimeError as err:
             self.failed_starts.append(str(err)[-1500:])
             say(f"a restart failed: {str(err)[:300]}")
-            new = await trio.to_thread.run_sync(old.restart)
+            new = await trio.to_thread.run_sync(old.restart, RESTART_WITHIN)
         self.start_seconds.append(time.monotonic() - started)
         self.witnesses[i] = new
         self.cluster.nodes[self.cluster.nodes.index(old)] = new

@@ -42,7 +42,12 @@ class NodeProcess:
     """One `dkms-node run` process; its log is `DATA_DIR.log`, its metrics on a free port."""
 
     def __init__(
-        self, data_dir: Path, args: list[str], bootstrap: list[str], listen: str = LOOPBACK
+        self,
+        data_dir: Path,
+        args: list[str],
+        bootstrap: list[str],
+        listen: str = LOOPBACK,
+        startup: float = STARTUP,
     ) -> None:
         self.data_dir = data_dir
         self.args, self.bootstrap = args, bootstrap
@@ -57,30 +62,31 @@ class NodeProcess:
             self.process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL
             )
-        self.intro = self._introduction()
+        self.intro = self._introduction(startup)
         self.prefix = self.intro.split("@", 1)[0]
 
-    def _introduction(self) -> str:
+    def _introduction(self, startup: float) -> str:
         lines: list[bytes] = []
         stdout = self.process.stdout
         assert stdout is not None
         reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
         reader.start()
-        reader.join(STARTUP)
+        reader.join(startup)
         words = (lines[0] if lines else b"").decode(errors="replace").split()
         if len(words) != 2:
             self.kill()
             said = self.log()[self.log_from :][-2000:] or "(nothing on stderr)"
-            raise RuntimeError(f"{self.data_dir} did not start in {STARTUP:g} s:\n{said}")
+            raise RuntimeError(f"{self.data_dir} did not start in {startup:g} s:\n{said}")
         return words[1]
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def restart(self) -> NodeProcess:
+    def restart(self, startup: float = STARTUP) -> NodeProcess:
         """The same node (data dir, arguments, address) started again; this one must be down."""
         assert not self.alive()
-        return NodeProcess(self.data_dir, self.args, self.bootstrap, self.intro.split("@", 1)[1])
+        listen = self.intro.split("@", 1)[1]
+        return NodeProcess(self.data_dir, self.args, self.bootstrap, listen, startup)
 
     def log(self) -> str:
         try:
