@@ -10,7 +10,11 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
                     every witness receipt goes to the juror's detectors (`juror.Receipts`,
                     `juror.Lag`):
                     `rct` couples (-C, our witnesses' form) and indexed witness signatures
-                    (-B, keripy's: on a receipt or on the event itself) alike
+                    (-B, keripy's: on a receipt or on the event itself) alike. The receipt
+                    detector counts only witnesses the KEL held names (`_names`); the lag
+                    detector only events of KELs held that have witnesses, and its anomalies
+                    are logged a few a minute (`juror.Throttle`), the rest counted (all are
+                    in the key state)
     duplicity       found by the validator (a second validly signed version at one sn) or by
                     the receipt detector (a witness receipting two versions), or heard on the
                     duplicity topic: `duties.Duties` verifies, keeps, publishes and rules on
@@ -72,7 +76,7 @@ from .inputs import (
     RosterRetry,
     TimerFired,
 )
-from .juror import Lag, Receipts
+from .juror import Lag, Receipts, Throttle
 from .pages import PAGE_BYTES
 from .storage import LOOSE_QUOTA, STORE_QUOTA, Storage
 from .topics import (
@@ -127,8 +131,9 @@ class Watcher:
             self.validator, self.prefix, self.peers, parse=self._parse, page_bytes=page_bytes
         )
         self.duties = Duties(signer, governance, self._verify)
-        self.receipts = Receipts(self._verify, ignore=self.prefix)
+        self.receipts = Receipts(self._verify, ignore=self.prefix, names=self._names)
         self.lag = Lag(anomaly_after)
+        self._anomaly_lines = Throttle("anomalies")
         self.storage = Storage(
             self.validator,
             quota=store_quota,
@@ -244,10 +249,10 @@ class Watcher:
                 effects += self.follower.catch_up(now)
             case TimerFired(key=LagCheck()):
                 effects.append(self._lag_timer(now))
-                for anomaly in self.lag.due(now, self._receipted):
-                    effects.append(
-                        Report("warning", f"anomaly in {anomaly['i']}: {anomaly['anomaly']}")
-                    )
+                found = self.lag.due(now, self._receipted)
+                lines = (f"anomaly in {a['i']}: {a['anomaly']}" for a in found)
+                for line in self._anomaly_lines.lines(lines, now):
+                    effects.append(Report("warning", line))
         return effects
 
     def _kel_gossip(
@@ -374,8 +379,7 @@ class Watcher:
         if outcome.said == said and status is not Status.REJECTED:
             for found in self.receipts.body(message.event):
                 self.duties.found(found, now, effects)
-            # An event with no witnesses cannot lag (and may be evicted before it is due).
-            if status is not Status.DUPLICITOUS and (record is None or record.authority.toad):
+            if status is not Status.DUPLICITOUS and self._may_lag(outcome, record):
                 self.lag.seen(outcome.prefix, outcome.sn, said, now)
         if status is Status.DUPLICITOUS and outcome.evidence is not None:
             self.duties.found(outcome.evidence, now, effects)
@@ -383,6 +387,26 @@ class Watcher:
             effects += self.follower.ask_for_gap(outcome.prefix, now)
         if status is Status.ESCROWED and not self._restoring and outcome.waiting in _CATCH_UP:
             effects += self.follower.note_waiting(outcome.prefix, outcome.sn, now)
+
+    def _may_lag(self, outcome: Outcome, record: Record | None) -> bool:
+        """Whether an event is one to check for lagging witnesses: one of a KEL we hold (an
+        event of an identifier we hold nothing of is junk or a gap, not a lag) with
+        witnesses to receipt it (an event with none cannot lag, and may be evicted before it
+        is due)."""
+        if record is not None:
+            return record.authority.toad > 0
+        kel = self.validator.kel(outcome.prefix)
+        if kel is None:
+            return False
+        return kel.authority.toad > 0 or outcome.waiting is Waiting.PARTIALLY_WITNESSED
+
+    def _names(self, prefix: str, witness: str) -> bool | None:
+        """Whether the KEL of `prefix` names `witness` in any of its witness lists (None: we
+        hold no KEL of `prefix`), for the receipt detector."""
+        kel = self.validator.kel(prefix)
+        if kel is None:
+            return None
+        return any(witness in a.witnesses for a in kel.authorities)
 
     def _keep(self, record: Record, now: float, effects: list[Effect]) -> bool:
         """Store an accepted event as the storage policy says; False: it was not kept."""

@@ -13,6 +13,7 @@ from dkms.node.roles.effects import (
     PersistRuling,
     Publish,
     Reply,
+    Report,
     Send,
     Surface,
     Tag,
@@ -29,6 +30,7 @@ from dkms.node.roles.inputs import (
     RosterRetry,
     TimerFired,
 )
+from dkms.node.roles.juror import LOG_EVERY, LOG_LINES
 from dkms.node.roles.pages import PAGE_EVENTS
 from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topic
 from dkms.node.roles.watcher import Watcher
@@ -333,3 +335,75 @@ def test_gap_queries_in_flight_are_bounded() -> None:
         effects = hear(watcher, kel_topic(icp.prefix), messagize(one, Attachments(sigs=sigs)), 1.0)
         asked += sum(isinstance(e, Send) for e in effects)
     assert asked == MAX_GAP_ASKS
+
+
+def made_up_receipts(event: Event, count: int, start: int = 0) -> bytes:
+    """A receipt of `event` signed by `count` keys nobody named as a witness."""
+    keys = [Signer((n + 5000).to_bytes(32, "big"), transferable=False) for n in range(count)]
+    couples = tuple((k.verfer, k.sign_raw(event.raw)) for k in keys[start:])
+    return messagize(receipt(event.prefix, event.sn, event.said), Attachments(couples=couples))
+
+
+def test_receipts_by_keys_a_kel_never_named_take_no_room_in_the_receipt_detector() -> None:
+    """Formerly each took a first-receipt slot (some 550 bytes, up to a million of them)."""
+    watcher = Watcher(ME, "")
+    icp = inception()
+    topic = kel_topic(icp.prefix)
+    hear(watcher, topic, witnessed(icp, WITNESSES), 0.0)
+    assert len(watcher.receipts._first) == len(WITNESSES)
+    a = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "a"}])
+    hear(watcher, topic, witnessed(a, WITNESSES[:3]), 1.0)
+    hear(watcher, topic, made_up_receipts(icp, 100), 2.0)
+    hear(watcher, topic, made_up_receipts(a, 100), 2.0)
+    assert len(watcher.receipts._first) == len(WITNESSES) + 3
+    # The detector still works: a witness receipting a second version is caught.
+    b = interact(icp.prefix, prior=icp.said, sn=1, anchors=[{"d": "b"}])
+    hear(watcher, topic, witnessed(b, WITNESSES[2:]), 3.0)
+    assert WITNESSES[2].verfer in watcher.holdings.accused()
+
+
+def test_events_of_identifiers_not_held_are_not_checked_for_lag() -> None:
+    """Formerly every escrowed event took a lag entry for `anomaly_after` seconds (junk
+    included: interactions of identifiers nobody incepted), and made an anomaly."""
+    watcher = Watcher(ME, "", anomaly_after=5.0)
+    for n in range(20):
+        key = Signer(seed(1))
+        icp = incept([key.verfer], next_digests=[next_key_digest(Signer(seed(100 + n)).verfer)])
+        one = interact(icp.prefix, prior=icp.said, sn=1)
+        sigs = (key.sign_indexed(one.raw, 0),)
+        hear(watcher, kel_topic(icp.prefix), messagize(one, Attachments(sigs=sigs)), 1.0)
+    assert not watcher.lag._due
+    # An escrowed event of a KEL held, with witnesses, is checked still.
+    icp = inception()
+    topic = kel_topic(icp.prefix)
+    hear(watcher, topic, witnessed(icp, WITNESSES), 1.0)
+    one = interact(icp.prefix, prior=icp.said, sn=1, anchors=[])
+    two = interact(icp.prefix, prior=one.said, sn=2, anchors=[])
+    hear(watcher, topic, witnessed(two, WITNESSES), 1.0)  # out of order: sn 1 went by
+    timer(watcher, LagCheck(), 10.0)
+    assert [(a["s"], "w" in a) for a in watcher.lag.anomalies] == [(2, False)]
+
+
+def test_anomalies_are_logged_a_few_a_minute_and_the_rest_counted() -> None:
+    """Formerly each anomaly was a warning line of its own (a flood of junk made 208,000)."""
+    watcher = Watcher(ME, "", anomaly_after=5.0)
+    icp = inception()
+    topic = kel_topic(icp.prefix)
+    hear(watcher, topic, witnessed(icp, WITNESSES[:3]), 0.0)  # WITNESSES[3] never receipts
+    prior, count = icp.said, LOG_LINES + 5
+    for sn in range(1, count):
+        event = interact(icp.prefix, prior=prior, sn=sn, anchors=[])
+        hear(watcher, topic, witnessed(event, WITNESSES[:3]), 0.0)
+        prior = event.said
+
+    def warnings(effects: list[Effect]) -> list[str]:
+        return [e.message for e in effects if isinstance(e, Report) and e.level == "warning"]
+
+    lines = warnings(timer(watcher, LagCheck(), 6.0))
+    assert len(lines) == LOG_LINES and all(line.startswith("anomaly in") for line in lines)
+    assert len(watcher.lag.anomalies) == count  # all of them kept, and in the key state
+    assert len(watcher.key_state(icp.prefix)["anomalies"]) == count
+    assert warnings(timer(watcher, LagCheck(), 6.0 + LOG_EVERY / 2)) == []
+    assert warnings(timer(watcher, LagCheck(), 6.0 + LOG_EVERY)) == [
+        f"anomalies not logged in {LOG_EVERY:g} s: {count - LOG_LINES}"
+    ]
