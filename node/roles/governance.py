@@ -25,6 +25,7 @@ from dkms.protocol.stream import BadFrame, Message, parse_stream
 from dkms.protocol.validator import Validator
 
 from .controller import Controller
+from .topics import peer_parse
 
 BUNDLE_TYPE: Final = "dkms/governance/1"
 
@@ -52,7 +53,7 @@ def read_bundle(data: bytes) -> tuple[list[Message], SignedRoster]:
     if obj.get("t") != BUNDLE_TYPE or not isinstance(kel, bytes) or not isinstance(roster, bytes):
         raise ParseError(f"not a {BUNDLE_TYPE} bundle (fields k, r)")
     messages = []
-    for frame in parse_stream(kel):
+    for frame in peer_parse(kel):
         if isinstance(frame, BadFrame):
             raise frame.error
         messages.append(frame)

@@ -4,6 +4,15 @@ KEL topics are sharded by prefix so their number stays bounded. `well_formed` is
 topics' gossip validation (the bytes alone decide). `ParseCache` lets validation and the role
 share one parse of a payload; it is bounded in entries and in the bytes its parsed payloads
 hold, so hostile payloads that decode to far more than their size cannot grow a node's memory.
+
+`peer_parse` is how a node reads a peer's KERI bytes (gossip, answers, submissions, bundles):
+`parse_stream` with event bodies (and each message's attachments) of at most
+`PEER_BODY_BYTES`. A body is decoded in one piece, and a CBOR body of empty maps holds some 66
+times its size once decoded: a 1 MiB one took 66 MB for as long as it was being judged, so a
+few peers sending them at once took a node's memory up by hundreds of MB, and Python keeps
+that high-water mark. The limit is the escrows' `max_event_bytes` (64 KiB, over a hundred
+times an ordinary event; an inception naming 1,000 witnesses is 45 KB): a larger event could
+never wait in an escrow anyway. A node's own store is replayed without it.
 """
 
 from __future__ import annotations
@@ -15,15 +24,23 @@ from typing import Any, Final
 import blake3
 
 from dkms.protocol.errors import ProtocolError
+from dkms.protocol.escrow import EscrowLimits
 from dkms.protocol.events import Ilk
 from dkms.protocol.stream import BadFrame, Message, parse_stream
 
 Parse = Callable[[bytes], list[Message | BadFrame]]  # parse_stream, or a cache of it
+PEER_BODY_BYTES: Final = EscrowLimits().max_event_bytes  # largest event body read from a peer
 Parsed = list[Message | BadFrame] | ProtocolError  # what parse_stream returned, or raised
 
 KEL_SHARDS: Final = 64
 DUPLICITY_TOPIC: Final = "/dkms/1/duplicity"
 GOVERNANCE_TOPIC: Final = "/dkms/1/governance"
+
+
+def peer_parse(data: bytes) -> list[Message | BadFrame]:
+    """`parse_stream` for a peer's bytes: bodies and attachments of at most `PEER_BODY_BYTES`
+    each (a larger one is a `ParseError` naming the limit)."""
+    return parse_stream(data, PEER_BODY_BYTES)
 
 
 def kel_topic(prefix: str, shards: int = KEL_SHARDS) -> str:
@@ -74,7 +91,7 @@ class ParseCache:
         if entry is None:
             hit: Parsed
             try:
-                hit = parse_stream(data)
+                hit = peer_parse(data)
             except ProtocolError as err:
                 hit = err
             weight = weigh(data, hit, self.max_entry)
@@ -130,7 +147,7 @@ def weigh(payload: bytes, parsed: Parsed, cap: int) -> int | None:
     return total
 
 
-def well_formed(payload: bytes, parse: Parse = parse_stream) -> bool:
+def well_formed(payload: bytes, parse: Parse = peer_parse) -> bool:
     """Gossip validation for KEL topics: forward only payloads that frame into valid KERI
     messages.
 

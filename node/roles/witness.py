@@ -67,7 +67,7 @@ from .follower import EXPIRE_EVERY, Follower
 from .inputs import Answered, CatchUp, Expiry, GapQuery, Heard, Input, Request, TimerFired
 from .pages import PAGE_BYTES
 from .storage import LOOSE_QUOTA, RECEIPT_BYTES, STORE_QUOTA, Storage, stored_bytes
-from .topics import Parse, ParseCache, kel_topic, well_formed
+from .topics import Parse, ParseCache, kel_topic, peer_parse, well_formed
 
 
 class Witness:
@@ -398,7 +398,7 @@ class Witness:
 def _read(request: Request, what: str) -> tuple[list[Message | BadFrame], list[Effect]]:
     """The frames of a request, or the refusal (and the blame) when it does not read."""
     try:
-        return parse_stream(request.payload), []
+        return peer_parse(request.payload), []
     except ProtocolError as err:
         refusal = Reply.refuse(Code.MALFORMED, f"unreadable {what}: {err}")
         return [], [Blame(request.peer, f"unreadable {what}"), refusal]
