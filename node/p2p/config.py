@@ -31,6 +31,9 @@ class GossipConfig:
     spam_protection: bool = False
     # Our own queue behind each subscription; libp2p's holds 32 and drops when full.
     subscription_buffer: int = 4096
+    # ... and all those queues together at most this many payload bytes: a node that reads
+    # slower than peers send (a flood) drops gossip rather than queue 64 topics x 4096 x 1 MiB
+    subscription_bytes: int = 32 << 20
     # `publish` waits while a neighbour's outbound queue (32 RPCs, drop on full) holds this many.
     queue_high_water: int = 24
     publish_wait: float = 5.0  # seconds at most; then it publishes anyway
@@ -47,6 +50,8 @@ class GossipConfig:
             raise ValueError("need 0 < degree_low <= degree <= degree_high")
         if self.heartbeat_interval < 1:
             raise ValueError("heartbeat_interval is a whole number of seconds >= 1")
+        if self.subscription_bytes < self.max_payload:
+            raise ValueError("subscription_bytes must hold at least one largest payload")
         if self.subscription_buffer < 1 or not 0 < self.queue_high_water <= 32:
             raise ValueError("subscription_buffer >= 1 and 0 < queue_high_water <= 32")
 

@@ -103,16 +103,29 @@ def build_pubsub(
     )
 
 
+class QueueBytes:
+    """The payload bytes all of a node's subscription queues hold together, and their bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+
 class Subscription:
     """Messages of one topic, in arrival order; iterate it, or `receive()` one at a time.
 
     Our own publishes come back here too (py-libp2p delivers them locally). A payload seen in
     the last 120 s (the seen cache, by Blake3 id) is not delivered again, whoever sends it.
+    The queue holds at most `buffer` messages, and all subscriptions' queues together at most
+    `queued.limit` payload bytes: past either, new messages are dropped (and counted), as
+    libp2p drops them from its own small queue; gossip is lossy, and a follower catches up on
+    what it missed (`roles/follower.py`).
     """
 
-    def __init__(self, topic: str, buffer: int) -> None:
+    def __init__(self, topic: str, buffer: int, queued: QueueBytes | None = None) -> None:
         self.topic = topic
         self.dropped = 0  # messages lost because our own queue was full
+        self._queued = queued if queued is not None else QueueBytes(1 << 62)
         self._send, self._receive = trio.open_memory_channel[Gossip](buffer)
 
     def __aiter__(self) -> Subscription:
@@ -120,21 +133,27 @@ class Subscription:
 
     async def __anext__(self) -> Gossip:
         try:
-            return await self._receive.receive()
+            return await self.receive()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
     async def receive(self) -> Gossip:
         """The next message; `trio.EndOfChannel` once the host has shut down."""
-        return await self._receive.receive()
+        item = await self._receive.receive()
+        self._queued.used -= len(item.payload)
+        return item
 
     async def drain(self, source: Any) -> None:
         """Move messages from libp2p's subscription into ours until it ends (runs as a task)."""
         async with self._send:
             async for msg in source:
                 item = Gossip(peer_name(ID(msg.from_id)), bytes(msg.data))
+                queued = self._queued
                 try:
+                    if queued.used + len(item.payload) > queued.limit:
+                        raise trio.WouldBlock
                     self._send.send_nowait(item)
+                    queued.used += len(item.payload)
                 except trio.WouldBlock:
                     self.dropped += 1
                     if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
@@ -155,6 +174,7 @@ class GossipLayer:
         self._subscriptions: dict[str, Subscription] = {}
         self._sources: dict[str, Any] = {}  # libp2p subscriptions not drained yet
         self._validators: dict[str, Validator] = {}
+        self.queued = QueueBytes(config.subscription_bytes)  # shared by our subscriptions
 
     def start(self, nursery: trio.Nursery) -> None:
         """Begin draining; subscriptions made before this (before listening) start now."""
@@ -167,7 +187,7 @@ class GossipLayer:
         existing = self._subscriptions.get(topic)
         if existing is not None:
             return existing
-        sub = Subscription(topic, self.config.subscription_buffer)
+        sub = Subscription(topic, self.config.subscription_buffer, self.queued)
         self._subscriptions[topic] = sub
         registering = [
             pid

@@ -19,6 +19,9 @@ from dkms.node.p2p import (
     Subscription,
     open_host,
 )
+from dkms.node.p2p.gossip import QueueBytes
+from dkms.node.p2p.identity import peer_id_from_prefix
+from dkms.node.testing.keys import node_signer
 
 TOPIC = "/dkms/1/kel/7"
 LIMIT = 30  # seconds any test may take
@@ -232,3 +235,38 @@ async def test_a_peer_sending_garbage_is_graylisted() -> None:
                 await origin.publish(TOPIC, b"BAD %d" % n)
             await rejected.wait()
             assert scorer.is_graylisted(origin.peer_id, [TOPIC])
+
+
+PEER = peer_id_from_prefix(node_signer(3).verfer)
+
+
+class _Msg:
+    """What py-libp2p's subscription yields: an origin peer id and the payload."""
+
+    def __init__(self, data: bytes) -> None:
+        self.from_id = PEER.to_bytes()
+        self.data = data
+
+
+async def _messages(payloads: list[bytes]) -> AsyncIterator[_Msg]:
+    for data in payloads:
+        yield _Msg(data)
+        await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.trio
+async def test_subscription_queues_are_bounded_in_bytes_together() -> None:
+    """Formerly 4,096 messages per topic whatever their size (64 KEL topics of 1 MiB
+    payloads: 256 GiB): a node reading slower than a flood arrives now drops what would take
+    all its queues together over `subscription_bytes`, and reading frees the room."""
+    queued = QueueBytes(10_000)
+    first, second = Subscription("a", 4096, queued), Subscription("b", 4096, queued)
+    with trio.fail_after(5):
+        await first.drain(_messages([b"x" * 4000] * 2))
+        await second.drain(_messages([b"y" * 4000] * 2))  # only 2,000 bytes left: dropped
+        assert (first.dropped, second.dropped, queued.used) == (0, 2, 8000)
+        assert (await first.receive()).payload == b"x" * 4000
+        assert queued.used == 4000
+        third = Subscription("c", 4096, queued)
+        await third.drain(_messages([b"z" * 4000]))
+        assert third.dropped == 0 and queued.used == 8000
