@@ -69,6 +69,8 @@ class HostConfig:
     read_timeout: float = 10.0  # for a requester to deliver its whole request
     handler_timeout: float = 30.0  # for our handler to answer
     max_inbound_requests: int = 256  # in progress at once; more get BUSY
+    # ... holding at most this many payload bytes together (256 x 1 MiB would be 256 MiB)
+    max_inbound_bytes: int = 32 << 20
     # Neighbours kept: at least D_low (mesh needs them), aiming for D.
     min_peers: int = 4
     target_peers: int = 6

@@ -72,6 +72,7 @@ class P2PHost:
         self._responder = Responder(
             Limits(config.max_message_size, config.read_timeout, config.handler_timeout),
             config.max_inbound_requests,
+            config.max_inbound_bytes,
         )
         self.neighbours = Neighbours(self._dialer, self._request_peer, self.introductions, config)
         host.get_network().register_notifee(self.neighbours.notifee())

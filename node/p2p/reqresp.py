@@ -1,7 +1,8 @@
 """Request/response over libp2p streams: one stream per exchange, frames from `framing.py`.
 
-Responder: read the 4-byte length; refuse (TOO_LARGE, BUSY) before reading a payload it will
-not take; call the handler under a deadline; turn a handler exception into a FAILED answer.
+Responder: read the 4-byte length; refuse (TOO_LARGE, BUSY: too many requests, or too many
+payload bytes, in progress) before reading a payload it will not take; call the handler under
+a deadline; turn a handler exception into a FAILED answer.
 Nothing a peer or a handler does may raise out of the stream handler: py-libp2p runs it
 inside the connection's nursery, so an exception there would take the connection down.
 
@@ -114,9 +115,11 @@ async def close_quietly(stream: INetStream) -> None:
 class Responder:
     """Serves registered handlers; one per host, so `max_inbound` bounds the whole host."""
 
-    def __init__(self, limits: Limits, max_inbound: int) -> None:
+    def __init__(self, limits: Limits, max_inbound: int, max_bytes: int = 32 << 20) -> None:
         self.limits = limits
         self._slots = trio.Semaphore(max_inbound)
+        self.max_bytes = max_bytes  # payload bytes of the requests in progress, at most
+        self.in_progress = 0  # ... and now (counted from each request's announced length)
 
     def stream_handler(self, protocol: str, handler: Handler) -> StreamHandler:
         async def serve(stream: INetStream) -> None:
@@ -153,19 +156,28 @@ class Responder:
         self, stream: INetStream, protocol: str, handler: Handler, peer: str
     ) -> None:
         reader = FrameReader(stream)
-        with trio.move_on_after(self.limits.read_timeout) as reading:
-            head = await reader.take(REQUEST_HEADER.size)
-            length, refusal = decode_request_head(head, self.limits.max_message)
-            if refusal:
-                await _answer(stream, Code.TOO_LARGE, reason=refusal)
+        reserved = 0  # of `in_progress`, for this request
+        try:
+            with trio.move_on_after(self.limits.read_timeout) as reading:
+                head = await reader.take(REQUEST_HEADER.size)
+                length, refusal = decode_request_head(head, self.limits.max_message)
+                if refusal:
+                    await _answer(stream, Code.TOO_LARGE, reason=refusal)
+                    return
+                if self.in_progress + length > self.max_bytes:
+                    await _answer(stream, Code.BUSY, reason="too many request bytes in progress")
+                    return
+                self.in_progress += length
+                reserved = length
+                payload = await reader.take(length)
+            if reading.cancelled_caught:
+                logger.info("%s from %s: request not delivered in time", protocol, peer)
+                await reset_quietly(stream)
                 return
-            payload = await reader.take(length)
-        if reading.cancelled_caught:
-            logger.info("%s from %s: request not delivered in time", protocol, peer)
-            await reset_quietly(stream)
-            return
-        status, out, reason = await self._call(protocol, handler, peer, payload)
-        await _answer(stream, status, out, reason)
+            status, out, reason = await self._call(protocol, handler, peer, payload)
+            await _answer(stream, status, out, reason)
+        finally:
+            self.in_progress -= reserved
 
     async def _call(
         self, protocol: str, handler: Handler, peer: str, payload: bytes

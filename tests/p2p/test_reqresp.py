@@ -201,6 +201,41 @@ async def test_busy_responder_says_so() -> None:
             assert answers == [Response(Code.OK, b"held", "")]
 
 
+async def test_requests_in_progress_are_bounded_in_bytes_too() -> None:
+    """Formerly 256 requests of 1 MiB could be held at once (256 MiB): now one that would
+    take the payloads in progress over `max_inbound_bytes` is refused BUSY before its payload
+    is read, and the room comes back when the held one is answered."""
+    entered, release = trio.Event(), trio.Event()
+
+    async def hold(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
+        entered.set()
+        await release.wait()
+        return Code.OK, b"held", ""
+
+    config = HostConfig(max_inbound_bytes=1 << 20)
+    with trio.fail_after(LIMIT):
+        async with hosts(HostConfig(), config) as (a, b):
+            b.handle("/dkms/1/hold", hold)
+            b.handle(ECHO, echo)
+            answers: list[Response] = []
+            async with trio.open_nursery() as nursery:
+
+                async def first() -> None:
+                    held = await a.request(b.introduction, "/dkms/1/hold", b"1" * 600_000)
+                    answers.append(held)
+
+                nursery.start_soon(first)
+                await entered.wait()
+                busy = await a.request(b.prefix, ECHO, b"2" * 600_000)
+                assert busy == Response(Code.BUSY, b"", "too many request bytes in progress")
+                small = await a.request(b.prefix, ECHO, b"3" * 1000)  # fits beside it
+                assert small.code is Code.OK
+                release.set()
+            assert answers == [Response(Code.OK, b"held", "")]
+            again = await a.request(b.prefix, ECHO, b"4" * 600_000)
+            assert again.code is Code.OK and len(again.payload) == 600_000
+
+
 async def test_malformed_request_bytes_do_not_hurt_the_responder() -> None:
     with trio.fail_after(LIMIT):
         async with hosts(HostConfig(), HostConfig(read_timeout=0.5)) as (a, b):
