@@ -33,6 +33,7 @@ from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.duties import GOVERNANCE_KEY
 from dkms.node.roles.watcher import Watcher
 from dkms.node.roles.witness import Witness
+from dkms.node.runtime import memreport
 from dkms.node.runtime.loop import Runtime
 from dkms.node.runtime.metrics import Metrics, serve_metrics
 from dkms.node.runtime.ratelimit import RateLimit
@@ -249,6 +250,9 @@ async def _run(
         with contextlib.suppress(ValueError):  # host.connect reports what does not read
             transport.learn(intro)
     async with trio.open_nursery() as nursery:
+        memory_report = memreport.wanted()
+        if memory_report is not None:
+            nursery.start_soon(memreport.report_memory, memory_report)
         # Subscribed before connecting: peers learn every topic from our first hello.
         await nursery.start(runtime.run)
         if introductions:
