@@ -1,8 +1,8 @@
 """Where a node's memory goes, for developers: `DKMS_MEMORY_REPORT=FILE` (or a directory)
-makes the daemon
-trace its allocations (`tracemalloc`, which slows it and takes memory of its own) and write,
-every `EVERY` seconds, the `TOP` source lines holding the most memory to FILE (replaced each
-time). Off unless the variable is set; for finding what to bound, never for production.
+makes the daemon trace its allocations (`tracemalloc`, which slows it and takes memory of its
+own) and write, every `EVERY` seconds, the `TOP` source lines holding the most memory to FILE
+(replaced each time). Off unless the variable is set; for finding what to bound, never for
+production.
 """
 
 from __future__ import annotations
