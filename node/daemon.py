@@ -33,7 +33,7 @@ from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.duties import GOVERNANCE_KEY
 from dkms.node.roles.watcher import Watcher
 from dkms.node.roles.witness import Witness
-from dkms.node.runtime import memreport
+from dkms.node.runtime import heap, memreport
 from dkms.node.runtime.loop import Runtime
 from dkms.node.runtime.metrics import Metrics, serve_metrics
 from dkms.node.runtime.ratelimit import RateLimit
@@ -81,7 +81,10 @@ async def serve(
     out of the garbage collector's sight: a full collection otherwise walks all of it, about
     45 ms on a bare node and more with every KEL held, stalling gossip while it runs (see
     benchmarks/gcpause.py). Only reference cycles among those objects would be kept forever,
-    and they are collected just before."""
+    and they are collected just before. It also keeps glibc's malloc to two arenas and has it
+    give freed memory back every few seconds (`runtime/heap.py`)."""
+    if freeze_heap:
+        heap.limit_arenas()
     try:
         seed = load_or_create_node_seed(config.data_dir)
     except SecretError as err:
@@ -138,6 +141,7 @@ async def serve(
                     handle_signals,
                     task_status,
                     on_start,
+                    own_process=freeze_heap,
                 )
         except P2PError as err:
             raise NodeError(f"network: {err}") from None
@@ -201,6 +205,8 @@ async def _run(
     handle_signals: bool,
     task_status: TaskStatus[P2PHost],
     on_start: Callable[[Runtime], None] | None = None,
+    *,
+    own_process: bool = False,
 ) -> None:
     transport = P2PTransport(host)
     metrics = Metrics()
@@ -250,6 +256,8 @@ async def _run(
         with contextlib.suppress(ValueError):  # host.connect reports what does not read
             transport.learn(intro)
     async with trio.open_nursery() as nursery:
+        if own_process:
+            nursery.start_soon(heap.trim_forever)
         memory_report = memreport.wanted()
         if memory_report is not None:
             nursery.start_soon(memreport.report_memory, memory_report)
