@@ -48,7 +48,7 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.witness_duplicity import WitnessDuplicity
 
 MAX_BODIES: Final = 200_000  # event versions kept to check receipts against
-MAX_BODY_BYTES: Final = 32 << 20  # what the versions kept may hold (estimated)
+MAX_BODY_BYTES: Final = 16 << 20  # what the versions kept may hold (estimated)
 MAX_EARLY: Final = 10_000  # versions with receipts waiting for the body they sign
 MAX_EARLY_EACH: Final = 16  # receipts (one per witness) kept waiting for one version
 MAX_EARLY_BYTES: Final = 4 << 20  # what the receipts waiting may hold (estimated)
