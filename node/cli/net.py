@@ -34,6 +34,31 @@ from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator
 
 SHOWN_EVENTS: Final = 50  # a longer submitted KEL is summed up per witness
+ATTEMPTS: Final = 6  # tries of one piece while a witness is busy or does not answer
+FIRST_WAIT: Final = 1.0  # seconds before the second try, doubling after each
+# What a busy or briefly unreachable witness answers: worth asking again (a piece resent is
+# answered ALREADY, with the receipts it had).
+TRANSIENT: Final = frozenset({Code.BUSY, Code.RATE_LIMITED, Code.UNREACHABLE})
+
+
+async def request_patiently(
+    transport: P2PTransport, witness: str, surface: Surface, payload: bytes, timeout: float
+) -> tuple[Code, bytes, str]:
+    """`transport.request`, tried again (up to `ATTEMPTS` times, waiting `FIRST_WAIT` s and
+    doubling) while the witness is busy, rate limits us, or does not answer: under a bulk
+    load a witness may be too slow to read a whole piece in time, and one such moment must
+    not end a submission of thousands of events."""
+    wait = FIRST_WAIT
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            code, answer, reason = await transport.request(witness, surface.value, payload, timeout)
+        except TransportError as err:
+            code, answer, reason = Code.UNREACHABLE, b"", f"no answer: {err}"
+        if code not in TRANSIENT or attempt == ATTEMPTS:
+            return code, answer, reason
+        await trio.sleep(wait)
+        wait *= 2
+    raise AssertionError("unreachable")
 SHOWN_RECEIPTS: Final = 5  # receipt lines printed (older nodes send every event's)
 
 # ---------------------------------------------------------------- kel submit
@@ -89,17 +114,13 @@ async def submit(
         async def ask(result: Submitted) -> None:
             result.ok = True
             for piece, size in pieces:
-                try:
-                    answer = await transport.request(
-                        result.witness, Surface.SUBMIT.value, piece, timeout
-                    )
-                except TransportError as err:
-                    result.ok, result.reason = False, f"no answer: {err}"
-                    return
-                result.receipts.update(_receipts(answer.payload, result.witness, by_said))
-                if not answer.ok and result.ok:
-                    result.ok, result.reason = False, answer.reason
-                if not answer.ok and answer.code is not Code.NOT_WITNESS:
+                code, payload, reason = await request_patiently(
+                    transport, result.witness, Surface.SUBMIT, piece, timeout
+                )
+                result.receipts.update(_receipts(payload, result.witness, by_said))
+                if not code.ok and result.ok:
+                    result.ok, result.reason = False, reason
+                if not code.ok and code is not Code.NOT_WITNESS:
                     return  # later events would only wait behind the refused one
                 done[result.witness] += size
                 progress.update(min(done.values()))
@@ -164,12 +185,9 @@ async def _share(
         pieces.append(b"".join(piece))
         result.shared = "ok"
         for payload in pieces:
-            try:
-                code, _, reason = await transport.request(
-                    result.witness, Surface.RECEIPTS.value, payload, timeout
-                )
-            except TransportError as err:
-                code, reason = Code.UNREACHABLE, f"no answer: {err}"
+            code, _, reason = await request_patiently(
+                transport, result.witness, Surface.RECEIPTS, payload, timeout
+            )
             if not code.ok:
                 result.shared = reason
                 return
