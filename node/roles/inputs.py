@@ -66,6 +66,11 @@ class Expiry(TimerKey):
 
 
 @dataclass(frozen=True, slots=True)
+class Tail(TimerKey):
+    """A witness republishes the tails of KELs gone quiet (`tails.py`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class CatchUp(TimerKey):
     """Ask again for the gaps of KELs that stalled behind an escrowed event."""
 

@@ -13,6 +13,7 @@ this witness, its own first-seen judgement stands in for the `bt` receipts. Inpu
                           makes us ask the co-witnesses for the missing events, page by page
     Answered(GapQuery)    a page of such an answer: applied like gossip
     TimerFired(Expiry)    escrow expiry
+    TimerFired(Tail)      the last events of KELs gone quiet, gossiped again (`tails.py`)
 
 A witness publishes the events it witnesses, whichever way they came, and no others: those
 are its co-witnesses' news, already on the gossip, and republishing them is how a witness
@@ -64,9 +65,20 @@ from .effects import (
 )
 from .floors import Floors
 from .follower import EXPIRE_EVERY, Follower
-from .inputs import Answered, CatchUp, Expiry, GapQuery, Heard, Input, Request, TimerFired
+from .inputs import (
+    Answered,
+    CatchUp,
+    Expiry,
+    GapQuery,
+    Heard,
+    Input,
+    Request,
+    Tail,
+    TimerFired,
+)
 from .pages import PAGE_BYTES
 from .storage import LOOSE_QUOTA, RECEIPT_BYTES, STORE_QUOTA, Storage, stored_bytes
+from .tails import Tails
 from .topics import Parse, ParseCache, kel_topic, peer_parse, well_formed
 
 
@@ -83,11 +95,13 @@ class Witness:
         page_bytes: int = PAGE_BYTES,
         store_quota: int = STORE_QUOTA,
         unwitnessed_quota: int = LOOSE_QUOTA,
+        tails: bool = True,
     ) -> None:
         """`verify` and `parse` may be shared caches (a simulator shares them across nodes:
         the same bytes parse and verify the same way everywhere); `page_bytes` is the budget
         of the KEL pages this witness answers with; `store_quota` and `unwitnessed_quota`
-        are the storage policy's (`storage.py`)."""
+        are the storage policy's (`storage.py`); `tails` off stops the republishing of
+        quiet KELs' last events (`tails.py`; the simulator leaves it off)."""
         self._parse = parse or ParseCache()
         # Memoised, and told of our own receipts: they come back in the witness agreement.
         self._memo = crypto.MemoVerifier()
@@ -103,6 +117,7 @@ class Witness:
         )
         self.storage = Storage(self.validator, quota=store_quota, loose_quota=unwitnessed_quota)
         self._over_quota: set[str] = set()  # new identifiers refused in this step
+        self.tails = Tails(self.validator, enabled=tails)
 
     surfaces: Final = frozenset({Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY})
 
@@ -134,6 +149,8 @@ class Witness:
                 return self.follower.expire(now)
             case TimerFired(key=CatchUp()):
                 return self.follower.catch_up(now)
+            case TimerFired(key=Tail()):
+                return self.tails.due(now)
         return []
 
     def restore(self, stored: bytes, now: float) -> None:
@@ -316,7 +333,7 @@ class Witness:
                 )
             elif outcome.status is Status.SUPERSEDED:
                 effects.append(Report("info", f"{outcome.said} {outcome.reason}"))
-        self._new_receipts(message, before, held, effects)
+        self._new_receipts(message, before, held, now, effects)
         return outcomes
 
     def _accepted(self, outcome: Outcome, now: float, effects: list[Effect]) -> None:
@@ -342,6 +359,7 @@ class Witness:
         self.storage.store(record, persist, size, now, effects)
         if ours:
             effects.append(Publish(kel_topic(event.prefix), message + _rct(record)))
+            effects += self.tails.changed(event.prefix, now)
         effects.append(Report("debug", f"accepted {event.ilk} {event.said} sn {event.sn:x}"))
 
     def _unheld(self, message: Message) -> Message | None:
@@ -370,7 +388,12 @@ class Witness:
         return {message.event.said: len(record.receipts) if record else 0}
 
     def _new_receipts(
-        self, message: Message, before: dict[str, int], held: set[str], effects: list[Effect]
+        self,
+        message: Message,
+        before: dict[str, int],
+        held: set[str],
+        now: float,
+        effects: list[Effect],
     ) -> None:
         for said, count in before.items():
             record = self.validator.record(said)
@@ -383,6 +406,7 @@ class Witness:
             toad = record.authority.toad
             if count < toad <= len(record.receipts):
                 effects.append(Publish(kel_topic(event.prefix), _rct(record)))
+                effects += self.tails.changed(event.prefix, now)
                 effects.append(Report("debug", f"{said} fully witnessed ({toad} receipts)"))
 
     def _receipt_message(self, record: Record, effects: list[Effect]) -> bytes:
