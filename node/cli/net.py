@@ -48,17 +48,22 @@ async def request_patiently(
     doubling) while the witness is busy, rate limits us, or does not answer: under a bulk
     load a witness may be too slow to read a whole piece in time, and one such moment must
     not end a submission of thousands of events."""
-    wait = FIRST_WAIT
-    for attempt in range(1, ATTEMPTS + 1):
+
+    async def ask() -> tuple[Code, bytes, str]:
         try:
             code, answer, reason = await transport.request(witness, surface.value, payload, timeout)
         except TransportError as err:
-            code, answer, reason = Code.UNREACHABLE, b"", f"no answer: {err}"
-        if code not in TRANSIENT or attempt == ATTEMPTS:
-            return code, answer, reason
+            return Code.UNREACHABLE, b"", f"no answer: {err}"
+        return code, answer, reason
+
+    wait = FIRST_WAIT
+    for _ in range(ATTEMPTS - 1):
+        answer = await ask()
+        if answer[0] not in TRANSIENT:
+            return answer
         await trio.sleep(wait)
         wait *= 2
-    raise AssertionError("unreachable")
+    return await ask()
 SHOWN_RECEIPTS: Final = 5  # receipt lines printed (older nodes send every event's)
 
 # ---------------------------------------------------------------- kel submit

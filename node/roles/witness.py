@@ -43,14 +43,14 @@ import cbor2
 from dkms.protocol import crypto
 from dkms.protocol.crypto import Signer
 from dkms.protocol.errors import LocalProtocolError, ProtocolError
-from dkms.protocol.escrow import EscrowLimits, Waiting
+from dkms.protocol.escrow import COUPLE_BYTES, EscrowLimits, Waiting
 from dkms.protocol.events import INCEPTION, Ilk, receipt
 from dkms.protocol.ids import NodePrefix
 from dkms.protocol.kel import Record
 from dkms.protocol.outcomes import Outcome, Status
 from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Attachments, BadFrame, Message, messagize, parse_stream
-from dkms.protocol.validator import Validator
+from dkms.protocol.validator import Validator, held_bytes
 
 from . import listing
 from .codes import Code
@@ -345,18 +345,20 @@ class Witness:
         signs = ours and self.floors.allows(event.prefix, event.sn)  # no floor below it
         sign = signs and self.prefix not in record.receipts
         message = Follower.stored_message(record)
+        weight = held_bytes(record)  # in memory: what the quota counts beside stored bytes
         if event.ilk in INCEPTION:  # a new identifier: refused, if at all, before we sign
             size = len(message) + RECEIPT_BYTES * (len(record.receipts) + sign)
-            if not self.storage.admit(record, size, now, effects):
+            if not self.storage.admit(record, size, now, effects, weight):
                 self._over_quota.add(event.prefix)
                 return
         if sign:
             record.receipts[self.prefix] = self._sign(event.raw)
+            weight += COUPLE_BYTES  # held_bytes counts each receipt held
         persist = self.follower.persist(record, message)
         size = 0
         for effect in persist:
             size += stored_bytes(effect)
-        self.storage.store(record, persist, size, now, effects)
+        self.storage.store(record, persist, size, now, effects, weight)
         if ours:
             effects.append(Publish(kel_topic(event.prefix), message + _rct(record)))
             effects += self.tails.changed(event.prefix, now)

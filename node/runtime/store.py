@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from dkms.node import lockfile
 from dkms.node.lockfile import LockHeld
@@ -494,21 +494,7 @@ class Store:
             )
         link, count, last = _genesis(self._id), 0, 0
         while True:
-            with self._reading("replay") as db:
-                rows = db.execute(
-                    "SELECT ordinal, prefix, sn, said, message, chain FROM events"
-                    " WHERE ordinal > ? ORDER BY ordinal LIMIT ?",
-                    (last, page),
-                ).fetchall()
-                couples: dict[str, list[tuple[str, bytes]]] = {}
-                if rows:
-                    for said, witness, signature in db.execute(
-                        "SELECT r.said, r.witness, r.signature FROM events AS e"
-                        " JOIN receipts AS r ON r.said = e.said"
-                        " WHERE e.ordinal > ? AND e.ordinal <= ? ORDER BY r.said, r.witness",
-                        (last, rows[-1][0]),
-                    ):
-                        couples.setdefault(said, []).append((witness, bytes(signature)))
+            rows, couples = self._page_rows("events", ", chain", last, page)
             if not rows:
                 break
             out: list[bytes] = []
@@ -549,21 +535,7 @@ class Store:
     def _loose_pages(self, page: int) -> Iterator[Page]:
         last = 0
         while True:
-            with self._reading("replay") as db:
-                rows = db.execute(
-                    "SELECT ordinal, prefix, sn, said, message FROM loose"
-                    " WHERE ordinal > ? ORDER BY ordinal LIMIT ?",
-                    (last, page),
-                ).fetchall()
-                couples: dict[str, list[tuple[str, bytes]]] = {}
-                if rows:
-                    for said, witness, signature in db.execute(
-                        "SELECT r.said, r.witness, r.signature FROM loose AS e"
-                        " JOIN receipts AS r ON r.said = e.said"
-                        " WHERE e.ordinal > ? AND e.ordinal <= ? ORDER BY r.said, r.witness",
-                        (last, rows[-1][0]),
-                    ):
-                        couples.setdefault(said, []).append((witness, bytes(signature)))
+            rows, couples = self._page_rows("loose", "", last, page)
             if not rows:
                 return
             out: list[bytes] = []
@@ -576,6 +548,28 @@ class Store:
                     out.append(self._rct(prefix, sn, said, message, couples[said]))
             yield Page(b"".join(out), tuple(events))
             last = rows[-1][0]
+
+    def _page_rows(
+        self, table: str, extra: str, last: int, page: int
+    ) -> tuple[list[tuple[Any, ...]], dict[str, list[tuple[str, bytes]]]]:
+        """Up to `page` rows of `table` ("events" or "loose") after ordinal `last` (ordinal,
+        prefix, sn, said, message, then the `extra` columns), and their stored receipts."""
+        with self._reading("replay") as db:
+            rows = db.execute(
+                f"SELECT ordinal, prefix, sn, said, message{extra} FROM {table}"
+                " WHERE ordinal > ? ORDER BY ordinal LIMIT ?",
+                (last, page),
+            ).fetchall()
+            couples: dict[str, list[tuple[str, bytes]]] = {}
+            if rows:
+                for said, witness, signature in db.execute(
+                    f"SELECT r.said, r.witness, r.signature FROM {table} AS e"
+                    " JOIN receipts AS r ON r.said = e.said"
+                    " WHERE e.ordinal > ? AND e.ordinal <= ? ORDER BY r.said, r.witness",
+                    (last, rows[-1][0]),
+                ):
+                    couples.setdefault(said, []).append((witness, bytes(signature)))
+        return rows, couples
 
     def verify(self, expect: Mark | None = None) -> None:
         """Walk the whole chain (as `pages` does) without keeping the stream."""
