@@ -57,6 +57,17 @@ class RosterQuery(Tag):
     peer: NodePrefix
 
 
+@dataclass(frozen=True, slots=True)
+class RivalQuery(Tag):
+    """A witness asks co-witness `peer` for its version `said` of sn `sn` of `prefix`: the
+    peer receipted it, and the witness holds another (`rivals.py`)."""
+
+    prefix: Prefix
+    sn: int
+    said: Said
+    peer: NodePrefix
+
+
 # ------------------------------------------------------------------------- timer keys
 
 

@@ -12,6 +12,8 @@ this witness, its own first-seen judgement stands in for the `bt` receipts. Inpu
     Heard(kel shard)      gossip: events of identifiers we witness are applied; a gap in a KEL
                           makes us ask the co-witnesses for the missing events, page by page
     Answered(GapQuery)    a page of such an answer: applied like gossip
+    Answered(RivalQuery)  a co-witness's version of an event we hold another version of,
+                          asked for because it receipted it (`rivals.py`): applied like gossip
     TimerFired(Expiry)    escrow expiry
     TimerFired(Tail)      the last events of KELs gone quiet, gossiped again (`tails.py`)
 
@@ -31,6 +33,10 @@ Because the validator keeps the first validly signed version at each sequence nu
 reports any other as duplicitous, a witness never receipts two versions of one event; the
 runtime makes that hold across crashes by storing each `PersistEvent` before the `Reply` that
 follows it, and by replaying the stored messages into a fresh witness at start-up (`restore`).
+A rival it refuses that way (validly signed, of an identifier it witnesses) goes to its
+duplicitous-event log, `rivals.Rivals`: kept (bounded), published once on the KEL's shard for
+the watchers to find, and served on `{"t": "rivals", "i": prefix}`; receipts of its
+co-witnesses over a version it does not hold make it ask them for that version.
 """
 
 from __future__ import annotations
@@ -73,10 +79,13 @@ from .inputs import (
     Heard,
     Input,
     Request,
+    RivalQuery,
     Tail,
     TimerFired,
 )
 from .pages import PAGE_BYTES
+from .rivals import QUERY as RIVALS_QUERY
+from .rivals import Rivals
 from .storage import LOOSE_QUOTA, RECEIPT_BYTES, STORE_QUOTA, Storage, stored_bytes
 from .tails import Tails
 from .topics import Parse, ParseCache, kel_topic, peer_parse, well_formed
@@ -118,6 +127,7 @@ class Witness:
         self.storage = Storage(self.validator, quota=store_quota, loose_quota=unwitnessed_quota)
         self._over_quota: set[str] = set()  # new identifiers refused in this step
         self.tails = Tails(self.validator, enabled=tails)
+        self.rivals = Rivals(self.validator, self.prefix, page_bytes=page_bytes)
 
     surfaces: Final = frozenset({Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY})
 
@@ -145,6 +155,10 @@ class Witness:
                     effects += self._heard(data, now)
 
                 return self.follower.gap_answered(tag, event, now, apply)
+            case Answered(tag=RivalQuery() as tag):
+                return self.rivals.answered(
+                    tag, event, lambda data, out: out.extend(self._heard(data, now))
+                )
             case TimerFired(key=Expiry()):
                 return self.follower.expire(now)
             case TimerFired(key=CatchUp()):
@@ -258,17 +272,20 @@ class Witness:
         effects: list[Effect] = []
         for message in self.follower.messages(data, effects, peer):
             if self._concerns(message):
-                self._apply(message, now, effects, peer or "")
+                self._apply(message, now, effects, peer or "", heard=peer is not None)
         return effects
 
     def _query(self, data: bytes) -> list[Effect]:
         """Answer `{"t": "kel", "i": prefix, "s": sn, "n": limit}` (`pages.py`) or
-        `{"t": "state", "i": prefix}` or `{"t": "witnessed", "w": witness}` (`listing.py`)."""
+        `{"t": "state", "i": prefix}` or `{"t": "witnessed", "w": witness}` (`listing.py`)
+        or `{"t": "rivals", "i": prefix}` (`rivals.py`)."""
         ask = Follower.read_query(data)
         if isinstance(ask, Reply):
             return [ask]
         if ask.get("t") == listing.QUERY:
             return [listing.answer(self.validator, ask)]
+        if ask.get("t") == RIVALS_QUERY:
+            return [self.rivals.reply(ask)]
         prefix = ask.get("i")
         if not isinstance(prefix, str):
             return [Reply.refuse(Code.BAD_QUERY, "query needs an identifier prefix i")]
@@ -279,7 +296,11 @@ class Witness:
             if state is None:
                 return [Reply.refuse(Code.UNKNOWN, f"unknown identifier {prefix}")]
             return [Reply.accept(cbor2.dumps(state))]
-        return [Reply.refuse(Code.BAD_QUERY, "query type t must be 'kel', 'state' or 'witnessed'")]
+        return [
+            Reply.refuse(
+                Code.BAD_QUERY, "query type t must be 'kel', 'state', 'witnessed' or 'rivals'"
+            )
+        ]
 
     # ---------------------------------------------------------------- views
 
@@ -304,10 +325,17 @@ class Witness:
         return event.ilk in (Ilk.ICP, Ilk.DIP) and self.prefix in event.ked["b"]
 
     def _apply(
-        self, message: Message, now: float, effects: list[Effect], source: str = ""
+        self,
+        message: Message,
+        now: float,
+        effects: list[Effect],
+        source: str = "",
+        *,
+        heard: bool = False,
     ) -> list[Outcome]:
         """Validate one message and turn what changed into persist/publish/report effects;
-        `source` (the peer it came from) is charged for what it leaves in the escrows."""
+        `source` (the peer it came from) is charged for what it leaves in the escrows;
+        `heard`: it came by gossip (a rival in it is not published again)."""
         unheld = self._unheld(message)
         if unheld is None:
             return []
@@ -324,17 +352,30 @@ class Witness:
                 effects += self.follower.ask_for_gap(outcome.prefix, now)
                 effects += self.follower.note_waiting(outcome.prefix, outcome.sn, now)
             elif outcome.status is Status.DUPLICITOUS:
-                effects.append(
-                    Report(
-                        "warning",
-                        f"duplicitous {outcome.ilk} {outcome.said} "
-                        f"of {outcome.prefix}: {outcome.reason}",
-                    )
-                )
+                self._rival(outcome, heard, effects)
             elif outcome.status is Status.SUPERSEDED:
                 effects.append(Report("info", f"{outcome.said} {outcome.reason}"))
         self._new_receipts(message, before, held, now, effects)
+        if message.event.ilk is Ilk.RCT and message.attachments.couples:
+            effects += self.rivals.receipted(message)
         return outcomes
+
+    def _rival(self, outcome: Outcome, heard: bool, effects: list[Effect]) -> None:
+        """A validly signed version conflicting with the KEL: into the duplicitous-event log
+        (and out on the gossip) when the KEL designates us, else only reported."""
+        prefix, sn = outcome.prefix, outcome.sn
+        kel = self.validator.kel(prefix)
+        held = kel.at(sn) if kel is not None else None
+        ours = kel is not None and (
+            self.prefix in kel.authority.witnesses
+            or (held is not None and self.prefix in held.authority.witnesses)
+        )
+        if ours and self.rivals.found(outcome, heard=heard, effects=effects):
+            return
+        level = "debug" if self.rivals.held(prefix, sn, outcome.said) else "warning"
+        effects.append(
+            Report(level, f"duplicitous {outcome.ilk} {outcome.said} of {prefix}: {outcome.reason}")
+        )
 
     def _accepted(self, outcome: Outcome, now: float, effects: list[Effect]) -> None:
         record = self.validator.record(outcome.said)
