@@ -2,17 +2,22 @@
 
 The commands check what they are asked, then make each event through the identifier's
 `client.session.Session` (which holds its lock and its pending event, and gets the event
-witnessed), and report the outcome.
+witnessed), and report the outcome. A command that finds the identifier held by another
+waits its turn, saying so once on stderr; Ctrl-C while it waits ends it with one line and
+status 130, nothing changed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
 from dkms.node.cli.textout import safe, table, threshold
 from dkms.node.client.home import CommandError, Home, Options, introduction, read_kel
+from dkms.node.client.keystore import Keystore
 from dkms.node.client.session import Session, Wanted, state_of
 from dkms.node.p2p import Introduction
 from dkms.node.roles.controller import Controller
@@ -56,10 +61,15 @@ async def create(
     if home.kel_path(name).exists():  # asked again under the lock: this spares a passphrase
         raise CommandError(f"an identifier named {name!r} exists already in {home.root}")
     keystore = home.keystore(passphrase_file, options)
-    home.learn(intros)
-    with Session.held(home, name, keystore, say=print) as held:
+    async with _held(home, name, keystore) as held:
         ctl = await held.incept(
-            witnesses=prefixes, toad=toad, keys=keys, kt=kt, timeout=timeout, options=options
+            witnesses=prefixes,
+            toad=toad,
+            keys=keys,
+            kt=kt,
+            timeout=timeout,
+            options=options,
+            intros=intros,
         )
     _report(ctl, name, _DONE["icp"])
     return 0
@@ -107,9 +117,25 @@ async def interact(
         raise CommandError("--data must be a JSON object or a list of anchors")
     home.check_kel(name)
     keystore = home.keystore(passphrase_file, options)
-    with Session.held(home, name, keystore, say=print) as held:
+    async with _held(home, name, keystore) as held:
         ctl = await held.interact(anchors, timeout=timeout, options=options)
     _report(ctl, name, _DONE["ixn"])
+    return 0
+
+
+async def abandon(
+    home: Home, name: str, *, sure: bool, passphrase_file: str | None, options: Options
+) -> int:
+    """Give up NAME's inception, which no witness accepted, so that the name is free again."""
+    if home.kel_path(home.known(name)).exists():  # asked again under the lock
+        raise CommandError(
+            f"{name} has a fully witnessed inception: an identifier that exists cannot be abandoned"
+        )
+    keystore = home.keystore(passphrase_file, options)
+    async with _held(home, name, keystore) as held:
+        kept = held.abandon(sure=sure)
+    where = f"; its sealed keys are kept in {kept}" if kept is not None else ""
+    print(f"abandoned the inception of {name}: the name is free{where}")
     return 0
 
 
@@ -176,10 +202,29 @@ async def _change(
     """Rotate or interact NAME through its session, and say what was made."""
     home.check_kel(name)
     keystore = home.keystore(passphrase_file, options)
-    with Session.held(home, name, keystore, say=print) as held:
+    async with _held(home, name, keystore) as held:
         ctl, made = await held.change(wanted, intros, timeout, options)
     _report(ctl, name, _DONE[made])
     return 0
+
+
+@asynccontextmanager
+async def _held(home: Home, name: str, keystore: Keystore) -> AsyncIterator[Session]:
+    """NAME's session, waiting for another command that holds it (once said on stderr)."""
+
+    def waiting(holder: str) -> None:
+        who = "another process" if holder == "unknown" else f"process {holder}"
+        print(f"dkms: waiting for {who}, which is changing {name} ...", file=sys.stderr)
+
+    async with AsyncExitStack() as stack:
+        try:
+            held = await stack.enter_async_context(
+                Session.held(home, name, keystore, say=print, waiting=waiting)
+            )
+        except KeyboardInterrupt:
+            print(f"dkms: interrupted while waiting for {name}: nothing changed", file=sys.stderr)
+            raise
+        yield held
 
 
 def _rotation(

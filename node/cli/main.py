@@ -105,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     interact.add_argument("name", metavar="NAME")
     interact.add_argument("--data", required=True, metavar="JSON", help="an object or a list")
     interact.set_defaults(arun=_interact)
+    abandon = id_commands.add_parser(
+        "abandon",
+        help="give up an inception no witness accepted, freeing its name",
+        description="Give up NAME's unfinished inception, so that `dkms id create NAME` "
+        "makes a new one. Refused once a witness accepted it; if a witness may hold it (it "
+        "never answered), only with --yes, and its sealed keys are then kept aside.",
+    )
+    abandon.add_argument("name", metavar="NAME")
+    abandon.add_argument(
+        "--yes", action="store_true", help="even if a witness may hold it (it never answered)"
+    )
+    abandon.add_argument(
+        "--passphrase-file", metavar="FILE", help="else $DKMS_PASSPHRASE, else a prompt"
+    )
+    abandon.set_defaults(arun=_abandon)
     show = id_commands.add_parser("show", help="key state of NAME from its stored KEL")
     show.add_argument("name", metavar="NAME")
     show.add_argument("--json", action="store_true")
@@ -267,6 +282,14 @@ async def _interact(a: argparse.Namespace, o: Options) -> int:
         passphrase_file=a.passphrase_file,
         timeout=a.timeout,
         options=o,
+    )
+
+
+async def _abandon(a: argparse.Namespace, o: Options) -> int:
+    from dkms.node.cli import ids as idcmd
+
+    return await idcmd.abandon(
+        _home(a), a.name, sure=a.yes, passphrase_file=a.passphrase_file, options=o
     )
 
 

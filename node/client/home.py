@@ -5,6 +5,9 @@
       keys/NAME.key        } with the passphrase
       kels/NAME.cesr       NAME's fully witnessed KEL, as `dkms kel export NAME` prints it
       witnesses.json       {prefix: "PREFIX@MULTIADDR"}: where each known witness listens
+      witnesses.lock       held while witnesses.json is read and rewritten
+      keys/NAME.lock       held by the one command that works on NAME (client/session.py)
+      abandoned/           key files of inceptions given up on that a witness may hold
 
 Theory of operation. The sealed record of NAME holds `current` and `next` seeds that always
 match the latest establishment event in kels/NAME.cesr, so the public files can be read (`id
@@ -15,7 +18,13 @@ show`, `id list`, `kel export`) without the passphrase. It also holds:
               the seeds it introduces. It is saved *before* the event leaves this machine, so
               keys a witness may have seen are never lost; running the command again remakes
               byte for byte the same event (a witness that holds it already just receipts it
-              again) rather than a conflicting one.
+              again) rather than a conflicting one. What each witness may hold of it is
+              noted there too when a push fails (`dkms id abandon` decides by it).
+
+The address book is shared by every identifier of the home, so it changes only with what a
+witness proved by answering at an address (`learn`), or, for a witness it does not know
+yet, once an event naming it was fully witnessed (`learn(..., replace=False)`): a mistyped
+address given to one command never replaces the good one others use.
 
 Every file is written whole or not at all (`secretfiles.atomic_write`, mode 0600).
 """
@@ -31,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from dkms.node import lockfile
 from dkms.node.client.keystore import KEYS, MODERATE, SUFFIX, KdfCost, Keystore
 from dkms.node.roles.controller import RetryPolicy
-from dkms.node.secretfiles import atomic_write, passphrase_from, private_dir
+from dkms.node.secretfiles import atomic_write, fsync_dir, passphrase_from, private_dir
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator
@@ -45,6 +55,8 @@ HOME_ENV: Final = "DKMS_HOME"
 KELS: Final = "kels"
 KEL_SUFFIX: Final = ".cesr"
 BOOK: Final = "witnesses.json"
+BOOK_LOCK: Final = "witnesses.lock"
+ABANDONED: Final = "abandoned"
 # The keystore's rule for names (keystore.py), checked here before any file is touched.
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -169,16 +181,25 @@ class Home:
             raise CommandError(f"{path} is damaged: not a JSON object")
         return {str(k): str(v) for k, v in data.items()}
 
-    def learn(self, intros: Iterable[Introduction]) -> None:
-        """Remember where these witnesses listen (a newer address replaces an older one)."""
-        book = self.book()
-        changed = {i.prefix: str(i) for i in intros if book.get(i.prefix) != str(i)}
-        if not changed:
+    def learn(self, intros: Iterable[Introduction], *, replace: bool = True) -> None:
+        """Remember where these witnesses listen: a newer address replaces an older one,
+        unless not `replace` (then only witnesses the book does not know are added)."""
+        wanted = {i.prefix: str(i) for i in intros}
+        if not wanted:
             return
         path = self.root / BOOK
         try:
             private_dir(self.root)
-            atomic_write(path, json.dumps(book | changed, indent=1).encode() + b"\n")
+            # Identifiers of one home may run commands at once: no update may be lost.
+            with lockfile.blocking(self.root / BOOK_LOCK):
+                book = self.book()
+                changed = {
+                    p: i
+                    for p, i in wanted.items()
+                    if book.get(p) != i and (replace or p not in book)
+                }
+                if changed:
+                    atomic_write(path, json.dumps(book | changed, indent=1).encode() + b"\n")
         except OSError as err:
             raise CommandError(f"cannot write {path}: {err.strerror}") from None
 
@@ -188,6 +209,28 @@ class Home:
         return [introduction(book[p]) for p in prefixes if p in book]
 
     # ---------------------------------------------------------------- keystore
+
+    def key_path(self, name: str) -> Path:
+        return self.root / KEYS / (self.check_name(name) + SUFFIX)
+
+    def drop_keys(self, name: str, *, keep_as: str | None = None) -> Path | None:
+        """Free NAME: delete its key file, or move it (still sealed) to `abandoned/KEEP_AS`.
+        Call it holding NAME's lock. Returns where the file went, if kept."""
+        path = self.key_path(name)
+        kept = None if keep_as is None else self.root / ABANDONED / keep_as
+        try:
+            if kept is None:
+                path.unlink()
+            else:
+                private_dir(kept.parent)
+                if kept.exists():
+                    raise CommandError(f"cannot keep the keys of {name}: {kept} exists already")
+                os.replace(path, kept)
+                fsync_dir(kept.parent)
+            fsync_dir(path.parent)
+        except OSError as err:
+            raise CommandError(f"cannot remove {path}: {err.strerror}") from None
+        return kept
 
     def keystore(self, passphrase_file: str | None, options: Options) -> Keystore:
         """Open (or create, asking for the passphrase twice) the keystore of this home."""
@@ -210,5 +253,5 @@ class Home:
 def _no_inception(name: str) -> CommandError:
     return CommandError(
         f"{name} has no fully witnessed inception yet: run `dkms id create {name}` again"
-        " to finish it"
+        f" with the same flags to finish it, or `dkms id abandon {name}` to give it up"
     )

@@ -15,14 +15,15 @@ import re
 import socket
 import stat
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from dkms.node import lockfile
 from dkms.node.cli.main import amain, main
 from dkms.node.client.home import Home, Options
 from dkms.node.client.keystore import MINIMUM, Keystore
@@ -303,25 +304,47 @@ async def test_unreachable_witness_then_the_same_command_finishes_the_event(
                 assert (shown["sn"], shown["b"], shown["bt"]) == (1, w, 2)
 
 
-async def test_a_second_command_on_a_held_identifier_is_refused(
-    home: Path, capsys: Capture
+async def test_a_second_command_on_a_held_identifier_waits_its_turn(
+    home: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two commands on one identifier at once could sign two events at one sn (duplicity):
-    while one holds the identifier's session, another is refused, with nothing changed."""
-    assert await dkms(home, "id", "create", "solo") == 0  # local only: no witnesses needed
-    before = record(home, "solo")
-    kel = (home / "kels" / "solo.cesr").read_bytes()
-    capsys.readouterr()
-    keystore = Keystore.open(home, PASS)
-    with Session.held(Home(home), "solo", keystore):
-        assert await dkms(home, "id", "interact", "solo", "--data", '{"d": 1}') == 1
-        assert "solo is in use by another command" in one_error_line(capsys)
-        assert await dkms(home, "id", "rotate", "solo") == 1
-        assert "in use by another command" in one_error_line(capsys)
-    assert record(home, "solo") == before
-    assert (home / "kels" / "solo.cesr").read_bytes() == kel
-    # Released: the same command now goes through.
-    assert await dkms(home, "id", "interact", "solo", "--data", '{"d": 1}') == 0
+    while one holds the identifier's session, another waits (saying so once, on stderr) and
+    then makes the next event on top of the first one's."""
+    told = trio.Event()
+    real = lockfile.waited
+
+    async def spied(path: Path, waiting: Callable[[str], None]) -> int:
+        def tell(holder: str) -> None:
+            waiting(holder)
+            told.set()
+
+        return await real(path, tell)
+
+    monkeypatch.setattr(lockfile, "waited", spied)
+    with trio.fail_after(20):
+        assert await dkms(home, "id", "create", "solo") == 0  # local only: no witnesses needed
+        capsys.readouterr()
+        keystore = Keystore.open(home, PASS)
+        statuses: list[int] = []
+
+        async def second() -> None:
+            statuses.append(await dkms(home, "id", "interact", "solo", "--data", '{"d": "second"}'))
+
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            first = await stack.enter_async_context(Session.held(Home(home), "solo", keystore))
+            nursery.start_soon(second)
+            await told.wait()
+            waited = capsys.readouterr().err
+            assert waited == f"dkms: waiting for process {os.getpid()}, which is changing solo ...\n"
+            await first.interact([{"d": "first"}], timeout=5, options=OPTIONS)
+            assert statuses == []  # still waiting: `first` holds the lock until the block ends
+            await stack.aclose()
+        assert statuses == [0]
+        assert capsys.readouterr().err == ""  # said once
+        shown = await as_json(capsys, home, "id", "show", "solo")
+        assert shown["sn"] == 2
+        kel = (home / "kels" / "solo.cesr").read_bytes()
+        assert kel.index(b"first") < kel.index(b"second")
 
 
 async def test_the_readme_session_example_runs(home: Path, capsys: Capture) -> None:
