@@ -335,7 +335,9 @@ async def test_a_second_command_on_a_held_identifier_waits_its_turn(
             nursery.start_soon(second)
             await told.wait()
             waited = capsys.readouterr().err
-            assert waited == f"dkms: waiting for process {os.getpid()}, which is changing solo ...\n"
+            assert (
+                waited == f"dkms: waiting for process {os.getpid()}, which is changing solo ...\n"
+            )
             await first.interact([{"d": "first"}], timeout=5, options=OPTIONS)
             assert statuses == []  # still waiting: `first` holds the lock until the block ends
             await stack.aclose()
