@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final
 
 import cbor2
 import trio
 
 from dkms.node.cli import evidence as evidencecmd
+from dkms.node.cli.cesrfile import STDIN
 from dkms.node.cli.progress import Progress
+from dkms.node.cli.submitted import Plan, Submitted
 from dkms.node.cli.textout import safe, short, table
 from dkms.node.client.home import CommandError, Home, Options, introduction
-from dkms.node.client.paging import chunks, kel_pages
+from dkms.node.client.paging import kel_pages
 from dkms.node.client.witnessing import session
 from dkms.node.p2p import Introduction
 from dkms.node.p2p.transport import P2PTransport
@@ -29,7 +30,7 @@ from dkms.node.roles.effects import Surface
 from dkms.node.runtime.transport import TransportError
 from dkms.protocol import cesr, crypto
 from dkms.protocol.errors import ProtocolError
-from dkms.protocol.events import Event, Ilk, receipt
+from dkms.protocol.events import Event, receipt
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator
 
@@ -69,65 +70,44 @@ SHOWN_RECEIPTS: Final = 5  # receipt lines printed (older nodes send every event
 # ---------------------------------------------------------------- kel submit
 
 
-@dataclass(slots=True)
-class Submitted:
-    """What one witness made of a submitted KEL."""
-
-    witness: str
-    ok: bool = False
-    reason: str = ""
-    receipts: dict[str, bytes] = field(default_factory=dict)  # event SAID -> its signature
-    shared: str | None = None  # outcome of the receipt exchange, if there was one
-
-    def to_json(self, events: Sequence[Event]) -> dict[str, Any]:
-        return {
-            "witness": self.witness,
-            "ok": self.ok,
-            "reason": self.reason,
-            "events": [
-                {"s": e.sn, "t": e.ilk.value, "d": e.said, "receipted": e.said in self.receipts}
-                for e in events
-            ],
-            "shared": self.shared,
-        }
-
-
 async def submit(
     path: str, to: Sequence[str], *, as_json: bool, timeout: float, options: Options
 ) -> int:
-    """Push a ready-made KEL to witnesses, in order and in pieces that fit a request
-    (`client.paging.chunks`); print what each receipted. Long work shows its progress."""
+    """Push a ready-made KEL (`-`: standard input) to witnesses, in order and in pieces that
+    fit a request (`client.paging.chunks`); print what each made of each event
+    (`cli.submitted`). Long work shows its progress."""
     try:
-        with open(path, "rb") as source:
-            data = source.read()
+        if path == STDIN:
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as source:
+                data = source.read()
         frames = parse_stream(data)
     except OSError as err:
-        raise CommandError(f"cannot read {path}: {err.strerror}") from None
+        raise CommandError(f"cannot read {path}: {err.strerror or err}") from None
     except ProtocolError as err:
         raise CommandError(f"{path} is not a CESR stream: {err}") from None
-    events = [f.event for f in frames if isinstance(f, Message) and f.event.ilk is not Ilk.RCT]
+    plan = Plan(data, frames, options.chunk)
+    events = [m.event for m in plan.events]
     if not events:
         raise CommandError(f"{path} holds no key events")
     intros = [introduction(t) for t in to]
     results = {i.prefix: Submitted(i.prefix) for i in intros}
     by_said = {e.said: e for e in events}
-    pieces = chunks(data, frames, options.chunk)
     done = dict.fromkeys(results, 0)
     progress = Progress(f"events submitted to {len(results)} witness(es)", len(events))
     async with session(intros, options) as transport:
 
         async def ask(result: Submitted) -> None:
-            result.ok = True
-            for piece, size in pieces:
+            for number, piece in enumerate(plan.pieces):
                 code, payload, reason = await request_patiently(
-                    transport, result.witness, Surface.SUBMIT, piece, timeout
+                    transport, result.witness, Surface.SUBMIT, piece.data, timeout
                 )
                 result.receipts.update(_receipts(payload, result.witness, by_said))
-                if not code.ok and result.ok:
-                    result.ok, result.reason = False, reason
+                result.answered(number, code, reason, last=number == len(plan.pieces) - 1)
                 if not code.ok and code is not Code.NOT_WITNESS:
                     return  # later events would only wait behind the refused one
-                done[result.witness] += size
+                done[result.witness] += piece.count
                 progress.update(min(done.values()))
 
         async with trio.open_nursery() as nursery:
@@ -135,7 +115,7 @@ async def submit(
                 nursery.start_soon(ask, result)
         progress.finish()
         await _share(transport, list(results.values()), by_said, timeout, options.chunk)
-    _print_submitted(list(results.values()), events, as_json)
+    _print_submitted(list(results.values()), plan, as_json)
     failed = [r for r in results.values() if not r.ok]
     if failed:
         print(
@@ -211,50 +191,38 @@ async def _share(
                 nursery.start_soon(give, result, messages)
 
 
-def _print_submitted(results: list[Submitted], events: list[Event], as_json: bool) -> None:
+def _print_submitted(results: list[Submitted], plan: Plan, as_json: bool) -> None:
     if as_json:
         for result in results:
-            print(json.dumps(result.to_json(events)))
+            print(json.dumps(result.to_json(plan)))
         return
-    if len(events) > SHOWN_EVENTS:
-        _print_summary(results, events)
+    if len(plan.events) > SHOWN_EVENTS:
+        _print_summary(results, plan)
         return
     rows = []
     for r in results:
-        for e in events:
-            if e.said in r.receipts:
-                outcome = "receipted"
-            elif r.ok:
-                outcome = "accepted, no receipt (not a designated witness at this sn)"
-            else:
-                outcome = f"no receipt: {safe(r.reason)}"
-            rows.append((short(r.witness), str(e.sn), e.ilk.value, short(e.said), outcome))
+        for message, verdict in zip(plan.events, plan.verdicts(r), strict=True):
+            e = message.event
+            row = (short(r.witness), str(e.sn), e.ilk.value, short(e.said), safe(verdict.text()))
+            rows.append(row)
     print("\n".join(table(("WITNESS", "SN", "ILK", "EVENT", "RESULT"), rows, indent="")))
-    for r in results:
-        if r.shared is not None:
-            print(f"receipts of the other witnesses given to {short(r.witness)}: {r.shared}")
+    _print_shared(results)
 
 
-def _print_summary(results: list[Submitted], events: list[Event]) -> None:
+def _print_summary(results: list[Submitted], plan: Plan) -> None:
     """A long KEL: one line per witness rather than one per event and witness."""
-    rows = []
-    for r in results:
-        missing = [e for e in events if e.said not in r.receipts]
-        if not missing:
-            outcome = "every event receipted"
-        else:
-            first = missing[0]
-            why = (
-                "accepted, no receipt (not a designated witness at this sn)"
-                if r.ok
-                else f"no receipt: {safe(r.reason)}"
-            )
-            outcome = f"{len(missing):,} not receipted, from sn {first.sn}: {why}"
-        rows.append((short(r.witness), f"{len(events):,}", f"{len(r.receipts):,}", outcome))
+    count = f"{len(plan.events):,}"
+    rows = [
+        (short(r.witness), count, f"{len(r.receipts):,}", safe(plan.summary(r))) for r in results
+    ]
     print("\n".join(table(("WITNESS", "EVENTS", "RECEIPTED", "RESULT"), rows, indent="")))
+    _print_shared(results)
+
+
+def _print_shared(results: list[Submitted]) -> None:
     for r in results:
         if r.shared is not None:
-            print(f"receipts of the other witnesses given to {short(r.witness)}: {r.shared}")
+            print(f"receipts of the other witnesses given to {short(r.witness)}: {safe(r.shared)}")
 
 
 # ---------------------------------------------------------------- keystate
