@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, Final
 
 from dkms.node.cli.textout import safe, table, threshold
@@ -210,21 +210,40 @@ async def _change(
 
 @asynccontextmanager
 async def _held(home: Home, name: str, keystore: Keystore) -> AsyncIterator[Session]:
-    """NAME's session, waiting for another command that holds it (once said on stderr)."""
+    """NAME's session, waiting for another command that holds it (once said on stderr).
+    Ctrl-C, while it waits or while it works, ends the command with one line."""
 
     def waiting(holder: str) -> None:
         who = "another process" if holder == "unknown" else f"process {holder}"
         print(f"dkms: waiting for {who}, which is changing {name} ...", file=sys.stderr)
 
     async with AsyncExitStack() as stack:
-        try:
+        with _interrupts(f"while waiting for {name}: nothing changed"):
             held = await stack.enter_async_context(
                 Session.held(home, name, keystore, say=print, waiting=waiting)
             )
-        except KeyboardInterrupt:
-            print(f"dkms: interrupted while waiting for {name}: nothing changed", file=sys.stderr)
+        with _interrupts(
+            f"while working on {name}: an event it made is kept, and running the same command"
+            " again finishes it"
+        ):
+            yield held
+
+
+@contextmanager
+def _interrupts(what: str) -> Iterator[None]:
+    """Ctrl-C: say `interrupted WHAT` and raise a bare KeyboardInterrupt (`entry`: status 130),
+    also out of the exception group a trio nursery wraps it in."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"dkms: interrupted {what}", file=sys.stderr)
+        raise
+    except BaseExceptionGroup as group:
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is not None:
             raise
-        yield held
+        print(f"dkms: interrupted {what}", file=sys.stderr)
+        raise KeyboardInterrupt from None
 
 
 def _rotation(

@@ -223,18 +223,18 @@ class Session:
         accepted = [w for w, f in fates.items() if f is Fate.ACCEPTED]
         if accepted:
             raise CommandError(
-                f"{_some(accepted)} accepted the inception of {name} ({prefix}), so it exists"
-                f" on the network and its keys must not be lost: finish it with `dkms id create"
-                f" {name}` and the flags it was made with"
+                f"{_some(accepted, 'accepted', 'accepted')} the inception of {name} ({prefix}),"
+                " so it exists on the network and its keys must not be lost: finish it with"
+                f" `dkms id create {name}` and the flags it was made with"
             )
         unsure = [w for w, f in fates.items() if f is Fate.MAYBE]
         if unsure and not sure:
             raise CommandError(
-                f"the inception of {name} ({prefix}) may have reached {_some(unsure)}, which"
-                " never answered: if a witness accepted it, abandoning it leaves an identifier"
-                f" nobody controls. `dkms keystate {prefix} --from PREFIX@MULTIADDR` asks a"
-                f" witness; `dkms id abandon {name} --yes` gives it up anyway (its sealed keys"
-                " are then kept aside)"
+                f"the inception of {name} ({prefix}) may have reached"
+                f" {_some(unsure, '(it never answered)', '(they never answered)')}: if a"
+                " witness accepted it, abandoning it leaves an identifier nobody controls."
+                f" `dkms keystate {prefix} --from PREFIX@MULTIADDR` asks a witness; `dkms id"
+                f" abandon {name} --yes` gives it up anyway (its sealed keys are then kept aside)"
             )
         return home.drop_keys(name, keep_as=f"{name}.{prefix}{SUFFIX}" if unsure else None)
 
@@ -314,10 +314,18 @@ class Session:
         else:
             asked = ", ".join(f"{FLAGS[k]} {_shown(earlier[k])}" for k in _FLAGGED[kind])
             head += f" ({asked})"
-        then = f"; or `dkms id abandon {name}` to give it up" if kind == "icp" else ""
+        conflicts = [w for w, c in (pending.get("refusals") or {}).items() if c == "CONFLICT"]
+        if conflicts:  # remaking it cannot help: say so rather than suggest it
+            raise CommandError(
+                f"{head}, and {_some(conflicts, 'holds', 'hold')} another version of it"
+                " (refused as a conflict): no event can be made on top of it here, since this"
+                f" home's copy of {name} is behind what its witnesses hold (`dkms keystate"
+                f" {record.get('prefix')} --from PREFIX@MULTIADDR` shows what they hold)"
+            )
+        then = f", or give it up with `dkms id abandon {name}`" if kind == "icp" else ""
         raise CommandError(
-            f"{head}: it must be finished first, by running `dkms id {COMMAND[kind]} {name}`"
-            f" again with the parameters it was made with{then}"
+            f"{head}: finish it first by running `dkms id {COMMAND[kind]} {name}` again with"
+            f" the flags it was made with{then}"
         )
 
 
@@ -393,6 +401,7 @@ def _noted(pending: dict[str, Any], outcome: Outcome) -> None:
         before = Fate[fates[witness]] if fates.get(witness) in Fate.__members__ else fate
         fates[witness] = max(before, fate).name
     pending["fates"] = fates
+    pending["refusals"] = {w: c.name for w, c in sorted(outcome.codes.items())}
     pending["pushing"] = False
 
 
@@ -400,26 +409,29 @@ def _failure(what: str, kind: str, name: str, prefix: str, failed: NotWitnessed)
     """The one line that says why `what` failed and whether running it again can help."""
     if failed.conflicts:
         return (
-            f"{what} {failed.problem}: {_some(failed.conflicts)} holds another version of it"
+            f"{what} {failed.problem}: {_some(failed.conflicts, 'holds', 'hold')} another"
+            " version of it"
             f" (refused as a conflict), so running the same command again cannot help"
             f" ({failed.failed}); `dkms keystate {prefix} --from PREFIX@MULTIADDR` shows what"
             " a witness holds"
         )
-    give_up = f"`dkms id abandon {name}` gives it up" if kind == "icp" else ""
+    give_up = f", or `dkms id abandon {name}` to give it up" if kind == "icp" else ""
     if failed.hopeless:
         return (
             f"{what} {failed.problem} ({failed.failed}); running the same command again"
-            " cannot help: too few of its witnesses can receipt it"
-            + (f"; {give_up}" if give_up else "")
+            f" cannot help: too few of its witnesses can receipt it{give_up}"
         )
     return (
         f"{what} {failed.problem} ({failed.failed}); its keys are kept: run the same"
-        " command again to retry" + (f" (or {give_up})" if give_up else "")
+        f" command again to retry{give_up}"
     )
 
 
-def _some(witnesses: list[str]) -> str:
-    return ("witness " if len(witnesses) == 1 else "witnesses ") + ", ".join(witnesses)
+def _some(witnesses: list[str], one: str, many: str) -> str:
+    """`witness W does` or `witnesses W, V do`."""
+    if len(witnesses) == 1:
+        return f"witness {witnesses[0]} {one}"
+    return f"witnesses {', '.join(witnesses)} {many}"
 
 
 def _shown(value: Any) -> str:
