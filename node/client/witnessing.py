@@ -145,6 +145,10 @@ class Tracked:
                 undelivered = isinstance(err.__context__, PeerUnreachable | MessageTooLarge)
                 self.outcome.note(to, Fate.UNREACHED if undelivered else Fate.MAYBE)
             raise
+        except BaseException:  # cut short (the push timed out): it may have been delivered
+            if submit:
+                self.outcome.note(to, Fate.MAYBE)
+            raise
         self.outcome.answered.add(to)
         if submit:
             if answer.ok:
@@ -208,7 +212,7 @@ async def push(
                     await client.runtime.quiet()
             nursery.cancel_scope.cancel()
     outcome = tracked.outcome
-    for witness in witnesses:  # a request cut short by the timeout may have been delivered
+    for witness in witnesses:  # no request seen to end: assume the worst
         outcome.fates.setdefault(witness, Fate.MAYBE)
     if not problem:
         return outcome
