@@ -15,7 +15,8 @@ event itself). Copies of one event are one thing to the validator, and their fat
 - a recovery that supersedes the event supersedes its accepted and known copies alike;
 - receipts for one event come in separate messages with separate signatures, so a later
   receipt's verdict only settles siblings still waiting (escrowed), never overturns one that
-  was already decided (a bad receipt does not un-store a good one).
+  was already decided (a bad receipt does not un-store a good one); a receipt message that
+  adds no receipt to an accepted event (each held already) is `known`, a repeat.
 
 Copies that share a fate share one `_Verdict` cell, so an outcome costs the same however many
 copies came before it: checking every earlier copy of the event made a file of N repeats take
@@ -261,9 +262,19 @@ def _process(validator: Validator, book: _Book, frame: Frame) -> None:
         book.add_bad(frame)
         return
     copy = book.add(frame)
+    event = frame.event
+    record = validator.record(event.said) if event.ilk is Ilk.RCT else None
+    held = len(record.receipts) if record is not None else 0
     try:
         outcomes = validator.process(frame, now=0.0)
     except ProtocolError as err:  # the validator should return verdicts, but bad input must
         copy.verdict.reason = f"validator error: {err}"  # never become a traceback here
         return
     book.settle(copy, outcomes)
+    if (
+        record is not None
+        and copy.verdict.status is Status.ACCEPTED
+        and len(record.receipts) == held
+    ):
+        # The validator stores a receipt it holds already as accepted; it added nothing.
+        copy.verdict = _Verdict(Status.KNOWN, "every receipt in it was held already: a repeat")
