@@ -104,7 +104,7 @@ async def submit(
                     transport, result.witness, Surface.SUBMIT, piece.data, timeout
                 )
                 result.receipts.update(_receipts(payload, result.witness, by_said))
-                result.answered(number, code, reason, last=number == len(plan.pieces) - 1)
+                result.answered(number, code, reason, last=number == plan.last)
                 if not code.ok and code is not Code.NOT_WITNESS:
                     return  # later events would only wait behind the refused one
                 done[result.witness] += piece.count

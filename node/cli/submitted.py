@@ -36,6 +36,7 @@ from typing import Any, Final
 
 from dkms.node.client.paging import chunks
 from dkms.node.roles.codes import Code
+from dkms.protocol.errors import ProtocolError
 from dkms.protocol.events import INCEPTION, ROTATION, Ilk
 from dkms.protocol.stream import BadFrame, Frame, Message
 from dkms.protocol.validator import Validator
@@ -119,10 +120,10 @@ class Submitted:
     answers: list[Answer] = field(default_factory=list)
 
     def answered(self, piece: int, code: Code, reason: str, *, last: bool) -> None:
-        """Note the answer to `piece` (`last`: the file's last piece). NOT_WITNESS, which a
-        witness answers when a piece's last event does not designate it, fails the
-        submission only for the last piece: the KEL's events from some sn on designate
-        another witness, or none designates this one (as the whole file in one piece)."""
+        """Note the answer to `piece` (`last`: the file's last piece with key events,
+        `Plan.last`). NOT_WITNESS, which a witness answers when a piece's last event does
+        not designate it, fails the submission only for that piece: the KEL ends with
+        events that designate other witnesses (as when the whole file is one piece)."""
         self.answers.append(Answer(piece, code, reason))
         if self.ok and not code.ok and (last or code is not Code.NOT_WITNESS):
             self.ok, self.reason = False, reason or code.text
@@ -161,6 +162,8 @@ class Plan:
             unreadable = next((b.error.reason for b in bad if start <= b.offset < end), None)
             self.pieces.append(Piece(piece, first, count, end, unreadable))
             first, start = first + count, end
+        # The last piece with key events in it (a file may end with receipts alone).
+        self.last = max((n for n, p in enumerate(self.pieces) if p.count), default=0)
         self._designated: list[frozenset[str]] | None = None
 
     def verdicts(self, result: Submitted) -> list[Verdict]:
@@ -232,7 +235,10 @@ class Plan:
             if frame.offset >= piece.end:
                 break
             if isinstance(frame, Message):
-                fresh.process(frame, 0.0)
+                try:
+                    fresh.process(frame, 0.0)
+                except ProtocolError:  # it should give verdicts; never a traceback here
+                    continue
         for i in unreceipted:
             if witness in designated[i] or fresh.record(self.events[i].event.said) is None:
                 return i

@@ -333,7 +333,7 @@ def test_submitted_verdicts_for_every_kind_of_answer() -> None:
     def verdicts(*answers: tuple[Code, str]) -> list[str]:
         result = Submitted("B" + "w" * 43, receipts={said: b""})
         for n, (code, reason) in enumerate(answers):
-            result.answered(n, code, reason, last=n == len(plan.pieces) - 1)
+            result.answered(n, code, reason, last=n == plan.last)
         return [v.text() for v in plan.verdicts(result)]
 
     unanswered = verdicts((Code.OK, ""), (Code.NOT_WITNESS, "no"), (Code.UNREACHABLE, "gone"))
@@ -356,6 +356,9 @@ def test_submitted_verdicts_for_every_kind_of_answer() -> None:
     assert result.ok
     result.answered(2, Code.NOT_WITNESS, "not ours at sn 2", last=True)
     assert not result.ok and result.reason == "not ours at sn 2"
+    # A file may end with receipts: the last piece that counts is the last with events.
+    tail = data + rct(events[-1], witness_signer(b"\x05" * 32))
+    assert Plan(tail, parse_stream(tail), budget=1).last == plan.last == 5
 
     # One piece refused for an event in its middle, summed up as for a long KEL.
     whole = Plan(data, parse_stream(data), budget=1 << 20)
