@@ -24,8 +24,12 @@ what watchers exist to find, and maybe no one else ever saw it, so the witness (
                 verifiable is the version itself: the co-witness is asked for its event at
                 that sn (a KEL page of one event), and the answer is judged like any event:
                 a validly signed rival is kept and published, anything else is dropped.
-                At most `ASKS_EACH` co-witnesses are asked about one version, `MAX_ASKS` asks
-                are in flight, and `MAX_ASKED` versions are remembered as asked about
+                Since the answer is the co-witness's version whatever SAID the receipt
+                named, each co-witness is asked about one (identifier, sn) once, and at most
+                `ASKS_EACH` of them: gossiped receipts of made-up versions, which cost
+                nothing to make, cannot turn a witness into a stream of queries. At most
+                `MAX_ASKS` asks are in flight, and `MAX_ASKED` (identifier, sn) are
+                remembered as asked about, oldest forgotten first
 
 Bounds, so that a controller signing many rivals cannot grow a witness's memory: at most
 `MAX_VERSIONS` rivals per (identifier, sn), further ones refused (one proves the duplicity;
@@ -68,9 +72,9 @@ MAX_BYTES: Final = 4 << 20  # what the log may hold in all (estimated)
 # tuple, the dict, the ordered-dict node) and its entry in the per-identifier set. Measured
 # at some 620 bytes for a slot of one rival (tracemalloc, 2,000 rivals).
 ENTRY_BYTES: Final = 800
-ASKS_EACH: Final = 2  # co-witnesses asked for one version their receipts name
+ASKS_EACH: Final = 8  # co-witnesses asked about one (identifier, sn), each once
 MAX_ASKS: Final = 16  # asks in flight at once
-MAX_ASKED: Final = 1024  # versions remembered as asked about (under 800 bytes each)
+MAX_ASKED: Final = 1024  # (identifier, sn) remembered as asked about (under 1.5 KB each)
 
 Apply = Callable[[bytes, list[Effect]], None]  # the witness applying an answer's events
 
@@ -111,8 +115,8 @@ class Rivals:
         self._log: OrderedDict[tuple[str, int], dict[str, Rival]] = OrderedDict()
         self._sns: dict[str, set[int]] = {}  # prefix -> the sns it has slots at
         self.bytes = 0  # the weight of every rival kept
-        # (prefix, sn, SAID) -> co-witnesses asked for that version
-        self._asked: OrderedDict[tuple[str, int, str], set[str]] = OrderedDict()
+        # (prefix, sn) -> co-witnesses asked for their version there
+        self._asked: OrderedDict[tuple[str, int], set[str]] = OrderedDict()
         self.asking = 0  # asks in flight
 
     # ---------------------------------------------------------------- the log
@@ -229,7 +233,7 @@ class Rivals:
         if self.held(prefix, sn, said):
             return []  # its body came already
         designated = set(held.authority.witnesses) | set(kel.authority.witnesses)
-        key = (prefix, sn, said)
+        key = (prefix, sn)
         asked = self._asked.get(key)
         effects: list[Effect] = []
         for witness, _ in message.attachments.couples:

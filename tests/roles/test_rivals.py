@@ -295,20 +295,26 @@ def test_a_co_witness_receipt_of_another_version_is_followed_up_to_the_rival() -
 
 def test_receipts_that_prove_nothing_ask_little() -> None:
     net = network()
-    prefix, _a, b = split(net, "sue")
-    w0 = net.prefixes[0]
+    prefix, a, b = split(net, "sue")
+    w0, w1, w3 = net.prefixes[0], net.prefixes[1], net.prefixes[3]
+
+    def asked(payload: bytes) -> list[str]:
+        effects = net.step(w0, Heard(kel_topic(prefix), NodePrefix(""), payload))
+        return [e.to for e in effects if isinstance(e, Send)]
+
     # A receipt by a key the KEL never named: nobody is asked.
-    stranger = Signer(seed(120), transferable=False)
-    effects = net.step(w0, Heard(kel_topic(prefix), NodePrefix(""), receipts(b, [stranger])))
-    assert not [e for e in effects if isinstance(e, Send)]
-    # A receipt of b that names w1, which holds a (a forgery: w1 never signed it): w1 is
-    # asked once, answers with a, and nothing is kept.
-    forged = receipts(b, [node_signer(3)]).replace(
-        node_signer(3).verfer.encode(), net.prefixes[1].encode()
-    )
-    effects = net.step(w0, Heard(kel_topic(prefix), NodePrefix(""), forged))
-    assert [e.to for e in effects if isinstance(e, Send)] == [net.prefixes[1]]
+    assert asked(receipts(b, [Signer(seed(120), transferable=False)])) == []
+    # A receipt of b naming w1, which holds a (a forgery: w1 never signed it): w1 is asked
+    # once, answers with a, and nothing is kept.
+    w3_key = node_signer(3).verfer.encode()
+    forged = receipts(b, [node_signer(3)]).replace(w3_key, w1.encode())
+    assert asked(forged) == [w1]
     rivals = net.witness(w0).rivals
     assert not rivals.held(prefix, 1, b.said) and rivals.asking == 0
-    again = net.step(w0, Heard(kel_topic(prefix), NodePrefix(""), forged))
-    assert not [e for e in again if isinstance(e, Send)]
+    # Nor again, for b or for any other version at that sn: its answer would be the same.
+    made_up = interact(prefix, prior=a.prior or "", sn=1, anchors=[{"v": "made up"}])
+    assert asked(forged) == []
+    assert asked(receipts(made_up, [node_signer(3)]).replace(w3_key, w1.encode())) == []
+    # The forgeries cost the real receipt nothing: w3's makes w0 ask w3, and keep b.
+    assert asked(receipts(b, [node_signer(3)])) == [w3]
+    assert rivals.held(prefix, 1, b.said)
