@@ -13,6 +13,7 @@ asserted: the machine is shared.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 import trio
 
 from dkms.node.roles.codes import Code
+from dkms.node.runtime.loop import Runtime
 from dkms.node.testing.keys import seed
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.envelope import Signed
@@ -40,6 +42,19 @@ def second_version(net: Net, name: str, sn: int, anchors: list[Any]) -> tuple[Ev
     event = interact(ident.prefix, prior=prior, sn=sn, anchors=anchors)
     sigs = tuple(s.sign_indexed(event.raw, i) for i, s in enumerate(ident.signers))
     return event, messagize(event, Attachments(sigs=sigs))
+
+
+async def witnesses_until(net: Net, what: Callable[[], bool]) -> None:
+    """`LocalNet.until` for the witnesses: re-check after every step of any of them."""
+    while not what():
+        async with trio.open_nursery() as nursery:
+            for runtime in [net.runtimes[w] for w in net.w]:
+
+                async def woke(r: Runtime = runtime) -> None:
+                    await r.changed.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(woke)
 
 
 def duplicitous(net: Net, i: int, prefix: str) -> bool:
@@ -105,8 +120,8 @@ async def test_a_rival_shown_to_one_witness_makes_both_watchers_answer_duplicito
             [item] = answer["rivals"]
             assert verify_evidence(parse_evidence(item)).saids == (a, b.said)
             # Its co-witnesses heard b on the gossip and keep it too.
-            await net.until(
-                lambda: all(net.witness_role(w).rivals.held(prefix, 1, b.said) for w in net.w)
+            await witnesses_until(
+                net, lambda: all(net.witness_role(w).rivals.held(prefix, 1, b.said) for w in net.w)
             )
 
 
