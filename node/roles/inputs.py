@@ -82,6 +82,11 @@ class Tail(TimerKey):
 
 
 @dataclass(frozen=True, slots=True)
+class RivalRepeat(TimerKey):
+    """A witness publishes the rivals it refused once more (`rivals.py`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class CatchUp(TimerKey):
     """Ask again for the gaps of KELs that stalled behind an escrowed event."""
 

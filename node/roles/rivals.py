@@ -10,10 +10,16 @@ what watchers exist to find, and maybe no one else ever saw it, so the witness (
 
     keeps       the rival (its message: body and the controller signatures that verified)
                 and the version it conflicts with, for identifiers it witnesses only
-    publishes   the rival's message on the KEL's gossip shard, once, when it is first kept,
-                unless it came by that gossip (it is there already). The KEL topics' gossip
+    publishes   the rival's message on the KEL's gossip shard when it is first kept, unless
+                it came by that gossip (it is there already). The KEL topics' gossip
                 validation passes any well-formed message, and a watcher's validator finds
-                the conflict as for any version it hears: evidence, ruling, `duplicitous`
+                the conflict as for any version it hears: evidence, ruling, `duplicitous`.
+                Gossip is lossy, and nothing else would bring the rival out again, so
+                `REPEAT_AFTER` seconds later it is published once more, after the version
+                held (other bytes, which the gossip's seen cache does not swallow, and
+                enough for a watcher that lost that version too: two signed versions of one
+                sn are duplicity even while both wait for receipts). At most `MAX_REPEATS`
+                wait for their turn, the oldest left out
     serves      `{"t": "rivals", "i": prefix}`: the evidence of each rival kept of `prefix`
                 (`DuplicityEvidence`, built from the log and the KEL's establishment events,
                 verifiable offline), as many as fit in a page's byte budget
@@ -45,7 +51,7 @@ that heard its rivals keep the evidence durably). Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -59,8 +65,8 @@ from dkms.protocol.stream import Attachments, Message, messagize
 from dkms.protocol.validator import Validator
 
 from .codes import Code
-from .effects import Effect, Publish, Reply, Report, Send, Surface
-from .inputs import Answered, RivalQuery
+from .effects import Effect, Publish, Reply, Report, Send, SetTimer, Surface
+from .inputs import Answered, RivalQuery, RivalRepeat
 from .pages import PAGE_BYTES, kel_ask
 from .topics import kel_topic
 
@@ -74,6 +80,8 @@ MAX_BYTES: Final = 4 << 20  # what the log may hold in all (estimated)
 ENTRY_BYTES: Final = 800
 ASKS_EACH: Final = 8  # co-witnesses asked about one (identifier, sn), each once
 MAX_ASKS: Final = 16  # asks in flight at once
+REPEAT_AFTER: Final = 5.0  # seconds before a rival published is published once more
+MAX_REPEATS: Final = 1000  # rivals waiting to be published again (some 300 bytes each)
 MAX_ASKED: Final = 1024  # (identifier, sn) remembered as asked about (under 1.5 KB each)
 
 Apply = Callable[[bytes, list[Effect]], None]  # the witness applying an answer's events
@@ -118,6 +126,9 @@ class Rivals:
         # (prefix, sn) -> co-witnesses asked for their version there
         self._asked: OrderedDict[tuple[str, int], set[str]] = OrderedDict()
         self.asking = 0  # asks in flight
+        # (when, prefix, sn, SAID): rivals to publish once more, in time order
+        self._repeats: deque[tuple[float, str, int, str]] = deque(maxlen=MAX_REPEATS)
+        self._repeating = False  # a RivalRepeat timer is set
 
     # ---------------------------------------------------------------- the log
 
@@ -129,9 +140,10 @@ class Rivals:
         sns = sorted(self._sns.get(prefix, ()))
         return [(sn, r) for sn in sns for r in self._log[(prefix, sn)].values()]
 
-    def found(self, outcome: Outcome, *, heard: bool, effects: list[Effect]) -> bool:
+    def found(self, outcome: Outcome, now: float, *, heard: bool, effects: list[Effect]) -> bool:
         """A `DUPLICITOUS` outcome of the witness's validator, for an identifier it witnesses:
-        keep the rival and, unless it was `heard` on the gossip, publish it. True if kept."""
+        keep the rival and, unless it was `heard` on the gossip, publish it (and once more
+        later). True if kept."""
         evidence = outcome.evidence
         if evidence is None:
             return False
@@ -166,7 +178,25 @@ class Rivals:
         )
         if not heard:
             effects.append(Publish(kel_topic(prefix), rival.message))
+            self._repeats.append((now + REPEAT_AFTER, prefix, sn, rival.said))
+            if not self._repeating:
+                self._repeating = True
+                effects.append(SetTimer(RivalRepeat(), now + REPEAT_AFTER))
         return True
+
+    def due(self, now: float) -> list[Effect]:
+        """The `RivalRepeat` timer: publish again the rivals whose time came (those still
+        kept), each after the version it conflicts with."""
+        effects: list[Effect] = []
+        while self._repeats and self._repeats[0][0] <= now:
+            _, prefix, sn, said = self._repeats.popleft()
+            rival = self._log.get((prefix, sn), {}).get(said)
+            if rival is not None:
+                effects.append(Publish(kel_topic(prefix), rival.first + rival.message))
+        self._repeating = bool(self._repeats)
+        if self._repeating:
+            effects.append(SetTimer(RivalRepeat(), self._repeats[0][0]))
+        return effects
 
     def _drop(self, key: tuple[str, int]) -> None:
         slot = self._log.pop(key)
@@ -281,4 +311,5 @@ class Rivals:
             "bytes": self.bytes,
             "asked": len(self._asked),
             "asking": self.asking,
+            "repeats": len(self._repeats),
         }

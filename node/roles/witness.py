@@ -16,6 +16,8 @@ this witness, its own first-seen judgement stands in for the `bt` receipts. Inpu
                           asked for because it receipted it (`rivals.py`): applied like gossip
     TimerFired(Expiry)    escrow expiry
     TimerFired(Tail)      the last events of KELs gone quiet, gossiped again (`tails.py`)
+    TimerFired(RivalRepeat)
+                          rivals refused, published once more (`rivals.py`)
 
 A witness publishes the events it witnesses, whichever way they came, and no others: those
 are its co-witnesses' news, already on the gossip, and republishing them is how a witness
@@ -34,9 +36,9 @@ reports any other as duplicitous, a witness never receipts two versions of one e
 runtime makes that hold across crashes by storing each `PersistEvent` before the `Reply` that
 follows it, and by replaying the stored messages into a fresh witness at start-up (`restore`).
 A rival it refuses that way (validly signed, of an identifier it witnesses) goes to its
-duplicitous-event log, `rivals.Rivals`: kept (bounded), published once on the KEL's shard for
-the watchers to find, and served on `{"t": "rivals", "i": prefix}`; receipts of its
-co-witnesses over a version it does not hold make it ask them for that version.
+duplicitous-event log, `rivals.Rivals`: kept (bounded), published on the KEL's shard for the
+watchers to find (and once more later), and served on `{"t": "rivals", "i": prefix}`;
+receipts of its co-witnesses over a version it does not hold make it ask them for it.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ from .inputs import (
     Input,
     Request,
     RivalQuery,
+    RivalRepeat,
     Tail,
     TimerFired,
 )
@@ -165,6 +168,8 @@ class Witness:
                 return self.follower.catch_up(now)
             case TimerFired(key=Tail()):
                 return self.tails.due(now)
+            case TimerFired(key=RivalRepeat()):
+                return self.rivals.due(now)
         return []
 
     def restore(self, stored: bytes, now: float) -> None:
@@ -352,7 +357,7 @@ class Witness:
                 effects += self.follower.ask_for_gap(outcome.prefix, now)
                 effects += self.follower.note_waiting(outcome.prefix, outcome.sn, now)
             elif outcome.status is Status.DUPLICITOUS:
-                self._rival(outcome, heard, effects)
+                self._rival(outcome, now, heard, effects)
             elif outcome.status is Status.SUPERSEDED:
                 effects.append(Report("info", f"{outcome.said} {outcome.reason}"))
         self._new_receipts(message, before, held, now, effects)
@@ -360,7 +365,7 @@ class Witness:
             effects += self.rivals.receipted(message)
         return outcomes
 
-    def _rival(self, outcome: Outcome, heard: bool, effects: list[Effect]) -> None:
+    def _rival(self, outcome: Outcome, now: float, heard: bool, effects: list[Effect]) -> None:
         """A validly signed version conflicting with the KEL: into the duplicitous-event log
         (and out on the gossip) when the KEL designates us, else only reported."""
         prefix, sn = outcome.prefix, outcome.sn
@@ -370,7 +375,7 @@ class Witness:
             self.prefix in kel.authority.witnesses
             or (held is not None and self.prefix in held.authority.witnesses)
         )
-        if ours and self.rivals.found(outcome, heard=heard, effects=effects):
+        if ours and self.rivals.found(outcome, now, heard=heard, effects=effects):
             return
         level = "debug" if self.rivals.held(prefix, sn, outcome.said) else "warning"
         effects.append(

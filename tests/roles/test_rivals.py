@@ -89,16 +89,17 @@ def rival_publishes(effects: list[Effect], prefix: str) -> list[Message]:
 RIVALS: set[str] = set()  # the SAIDs of every rival these tests made
 
 
+def events_in(publish: Publish) -> set[str]:
+    """The SAIDs of the events (not receipts) a KEL gossip payload carries."""
+    if not publish.topic.startswith("/dkms/1/kel/"):
+        return set()
+    frames = parse_stream(publish.payload)
+    return {f.event.said for f in frames if isinstance(f, Message) and f.event.ilk is not Ilk.RCT}
+
+
 def publishers(net: Witnessed, said: str) -> list[str]:
-    """Who published the event `said`."""
-    return [
-        who
-        for who, p in net.published
-        for frame in parse_stream(p.payload)
-        if isinstance(frame, Message)
-        and frame.event.said == said
-        and frame.event.ilk is not Ilk.RCT
-    ]
+    """Who published the event `said`, once per payload."""
+    return [who for who, p in net.published if said in events_in(p)]
 
 
 def ask_rivals(witness: Witness, prefix: Any) -> Reply:
@@ -141,6 +142,32 @@ def test_a_refused_rival_is_kept_published_once_and_served_as_evidence() -> None
     # Nothing kept of others; a query without a prefix is refused.
     assert cbor2.loads(ask_rivals(net.witness(w0), "Enobody").payload)["rivals"] == []
     assert ask_rivals(net.witness(w0), 7).code is Code.BAD_QUERY
+
+
+def test_a_rival_is_published_once_more_for_watchers_that_lost_it() -> None:
+    net = network(watchers=True)
+    prefix = incepted(net, "lou", 19)
+    w0 = net.prefixes[0]
+    watchers = [s.verfer for s in WATCHERS]
+
+    def standing() -> set[str]:
+        roles = [net.roles[w] for w in watchers]
+        return {r.key_state(prefix)["standing"] for r in roles if isinstance(r, Watcher)}
+
+    b = rival(net, "lou", 1, "lost")
+    net.down.update(watchers)  # the first publication is lost on its way to both
+    submit(net, w0, sign(net, "lou", b))
+    net.down.clear()
+    assert standing() == {"ok"}
+    net.advance(4.9)
+    assert standing() == {"ok"} and publishers(net, b.said) == [w0]
+    net.advance(0.2)  # REPEAT_AFTER: b again, after the version held (other bytes)
+    assert publishers(net, b.said) == [w0, w0]
+    first, again = [p.payload for _, p in net.published if b.said in events_in(p)]
+    assert again.endswith(first) and len(again) > len(first)
+    assert standing() == {"duplicitous"}
+    net.advance(60.0)  # and no more
+    assert publishers(net, b.said) == [w0, w0]
 
 
 def test_rivals_not_signed_by_the_keys_in_force_are_neither_kept_nor_published() -> None:
