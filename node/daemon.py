@@ -93,7 +93,12 @@ async def serve(
     if warning is not None:
         log.warning("%s", warning)
     signer = Signer(seed, transferable=False)
-    limits = EscrowLimits(max_entries=config.escrow_entries, max_age=config.escrow_age)
+    limits = EscrowLimits(
+        max_entries=config.escrow_entries,
+        max_age=config.escrow_age,
+        max_bytes=config.escrow_bytes,
+        max_receipt_bytes=max(1, config.escrow_bytes // 4),
+    )
     role: Witness | Watcher
     if config.role == "watcher":
         role = Watcher(

@@ -33,7 +33,7 @@ class GossipConfig:
     subscription_buffer: int = 4096
     # ... and all those queues together at most this many payload bytes: a node that reads
     # slower than peers send (a flood) drops gossip rather than queue 64 topics x 4096 x 1 MiB
-    subscription_bytes: int = 32 << 20
+    subscription_bytes: int = 16 << 20
     # `publish` waits while a neighbour's outbound queue (32 RPCs, drop on full) holds this many.
     queue_high_water: int = 24
     publish_wait: float = 5.0  # seconds at most; then it publishes anyway
@@ -70,7 +70,7 @@ class HostConfig:
     handler_timeout: float = 30.0  # for our handler to answer
     max_inbound_requests: int = 256  # in progress at once; more get BUSY
     # ... holding at most this many payload bytes together (256 x 1 MiB would be 256 MiB)
-    max_inbound_bytes: int = 32 << 20
+    max_inbound_bytes: int = 16 << 20
     # Neighbours kept: at least D_low (mesh needs them), aiming for D.
     min_peers: int = 4
     target_peers: int = 6

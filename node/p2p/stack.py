@@ -41,6 +41,7 @@ from .config import HostConfig
 from .errors import ListenError
 from .guards import FaultLog, guard_stream_handler
 from .identity import NodeIdentity
+from .yamuxguard import YamuxGuard, cap_window
 
 
 class _NoAutoConnect(AutoConnector):
@@ -60,6 +61,7 @@ def build_libp2p_host(
     `faults` counts what peers' streams broke (`guards.guard_stream_handler`)."""
     noise = NoiseTransport(identity.key_pair, noise_privkey=new_noise_key().private_key)
     muxers = create_yamux_muxer_option() if config.muxer == "yamux" else create_mplex_muxer_option()
+    cap_window()
     swarm = new_swarm(
         key_pair=identity.key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
@@ -72,6 +74,7 @@ def build_libp2p_host(
     swarm.auto_connector = _NoAutoConnect(swarm)
     host = BasicHost(swarm)
     guard_stream_handler(swarm, faults)  # after BasicHost installed its own handler
+    YamuxGuard(faults).install(swarm)
     return host
 
 

@@ -58,7 +58,7 @@ def kel_topics(shards: int = KEL_SHARDS) -> list[str]:
 # Message, Event and Attachments objects with their small fields.
 PAYLOAD_COPIES: Final = 3
 FRAME_BYTES: Final = 400
-CACHE_BYTES: Final = 16 << 20  # a node's cache: at most this weight in all (16 MiB)
+CACHE_BYTES: Final = 8 << 20  # a node's cache: at most this weight in all (8 MiB)
 
 
 class ParseCache:

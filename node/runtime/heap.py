@@ -6,7 +6,11 @@ events) and runs its store in worker threads. glibc's malloc gives each thread i
 so after a flood of junk a node's resident memory stays near its high-water mark although
 the bounded tables have let go: in the memory benchmark, 300-400 MB resident against some
 100 MB of live Python objects. So the daemon keeps glibc to `ARENAS` arenas and asks it every
-`TRIM_EVERY` seconds to give back what is free (`malloc_trim`, a few ms).
+`TRIM_EVERY` seconds to give back what is free (`malloc_trim`, a few ms). It also fixes the
+size from which malloc maps a block of its own (`MMAP_THRESHOLD`): glibc raises that
+threshold to the largest block freed, up to 32 MiB, so after a few 1 MiB payloads every
+payload came from the heap and left holes in it; mapped, a payload's memory goes back to the
+system when it is freed.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from typing import Final
 import trio
 
 ARENAS: Final = 2
-TRIM_EVERY: Final = 10.0
-_M_ARENA_MAX: Final = -8  # mallopt's parameter, from glibc's malloc.h
+MMAP_THRESHOLD: Final = 128 << 10  # glibc's initial value, kept from rising
+TRIM_EVERY: Final = 5.0
+_M_ARENA_MAX: Final = -8  # mallopt's parameters, from glibc's malloc.h
+_M_MMAP_THRESHOLD: Final = -3
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -36,9 +42,14 @@ def _glibc() -> ctypes.CDLL | None:
 _LIBC: Final = _glibc()
 
 
-def limit_arenas(arenas: int = ARENAS) -> bool:
-    """Keep malloc to `arenas` arenas (call before threads start); False where not glibc."""
-    return _LIBC is not None and bool(_LIBC.mallopt(_M_ARENA_MAX, arenas))
+def limit_arenas(arenas: int = ARENAS, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
+    """Keep malloc to `arenas` arenas (call before threads start) and map blocks from
+    `mmap_threshold` bytes on; False where not glibc."""
+    if _LIBC is None:
+        return False
+    return bool(_LIBC.mallopt(_M_ARENA_MAX, arenas)) and bool(
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+    )
 
 
 def trim() -> bool:

@@ -55,7 +55,7 @@ def test_payloads_that_decode_large_do_not_fill_memory() -> None:
     """64 payloads of 20 KB each (1.3 MB on the wire) decode to about 95 MB: the cache used
     to keep all of them (it counted entries only)."""
     payloads = [bomb(n) for n in range(64)]
-    cache = ParseCache()
+    cache = ParseCache(max_bytes=16 << 20)  # each bomb (about 1.5 MB) under max_entry (2 MiB)
     kept = retained(cache, payloads)
     assert kept < cache.max_bytes + (4 << 20), f"the cache keeps {kept / 1e6:.0f} MB"
     assert cache.weight <= cache.max_bytes
