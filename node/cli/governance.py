@@ -20,9 +20,11 @@ from typing import Any, Final
 
 import trio
 
+from dkms.node.cli.ids import hold_identifier
 from dkms.node.cli.net import query
 from dkms.node.cli.textout import safe
 from dkms.node.client.home import CommandError, Home, Options, introduction, read_kel
+from dkms.node.client.keystore import Keystore
 from dkms.node.client.witnessing import session
 from dkms.node.p2p import Introduction
 from dkms.node.roles.controller import Controller
@@ -55,10 +57,33 @@ async def create(
 ) -> int:
     """Sign a roster with NAME's current keys; write it to `out` and/or hand it to nodes."""
     intros = [introduction(p) for p in publish_to]
-    kel = home.require_kel(name)
     if epoch is not None and epoch < 0:
         raise CommandError("--epoch must be 0 or more")
-    ctl = _restore(home, name, kel, passphrase_file, options)
+    home.check_kel(name)
+    keystore = home.keystore(passphrase_file, options)
+    # Under NAME's lock, as every command that signs with its keys: they must not move meanwhile.
+    async with hold_identifier(home, name, keystore, "the roster may have reached some nodes"):
+        return await _create(
+            home, name, keystore, intros, watchers, jurors, judges, epoch, out, timeout, options
+        )
+
+
+async def _create(
+    home: Home,
+    name: str,
+    keystore: Keystore,
+    intros: Sequence[Introduction],
+    watchers: Sequence[str],
+    jurors: Sequence[str],
+    judges: Sequence[str],
+    epoch: int | None,
+    out: str | None,
+    timeout: float,
+    options: Options,
+) -> int:
+    """`create`, under NAME's lock."""
+    kel = home.require_kel(name)
+    ctl = _restore(keystore, name, kel)
     prefix = ctl.identity(name).prefix
     last = _last_epoch(home, name, prefix)
     if epoch is None:
@@ -138,11 +163,9 @@ async def _hand_over(
     return results
 
 
-def _restore(
-    home: Home, name: str, kel: bytes, passphrase_file: str | None, options: Options
-) -> Controller:
+def _restore(keystore: Keystore, name: str, kel: bytes) -> Controller:
     """NAME's controller, from the keystore and its stored KEL, ready to sign."""
-    record = home.keystore(passphrase_file, options).load(name)
+    record = keystore.load(name)
     current, following = record["current"], record["next"]
     pending = record.get("pending")
     if isinstance(pending, dict) and pending.get("op") == "rot":

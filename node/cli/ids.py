@@ -61,7 +61,7 @@ async def create(
     if home.kel_path(name).exists():  # asked again under the lock: this spares a passphrase
         raise CommandError(f"an identifier named {name!r} exists already in {home.root}")
     keystore = home.keystore(passphrase_file, options)
-    async with _held(home, name, keystore) as held:
+    async with hold_identifier(home, name, keystore) as held:
         ctl = await held.incept(
             witnesses=prefixes,
             toad=toad,
@@ -117,7 +117,7 @@ async def interact(
         raise CommandError("--data must be a JSON object or a list of anchors")
     home.check_kel(name)
     keystore = home.keystore(passphrase_file, options)
-    async with _held(home, name, keystore) as held:
+    async with hold_identifier(home, name, keystore) as held:
         ctl = await held.interact(anchors, timeout=timeout, options=options)
     _report(ctl, name, _DONE["ixn"])
     return 0
@@ -132,7 +132,7 @@ async def abandon(
             f"{name} has a fully witnessed inception: an identifier that exists cannot be abandoned"
         )
     keystore = home.keystore(passphrase_file, options)
-    async with _held(home, name, keystore) as held:
+    async with hold_identifier(home, name, keystore) as held:
         kept = held.abandon(sure=sure)
     where = f"; its sealed keys are kept in {kept}" if kept is not None else ""
     print(f"abandoned the inception of {name}: the name is free{where}")
@@ -202,16 +202,22 @@ async def _change(
     """Rotate or interact NAME through its session, and say what was made."""
     home.check_kel(name)
     keystore = home.keystore(passphrase_file, options)
-    async with _held(home, name, keystore) as held:
+    async with hold_identifier(home, name, keystore) as held:
         ctl, made = await held.change(wanted, intros, timeout, options)
     _report(ctl, name, _DONE[made])
     return 0
 
 
 @asynccontextmanager
-async def _held(home: Home, name: str, keystore: Keystore) -> AsyncIterator[Session]:
+async def hold_identifier(
+    home: Home,
+    name: str,
+    keystore: Keystore,
+    interrupted: str = "an event it made is kept, and running the same command again finishes it",
+) -> AsyncIterator[Session]:
     """NAME's session, waiting for another command that holds it (once said on stderr).
-    Ctrl-C, while it waits or while it works, ends the command with one line."""
+    Ctrl-C, while it waits or while it works, ends the command with one line (saying
+    `interrupted` when it was working)."""
 
     def waiting(holder: str) -> None:
         who = "another process" if holder == "unknown" else f"process {holder}"
@@ -222,10 +228,7 @@ async def _held(home: Home, name: str, keystore: Keystore) -> AsyncIterator[Sess
             held = await stack.enter_async_context(
                 Session.held(home, name, keystore, say=print, waiting=waiting)
             )
-        with _interrupts(
-            f"while working on {name}: an event it made is kept, and running the same command"
-            " again finishes it"
-        ):
+        with _interrupts(f"while working on {name}: {interrupted}"):
             yield held
 
 

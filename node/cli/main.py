@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit = kel_commands.add_parser(
         "submit", parents=[wait], help="push a KEL file to witnesses and show their receipts"
     )
-    submit.add_argument("file", metavar="FILE")
+    submit.add_argument(
+        "file", metavar="FILE", help="the KEL's CESR stream, or - to read standard input"
+    )
     submit.add_argument(
         "--to", action="extend", nargs="+", required=True, metavar="PREFIX@MULTIADDR"
     )
