@@ -15,7 +15,11 @@ from typing import Any, Final
 ROLES: Final = ("witness", "watcher")
 UNITS: Final = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 _SIZE: Final = re.compile(r"\s*(\d+)\s*([A-Za-z]*)\s*")
-SIZES: Final = ("store_quota", "unwitnessed_quota", "escrow_bytes")  # settings in bytes, units allowed
+SIZES: Final = (
+    "store_quota",
+    "unwitnessed_quota",
+    "escrow_bytes",
+)  # settings in bytes, units allowed
 
 
 class ConfigError(Exception):
@@ -36,7 +40,7 @@ class NodeConfig:
     kel_page: int = 256 * 1024  # bytes at most in one page of a KEL answer (roles/pages.py)
     escrow_entries: int = 10_000
     escrow_age: float = 3600.0  # seconds an escrowed event may wait
-    escrow_bytes: int = 32 << 20  # events waiting in escrows (and a quarter more for receipts)
+    escrow_bytes: int = 16 << 20  # events waiting in escrows (and a quarter more for receipts)
     peer_rate: float = 1000.0  # requests per second one peer may make (bursts of twice that)
     store_quota: int = 4 << 30  # bytes of events and receipts stored (roles/storage.py)
     unwitnessed_quota: int = 64 << 20  # bytes held for identifiers without witnesses

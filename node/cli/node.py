@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         help="bytes held for identifiers without witnesses, e.g. 64MiB (default); the least"
         " recently extended are evicted beyond it",
     )
+    run.add_argument(
+        "--escrow-bytes",
+        default=None,
+        metavar="SIZE",
+        help="events waiting in escrows (out of order, unreceipted, ...), e.g. 16MiB (default);"
+        " early receipts may hold a quarter more",
+    )
     info = commands.add_parser("info", help="show the node's prefix, peer id and introduction")
     info.add_argument("--data-dir", type=Path, required=True)
     info.add_argument("--json", action="store_true")
@@ -139,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             watch=tuple(args.watch),
             store_quota=args.store_quota,
             unwitnessed_quota=args.unwitnessed_quota,
+            escrow_bytes=args.escrow_bytes,
         )
         logging.basicConfig(
             level=config.log_level.upper(),
