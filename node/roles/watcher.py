@@ -26,6 +26,8 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
                     roster was published would otherwise wait for the next one
     query           key state with standing ("ok" | "duplicitous" | "unknown"), a page of a
                     KEL (`pages.py`), the evidence and rulings held, the roster
+    check           a KEL an application was shown, compared with ours (`checking.py`);
+                    what it holds that we lack is heard as gossip from the one who asks
 
 What it shares with a witness (persisting accepted events, asking for gaps, expiry, KEL
 queries) is `follower.Follower`; what it keeps of them, and within which quotas, is
@@ -55,7 +57,7 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator
 
-from . import listing
+from . import checking, listing
 from .codes import Code
 from .duties import Duties
 from .effects import Effect, Reply, Report, Send, SetTimer, Subscribe, Surface
@@ -215,7 +217,8 @@ class Watcher:
         effects: list[Effect] = []
         match event:
             case Request(surface=Surface.QUERY):
-                return [self._query(event.payload)]
+                reply = self._query(event.payload, now, effects, event.peer)
+                return [*effects, reply]
             case Request(surface=Surface.GOVERNANCE):
                 return self._govern(event.payload, now)
             case Request():
@@ -272,15 +275,18 @@ class Watcher:
             return [Reply.refuse(Code.INVALID, f"roster refused: {err}")]
         return [*effects, Reply.accept(reason=why)]
 
-    def _query(self, data: bytes) -> Reply:
-        """`{"t": "state" | "kel" | "evidence" | "roster", "i": prefix, "s": sn}`, or
-        `{"t": "witnessed", "w": witness}` (`listing.py`: what a recovering witness asks)."""
+    def _query(self, data: bytes, now: float, effects: list[Effect], peer: str) -> Reply:
+        """`{"t": "state" | "kel" | "evidence" | "roster", "i": prefix, "s": sn}`,
+        `{"t": "witnessed", "w": witness}` (`listing.py`: what a recovering witness asks), or
+        `{"t": "check", ...}` (`checking.py`: its effects go to `effects`)."""
         ask = Follower.read_query(data)
         if isinstance(ask, Reply):
             return ask
         kind, prefix = ask.get("t"), ask.get("i")
         if kind == listing.QUERY:
             return listing.answer(self.validator, ask)
+        if kind == checking.QUERY:
+            return self._check(ask, now, effects, peer)
         if kind == "roster":
             if self.governance.bundle is None:
                 return Reply.refuse(Code.NO_ROSTER, "this node holds no roster yet")
@@ -296,8 +302,17 @@ class Watcher:
         if kind == "kel":
             return self.follower.kel_reply(prefix, ask)
         return Reply.refuse(
-            Code.BAD_QUERY, "query type t must be state, kel, evidence, roster or witnessed"
+            Code.BAD_QUERY, "query type t must be state, kel, evidence, roster, witnessed or check"
         )
+
+    def _check(self, ask: dict[Any, Any], now: float, effects: list[Effect], peer: str) -> Reply:
+        """A piece of a KEL an application was shown, compared with ours; what it holds that
+        we lack is heard as gossip from `peer` (charged to it in the escrows)."""
+
+        def feed(message: Message) -> list[Outcome]:
+            return self._observe(message, now, effects, peer)
+
+        return checking.answer(ask, self.prefix, self.validator, self.holdings, feed, self._wanted)
 
     # ---------------------------------------------------------------- views
 
@@ -336,9 +351,9 @@ class Watcher:
 
     def _observe(
         self, message: Message, now: float, effects: list[Effect], source: str = ""
-    ) -> None:
+    ) -> list[Outcome]:
         """Validate one KEL message; `source` (the peer it came from) is charged for what it
-        leaves in the escrows."""
+        leaves in the escrows. Returns the validator's outcomes."""
         event = message.event
         if event.ilk is Ilk.RCT:
             couples = message.attachments.couples
@@ -354,7 +369,8 @@ class Watcher:
                     self.duties.found(found, now, effects)
         before = self._receipt_count(event.said) if event.ilk is Ilk.RCT else -1
         held = before >= 0 and self.validator.record(event.said) is not None
-        for outcome in self.validator.process(message, now, source):
+        outcomes = self.validator.process(message, now, source)
+        for outcome in outcomes:
             self._outcome(outcome, event.said, message, now, effects)
         if message.attachments.wigs:
             self._indexed_receipts(event, message.attachments.wigs, now, effects)
@@ -364,6 +380,7 @@ class Watcher:
                 effects.append(Follower.persist_receipts(record))
                 if held and not self._restoring:  # else counted as the event was stored
                     self.storage.receipts(event.prefix, len(record.receipts) - before)
+        return outcomes
 
     def _outcome(
         self, outcome: Outcome, said: str, message: Message, now: float, effects: list[Effect]
