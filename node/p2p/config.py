@@ -25,6 +25,9 @@ class GossipConfig:
     degree_low: int = 4  # D_low
     degree_high: int = 12  # D_high
     heartbeat_interval: int = 1  # seconds; py-libp2p types it as int
+    # Heartbeats a message stays in the cache that answers IWANT (each held whole): the
+    # gossip window (3), not the spec's 5: under a flood that cache held some 15 MB.
+    gossip_history: int = 3
     # Sign and verify every gossip message with the node key (see gossip.py for why).
     strict_signing: bool = True
     # py-libp2p drops anything above 10 msg/s per neighbour and topic when this is on.
@@ -33,7 +36,7 @@ class GossipConfig:
     subscription_buffer: int = 4096
     # ... and all those queues together at most this many payload bytes: a node that reads
     # slower than peers send (a flood) drops gossip rather than queue 64 topics x 4096 x 1 MiB
-    subscription_bytes: int = 16 << 20
+    subscription_bytes: int = 8 << 20
     # `publish` waits while a neighbour's outbound queue (32 RPCs, drop on full) holds this many.
     queue_high_water: int = 24
     publish_wait: float = 5.0  # seconds at most; then it publishes anyway
@@ -50,6 +53,8 @@ class GossipConfig:
             raise ValueError("need 0 < degree_low <= degree <= degree_high")
         if self.heartbeat_interval < 1:
             raise ValueError("heartbeat_interval is a whole number of seconds >= 1")
+        if self.gossip_history < 3:
+            raise ValueError("gossip_history must cover the gossip window (3 heartbeats)")
         if self.subscription_bytes < self.max_payload:
             raise ValueError("subscription_bytes must hold at least one largest payload")
         if self.subscription_buffer < 1 or not 0 < self.queue_high_water <= 32:
@@ -70,7 +75,7 @@ class HostConfig:
     handler_timeout: float = 30.0  # for our handler to answer
     max_inbound_requests: int = 256  # in progress at once; more get BUSY
     # ... holding at most this many payload bytes together (256 x 1 MiB would be 256 MiB)
-    max_inbound_bytes: int = 16 << 20
+    max_inbound_bytes: int = 8 << 20
     # Neighbours kept: at least D_low (mesh needs them), aiming for D.
     min_peers: int = 4
     target_peers: int = 6

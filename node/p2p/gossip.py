@@ -77,6 +77,7 @@ def build_router(config: GossipConfig) -> GossipSub:
         degree_low=config.degree_low,
         degree_high=config.degree_high,
         heartbeat_interval=config.heartbeat_interval,
+        gossip_history=config.gossip_history,
         spam_protection_enabled=config.spam_protection,
         adaptive_gossip_enabled=False,
         score_params=ScoreParams(
