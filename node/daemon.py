@@ -219,6 +219,7 @@ async def _run(
     metrics.gauge("store_receipts", lambda: store.stats().receipts, "receipts in the store")
     metrics.gauge("peers", lambda: len(host.connected_peers()), "connected peers")
     _storage_metrics(metrics, role)
+    _table_metrics(metrics, role)
     runtime = Runtime(
         role,
         transport,
@@ -312,9 +313,7 @@ def _storage_metrics(metrics: Metrics, role: Witness | Watcher) -> None:
     metrics.gauge(
         "unwitnessed_identifiers", lambda: len(storage.loose), "identifiers without witnesses held"
     )
-    metrics.counted(
-        "unwitnessed_evictions", lambda: storage.evictions, "unwitnessed KELs evicted"
-    )
+    metrics.counted("unwitnessed_evictions", lambda: storage.evictions, "unwitnessed KELs evicted")
     metrics.counted(
         "unwitnessed_evicted_bytes",
         lambda: storage.evicted_bytes,
@@ -336,6 +335,23 @@ def _storage_metrics(metrics: Metrics, role: Witness | Watcher) -> None:
 
         metrics.gauge("escrow_entries", entries, "entries held in each escrow", escrow=escrow)
         metrics.gauge("escrow_bytes", held, "bytes held in each escrow (estimated)", escrow=escrow)
+
+
+def _table_metrics(metrics: Metrics, role: Witness | Watcher) -> None:
+    """`dkms_table_entries{table="follower.asked"}` and so on: what the role's bounded tables
+    hold (the follower's asks and gaps; a witness's log of rivals)."""
+    tables: dict[str, Callable[[], dict[str, int]]] = {"follower": role.follower.table_sizes}
+    if isinstance(role, Witness):
+        tables["rivals"] = role.rivals.table_sizes
+    for owner, sizes in tables.items():
+        for name in sizes():
+
+            def size(sizes: Callable[[], dict[str, int]] = sizes, name: str = name) -> float:
+                return sizes()[name]
+
+            metrics.gauge(
+                "table_entries", size, "what each bounded table holds", table=f"{owner}.{name}"
+            )
 
 
 def bootstrap_introduction(text: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from dkms.node.config import ConfigError, load
-from dkms.node.daemon import _restore, _storage_metrics
+from dkms.node.daemon import _restore, _storage_metrics, _table_metrics
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import (
     ChainLoose,
@@ -565,3 +565,16 @@ def test_metrics_show_each_budget_and_escrow() -> None:
     reply, _ = submit(role, late.signed(late.ixn()))  # its inception never came: escrowed
     assert reply.code is Code.ESCROWED
     assert 'dkms_escrow_entries{escrow="out-of-order"} 1' in metrics.render()
+
+
+def test_metrics_show_the_role_tables() -> None:
+    metrics = Metrics()
+    role = Witness(WITNESS)
+    _table_metrics(metrics, role)
+    late = Ident("late")
+    submit(role, late.signed(late.ixn()))  # escrowed: the follower asks for the gap
+    text = metrics.render()
+    assert text.count("# TYPE dkms_table_entries gauge") == 1
+    for table, size in role.follower.table_sizes().items():
+        assert f'dkms_table_entries{{table="follower.{table}"}} {size}\n' in text
+    assert 'dkms_table_entries{table="rivals.bytes"} 0\n' in text
