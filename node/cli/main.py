@@ -5,7 +5,7 @@
 under `trio.run` in `main`; `amain(argv)` runs them in a trio run of the caller's (tests). Exit
 statuses: 0 done, 1 some input unreadable or a problem the user can fix (one line on stderr:
 a bad name or address, a wrong passphrase, a witness that failed), 2 usage error, 70 an
-internal error (a bug: please report it).
+internal error (a bug: please report it); `kel check` also exits 3 and 4 (`cli/kelcheck.py`).
 """
 
 from __future__ import annotations
@@ -81,6 +81,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--json", action="store_true", help="one JSON object per witness")
     submit.set_defaults(arun=_submit)
+    check = kel_commands.add_parser(
+        "check",
+        parents=[wait],
+        help="ask watchers whether the KEL in a file is the one they hold",
+        description="Validate the KEL in FILE, then hand it to each watcher, which compares it "
+        "with its own copy: consistent, behind (the watcher holds later events), ahead (the "
+        "watcher lacked some of the file's events, and takes them), duplicitous (the file holds "
+        "a validly signed version of an event the watcher holds another of: the evidence "
+        "comes back, verified here, and the watcher keeps and publishes it) or invalid. "
+        "Exit status: 0 every watcher consistent; 3 any watcher duplicitous; 1 an error (FILE "
+        "does not validate, a watcher did not answer, or found it invalid); 4 otherwise, when "
+        "a watcher was behind or ahead (no conflict, but not the same KEL: fetch it again, or "
+        "ask why the watchers had not seen it).",
+    )
+    check.add_argument(
+        "file", metavar="FILE", help="the KEL's CESR stream with its receipts, or - for stdin"
+    )
+    check.add_argument(
+        "--with",
+        dest="watchers",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="PREFIX@MULTIADDR",
+        help="the watchers to ask",
+    )
+    check.add_argument(
+        "--prefix", metavar="PREFIX", help="the identifier to check, if FILE holds several"
+    )
+    check.add_argument("--json", action="store_true", help="one JSON object per watcher")
+    check.set_defaults(arun=_kel_check)
 
     ident = commands.add_parser("id", help="identifiers kept in --home")
     id_commands = ident.add_subparsers(dest="id_command", metavar="COMMAND", required=True)
@@ -299,6 +330,14 @@ async def _submit(a: argparse.Namespace, o: Options) -> int:
     from dkms.node.cli import net as netcmd
 
     return await netcmd.submit(a.file, a.to, as_json=a.json, timeout=a.timeout, options=o)
+
+
+async def _kel_check(a: argparse.Namespace, o: Options) -> int:
+    from dkms.node.cli import kelcheck
+
+    return await kelcheck.check(
+        a.file, a.watchers, prefix=a.prefix, as_json=a.json, timeout=a.timeout, options=o
+    )
 
 
 async def _keystate(a: argparse.Namespace, o: Options) -> int:
