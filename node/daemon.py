@@ -266,7 +266,11 @@ async def _run(
             nursery.start_soon(heap.trim_forever)
         memory_report = memreport.wanted()
         if memory_report is not None:
-            nursery.start_soon(memreport.report_memory, memory_report)
+            nursery.start_soon(
+                memreport.report_memory,
+                memory_report,
+                {"role": role, "runtime": runtime, "host": host},
+            )
         # Subscribed before connecting: peers learn every topic from our first hello.
         await nursery.start(runtime.run)
         if introductions:
