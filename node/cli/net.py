@@ -273,7 +273,27 @@ async def keystate(
         print(f"  NOT verified: the KEL it serves validates {upto}")
     if watcher:
         evidencecmd.print_standing(out)
+        _print_agreement(out.get("agreement"))
     return 0
+
+
+def _print_agreement(found: object) -> None:
+    """How many of the roster's watchers hold the state the watcher answered, as it knows."""
+    if not isinstance(found, dict):
+        return  # a watcher that does not say
+    roster, agree, unknown = found.get("roster"), found.get("agree"), found.get("unknown")
+    if not roster:
+        print("  agreement: unknown (this watcher holds no roster)")
+        return
+    print(
+        f"  agreement: {safe(agree)} of {safe(roster)} watcher(s) of the roster hold this state, "
+        f"as far as this watcher knows ({safe(unknown)} not heard from)"
+    )
+    views = found.get("views")
+    for view in views if isinstance(views, list) else []:
+        if isinstance(view, dict) and view.get("view") != "agree":
+            who, what, sn = (safe(view.get(k)) for k in ("watcher", "view", "sn"))
+            print(f"    {who}: {what} (its sn {sn})")
 
 
 async def _read_kel(

@@ -68,6 +68,14 @@ class RivalQuery(Tag):
     peer: NodePrefix
 
 
+@dataclass(frozen=True, slots=True)
+class ViewAsk(Tag):
+    """A watcher tells watcher `peer` of the roster its tips, and asks for its own
+    (`views.py`)."""
+
+    peer: NodePrefix
+
+
 # ------------------------------------------------------------------------- timer keys
 
 
@@ -99,6 +107,11 @@ class LagCheck(TimerKey):
 @dataclass(frozen=True, slots=True)
 class RosterRetry(TimerKey):
     """Ask for a roster again while none is held."""
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRound(TimerKey):
+    """A watcher tells the other watchers of the roster the tips that moved (`views.py`)."""
 
 
 @dataclass(frozen=True, slots=True)

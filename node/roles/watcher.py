@@ -24,8 +24,9 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
                     its bootstrap nodes) for theirs, and again every `ROSTER_RETRY` seconds
                     until it has one: gossip carries no history, so a node that joins after a
                     roster was published would otherwise wait for the next one
-    query           key state with standing ("ok" | "duplicitous" | "unknown"), a page of a
-                    KEL (`pages.py`), the evidence and rulings held, the roster
+    query           key state with standing ("ok" | "duplicitous" | "unknown") and how many
+                    of the roster's watchers hold it (`views.py`: their tips, exchanged), a
+                    page of a KEL (`pages.py`), the evidence and rulings held, the roster
     check           a KEL an application was shown, compared with ours (`checking.py`);
                     what it holds that we lack is heard as gossip from the one who asks
 
@@ -57,7 +58,7 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator
 
-from . import checking, listing
+from . import checking, listing, views
 from .codes import Code
 from .duties import Duties
 from .effects import Effect, Reply, Report, Send, SetTimer, Subscribe, Surface
@@ -77,6 +78,8 @@ from .inputs import (
     RosterQuery,
     RosterRetry,
     TimerFired,
+    ViewAsk,
+    ViewRound,
 )
 from .juror import Lag, Receipts, Throttle
 from .pages import PAGE_BYTES
@@ -142,6 +145,7 @@ class Watcher:
             loose_quota=unwitnessed_quota,
             forgotten=self._forgotten,
         )
+        self.views = views.Views(self.prefix, self._tip, self._rostered)
         self._restoring = False
 
     surfaces: Final = frozenset({Surface.QUERY, Surface.GOVERNANCE})
@@ -236,6 +240,8 @@ class Watcher:
                     self._kel_gossip(data, now, out)
 
                 effects += self.follower.gap_answered(tag, event, now, apply)
+            case Answered(tag=ViewAsk() as tag):
+                effects += self.views.answered(tag, event, now)
             case Answered(tag=RosterQuery()):
                 if event.code.ok:
                     self.duties.offered(event.payload, now, effects, forward=False)
@@ -243,6 +249,8 @@ class Watcher:
                     effects.append(Report("debug", f"{event.tag}: no answer ({event.reason})"))
             case TimerFired(key=PublishTurn(conflict=conflict)):
                 self.duties.turn(conflict, now, effects)
+            case TimerFired(key=ViewRound()):
+                effects += self.views.round(now)
             case TimerFired(key=RosterRetry()):
                 if self.governance.roster is None:
                     effects += self._ask_for_roster(now)
@@ -287,6 +295,8 @@ class Watcher:
             return listing.answer(self.validator, ask)
         if kind == checking.QUERY:
             return self._check(ask, now, effects, peer)
+        if kind == views.QUERY:
+            return self.views.answer(ask, peer)
         if kind == "roster":
             if self.governance.bundle is None:
                 return Reply.refuse(Code.NO_ROSTER, "this node holds no roster yet")
@@ -302,7 +312,8 @@ class Watcher:
         if kind == "kel":
             return self.follower.kel_reply(prefix, ask)
         return Reply.refuse(
-            Code.BAD_QUERY, "query type t must be state, kel, evidence, roster, witnessed or check"
+            Code.BAD_QUERY,
+            "query type t must be state, kel, evidence, roster, witnessed, check or tips",
         )
 
     def _check(self, ask: dict[Any, Any], now: float, effects: list[Effect], peer: str) -> Reply:
@@ -317,8 +328,8 @@ class Watcher:
     # ---------------------------------------------------------------- views
 
     def key_state(self, prefix: str) -> dict[str, Any]:
-        """Key state (when known) with standing, the evidence and rulings behind it, and the
-        anomalies seen."""
+        """Key state (when known) with standing, the evidence and rulings behind it, the
+        anomalies seen, and (when known) how many of the roster's watchers hold it."""
         kel = self.validator.kel(prefix)
         standing, since = self.holdings.standing(prefix, kel is not None)
         state: dict[str, Any] = self.follower.key_state(prefix) or {"i": prefix}
@@ -327,6 +338,7 @@ class Watcher:
             state["duplicitous_witnesses"] = sorted(
                 w for w in kel.authority.witnesses if w in accused
             )
+            state["agreement"] = self.views.agreement(prefix)
         evidence, rulings = self.holdings.about(prefix)
         state["standing"] = standing
         state["duplicitous_from"] = since
@@ -393,6 +405,8 @@ class Watcher:
             record = self.validator.record(outcome.said)
             if record is None or not self._keep(record, now, effects):
                 return  # forgotten: a new identifier over the store quota, or evicted since
+            if not self._restoring:
+                effects += self.views.changed(outcome.prefix, now)
         if outcome.said == said and status is not Status.REJECTED:
             for found in self.receipts.body(message.event):
                 self.duties.found(found, now, effects)
@@ -455,6 +469,14 @@ class Watcher:
                     event.prefix, event.sn, event.said, witnesses[wig.index], wig.raw
                 ):
                     self.duties.found(found, now, effects)
+
+    def _tip(self, prefix: str) -> tuple[int, str]:
+        kel = self.validator.kel(prefix)
+        return (-1, "") if kel is None else (kel.sn, kel.last_said)
+
+    def _rostered(self) -> tuple[str, ...]:
+        roster = self.governance.roster
+        return () if roster is None else roster.watchers
 
     def _receipt_count(self, said: str) -> int:
         record = self.validator.record(said)

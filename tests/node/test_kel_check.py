@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ import trio
 
 from dkms.node.cli.evidence import check_envelope
 from dkms.node.cli.main import amain, main
+from dkms.node.client.home import CommandError
+from dkms.node.client.kelcheck import ERROR, Checked, Exit, prepare, status
+from dkms.node.roles.controller import Controller
 from dkms.node.roles.pages import page_message
 from dkms.node.secretfiles import load_or_create_node_seed
 from dkms.node.testing.keys import seed
@@ -67,6 +71,12 @@ async def kel_check(
     status = await amain(argv, OPTIONS)
     out = capsys.readouterr().out
     return status, [json.loads(line) for line in out.splitlines()]
+
+
+def agree(net: Net, i: int, prefix: str) -> int:
+    """How many of the roster's watchers watcher `i` knows to hold its state of `prefix`."""
+    found: int = net.watcher(i).views.agreement(prefix)["agree"]
+    return found
 
 
 def proven(answer: dict[str, Any]) -> list[Accusation]:
@@ -179,6 +189,25 @@ async def test_recovery_consistent_behind_and_errors(tmp_path: Path, capsys: Cap
                 ctl.identity("rita").last_said,
             )
             await net.until(lambda: all(full_kel_at(net, i, prefix, 1) for i in (0, 1)))
+            # The key state says how many of the roster's watchers hold it (their tips,
+            # exchanged every second while they move).
+            await net.until(lambda: all(agree(net, i, prefix) == 2 for i in (0, 1)))
+            capsys.readouterr()
+            intro = net.watchers[0].introduction
+            assert await amain(["keystate", prefix, "--from", intro, "--json"], OPTIONS) == 0
+            state = json.loads(capsys.readouterr().out)
+            assert state["agreement"]["roster"] == 2 and state["agreement"]["agree"] == 2
+            [view] = state["agreement"]["views"]
+            assert view == {
+                "watcher": net.watchers[1].prefix,
+                "view": "agree",
+                "sn": 1,
+                "d": state["d"],
+            }
+            assert await amain(["keystate", prefix, "--from", intro], OPTIONS) == 0
+            assert "agreement: 2 of 2 watcher(s) of the roster hold this state" in (
+                capsys.readouterr().out
+            )
             stale = tmp_path / "stale.cesr"
             stale.write_bytes(served(net, prefix))
             status, answers = await kel_check(capsys, stale, net, [0, 1])
@@ -215,6 +244,11 @@ async def test_recovery_consistent_behind_and_errors(tmp_path: Path, capsys: Cap
             fixed.write_bytes(served(net, prefix))
             status, answers = await kel_check(capsys, fixed, net, [0, 1])
             assert status == 0 and {x["verdict"] for x in answers} == {"consistent"}
+            # The same, one event a piece (as a KEL too long for one request is sent).
+            argv = ["kel", "check", str(fixed), "--with", net.watchers[1].introduction, "--json"]
+            capsys.readouterr()
+            assert await amain(argv, replace(OPTIONS, chunk=1)) == 0
+            assert json.loads(capsys.readouterr().out)["matched"] == 2
             # The KEL shown before the recovery: superseded, behind, no alarm.
             status, answers = await kel_check(capsys, stale, net, [0, 1])
             assert status == 4
@@ -228,7 +262,6 @@ async def test_recovery_consistent_behind_and_errors(tmp_path: Path, capsys: Cap
             broken = tmp_path / "broken.cesr"
             broken.write_bytes(fixed.read_bytes()[:-20])
             capsys.readouterr()
-            intro = net.watchers[0].introduction
             assert await amain(["kel", "check", str(broken), "--with", intro], OPTIONS) == 1
             assert "broken.cesr" in capsys.readouterr().err
             witness = net.witnesses[0].introduction
@@ -236,3 +269,41 @@ async def test_recovery_consistent_behind_and_errors(tmp_path: Path, capsys: Cap
             assert status == 1
             assert [x["verdict"] for x in answers] == ["consistent", "error"]
             assert "refused" in answers[1]["reason"], answers[1]
+
+
+def test_prepare_validates_the_file_first_and_cuts_it_in_pieces() -> None:
+    ctl = Controller()
+    ctl.incept("ann", [seed(60)], [seed(61)], now=0.0)
+    for n in range(3):
+        ctl.interact("ann", [{"n": n}], now=0.0)
+    kel = ctl.export("ann")
+    shown = prepare(kel)
+    assert (shown.prefix, shown.sn, shown.events) == (ctl.identity("ann").prefix, 3, 4)
+    assert [start for start, _ in shown.pieces] == [0]
+    assert [start for start, _ in prepare(kel, budget=1).pieces] == [0, 1, 2, 3]
+    ctl.incept("bo", [seed(62)], [seed(63)], now=0.0)
+    both = kel + ctl.export("bo")
+    assert prepare(both, ctl.identity("bo").prefix).sn == 0
+    ident = ctl.identity("ann")
+    other = interact(ident.prefix, prior=ident.last_said, sn=3, anchors=[{"d": "fork"}])
+    fork = messagize(other, Attachments(sigs=(ident.signers[0].sign_indexed(other.raw, 0),)))
+    for data, why in (
+        (b"garbage", "not a readable KEL"),
+        (b"", "no identifier's inception"),
+        (both, "holds 2 identifiers: name the one to check with --prefix"),
+        (kel + fork, "it holds two versions of sn 3 itself"),
+    ):
+        with pytest.raises(CommandError, match=why):
+            prepare(data)
+    with pytest.raises(CommandError, match="no KEL of Enobody"):
+        prepare(kel, "Enobody")
+
+
+def test_the_exit_status_a_script_reads() -> None:
+    def of(*verdicts: str) -> Exit:
+        return status([Checked(f"B{n}", verdict=v) for n, v in enumerate(verdicts)])
+
+    assert of("consistent", "consistent") == 0
+    assert of("consistent", "behind") == of("ahead") == 4
+    assert of("consistent", ERROR) == of("invalid", "ahead") == of() == 1
+    assert of("duplicitous", ERROR) == of("consistent", "duplicitous") == 3

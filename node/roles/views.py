@@ -1,0 +1,222 @@
+"""What the other watchers of the roster hold: tips exchanged, so a key state says who agrees.
+
+Theory of operation. A watcher's key state answer says how many watchers of the roster hold
+the very state it holds (`agreement`). What it knows of the others comes from a small
+exchange among the roster's watchers, of each KEL's tip: its latest sn and SAID.
+
+    changed    a KEL's tip moved here (an event accepted): the identifier is queued for each
+               other watcher on the roster (`peers`, read from the roster in force)
+    round      every `ROUND` seconds while anything is queued, one request to each peer with
+               no ask in flight carries the current tips of up to `BATCH` queued identifiers:
+               `{"t": "tips", "v": [[prefix, sn, said], ...]}` (sn -1, said "" for a KEL not
+               held: forgotten since)
+    answer     the watcher asked records the asker's tips as the asker's view, if the asker
+               is a watcher on its roster (the transport authenticates the peer), and answers
+               anyone with its own tips of those identifiers, in the same form
+    answered   the peer's tips are recorded as its view. So both sides learn the other's
+               view whenever either's tip moves, and a view that was behind is brought up to
+               date when that watcher's own tip moves. A failed ask puts its identifiers back
+               in the queue, and that peer is not asked again for `QUIET` seconds
+    agreement  for one identifier: the roster's watchers, how many hold our tip (ourselves
+               included, when on the roster), and what is known of each other: the same
+               tip, behind (an older sn, or nothing), ahead (a newer sn), or another version
+               at our sn; the others are unknown. A view is what that watcher held when it
+               last told us: it is not a promise about now
+
+Bounds: at most `MAX_QUEUED` identifiers queued per peer (oldest dropped: that peer learns of
+the change at the next one), one ask in flight per peer, and views of at most `MAX_VIEWS`
+(identifier, watcher) pairs (the identifiers least lately told of are forgotten first, and
+are unknown again). Views live in memory only: a restarted watcher knows none until tips
+move. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import cbor2
+
+from dkms.protocol.ids import NodePrefix
+
+from .codes import Code
+from .effects import Effect, Reply, Report, Send, SetTimer, Surface
+from .inputs import Answered, ViewAsk, ViewRound
+
+QUERY: Final = "tips"  # the query's "t"
+ROUND: Final = 1.0  # seconds between rounds of asks
+QUIET: Final = 15.0  # seconds a peer whose ask failed is left alone
+BATCH: Final = 512  # tips in one ask (some 50 KB of CBOR)
+MAX_QUEUED: Final = 50_000  # identifiers queued per peer
+MAX_VIEWS: Final = 200_000  # (identifier, watcher) views kept (under 200 bytes each)
+MAX_PREFIX: Final = 128  # characters of an identifier prefix taken from a peer
+
+Tip = tuple[int, str]  # (sn, SAID); (-1, "") when no KEL is held
+TipOf = Callable[[str], Tip]  # the tip we hold of an identifier
+Peers = Callable[[], Sequence[str]]  # the watchers on the roster in force
+
+
+class Views:
+    """Our peers' last known tips, and the tips waiting to be told to them."""
+
+    def __init__(self, me: str, tip_of: TipOf, peers: Peers) -> None:
+        self.me = me
+        self._tip_of = tip_of
+        self._peers = peers  # every watcher on the roster (perhaps ourselves among them)
+        self._queued: dict[str, OrderedDict[str, None]] = {}  # peer -> identifiers to tell
+        self._asking: dict[str, tuple[str, ...]] = {}  # peer -> identifiers in flight
+        self._quiet: dict[str, float] = {}  # peer -> not asked again before then
+        self._views: OrderedDict[str, dict[str, Tip]] = OrderedDict()  # prefix -> peer -> tip
+        self._count = 0  # (identifier, watcher) pairs in `_views`
+        self._rounds = False  # a ViewRound timer is set
+
+    def changed(self, prefix: str, now: float) -> list[Effect]:
+        """The tip of `prefix` moved here: tell every other watcher of the roster."""
+        for peer in self._peers():
+            if peer == self.me:
+                continue
+            queue = self._queued.setdefault(peer, OrderedDict())
+            queue.pop(prefix, None)
+            queue[prefix] = None
+            if len(queue) > MAX_QUEUED:
+                queue.popitem(last=False)
+        return self._arm(now)
+
+    def round(self, now: float) -> list[Effect]:
+        """The `ViewRound` timer: one ask to each peer with tips queued and none in flight."""
+        self._rounds = False
+        effects: list[Effect] = []
+        rostered = set(self._peers())
+        for peer in list(self._queued):
+            queue = self._queued[peer]
+            if peer not in rostered:  # off the roster since
+                del self._queued[peer]
+                continue
+            if peer in self._asking or self._quiet.get(peer, 0.0) > now:
+                continue
+            prefixes: list[str] = []
+            while queue and len(prefixes) < BATCH:
+                prefixes.append(queue.popitem(last=False)[0])
+            if not queue:
+                del self._queued[peer]
+            self._asking[peer] = tuple(prefixes)
+            ask = cbor2.dumps({"t": QUERY, "v": self._tips(prefixes)})
+            effects.append(Send(NodePrefix(peer), Surface.QUERY, ask, ViewAsk(NodePrefix(peer))))
+        return effects + self._arm(now)
+
+    def answered(self, tag: ViewAsk, answer: Answered, now: float) -> list[Effect]:
+        """A peer's answer: its tips are its view; a failure queues ours for it again."""
+        peer = str(tag.peer)
+        prefixes = self._asking.pop(peer, ())
+        if not answer.code.ok:
+            self._quiet[peer] = now + QUIET
+            queue = self._queued.setdefault(peer, OrderedDict())
+            for prefix in prefixes:
+                if prefix not in queue and len(queue) < MAX_QUEUED:
+                    queue[prefix] = None
+            return [Report("debug", f"{tag}: no answer ({answer.reason})"), *self._arm(now)]
+        self._quiet.pop(peer, None)
+        tips = _read_tips(_loads(answer.payload).get("v"))
+        asked = set(prefixes)
+        for prefix, tip in tips or []:
+            if prefix in asked:
+                self._record(prefix, peer, tip)
+        return self._arm(now)
+
+    def answer(self, ask: dict[Any, Any], peer: str) -> Reply:
+        """`{"t": "tips", "v": [[prefix, sn, said], ...]}` from `peer`: recorded as its view
+        if it is a watcher on the roster; answered with our tips of the same identifiers."""
+        tips = _read_tips(ask.get("v"))
+        if tips is None:
+            return Reply.refuse(
+                Code.BAD_QUERY, f"v must be a list of at most {BATCH} [prefix, sn, said]"
+            )
+        if peer and peer != self.me and peer in self._peers():
+            for prefix, tip in tips:
+                self._record(prefix, peer, tip)
+        return Reply.accept(cbor2.dumps({"v": self._tips([p for p, _ in tips])}))
+
+    def agreement(self, prefix: str) -> dict[str, Any]:
+        """Who of the roster's watchers holds our tip of `prefix`, as far as we know."""
+        roster = list(dict.fromkeys(self._peers()))
+        mine = self._tip_of(prefix)
+        known = self._views.get(prefix, {})
+        views = []
+        agree = int(self.me in roster and mine[0] >= 0)
+        for peer in roster:
+            if peer == self.me or peer not in known:
+                continue
+            sn, said = known[peer]
+            view = _compare((sn, said), mine)
+            agree += view == "agree"
+            views.append({"watcher": peer, "view": view, "sn": sn, "d": said or None})
+        unknown = len([p for p in roster if p != self.me]) - len(views)
+        return {"roster": len(roster), "agree": agree, "views": views, "unknown": unknown}
+
+    def table_sizes(self) -> dict[str, int]:
+        return {
+            "views": self._count,
+            "queued": sum(len(q) for q in self._queued.values()),
+            "asking": len(self._asking),
+        }
+
+    def _record(self, prefix: str, peer: str, tip: Tip) -> None:
+        views = self._views.get(prefix)
+        if views is None:
+            views = self._views[prefix] = {}
+        else:
+            self._views.move_to_end(prefix)
+        self._count += peer not in views
+        views[peer] = tip
+        while self._count > MAX_VIEWS and len(self._views) > 1:
+            self._count -= len(self._views.popitem(last=False)[1])
+
+    def _tips(self, prefixes: Sequence[str]) -> list[list[object]]:
+        return [[p, *self._tip_of(p)] for p in prefixes]
+
+    def _arm(self, now: float) -> list[Effect]:
+        if self._rounds or not self._queued:
+            return []
+        self._rounds = True
+        return [SetTimer(ViewRound(), now + ROUND)]
+
+
+def _compare(theirs: Tip, mine: Tip) -> str:
+    if theirs == mine:
+        return "agree"
+    if theirs[0] < mine[0]:
+        return "behind"
+    if theirs[0] > mine[0]:
+        return "ahead"
+    return "differs"
+
+
+def _loads(payload: bytes) -> dict[Any, Any]:
+    try:
+        value = cbor2.loads(payload)
+    except Exception:  # cbor2 raises many types on hostile input
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_tips(value: object) -> list[tuple[str, Tip]] | None:
+    """The well-formed tips of a list (others skipped); None if it is no list or too long."""
+    if not isinstance(value, list) or len(value) > BATCH:
+        return None
+    tips = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 3):
+            continue
+        prefix, sn, said = item
+        if (
+            isinstance(prefix, str)
+            and 0 < len(prefix) <= MAX_PREFIX
+            and isinstance(sn, int)
+            and not isinstance(sn, bool)
+            and sn >= -1
+            and isinstance(said, str)
+            and len(said) <= MAX_PREFIX
+        ):
+            tips.append((prefix, (sn, said)))
+    return tips
