@@ -209,7 +209,7 @@ def _fork(piece: Piece, n: int, held: Kel, validator: Validator, feed: Feed | No
         why = f"the rotation {mine.said} this watcher holds at sn {at} supersedes it (a recovery)"
         return Finding(Verdict.BEHIND, why, n, at=at)
     if feed is None:
-        return _invalid("this watcher does not follow it", matched=n, at=at)
+        return _invalid("this watcher does not follow it: it judges nothing new of it", n, at=at)
     outcome = _own(feed(message), event.said)
     if outcome is not None and outcome.status is Status.DUPLICITOUS and outcome.evidence:
         why = (
@@ -228,8 +228,8 @@ def _fork(piece: Piece, n: int, held: Kel, validator: Validator, feed: Feed | No
             f"its rotation at sn {at} conflicts with the interaction held there, and this "
             f"watcher's KEL rotated since (sn {held.authority.sn}): not a recovery it can take"
         )
-        return _invalid(why, matched=n, at=at)
-    return _invalid(_why_not(event.ilk, at, outcome), matched=n, at=at)
+        return _invalid(why, n, at=at)
+    return _invalid(_why_not(event.ilk, at, outcome), n, at=at)
 
 
 def _extend(
@@ -248,8 +248,9 @@ def _extend(
         return Finding(Verdict.AHEAD, "", matched, taken)
     start = events[0].event.sn
     if feed is None:
-        why = "this watcher does not follow it, and holds nothing of it"
-        return Finding(Verdict.AHEAD, why, matched, at=start)
+        why = "this watcher does not follow it: it takes none of its events"
+        return Finding(Verdict.AHEAD, why, matched, taken, at=start)
+    before = taken
     for message in events:
         event = message.event
         outcome = _own(feed(message), event.said)
@@ -259,8 +260,8 @@ def _extend(
         if outcome is not None and outcome.status is Status.ACCEPTED:
             why = f"valid from sn {start}, but this watcher did not keep it (its store is full)"
             return Finding(Verdict.AHEAD, why, matched, taken, at=start)
-        return _invalid(_why_not(event.ilk, event.sn, outcome), matched=matched, at=event.sn)
-    why = f"this watcher lacked the {taken} event(s) from sn {start}, and holds them now"
+        return _invalid(_why_not(event.ilk, event.sn, outcome), matched, taken, at=event.sn)
+    why = f"this watcher lacked the {taken - before} event(s) from sn {start}, and holds them now"
     return Finding(Verdict.AHEAD, why, matched, taken, at=start)
 
 
@@ -339,5 +340,5 @@ def _why_not(ilk: str, sn: int, outcome: Outcome | None) -> str:
     return f"its {ilk} at sn {sn} is {outcome.status.value}: {outcome.reason}"
 
 
-def _invalid(reason: str, *, matched: int = 0, at: int | None = None) -> Finding:
-    return Finding(Verdict.INVALID, reason, matched, at=at)
+def _invalid(reason: str, matched: int = 0, taken: int = 0, *, at: int | None = None) -> Finding:
+    return Finding(Verdict.INVALID, reason, matched, taken, at)

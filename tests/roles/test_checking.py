@@ -147,6 +147,16 @@ def test_a_watcher_that_holds_nothing_takes_a_fully_witnessed_kel() -> None:
     answer = check(net, 1, prefix, shown(net, prefix))
     assert answer["verdict"] == "ahead" and answer["taken"] == 2 and answer["sn"] == 1
     assert answer["standing"] == "ok"
+    assert "lacked the 2 event(s) from sn 0, and holds them now" in answer["reason"]
+    # A watcher told to watch other identifiers takes none of this one's events.
+    picky = Signer(seed(150), transferable=False)
+    net.add(picky.verfer, Watcher(picky, GOV, watch=frozenset({"Esomeone-else"})))
+    ask = cbor2.dumps({"t": "check", "i": prefix, "s": 0, "k": shown(net, prefix)})
+    reply = net.step(picky.verfer, Request(Surface.QUERY, APP, ask))[-1]
+    assert isinstance(reply, Reply) and reply.code is Code.OK
+    answer = cbor2.loads(reply.payload)
+    assert answer["verdict"] == "ahead" and answer["taken"] == 0 and answer["sn"] is None
+    assert "does not follow it" in answer["reason"]
 
 
 def test_a_hidden_fork_is_duplicitous_and_every_watcher_holds_the_evidence() -> None:
