@@ -470,9 +470,9 @@ class Watcher:
                 ):
                     self.duties.found(found, now, effects)
 
-    def _tip(self, prefix: str) -> tuple[int, str]:
+    def _tip(self, prefix: str) -> tuple[str, int, str] | None:
         kel = self.validator.kel(prefix)
-        return (-1, "") if kel is None else (kel.sn, kel.last_said)
+        return None if kel is None else (kel.prefix, kel.sn, kel.last_said)
 
     def _rostered(self) -> tuple[str, ...]:
         roster = self.governance.roster
