@@ -159,23 +159,32 @@ def pymalloc_lines() -> list[str]:
     ]
 
 
-def census_lines(roots: dict[str, object], top: int = 25) -> list[str]:
+def census_lines(roots: dict[str, object], top: int = 30) -> list[str]:
     """What each of `roots` (and each attribute of theirs) holds, walking the objects it
     reaches (`sys.getsizeof`, each object counted once, for the first part that reaches it).
     Blocks the node while it walks (a few seconds for a million objects)."""
     seen: set[int] = set()
     sizes: list[tuple[int, int, str]] = []
     parts: list[tuple[str, object]] = []
-    for name, root in roots.items():
-        attrs = getattr(root, "__dict__", None)
-        if isinstance(attrs, dict):
-            parts += [(f"{name}.{attr}", value) for attr, value in attrs.items()]
+    for name, root in roots.items():  # the attributes' attributes first, then theirs, then ...
+        for attr, value in _attributes(root):
+            parts += [(f"{name}.{attr}.{sub}", inner) for sub, inner in _attributes(value)]
+            parts.append((f"{name}.{attr}", value))
         parts.append((name, root))
     for name, obj in parts:
         size, count = _walk(obj, seen)
         sizes.append((size, count, name))
     sizes.sort(reverse=True)
     return [f"census {size / 1e6:9.2f} MB {count:9d} {name}" for size, count, name in sizes[:top]]
+
+
+def _attributes(obj: object) -> list[tuple[str, object]]:
+    """`obj`'s attributes: its __dict__'s, or those a mypyc-compiled class names."""
+    attrs = getattr(obj, "__dict__", None)
+    if isinstance(attrs, dict):
+        return list(attrs.items())
+    names = getattr(type(obj), "__mypyc_attrs__", ())
+    return [(name, getattr(obj, name)) for name in names if hasattr(obj, name)]
 
 
 _OPAQUE: Final = (
