@@ -13,7 +13,9 @@ supersedes an interaction raises no alarm.
 from __future__ import annotations
 
 import base64
+import io
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -179,7 +181,9 @@ async def test_a_watcher_never_asked_holds_the_evidence_through_its_publication(
             assert net.watcher(1).validator.record(b.said) is None  # it never heard b itself
 
 
-async def test_recovery_consistent_behind_and_errors(tmp_path: Path, capsys: Capture) -> None:
+async def test_recovery_consistent_behind_and_errors(
+    tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with trio.fail_after(60):
         async with network(tmp_path) as net:
             ctl = net.client.controller
@@ -249,6 +253,12 @@ async def test_recovery_consistent_behind_and_errors(tmp_path: Path, capsys: Cap
             capsys.readouterr()
             assert await amain(argv, replace(OPTIONS, chunk=1)) == 0
             assert json.loads(capsys.readouterr().out)["matched"] == 2
+            # From standard input.
+            stdin = io.TextIOWrapper(io.BytesIO(fixed.read_bytes()))
+            monkeypatch.setattr(sys, "stdin", stdin)
+            argv = ["kel", "check", "-", "--with", net.watchers[0].introduction]
+            assert await amain(argv, OPTIONS) == 0
+            assert f"{net.watchers[0].prefix}: consistent" in capsys.readouterr().out
             # The KEL shown before the recovery: superseded, behind, no alarm.
             status, answers = await kel_check(capsys, stale, net, [0, 1])
             assert status == 4
