@@ -75,8 +75,12 @@ class Views:
         self._rounds = False  # a ViewRound timer is set
 
     def changed(self, prefix: str, now: float) -> list[Effect]:
-        """The tip of `prefix` moved here: tell every other watcher of the roster."""
-        for peer in self._peers():
+        """The tip of `prefix` moved here: tell every other watcher of the roster (if we are
+        on it: the others record only rostered watchers' views, so a relay's would be lost)."""
+        peers = self._peers()
+        if self.me not in peers:
+            return []
+        for peer in peers:
             if peer == self.me:
                 continue
             queue = self._queued.setdefault(peer, OrderedDict())

@@ -13,7 +13,7 @@ import cbor2
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import Reply, Send, Surface
 from dkms.node.roles.inputs import Request
-from dkms.node.roles.views import BATCH, QUIET, ROUND
+from dkms.node.roles.views import BATCH, QUIET, ROUND, Views
 from dkms.node.roles.watcher import Watcher
 from dkms.node.testing.witnessed import Witnessed
 from dkms.protocol.ids import NodePrefix
@@ -114,3 +114,16 @@ def test_tips_from_a_node_off_the_roster_are_not_recorded_and_asks_are_bounded()
     [send] = sends
     assert len(cbor2.loads(send.payload)["v"]) == BATCH
     assert role.views.table_sizes()["queued"] == 10
+
+
+def test_a_watcher_off_the_roster_tells_no_one() -> None:
+    """A relay (a watcher the roster does not name) would be told nothing back and recorded
+    by no one: it sends no tips (it did, costing rostered watchers a request a second)."""
+    sent: list[Any] = []
+    relay = Views("relay", lambda prefix: None, lambda: ("w0", "w1"))
+    sent += relay.changed("Eprefix", 0.0)
+    sent += relay.round(ROUND)
+    assert not [e for e in sent if isinstance(e, Send)]
+    rostered = Views("w0", lambda prefix: None, lambda: ("w0", "w1"))
+    effects = rostered.changed("Eprefix", 0.0) + rostered.round(ROUND)
+    assert [e.to for e in effects if isinstance(e, Send)] == ["w1"]
