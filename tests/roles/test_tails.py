@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from dkms.node.roles.effects import Effect, Publish, SetTimer
 from dkms.node.roles.inputs import Tail, TimerFired
-from dkms.node.roles.tails import QUIET, TAIL_EVENTS
+from dkms.node.roles.tails import QUIET, SHOTS, TAIL_EVENTS
 from dkms.node.roles.topics import kel_topic
 from dkms.node.roles.witness import Witness
 from dkms.protocol.stream import Message, parse_stream
@@ -37,12 +37,25 @@ def test_a_quiet_kels_last_events_go_out_again_and_fill_a_follower_that_lost_the
     assert publishes(effects) == [] and tail_timer(effects)
     effects = witness.step(TimerFired(Tail()), 3.0 + QUIET)
     [tail] = publishes(effects)
-    assert tail_timer(effects) == []  # nothing left to wait for
+    assert tail_timer(effects)  # the later shots wait
     assert tail.topic == kel_topic(amy.prefix)
     messages = [f for f in parse_stream(tail.payload) if isinstance(f, Message)]
     assert [m.event.sn for m in messages] == list(range(4 - TAIL_EVENTS, 4))
     assert all(m.attachments.wigs for m in messages)  # with the witness's receipts
     assert tail.payload not in {p.payload for p in first}  # not swallowed as seen
+
+    # Again at each later shot, one event more each time (other bytes), then no more.
+    payloads = [tail.payload]
+    for shot in range(1, len(SHOTS)):
+        assert publishes(witness.step(TimerFired(Tail()), 3.0 + SHOTS[shot] - 0.5)) == []
+        effects = witness.step(TimerFired(Tail()), 3.0 + SHOTS[shot])
+        [again] = publishes(effects)
+        sns = [f.event.sn for f in parse_stream(again.payload) if isinstance(f, Message)]
+        assert sns == list(range(4 - TAIL_EVENTS - shot, 4))
+        assert again.payload not in payloads
+        payloads.append(again.payload)
+    assert tail_timer(effects) == []  # nothing left to wait for
+    assert len(witness.tails) == 0
 
     # A watcher heard everything but the last two events' gossip: nothing else will come.
     follower = watcher()
