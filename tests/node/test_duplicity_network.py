@@ -49,6 +49,19 @@ async def incept(net: Net, name: str, first: int) -> str:
     return await net.incept(name, (seed(first), seed(first + 1)))
 
 
+async def incept_and_interact(net: Net, name: str, first: int, data: str) -> str:
+    """`name` incepted and its interaction `{"d": data}` fully witnessed, until both watchers
+    hold the KEL with every receipt; its prefix."""
+    ctl = net.client.controller
+    prefix = await incept(net, name, first)
+    await net.client.witnessed(
+        ctl.interact(name, [{"d": data}], now=net.client.runtime.now()),
+        ctl.identity(name).last_said,
+    )
+    await net.until(lambda: all(full_kel_at(net, i, prefix, 1) for i in (0, 1)))
+    return prefix
+
+
 def signed_ixn(net: Net, name: str, anchors: list[Any]) -> tuple[Event, bytes]:
     return net.signed_ixn(name, anchors)
 
@@ -123,12 +136,7 @@ async def test_recovery_rotation_superseding_an_interaction_is_no_alarm(tmp_path
     with trio.fail_after(60):
         async with network(tmp_path) as net:
             ctl = net.client.controller
-            prefix = await incept(net, "rita", 20)
-            await net.client.witnessed(
-                ctl.interact("rita", [{"d": "maybe stolen"}], now=net.client.runtime.now()),
-                ctl.identity("rita").last_said,
-            )
-            await net.until(lambda: all(full_kel_at(net, i, prefix, 1) for i in (0, 1)))
+            prefix = await incept_and_interact(net, "rita", 20, "maybe stolen")
             ident = ctl.identity("rita")
             icp_said = ctl.validator.kel(prefix).chain[0].event.said  # type: ignore[union-attr]
             nxt = Signer(seed(21))

@@ -38,7 +38,7 @@ from dkms.protocol.evidence import Accusation, parse_evidence, verify_evidence
 from dkms.protocol.stream import Attachments, messagize
 
 from .test_cli_duplicity import OPTIONS
-from .test_duplicity_network import Net, full_kel_at, incept, network
+from .test_duplicity_network import Net, incept_and_interact, network
 
 Capture = pytest.CaptureFixture[str]
 
@@ -99,12 +99,7 @@ async def hidden_fork(net: Net, tmp_path: Path) -> tuple[str, Event, Event, Path
     """mallory with a (sn 1) witnessed and gossiped, and the file of the KEL with b instead,
     receipted by witnesses 0, 1 and 2 out of sight: (prefix, a, b, file)."""
     ctl = net.client.controller
-    prefix = await incept(net, "mallory", 10)
-    await net.client.witnessed(
-        ctl.interact("mallory", [{"d": "pay bob"}], now=net.client.runtime.now()),
-        ctl.identity("mallory").last_said,
-    )
-    await net.until(lambda: all(full_kel_at(net, i, prefix, 1) for i in (0, 1)))
+    prefix = await incept_and_interact(net, "mallory", 10, "pay bob")
     kel = net.witness_role(net.w[0]).validator.kel(prefix)
     assert kel is not None
     a = kel.chain[1].event
@@ -186,13 +181,7 @@ async def test_recovery_consistent_behind_and_errors(
 ) -> None:
     with trio.fail_after(60):
         async with network(tmp_path) as net:
-            ctl = net.client.controller
-            prefix = await incept(net, "rita", 20)
-            await net.client.witnessed(
-                ctl.interact("rita", [{"d": "maybe stolen"}], now=net.client.runtime.now()),
-                ctl.identity("rita").last_said,
-            )
-            await net.until(lambda: all(full_kel_at(net, i, prefix, 1) for i in (0, 1)))
+            prefix = await incept_and_interact(net, "rita", 20, "maybe stolen")
             # The key state says how many of the roster's watchers hold it (their tips,
             # exchanged every second while they move).
             await net.until(lambda: all(agree(net, i, prefix) == 2 for i in (0, 1)))

@@ -29,7 +29,7 @@ from dkms.protocol.events import Event, interact, rotate
 from dkms.protocol.evidence import Accusation, parse_evidence, verify_evidence
 from dkms.protocol.stream import Attachments, messagize
 
-from .test_duplicity_network import Net, full_kel_at, incept, network
+from .test_duplicity_network import Net, full_kel_at, incept_and_interact, network
 from .test_keripy_watched import kel_at, submit, watched_network
 
 
@@ -91,12 +91,7 @@ async def test_a_rival_shown_to_one_witness_makes_both_watchers_answer_duplicito
     with trio.fail_after(60):
         async with network(tmp_path) as net:
             ctl = net.client.controller
-            prefix = await incept(net, "mallory", 10)
-            await net.client.witnessed(
-                ctl.interact("mallory", [{"d": "pay bob"}], now=net.client.runtime.now()),
-                ctl.identity("mallory").last_said,
-            )
-            await net.until(lambda: all(full_kel_at(net, i, prefix, 1) for i in (0, 1)))
+            prefix = await incept_and_interact(net, "mallory", 10, "pay bob")
             a = ctl.identity("mallory").last_said
             for i in (0, 1):
                 assert (await net.state(i, prefix))["standing"] == "ok"
@@ -130,13 +125,7 @@ async def test_a_recovery_rotation_superseding_an_interaction_raises_no_alarm(
 ) -> None:
     with trio.fail_after(60):
         async with network(tmp_path) as net:
-            ctl = net.client.controller
-            prefix = await incept(net, "rita", 20)
-            await net.client.witnessed(
-                ctl.interact("rita", [{"d": "maybe stolen"}], now=net.client.runtime.now()),
-                ctl.identity("rita").last_said,
-            )
-            await net.until(lambda: all(full_kel_at(net, i, prefix, 1) for i in (0, 1)))
+            prefix = await incept_and_interact(net, "rita", 20, "maybe stolen")
             kel = net.witness_role(net.w[0]).validator.kel(prefix)
             assert kel is not None
             stale = kel.chain[1]
