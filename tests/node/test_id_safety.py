@@ -117,6 +117,10 @@ async def test_ten_interactions_at_once_make_ten_consecutive_events(
     assert not [m for m in noted if "duplicitous" in m or "conflict" in m], noted
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow  # a real process and a real signal
 async def test_ctrl_c_while_waiting_ends_with_one_line(home: Path) -> None:
     with trio.fail_after(60):
@@ -125,8 +129,13 @@ async def test_ctrl_c_while_waiting_ends_with_one_line(home: Path) -> None:
         keystore = Keystore.open(home, PASS)
         async with Session.held(Home(home), "solo", keystore):
             argv = ["--home", str(home), "id", "interact", "solo", "--data", "{}"]
+            # SIGINT handled as from a terminal even if the suite runs with it ignored (a shell
+            # without job control starts background jobs so, and children inherit that).
             process = await trio.lowlevel.open_process(
-                [*CLI, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                [*CLI, *argv],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=_default_sigint,
             )
             assert process.stderr is not None
             try:
@@ -141,10 +150,11 @@ async def test_ctrl_c_while_waiting_ends_with_one_line(home: Path) -> None:
                     err += chunk
                 assert await process.wait() == 130
             finally:
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-                await process.stderr.aclose()
+                with trio.CancelScope(shield=True):  # reaped even when the test timed out
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
+                    await process.stderr.aclose()
         lines = err.decode().splitlines()
         assert lines == [
             f"dkms: waiting for process {os.getpid()}, which is changing solo ...",
