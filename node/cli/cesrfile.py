@@ -26,6 +26,15 @@ def read_frames(path: str) -> Iterator[Frame]:
         yield from _frames(source)
 
 
+def read_upto(path: str, limit: int = -1) -> bytes:
+    """The file at `path` (`-` is stdin), at most `limit + 1` bytes of it when `limit` is not
+    -1 (so that a caller sees a file over `limit`); `OSError` if it cannot be read."""
+    if path == STDIN:
+        return sys.stdin.buffer.read(limit + 1 if limit >= 0 else -1)
+    with open(path, "rb") as source:
+        return source.read(limit + 1 if limit >= 0 else -1)
+
+
 def _frames(source: BinaryIO) -> Iterator[Frame]:
     reader = StreamReader()
     while chunk := source.read(CHUNK):

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
+from dkms.node.cli.cesrfile import read_upto
 from dkms.node.cli.textout import safe
 from dkms.node.client.home import CommandError
 from dkms.protocol.cbormap import cbor_map
@@ -237,11 +238,7 @@ def _as_claimed(accusation: Accusation, claims: dict[str, Any]) -> None:
 
 def _read(path: str) -> bytes:
     try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_INPUT + 1)
-        else:
-            with open(path, "rb") as source:
-                data = source.read(MAX_INPUT + 1)
+        data = read_upto(path, MAX_INPUT)
     except OSError as err:
         raise CommandError(f"cannot read {path}: {err.strerror}") from None
     if len(data) > MAX_INPUT:

@@ -18,11 +18,10 @@ The exit status is for scripts (`client.kelcheck.Exit`):
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from typing import Final
 
-from dkms.node.cli.cesrfile import STDIN
+from dkms.node.cli.cesrfile import STDIN, read_upto
 from dkms.node.cli.textout import safe
 from dkms.node.client.home import CommandError, Options, introduction
 from dkms.node.client.kelcheck import Checked, check_kel, prepare, status
@@ -73,11 +72,7 @@ def line(result: Checked) -> str:
 
 def _read(path: str) -> bytes:
     try:
-        if path == STDIN:
-            data = sys.stdin.buffer.read(MAX_FILE + 1)
-        else:
-            with open(path, "rb") as source:
-                data = source.read(MAX_FILE + 1)
+        data = read_upto(path, MAX_FILE)
     except OSError as err:
         raise CommandError(f"cannot read {path}: {err.strerror or err}") from None
     if len(data) > MAX_FILE:

@@ -16,7 +16,7 @@ import cbor2
 import trio
 
 from dkms.node.cli import evidence as evidencecmd
-from dkms.node.cli.cesrfile import STDIN
+from dkms.node.cli.cesrfile import read_upto
 from dkms.node.cli.progress import Progress
 from dkms.node.cli.submitted import Plan, Submitted
 from dkms.node.cli.textout import safe, short, table
@@ -65,6 +65,8 @@ async def request_patiently(
         await trio.sleep(wait)
         wait *= 2
     return await ask()
+
+
 SHOWN_RECEIPTS: Final = 5  # receipt lines printed (older nodes send every event's)
 
 # ---------------------------------------------------------------- kel submit
@@ -77,11 +79,7 @@ async def submit(
     fit a request (`client.paging.chunks`); print what each made of each event
     (`cli.submitted`). Long work shows its progress."""
     try:
-        if path == STDIN:
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as source:
-                data = source.read()
+        data = read_upto(path)
         frames = parse_stream(data)
     except OSError as err:
         raise CommandError(f"cannot read {path}: {err.strerror or err}") from None
