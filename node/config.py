@@ -31,9 +31,10 @@ class NodeConfig:
     role: str = "witness"
     data_dir: Path = Path("dkms-node")
     listen: str = "/ip4/127.0.0.1/tcp/0"
+    announce: tuple[str, ...] = ()  # addresses told to others (default: the listen addresses)
     bootstrap: tuple[str, ...] = ()
-    metrics_port: int | None = None  # serve Prometheus metrics on this port (off when unset)
-    metrics_host: str = "127.0.0.1"
+    http_port: int | None = None  # serve /metrics and /health on this port (off when unset)
+    http_host: str = "127.0.0.1"
     log_level: str = "info"
     request_timeout: float = 5.0  # seconds a peer has to answer a request
     max_message: int = 1 << 20  # bytes; libp2p gossip drops larger messages anyway
@@ -55,8 +56,8 @@ class NodeConfig:
             raise ConfigError(
                 f"listen must be a multiaddr like /ip4/0.0.0.0/tcp/4001, not {self.listen!r}"
             )
-        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
-            raise ConfigError(f"metrics_port must be a TCP port, not {self.metrics_port}")
+        if self.http_port is not None and not 0 < self.http_port < 65536:
+            raise ConfigError(f"http_port must be a TCP port, not {self.http_port}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level must be debug, info, warning or error")
         if self.role == "watcher" and not self.governance:
@@ -76,13 +77,16 @@ class NodeConfig:
         return self
 
 
+_RENAMED: Final = {"metrics_port": "http_port", "metrics_host": "http_host"}
+
 _TYPES: Final[dict[str, type]] = {
     "role": str,
     "data_dir": str,
     "listen": str,
+    "announce": list,
     "bootstrap": list,
-    "metrics_port": int,
-    "metrics_host": str,
+    "http_port": int,
+    "http_host": str,
     "log_level": str,
     "request_timeout": float,
     "max_message": int,
@@ -105,6 +109,9 @@ def load(path: Path | None = None, **flags: Any) -> NodeConfig:
     if path is not None:
         values.update(_read_toml(path))
     values.update({k: v for k, v in flags.items() if v is not None and v != ()})
+    for old, new in _RENAMED.items():  # older names still read
+        if old in values:
+            values.setdefault(new, values.pop(old))
     unknown = set(values) - {f.name for f in fields(NodeConfig)}
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -159,6 +166,12 @@ def _convert(name: str, value: Any) -> Any:
     if name == "bootstrap":
         if not all(isinstance(v, str) for v in value):
             raise ConfigError("bootstrap must be a list of multiaddrs or PREFIX@MULTIADDR")
+        return tuple(value)
+    if name == "announce":
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(
+                "announce must be a list of multiaddrs like /ip4/203.0.113.7/tcp/4001"
+            )
         return tuple(value)
     if name == "watch":
         if not all(isinstance(v, str) for v in value):

@@ -131,9 +131,14 @@ async def serve(
         if freeze_heap:
             gc.collect()
             gc.freeze()
-        host_config = HostConfig(
-            max_message_size=config.max_message, request_timeout=config.request_timeout
-        )
+        try:
+            host_config = HostConfig(
+                max_message_size=config.max_message,
+                request_timeout=config.request_timeout,
+                announce=config.announce,
+            )
+        except ValueError as err:
+            raise NodeError(f"announce: {err}") from None
         try:
             async with open_host(seed, config.listen, host_config) as host:
                 await _run(
@@ -276,11 +281,9 @@ async def _run(
         if introductions:
             report = await host.connect(introductions)
             log.info("bootstrap: %s", report)
-        if config.metrics_port is not None:
-            port = await nursery.start(
-                serve_metrics, metrics, config.metrics_port, config.metrics_host
-            )
-            log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
+        if config.http_port is not None:
+            port = await nursery.start(serve_metrics, metrics, config.http_port, config.http_host)
+            log.info("metrics on http://%s:%d/metrics", config.http_host, port)
         if on_start is not None:
             on_start(runtime)
         task_status.started(host)

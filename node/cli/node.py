@@ -65,7 +65,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, default=None, help="TOML file; flags override it")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
     run.add_argument(
-        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT"
+        "--announce",
+        action="append",
+        default=[],
+        metavar="MULTIADDR",
+        help="an address others reach this node at, e.g. /ip4/203.0.113.7/tcp/4001 (repeatable;"
+        " default: the listen addresses, each interface's for 0.0.0.0 or ::)",
+    )
+    run.add_argument(
+        "--http-port",
+        "--metrics-port",
+        dest="http_port",
+        type=int,
+        default=None,
+        help="serve /metrics (Prometheus) and /health on 127.0.0.1:PORT",
     )
     run.add_argument(
         "--store-quota",
@@ -141,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             listen=args.listen,
             bootstrap=tuple(args.bootstrap),
             log_level=args.log_level,
-            metrics_port=args.metrics_port,
+            http_port=args.http_port,
+            announce=tuple(args.announce),
             governance=args.governance,
             watch=tuple(args.watch),
             store_quota=args.store_quota,

@@ -16,6 +16,7 @@ The libp2p host itself, and why it departs from py-libp2p's defaults, is in `sta
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
@@ -42,6 +43,7 @@ from .identity import (
     peer_id_from_prefix,
     peer_name,
 )
+from .interfaces import local_addresses
 from .neighbours import PEERS_PROTOCOL, ConnectReport, Neighbours
 from .reqresp import Handler, Limits, Responder, exchange
 from .stack import build_libp2p_host, check_port_free, listening_addrs, parse_listen_addr
@@ -95,22 +97,28 @@ class P2PHost:
         return list(self.libp2p.get_transport_addrs())
 
     def introductions(self) -> list[Introduction]:
-        """How others can reach us: `HostConfig.announce`, else our specific listen addresses."""
+        """How others can reach us: `HostConfig.announce`, else our listen addresses, with
+        each interface's address for one on 0.0.0.0 or :: (`interfaces.py`)."""
         if self.config.announce:
             return [Introduction(self.prefix, parse_dial_addr(a)) for a in self.config.announce]
-        return [
-            Introduction(self.prefix, addr)
-            for addr in self.listen_addrs
-            if addr.value_for_protocol(addr.protocols()[0].name) not in _UNSPECIFIED
-        ]
+        intros: list[Introduction] = []
+        for addr in self.listen_addrs:
+            family = addr.protocols()[0].name
+            host = addr.value_for_protocol(family)
+            if host not in _UNSPECIFIED:
+                intros.append(Introduction(self.prefix, addr))
+                continue
+            port = addr.value_for_protocol("tcp")
+            kind = socket.AF_INET if family == "ip4" else socket.AF_INET6
+            for ip in local_addresses(kind):
+                concrete = parse_dial_addr(f"/{family}/{ip}/tcp/{port}")
+                intros.append(Introduction(self.prefix, concrete))
+        return intros
 
     @property
     def introduction(self) -> str:
         """`PREFIX@MULTIADDR`: what to hand to other nodes (the first of `introductions`)."""
-        intros = self.introductions()
-        if not intros:
-            raise ValueError("no dialable listen address (0.0.0.0 or ::): set HostConfig.announce")
-        return str(intros[0])
+        return str(self.introductions()[0])
 
     def connected_peers(self) -> list[str]:
         return sorted(peer_name(pid) for pid in self._dialer.connected_peers())

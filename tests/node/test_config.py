@@ -38,7 +38,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ("colour = 'blue'", "unknown setting"),
         ("max_message = 'big'", "max_message must be a int"),
         ("request_timeout = -1", "request_timeout must be positive"),
-        ("metrics_port = 70000", "metrics_port must be a TCP port"),
+        ("http_port = 70000", "http_port must be a TCP port"),
         ("bootstrap = [1, 2]", "bootstrap must be a list"),
         ("this is not toml", "not valid TOML"),
     ],
