@@ -29,6 +29,7 @@ from dkms.node.p2p import (
     parse_introduction,
     prefix_from_peer_id,
 )
+from dkms.node.p2p.neighbours import ConnectReport
 from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.duties import GOVERNANCE_KEY
 from dkms.node.roles.watcher import Watcher
@@ -280,7 +281,7 @@ async def _run(
         await nursery.start(runtime.run)
         if introductions:
             report = await host.connect(introductions)
-            log.info("bootstrap: %s", report)
+            _log_bootstrap(report)
         if config.http_port is not None:
             port = await nursery.start(serve_metrics, metrics, config.http_port, config.http_host)
             log.info("metrics on http://%s:%d/metrics", config.http_host, port)
@@ -293,6 +294,13 @@ async def _run(
                     log.info("%s: shutting down", signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
                     break
+
+
+def _log_bootstrap(report: ConnectReport) -> None:
+    for intro, why in report.failed.items():
+        log.warning("bootstrap peer %s unreachable (%s); trying again until it answers", intro, why)
+    if report.connected:
+        log.info("connected to %d peers: %s", len(report.connected), ", ".join(report.connected))
 
 
 def _storage_metrics(metrics: Metrics, role: Witness | Watcher) -> None:

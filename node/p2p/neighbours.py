@@ -12,6 +12,12 @@ is the authenticated peer on the stream: a peer can say where it is, never who s
 An address can still be false; the dial then fails Noise's identity check and costs a dial.
 Whom to remember, dial and list is `peering.PeerBook`'s policy (pure, and seeded by the
 random generator handed in); this module does the dialling and the asking.
+
+Upkeep (`maintain`): whenever the node has fewer than `min_peers`, it dials its bootstrap peers
+again (each with its own short, capped back-off: a bootstrap peer that was down at start is
+joined within seconds of coming up) and asks its peers whom they know. A node with no
+neighbours at all is isolated: that is a WARNING line once a minute, naming why the bootstrap
+peers failed, until it ends; peers coming and going are INFO lines.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 PEERS_PROTOCOL = "/dkms/1/peers"
 SETTLE = 1.0  # seconds after a disconnect before acting: the peer may be shutting down
+ISOLATION_WARNING = 60.0  # seconds between warnings while the node has no neighbours
 
 Requester = Callable[[ID, str, bytes], Awaitable[Response]]
 
@@ -97,6 +104,7 @@ class Neighbours:
         self.book: PeerBook[ID, Introduction] = PeerBook(rng or random.Random())
         self._wake = trio.Event()  # a connection went away
         self._changed = trio.Event()  # a connection came
+        self._warned_at: float | None = None  # when isolation was last warned of
 
     @property
     def known(self) -> dict[ID, Introduction]:
@@ -108,6 +116,8 @@ class Neighbours:
     def _connected(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+        if self._warned_at is not None:
+            self._wake.set()  # end the isolation warning at once
 
     def _disconnected(self) -> None:
         self._wake.set()
@@ -121,10 +131,16 @@ class Neighbours:
     async def connect(self, introductions: Iterable[Introduction]) -> ConnectReport:
         """Dial `introductions` at once; then fill up to `target_peers` from what they know."""
         intros = {intro.peer_id: intro for intro in introductions}
+        self.book.set_bootstrap(intros)
         failures = await self._dialer.ensure_all(i.peer_info() for i in intros.values())
+        now = trio.current_time()
         for pid, intro in intros.items():
-            if pid not in failures:
-                self.book.remember(pid, intro)
+            if pid in failures:
+                self.book.bootstrap_failed(pid, now, failures[pid])
+            else:
+                self.book.dialled(pid, intro)
+        if failures:
+            self._wake.set()  # upkeep takes the failed ones over, on their back-off
         if len(self._dialer.connected_peers()) < self._config.target_peers:
             await self.exchange()
         connected = {self._name(pid) for pid in self._dialer.connected_peers()}
@@ -160,17 +176,70 @@ class Neighbours:
                 self.book.dialled(pid, intro)
 
     async def maintain(self) -> None:
-        """Runs as a task: after a disconnect, or every interval, top up if below `min_peers`."""
+        """Runs as a task: after a disconnect, every interval, or when a bootstrap peer may be
+        dialled again, top up if below `min_peers`; warn while isolated."""
         while True:
-            with trio.move_on_after(self._config.maintenance_interval):
+            with trio.move_on_after(self._pause()):
                 await self._wake.wait()
                 await trio.sleep(SETTLE)
             self._wake = trio.Event()
             if len(self._dialer.connected_peers()) < self._config.min_peers:
                 try:
+                    await self.redial_bootstrap()
                     await self.exchange()
                 except Exception:  # a bad peer must not end upkeep for good
                     logger.exception("neighbour upkeep failed; will try again")
+            self._watch_isolation()
+
+    def _pause(self) -> float:
+        """Seconds until upkeep should look again: the interval, or sooner while short of
+        neighbours and a bootstrap peer's back-off ends earlier."""
+        pause = self._config.maintenance_interval
+        connected = set(self._dialer.connected_peers())
+        if len(connected) < self._config.min_peers:
+            due = self.book.next_bootstrap(connected)
+            if due is not None:
+                pause = min(pause, max(due - trio.current_time(), 0.05))
+        if not connected:
+            pause = min(pause, ISOLATION_WARNING)
+        return pause
+
+    async def redial_bootstrap(self) -> None:
+        """Dial the bootstrap peers not connected whose back-off is over."""
+        due = self.book.bootstrap_due(set(self._dialer.connected_peers()), trio.current_time())
+        if not due:
+            return
+        failures = await self._dialer.ensure_all(intro.peer_info() for _, intro in due)
+        now = trio.current_time()
+        for pid, intro in due:
+            if pid in failures:
+                self.book.bootstrap_failed(pid, now, failures[pid])
+            else:
+                logger.info("joined bootstrap peer %s", intro)
+                self.book.dialled(pid, intro)
+
+    def _watch_isolation(self) -> None:
+        now = trio.current_time()
+        peers = len(self._dialer.connected_peers())
+        if peers:
+            if self._warned_at is not None:
+                logger.info("no longer isolated: %d neighbours", peers)
+            self._warned_at = None
+            return
+        if self._warned_at is not None and now - self._warned_at < ISOLATION_WARNING:
+            return
+        self._warned_at = now
+        logger.warning("isolated: no neighbours; %s", self.isolation_reason())
+
+    def isolation_reason(self) -> str:
+        """Why we have no neighbours, as far as we know (for the warning and for status)."""
+        if not self.book.bootstrap:
+            return "no bootstrap peers configured, and no node has connected to us"
+        failures = [
+            f"{intro}: {self.book.boot_errors.get(pid, 'not dialled yet')}"
+            for pid, intro in self.book.bootstrap.items()
+        ]
+        return "retrying bootstrap peers (" + "; ".join(failures) + ")"
 
     async def serve(self, peer: str, payload: bytes) -> tuple[Code, bytes, str]:
         """The `/dkms/1/peers` handler: learn the requester's address, list whom we know."""

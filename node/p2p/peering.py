@@ -5,7 +5,10 @@ that dialled it and told it their address, peers listed by others), newest last,
 `MAX_KNOWN`. When it has too few connections it asks its peers whom they know and dials
 some of the candidates (`to_dial`); a peer that could not be dialled is not tried again
 before a back-off that doubles from `RETRY_FIRST` to `RETRY_MAX` (`failed`). When asked, it
-lists the peers it knows, the ones it is connected to first (`listing`). Both choices are
+lists the peers it knows, the ones it is connected to first (`listing`). The bootstrap peers
+it was configured with are tried again while it has too few connections, however often they
+failed, with a back-off that doubles from `BOOT_FIRST` to only `BOOT_MAX`: a node that started
+before its bootstrap peer must join it soon after it comes up (`bootstrap_due`). Both choices are
 shuffled so load spreads over the network rather than onto the first peers listed; the
 shuffling comes from the random generator the caller hands in, so a seeded node (or a test)
 makes the same choices every run. `neighbours.Neighbours` does the dialling and the asking.
@@ -19,6 +22,8 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 MAX_KNOWN: Final = 1024  # introductions remembered (oldest forgotten first)
 RETRY_FIRST: Final = 5.0  # seconds before dialling again a peer that failed
 RETRY_MAX: Final = 300.0
+BOOT_FIRST: Final = 1.0  # seconds before dialling a bootstrap peer again
+BOOT_MAX: Final = 5.0
 
 P = TypeVar("P", bound=Hashable)  # a peer's id
 I = TypeVar("I")  # noqa: E741 - an introduction
@@ -36,6 +41,34 @@ class PeerBook(Generic[P, I]):
         self._max_known = max_known
         self.known: dict[P, I] = {}
         self._retry: dict[P, tuple[float, float]] = {}  # peer -> (not before, last delay)
+        self.bootstrap: dict[P, I] = {}  # the configured bootstrap peers
+        self._boot_retry: dict[P, tuple[float, float]] = {}
+        self.boot_errors: dict[P, str] = {}  # why each bootstrap peer last failed
+
+    def set_bootstrap(self, peers: dict[P, I]) -> None:
+        self.bootstrap = dict(peers)
+
+    def bootstrap_due(self, connected: set[P], now: float) -> list[tuple[P, I]]:
+        """The bootstrap peers not connected whose back-off is over."""
+        return [
+            (peer, intro)
+            for peer, intro in self.bootstrap.items()
+            if peer not in connected and self._boot_retry.get(peer, (0.0, 0.0))[0] <= now
+        ]
+
+    def bootstrap_failed(self, peer: P, now: float, why: str) -> None:
+        delay = min(self._boot_retry.get(peer, (0.0, BOOT_FIRST / 2))[1] * 2, BOOT_MAX)
+        self._boot_retry[peer] = (now + delay, delay)
+        self.boot_errors[peer] = why
+
+    def next_bootstrap(self, connected: set[P]) -> float | None:
+        """When the next bootstrap peer not connected may be dialled (None: none to dial)."""
+        times = [
+            self._boot_retry.get(peer, (0.0, 0.0))[0]
+            for peer in self.bootstrap
+            if peer not in connected
+        ]
+        return min(times) if times else None
 
     def remember(self, peer: P, intro: I) -> None:
         self.known.pop(peer, None)  # re-insert: newest last
@@ -73,6 +106,8 @@ class PeerBook(Generic[P, I]):
 
     def dialled(self, peer: P, intro: I) -> None:
         self._retry.pop(peer, None)
+        self._boot_retry.pop(peer, None)
+        self.boot_errors.pop(peer, None)
         self.remember(peer, intro)
 
     def listing(self, asker: P | None, live: Iterable[P], limit: int) -> list[I]:

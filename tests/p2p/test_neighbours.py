@@ -3,9 +3,12 @@ crosses a network that is no longer a star."""
 
 from __future__ import annotations
 
+import logging
+import socket
 import time
 from contextlib import AsyncExitStack
 
+import pytest
 import trio
 
 from dkms.node.p2p import PEERS_PROTOCOL, HostConfig, P2PHost, open_host, parse_introduction
@@ -82,3 +85,47 @@ async def test_announced_address_replaces_the_listen_address() -> None:
         async with open_host(b"\x05" * 32, config=config) as host:
             assert host.introduction == f"{host.prefix}@/ip4/127.0.0.1/tcp/4001"
             assert host.listen_addrs[0] != host.introductions()[0].addr
+
+
+async def test_a_node_on_every_interface_introduces_itself_with_concrete_addresses() -> None:
+    with trio.fail_after(LIMIT):
+        async with open_host(b"\x06" * 32, "/ip4/0.0.0.0/tcp/0") as host:
+            port = host.listen_addrs[0].value_for_protocol("tcp")
+            addrs = [str(i.addr) for i in host.introductions()]
+            assert addrs[-1] == f"/ip4/127.0.0.1/tcp/{port}"  # loopback last
+            assert not any("0.0.0.0" in a for a in addrs)
+            async with open_host(b"\x07" * 32) as other:  # and the loopback one is dialable
+                report = await other.connect([f"{host.prefix}@{addrs[-1]}"])
+                assert report.connected == (host.prefix,)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_bootstrap_peer_down_at_start_is_joined_once_it_comes_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="dkms.node.p2p.neighbours")
+    listen = f"/ip4/127.0.0.1/tcp/{_free_port()}"
+    config = HostConfig(maintenance_interval=30.0)  # only the bootstrap back-off wakes it
+    with trio.fail_after(LIMIT):
+        async with open_host(b"\x08" * 32, config=config) as node:
+            boot_seed = b"\x09" * 32
+            async with open_host(boot_seed, listen) as probe:
+                intro = probe.introduction  # where the bootstrap peer will be
+            report = await node.connect([intro])
+            assert report.connected == () and list(report.failed) == [intro]
+            await trio.sleep(2.5)  # the bootstrap peer stays down a while: a few retries fail
+            async with open_host(boot_seed, listen) as boot:
+                up = trio.current_time()
+                await node.wait_for_peers(1)
+                joined = trio.current_time() - up
+                assert node.connected_peers() == [boot.prefix]
+    messages = [r.getMessage() for r in caplog.records]
+    warning = "isolated: no neighbours; retrying bootstrap peers ("
+    assert any(m.startswith(warning) for m in messages)
+    assert f"joined bootstrap peer {intro}" in messages
+    print(f"\njoined the bootstrap peer {joined:.2f} s after it came up")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from dkms.node.p2p.peering import RETRY_FIRST, RETRY_MAX, PeerBook
+from dkms.node.p2p.peering import BOOT_FIRST, BOOT_MAX, RETRY_FIRST, RETRY_MAX, PeerBook
 
 
 def book(seed: int = 1, max_known: int = 1024) -> PeerBook[str, str]:
@@ -76,3 +76,26 @@ def test_the_back_off_table_is_bounded_too() -> None:
     for n in range(10):
         b.failed(f"made-up-{n}", now=0.0)
     assert len(b._retry) == 3
+
+
+def test_bootstrap_peers_are_retried_however_often_they_fail_with_a_short_capped_back_off() -> None:
+    b = book()
+    b.set_bootstrap({"boot": "i-boot", "other": "i-other"})
+    assert b.bootstrap_due({"other"}, 0.0) == [("boot", "i-boot")]  # the connected one is not
+    now, delays = 0.0, []
+    for _ in range(40):  # a bootstrap peer that stays down for minutes
+        b.bootstrap_failed("boot", now, "connection refused")
+        due = b.next_bootstrap({"other"})
+        assert due is not None and b.bootstrap_due({"other"}, due - 0.01) == []
+        assert b.bootstrap_due({"other"}, due) == [("boot", "i-boot")]
+        delays.append(due - now)
+        now = due
+    assert delays[:3] == [BOOT_FIRST, 2 * BOOT_FIRST, 4 * BOOT_FIRST]
+    assert max(delays) == BOOT_MAX == delays[-1]
+    assert b.boot_errors == {"boot": "connection refused"}
+    b.dialled("boot", "i-boot")
+    assert b.boot_errors == {} and b.bootstrap_due(set(), now) == [
+        ("boot", "i-boot"),
+        ("other", "i-other"),
+    ]
+    assert b.next_bootstrap({"boot", "other"}) is None
