@@ -49,3 +49,7 @@ class EvidenceError(RemoteProtocolError):
 
 class RosterError(RemoteProtocolError):
     """A governance roster is malformed, or not signed by the governance's current keys."""
+
+
+class LocationError(RemoteProtocolError):
+    """A node's location record is not signed by the node it names."""
