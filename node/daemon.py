@@ -32,6 +32,7 @@ from dkms.node.p2p import (
 from dkms.node.p2p.neighbours import ConnectReport
 from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.duties import GOVERNANCE_KEY
+from dkms.node.roles.rosters import KEY_PREFIX as ROSTER_KEYS
 from dkms.node.roles.watcher import Watcher
 from dkms.node.roles.witness import Witness
 from dkms.node.runtime import heap, memreport
@@ -179,6 +180,9 @@ def _restore(role: Witness | Watcher, store: Store, expect: Mark | None, data_di
     The role's storage policy then learns what the store holds (`Store.usage`)."""
     now = trio.current_time()
     try:
+        if isinstance(role, Witness):
+            for key, kept in store.metas(ROSTER_KEYS):
+                role.restore_roster(key, kept, now)
         if isinstance(role, Watcher):
             bundle = store.get_meta(GOVERNANCE_KEY)
             if bundle is not None:

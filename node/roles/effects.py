@@ -93,7 +93,8 @@ class PersistRuling:
 
 @dataclass(frozen=True, slots=True)
 class PersistMeta:
-    """Store `value` under `key`, replacing what was there (e.g. the governance roster)."""
+    """Store `value` under `key`, replacing what was there (e.g. the governance roster);
+    an empty `value` deletes the key."""
 
     key: str
     value: bytes

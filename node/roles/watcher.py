@@ -298,6 +298,9 @@ class Watcher:
         if kind == views.QUERY:
             return self.views.answer(ask, peer)
         if kind == "roster":
+            if ask.get("g", self.governance.prefix) != self.governance.prefix:
+                follows = self.governance.prefix
+                return Reply.refuse(Code.NO_ROSTER, f"this watcher follows {follows}")
             if self.governance.bundle is None:
                 return Reply.refuse(Code.NO_ROSTER, "this node holds no roster yet")
             return Reply.accept(self.governance.bundle)
@@ -492,7 +495,7 @@ class Watcher:
     def _ask_for_roster(self, now: float) -> list[Effect]:
         if not self.peers:
             return []
-        ask = cbor2.dumps({"t": "roster"})
+        ask = cbor2.dumps({"t": "roster", "g": self.governance.prefix})
         effects: list[Effect] = [
             Send(peer, Surface.QUERY, ask, RosterQuery(peer)) for peer in self.peers[:PEER_ASKS]
         ]

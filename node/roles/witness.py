@@ -18,6 +18,9 @@ this witness, its own first-seen judgement stands in for the `bt` receipts. Inpu
     TimerFired(Tail)      the last events of KELs gone quiet, gossiped again (`tails.py`)
     TimerFired(RivalRepeat)
                           rivals refused, published once more (`rivals.py`)
+    Heard(governance), Request(GOVERNANCE)
+                          roster bundles of any governance, kept (newest, bounded) for the
+                          watchers that ask a witness for theirs (`rosters.py`)
 
 A witness publishes the events it witnesses, whichever way they came, and no others: those
 are its co-witnesses' news, already on the gossip, and republishing them is how a witness
@@ -69,6 +72,7 @@ from .effects import (
     Reply,
     Report,
     SetTimer,
+    Subscribe,
     Surface,
 )
 from .floors import Floors
@@ -89,9 +93,10 @@ from .inputs import (
 from .pages import PAGE_BYTES
 from .rivals import QUERY as RIVALS_QUERY
 from .rivals import Rivals
+from .rosters import Rosters
 from .storage import LOOSE_QUOTA, RECEIPT_BYTES, STORE_QUOTA, Storage, stored_bytes
 from .tails import Tails
-from .topics import Parse, ParseCache, kel_topic, peer_parse, well_formed
+from .topics import GOVERNANCE_TOPIC, Parse, ParseCache, kel_topic, peer_parse, well_formed
 
 
 class Witness:
@@ -131,13 +136,20 @@ class Witness:
         self._over_quota: set[str] = set()  # new identifiers refused in this step
         self.tails = Tails(self.validator, enabled=tails)
         self.rivals = Rivals(self.validator, self.prefix, page_bytes=page_bytes)
+        self.rosters = Rosters(verify)
 
-    surfaces: Final = frozenset({Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY})
+    surfaces: Final = frozenset(
+        {Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY, Surface.GOVERNANCE}
+    )
 
     # ---------------------------------------------------------------- inputs
 
     def start(self, now: float) -> list[Effect]:
-        return [SetTimer(Expiry(), now + EXPIRE_EVERY), *self.storage.start(now)]
+        return [
+            SetTimer(Expiry(), now + EXPIRE_EVERY),
+            Subscribe(GOVERNANCE_TOPIC),  # rosters, kept for the watchers that ask (rosters.py)
+            *self.storage.start(now),
+        ]
 
     def step(self, event: Input, now: float) -> list[Effect]:
         self._over_quota.clear()
@@ -148,8 +160,17 @@ class Witness:
                 return self._receipts(event, now)
             case Request(surface=Surface.QUERY):
                 return self._query(event.payload)
+            case Request(surface=Surface.GOVERNANCE):
+                return self._govern(event.payload, now)
             case Request():
                 return [Reply.refuse(Code.NOT_SERVED, f"a witness does not serve {event.surface}")]
+            case Heard(topic=topic, payload=data) if topic == GOVERNANCE_TOPIC:
+                effects: list[Effect] = []
+                try:
+                    self.rosters.offer(data, now, effects)
+                except ProtocolError as err:
+                    effects.append(Report("debug", f"ignored governance gossip: {err}"))
+                return effects
             case Heard():
                 return self._heard(event.payload, now, event.peer)
             case Answered(tag=GapQuery() as tag):
@@ -183,8 +204,27 @@ class Witness:
         self.storage.restore(stored, loose)
 
     def admits(self, topic: str, payload: bytes) -> bool:
-        """Gossip validation (KEL topics only): the payload frames into valid messages."""
+        """Gossip validation: a roster bundle verifies on its own (`rosters.py`); KEL gossip
+        frames into valid messages."""
+        if topic == GOVERNANCE_TOPIC:
+            return self.rosters.admits(payload)
         return well_formed(payload, self._parse)
+
+    def restore_roster(self, key: str, bundle: bytes, now: float) -> None:
+        """A roster bundle the store kept (`rosters.KEY_PREFIX` keys)."""
+        self.rosters.restore(key, bundle, now)
+
+    def _govern(self, data: bytes, now: float) -> list[Effect]:
+        """A roster handed to us (`dkms governance roster create --publish-to WITNESS`): kept
+        and published when it is new, like one heard."""
+        effects: list[Effect] = []
+        try:
+            changed, why = self.rosters.offer(data, now, effects)
+        except ProtocolError as err:
+            return [Reply.refuse(Code.INVALID, f"roster refused: {err}")]
+        if changed:
+            effects.append(Publish(GOVERNANCE_TOPIC, data))
+        return [*effects, Reply.accept(reason=why)]
 
     def _submit(self, request: Request, now: float) -> list[Effect]:
         """Events from a controller; the reply carries our receipts or says why not.
@@ -291,6 +331,8 @@ class Witness:
             return [listing.answer(self.validator, ask)]
         if ask.get("t") == RIVALS_QUERY:
             return [self.rivals.reply(ask)]
+        if ask.get("t") == "roster":
+            return [self.rosters.answer(ask)]
         prefix = ask.get("i")
         if not isinstance(prefix, str):
             return [Reply.refuse(Code.BAD_QUERY, "query needs an identifier prefix i")]
@@ -303,7 +345,8 @@ class Witness:
             return [Reply.accept(cbor2.dumps(state))]
         return [
             Reply.refuse(
-                Code.BAD_QUERY, "query type t must be 'kel', 'state', 'witnessed' or 'rivals'"
+                Code.BAD_QUERY,
+                "query type t must be 'kel', 'state', 'witnessed', 'rivals' or 'roster'",
             )
         ]
 

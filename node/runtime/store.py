@@ -166,6 +166,7 @@ _INSERT_RULING: Final = (
     "INSERT OR IGNORE INTO rulings (prefix, digest, body, received) VALUES (?, ?, ?, ?)"
 )
 _SET_META: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+_DROP_META: Final = "DELETE FROM meta WHERE key = ?"
 _HEAD: Final = struct.Struct(">Q32s")  # meta `chain`: event rows, last link
 
 
@@ -369,7 +370,8 @@ class Store:
                 if rulings:
                     db.executemany(_INSERT_RULING, rulings)
                 if meta:
-                    db.executemany(_SET_META, meta)
+                    db.executemany(_SET_META, [(k, v) for k, v in meta if v])
+                    db.executemany(_DROP_META, [(k,) for k, v in meta if not v])
                 if loosened or (events and self._loose_prefixes):
                     loose = self._sort_loose(db, events)
                     chained = loose.chained
@@ -400,9 +402,29 @@ class Store:
                 if self._after_commit is not None:
                     self._after_commit(Mark(self._id, self._events, self._head))
 
+    def probe_write(self) -> None:
+        """Take the write lock and write a row, then roll it back (for `/health`): raises
+        `StoreError` when the store cannot be written now (closed, read-only, locked). In WAL
+        mode a rolled-back write touches neither file."""
+        with self._reading("write") as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(_SET_META, ("health-probe", b""))
+            finally:
+                db.execute("ROLLBACK")
+
     def put_meta(self, key: str, value: bytes) -> None:
         with self._transaction(f"store {key}") as db:
             db.execute(_SET_META, (key, value))
+
+    def metas(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every meta key beginning with `prefix`, with its value, in key order."""
+        with self._reading(f"read {prefix}*") as db:
+            rows = db.execute(
+                "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key",
+                (len(prefix), prefix),
+            ).fetchall()
+        return [(str(key), bytes(value)) for key, value in rows]
 
     def get_meta(self, key: str) -> bytes | None:
         with self._reading(f"read {key}") as db:

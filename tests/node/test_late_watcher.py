@@ -16,7 +16,7 @@ from dkms.node.daemon import _bootstrap_prefixes
 from dkms.node.p2p import open_host
 from dkms.node.roles.controller import Controller
 from dkms.node.roles.duties import GOVERNANCE_KEY
-from dkms.node.roles.effects import PersistEvent, PersistMeta, PersistReceipts
+from dkms.node.roles.effects import PersistEvent, PersistMeta, PersistReceipts, Surface
 from dkms.node.roles.governance import roster_bundle
 from dkms.node.roles.topics import kel_topic
 from dkms.node.roles.watcher import Watcher
@@ -135,3 +135,39 @@ async def test_a_watcher_that_joins_later_fills_in_a_kel_begun_before_it(tmp_pat
             kel = new.validator.kel(icp.prefix)
             assert kel is not None and [r.event.said for r in kel.chain] == [icp.said, ixn.said]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_watcher_bootstrapped_only_from_a_witness_gets_the_roster_the_witness_kept(
+    tmp_path: Path,
+) -> None:
+    # The roster is handed to the witness (as `dkms governance roster create --publish-to`
+    # does); the witness is then restarted (it must answer from its store); a watcher that
+    # knows only the witness asks it.
+    gov = governance()
+    prefix = gov.identity("gov").prefix
+    bundle = roster_bundle(gov, "gov", Roster(prefix, 2, watchers=(prefix,)))
+    witness = NodeConfig(role="witness", data_dir=tmp_path / "w", listen=LOOPBACK)
+    runtimes: dict[str, Runtime] = {}
+    with trio.fail_after(30):
+        async with trio.open_nursery() as first:  # ends once this witness has stopped
+            host = await start_node(first, witness, runtimes)
+            async with open_host(os.urandom(32), LOOPBACK) as client:
+                code, _, reason = await client.request(
+                    host.introduction, Surface.GOVERNANCE, bundle
+                )
+            assert code.ok, reason
+            first.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            host = await start_node(nursery, witness, runtimes)  # from its store now
+            config = watcher(tmp_path, gov, "new", host.introduction)
+            started = trio.current_time()
+            new_host = await start_node(nursery, config, runtimes)
+            runtime = runtimes[new_host.prefix]
+            new = runtime.role
+            assert isinstance(new, Watcher)
+            while new.governance.roster is None:
+                await runtime.changed.wait()
+            took = trio.current_time() - started
+            assert new.governance.epoch == 2
+            nursery.cancel_scope.cancel()
+    print(f"\nroster from the witness {took:.2f} s after the watcher started")

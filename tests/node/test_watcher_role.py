@@ -278,7 +278,7 @@ def test_a_watcher_without_a_roster_asks_its_peers_until_one_answers() -> None:
     watcher = Watcher(ME, prefix, peers=[*peers, ME.verfer])  # never asks itself
     asks = [e for e in watcher.start(0.0) if isinstance(e, Send)]
     assert [(s.to, s.tag) for s in asks] == [(p, RosterQuery(NodePrefix(p))) for p in peers]
-    assert all(cbor2.loads(s.payload) == {"t": "roster"} for s in asks)
+    assert all(cbor2.loads(s.payload) == {"t": "roster", "g": prefix} for s in asks)
     # Nobody has one yet: the next ask comes when the timer fires.
     assert answer(watcher, asks[0].tag, False, b"", "this node holds no roster yet", 0.1)
     assert watcher.governance.roster is None
