@@ -35,6 +35,7 @@ Parsed = list[Message | BadFrame] | ProtocolError  # what parse_stream returned,
 KEL_SHARDS: Final = 64
 DUPLICITY_TOPIC: Final = "/dkms/1/duplicity"
 GOVERNANCE_TOPIC: Final = "/dkms/1/governance"
+LOCATIONS_TOPIC: Final = "/dkms/1/locations"  # signed location records (locations.py)
 
 
 def peer_parse(data: bytes) -> list[Message | BadFrame]:

@@ -29,6 +29,7 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
                     page of a KEL (`pages.py`), the evidence and rulings held, the roster
     check           a KEL an application was shown, compared with ours (`checking.py`);
                     what it holds that we lack is heard as gossip from the one who asks
+    locations       nodes' signed location records, heard and answered for (`locations.py`)
 
 What it shares with a witness (persisting accepted events, asking for gaps, expiry, KEL
 queries) is `follower.Follower`; what it keeps of them, and within which quotas, is
@@ -82,11 +83,14 @@ from .inputs import (
     ViewRound,
 )
 from .juror import Lag, Receipts, Throttle
+from .locations import QUERY as LOCATION_QUERY
+from .locations import Locations, roster_nodes
 from .pages import PAGE_BYTES
 from .storage import LOOSE_QUOTA, STORE_QUOTA, Storage
 from .topics import (
     DUPLICITY_TOPIC,
     GOVERNANCE_TOPIC,
+    LOCATIONS_TOPIC,
     Parse,
     ParseCache,
     kel_topic,
@@ -146,6 +150,12 @@ class Watcher:
             forgotten=self._forgotten,
         )
         self.views = views.Views(self.prefix, self._tip, self._rostered)
+        self.locations = Locations(
+            self.prefix,
+            self.validator,
+            verify=self._verify,
+            pinned=lambda: (*self.peers, *roster_nodes(self.governance.roster)),
+        )
         self._restoring = False
 
     surfaces: Final = frozenset({Surface.QUERY, Surface.GOVERNANCE})
@@ -164,6 +174,7 @@ class Watcher:
         topics = sorted({kel_topic(p) for p in self.watch}) if self.watch else kel_topics()
         effects: list[Effect] = [Subscribe(t) for t in topics]
         effects += [Subscribe(DUPLICITY_TOPIC), Subscribe(GOVERNANCE_TOPIC)]
+        effects += self.locations.start()
         effects += [SetTimer(Expiry(), now + EXPIRE_EVERY), self._lag_timer(now)]
         effects += self.storage.start(now)
         if self.governance.roster is None:
@@ -215,6 +226,8 @@ class Watcher:
             except ProtocolError:
                 return False
             return True
+        if topic == LOCATIONS_TOPIC:
+            return self.locations.admits(payload)
         return well_formed(payload, self._parse)
 
     def step(self, event: Input, now: float) -> list[Effect]:
@@ -232,6 +245,8 @@ class Watcher:
                     self.duties.heard(data, effects)
                 elif topic == GOVERNANCE_TOPIC:
                     self.duties.offered(data, now, effects, forward=False)
+                elif topic == LOCATIONS_TOPIC:
+                    effects += self.locations.heard(data, now)
                 else:
                     self._kel_gossip(data, now, effects, peer)
             case Answered(tag=GapQuery() as tag):
@@ -297,6 +312,8 @@ class Watcher:
             return self._check(ask, now, effects, peer)
         if kind == views.QUERY:
             return self.views.answer(ask, peer)
+        if kind == LOCATION_QUERY:
+            return self.locations.reply(ask)
         if kind == "roster":
             if ask.get("g", self.governance.prefix) != self.governance.prefix:
                 follows = self.governance.prefix
@@ -316,7 +333,7 @@ class Watcher:
             return self.follower.kel_reply(prefix, ask)
         return Reply.refuse(
             Code.BAD_QUERY,
-            "query type t must be state, kel, evidence, roster, witnessed, check or tips",
+            "query type t must be state, kel, evidence, roster, witnessed, check, tips or loc",
         )
 
     def _check(self, ask: dict[Any, Any], now: float, effects: list[Effect], peer: str) -> Reply:

@@ -21,6 +21,8 @@ this witness, its own first-seen judgement stands in for the `bt` receipts. Inpu
     Heard(governance), Request(GOVERNANCE)
                           roster bundles of any governance, kept (newest, bounded) for the
                           watchers that ask a witness for theirs (`rosters.py`)
+    Heard(locations), Request(QUERY loc)
+                          nodes' signed location records, newest per node (`locations.py`)
 
 A witness publishes the events it witnesses, whichever way they came, and no others: those
 are its co-witnesses' news, already on the gossip, and republishing them is how a witness
@@ -90,13 +92,23 @@ from .inputs import (
     Tail,
     TimerFired,
 )
+from .locations import QUERY as LOCATION_QUERY
+from .locations import Locations
 from .pages import PAGE_BYTES
 from .rivals import QUERY as RIVALS_QUERY
 from .rivals import Rivals
 from .rosters import Rosters
 from .storage import LOOSE_QUOTA, RECEIPT_BYTES, STORE_QUOTA, Storage, stored_bytes
 from .tails import Tails
-from .topics import GOVERNANCE_TOPIC, Parse, ParseCache, kel_topic, peer_parse, well_formed
+from .topics import (
+    GOVERNANCE_TOPIC,
+    LOCATIONS_TOPIC,
+    Parse,
+    ParseCache,
+    kel_topic,
+    peer_parse,
+    well_formed,
+)
 
 
 class Witness:
@@ -137,6 +149,7 @@ class Witness:
         self.tails = Tails(self.validator, enabled=tails)
         self.rivals = Rivals(self.validator, self.prefix, page_bytes=page_bytes)
         self.rosters = Rosters(verify)
+        self.locations = Locations(self.prefix, self.validator, verify=verify)
 
     surfaces: Final = frozenset(
         {Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY, Surface.GOVERNANCE}
@@ -149,6 +162,7 @@ class Witness:
             SetTimer(Expiry(), now + EXPIRE_EVERY),
             Subscribe(GOVERNANCE_TOPIC),  # rosters, kept for the watchers that ask (rosters.py)
             *self.storage.start(now),
+            *self.locations.start(),
         ]
 
     def step(self, event: Input, now: float) -> list[Effect]:
@@ -171,6 +185,8 @@ class Witness:
                 except ProtocolError as err:
                     effects.append(Report("debug", f"ignored governance gossip: {err}"))
                 return effects
+            case Heard(topic=topic, payload=data) if topic == LOCATIONS_TOPIC:
+                return self.locations.heard(data, now)
             case Heard():
                 return self._heard(event.payload, now, event.peer)
             case Answered(tag=GapQuery() as tag):
@@ -208,6 +224,8 @@ class Witness:
         frames into valid messages."""
         if topic == GOVERNANCE_TOPIC:
             return self.rosters.admits(payload)
+        if topic == LOCATIONS_TOPIC:
+            return self.locations.admits(payload)
         return well_formed(payload, self._parse)
 
     def restore_roster(self, key: str, bundle: bytes, now: float) -> None:
@@ -333,6 +351,8 @@ class Witness:
             return [self.rivals.reply(ask)]
         if ask.get("t") == "roster":
             return [self.rosters.answer(ask)]
+        if ask.get("t") == LOCATION_QUERY:
+            return [self.locations.reply(ask)]
         prefix = ask.get("i")
         if not isinstance(prefix, str):
             return [Reply.refuse(Code.BAD_QUERY, "query needs an identifier prefix i")]
@@ -346,7 +366,7 @@ class Witness:
         return [
             Reply.refuse(
                 Code.BAD_QUERY,
-                "query type t must be 'kel', 'state', 'witnessed', 'rivals' or 'roster'",
+                "query type t must be 'kel', 'state', 'witnessed', 'rivals', 'roster' or 'loc'",
             )
         ]
 
