@@ -141,7 +141,8 @@ async def _hand_over(
                 results[intro.prefix] = ("refused", safe(reason) or "no reason given")
                 return
             try:
-                _, held = read_bundle(await query(transport, intro, {"t": "roster"}, timeout))
+                ask = {"t": "roster", "g": roster.governance}
+                _, held = read_bundle(await query(transport, intro, ask, timeout))
             except (CommandError, ProtocolError) as err:
                 results[intro.prefix] = (
                     "accepted",
@@ -224,9 +225,9 @@ async def show(
     """The roster a node holds, verified here against the governance KEL it came with."""
     intro = introduction(node)
     async with session([intro], options) as transport:
-        bundle = await query(
-            transport, intro, {"t": "roster"}, timeout, hint=" (only watchers hold a roster)"
-        )
+        ask = {"t": "roster"} if governance is None else {"t": "roster", "g": governance}
+        hint = " (a witness may hold several: name one with --governance)"
+        bundle = await query(transport, intro, ask, timeout, hint=hint)
     try:
         _, signed = read_bundle(bundle)
     except ProtocolError as err:

@@ -315,9 +315,10 @@ class Watcher:
         if kind == LOCATION_QUERY:
             return self.locations.reply(ask)
         if kind == "roster":
-            if ask.get("g", self.governance.prefix) != self.governance.prefix:
-                follows = self.governance.prefix
-                return Reply.refuse(Code.NO_ROSTER, f"this watcher follows {follows}")
+            wanted = ask.get("g", self.governance.prefix)
+            if wanted != self.governance.prefix:
+                follows = f"this watcher follows governance {self.governance.prefix}"
+                return Reply.refuse(Code.NO_ROSTER, f"{follows}, not {str(wanted)[:80]}")
             if self.governance.bundle is None:
                 return Reply.refuse(Code.NO_ROSTER, "this node holds no roster yet")
             return Reply.accept(self.governance.bundle)
