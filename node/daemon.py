@@ -38,6 +38,7 @@ from dkms.node.roles.witness import Witness
 from dkms.node.runtime import heap, memreport
 from dkms.node.runtime.loop import Runtime
 from dkms.node.runtime.metrics import Metrics, serve_metrics
+from dkms.node.runtime.ownrecord import OwnRecord
 from dkms.node.runtime.ratelimit import RateLimit
 from dkms.node.runtime.store import Mark, Store, StoreError
 from dkms.node.secretfiles import (
@@ -283,6 +284,8 @@ async def _run(
             )
         # Subscribed before connecting: peers learn every topic from our first hello.
         await nursery.start(runtime.run)
+        own = OwnRecord(runtime, role.locations, role.signer, lambda: _announced(host))
+        nursery.start_soon(own.run, host.wait_for_peers)  # where we listen, signed, gossiped
         if introductions:
             report = await host.connect(introductions)
             _log_bootstrap(report)
@@ -360,6 +363,7 @@ def _table_metrics(metrics: Metrics, role: Witness | Watcher) -> None:
     """`dkms_table_entries{table="follower.asked"}` and so on: what the role's bounded tables
     hold (the follower's asks and gaps; a witness's log of rivals)."""
     tables: dict[str, Callable[[], dict[str, int]]] = {"follower": role.follower.table_sizes}
+    tables["locations"] = role.locations.table_sizes
     if isinstance(role, Witness):
         tables["rivals"] = role.rivals.table_sizes
     for owner, sizes in tables.items():
@@ -396,6 +400,10 @@ def _bootstrap_prefixes(entries: Sequence[str]) -> tuple[str, ...]:
         except (NodeError, ValueError):
             continue
     return tuple(prefixes)
+
+
+def _announced(host: P2PHost) -> list[str]:
+    return [str(i.addr) for i in host.introductions()]
 
 
 def _write_node_file(data_dir: Path, host: P2PHost) -> None:

@@ -67,6 +67,7 @@ from dkms.node.roles.outbox import (
     joined,
 )
 from dkms.node.roles.role import Role
+from dkms.node.roles.topics import LOCATIONS_TOPIC
 from dkms.node.runtime.metrics import Metrics
 from dkms.node.runtime.ratelimit import PeerBuckets, RateLimit
 from dkms.node.runtime.transport import Answer, Transport, TransportError
@@ -341,8 +342,11 @@ class Runtime:
         await self._subscribe(topic)
         while (batch := self._gossip_box.take(topic)) is not None:
             payload = b"".join(batch)
-            self.metrics.count(GOSSIP, help="gossip payloads published (a batch counts once)")
-            self.metrics.count(GOSSIP_BYTES, len(payload), help="payload bytes published")
+            if topic == LOCATIONS_TOPIC:  # a record every few minutes, not per-event traffic
+                self.metrics.count("locations_published", help="location records published")
+            else:
+                self.metrics.count(GOSSIP, help="gossip payloads published (a batch counts once)")
+                self.metrics.count(GOSSIP_BYTES, len(payload), help="payload bytes published")
             try:
                 await self.transport.publish(topic, payload)
             except TransportError as err:  # best effort: co-witnesses also answer queries
