@@ -178,3 +178,15 @@ def _convert(name: str, value: Any) -> Any:
             raise ConfigError("watch must be a list of identifier prefixes")
         return tuple(value)
     return value
+
+
+def file_log_level(path: Path) -> str | None:
+    """The `log_level` the config file at `path` sets now (what SIGHUP re-reads), or None."""
+    value = _read_toml(path).get("log_level")
+    if value is None:
+        return None
+    if value not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            f"config file {path}: log_level must be debug, info, warning or error, not {value!r}"
+        )
+    return str(value)

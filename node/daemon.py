@@ -9,10 +9,10 @@ the node in a data directory is.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
-import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -49,6 +49,8 @@ from dkms.node.secretfiles import (
     load_or_create_node_seed,
     read_private,
 )
+from dkms.node.signals import handle_signals as answer_signals
+from dkms.node.status import NodeView
 from dkms.node.storecheck import StoreRefused, open_proven, refused
 from dkms.protocol.crypto import Signer
 from dkms.protocol.errors import ProtocolError
@@ -74,10 +76,12 @@ async def serve(
     handle_signals: bool = False,
     on_start: Callable[[Runtime], None] | None = None,
     freeze_heap: bool = False,
+    config_file: Path | None = None,
     task_status: TaskStatus[P2PHost] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a witness or a watcher until cancelled (or signalled); `task_status` gets the
     host once it is up, and `on_start` (for embedding and tests) the runtime with its role.
+    With `handle_signals`, SIGHUP re-reads `log_level` from `config_file` (`signals.py`).
 
     `freeze_heap` (the `dkms-node` process sets it; an embedding process decides for itself)
     moves everything alive once the state is restored (imports, libp2p, the restored KELs)
@@ -155,6 +159,7 @@ async def serve(
                     task_status,
                     on_start,
                     own_process=freeze_heap,
+                    config_file=config_file,
                 )
         except P2PError as err:
             raise NodeError(f"network: {err}") from None
@@ -223,6 +228,7 @@ async def _run(
     on_start: Callable[[Runtime], None] | None = None,
     *,
     own_process: bool = False,
+    config_file: Path | None = None,
 ) -> None:
     transport = P2PTransport(host)
     metrics = Metrics()
@@ -286,21 +292,24 @@ async def _run(
         await nursery.start(runtime.run)
         own = OwnRecord(runtime, role.locations, role.signer, lambda: _announced(host))
         nursery.start_soon(own.run, host.wait_for_peers)  # where we listen, signed, gossiped
+        view = NodeView(role, host, store)  # status, /health, peer and minute logs
+        await nursery.start(view.run, config.data_dir)
         if introductions:
             report = await host.connect(introductions)
             _log_bootstrap(report)
         if config.http_port is not None:
-            port = await nursery.start(serve_metrics, metrics, config.http_port, config.http_host)
-            log.info("metrics on http://%s:%d/metrics", config.http_host, port)
+            port = await nursery.start(
+                functools.partial(serve_metrics, health=view.health_check),
+                metrics,
+                config.http_port,
+                config.http_host,
+            )
+            log.info("metrics and health on http://%s:%d/", config.http_host, port)
         if on_start is not None:
             on_start(runtime)
         task_status.started(host)
         if handle_signals:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    log.info("%s: shutting down", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
+            await answer_signals(nursery.cancel_scope, config_file, config.log_level)
 
 
 def _log_bootstrap(report: ConnectReport) -> None:

@@ -4,6 +4,7 @@
                   [--config FILE.toml] [--log-level LEVEL]
     dkms-node run --role watcher --governance PREFIX [--watch PREFIX]... (same options)
     dkms-node info --data-dir DIR [--json]
+    dkms-node status --data-dir DIR [--json]
     dkms-node backup --data-dir DIR --to FILE
     dkms-node restore --data-dir DIR --from FILE [--accept-older]
     dkms-node recover --data-dir DIR --from PREFIX@MULTIADDR... [--prefix PREFIX]...
@@ -28,9 +29,11 @@ from pathlib import Path
 import trio
 
 from dkms.node import backups, recovery
+from dkms.node.cli import nodestatus
 from dkms.node.config import ConfigError, load
 from dkms.node.daemon import NodeError, node_info, serve
-from dkms.node.p2p.logs import quiet_libp2p
+from dkms.node.p2p.logs import set_log_level
+from dkms.node.runtime.control import ControlError
 from dkms.node.runtime.loop import StorageFailure
 from dkms.protocol.errors import ProtocolError
 
@@ -104,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show the node's prefix, peer id and introduction")
     info.add_argument("--data-dir", type=Path, required=True)
     info.add_argument("--json", action="store_true")
+    status = commands.add_parser("status", help="ask the running node how it is (peers, health)")
+    status.add_argument("--data-dir", type=Path, required=True)
+    status.add_argument("--json", action="store_true")
     backup = commands.add_parser("backup", help="copy the store to a new file (node may run)")
     backup.add_argument("--data-dir", type=Path, required=True)
     backup.add_argument("--to", type=Path, required=True, metavar="FILE")
@@ -145,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "info":
             return _info(args.data_dir, args.json)
+        if args.command == "status":
+            return nodestatus.status_command(args.data_dir, args.json)
         if args.command in ("backup", "restore", "recover"):
             return _store_command(args)
         config = load(
@@ -167,11 +175,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(message)s",
             stream=sys.stderr,
         )
-        if config.log_level != "debug":
-            quiet_libp2p()
+        set_log_level(config.log_level)
         trio.run(
             functools.partial(
-                serve, config, announce=_announce, handle_signals=True, freeze_heap=True
+                serve,
+                config,
+                announce=_announce,
+                handle_signals=True,
+                freeze_heap=True,
+                config_file=args.config,
             )
         )
     except (
@@ -179,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         NodeError,
         backups.BackupError,
         recovery.RecoveryError,
+        ControlError,
     ) as err:
         print(f"dkms-node: {err}", file=sys.stderr)
         return 1
@@ -201,6 +214,14 @@ def _announce(line: str) -> None:
 
 def _info(data_dir: Path, as_json: bool) -> int:
     info = node_info(data_dir)
+    unsure = ""
+    try:  # a running node says where it is now; node.json only where it last was
+        info["introductions"] = nodestatus.ask(data_dir, timeout=2.0)["introductions"]
+        info["running"] = True
+    except nodestatus.NotRunning:
+        info["running"] = False
+    except ControlError as err:  # busy, or a socket path too long: not known
+        info["running"], unsure = None, str(err)
     if as_json:
         print(json.dumps(info))
     else:
@@ -208,6 +229,10 @@ def _info(data_dir: Path, as_json: bool) -> int:
         print(f"peer id:  {info['peer_id']}")
         for intro in info["introductions"] or ["(not listening yet: run the node)"]:
             print(f"address:  {intro}")
+        if info["introductions"] and info["running"] is False:
+            print("          (last seen when it ran; not running now)")
+        elif info["introductions"] and info["running"] is None:
+            print(f"          (last seen when it ran; {unsure})")
     return 0
 
 

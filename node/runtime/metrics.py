@@ -1,18 +1,23 @@
-"""Counters and gauges, and a minimal Prometheus endpoint (`GET /metrics`, text format 0.0.4).
+"""Counters and gauges, a minimal Prometheus endpoint (`GET /metrics`, text format 0.0.4), and
+`GET /health` beside it.
 
 Counters counted here (`count`) and values read when scraped (`gauge`, and `counted` for a
 count kept elsewhere, such as a role's) may carry labels, e.g. `escrow="out-of-order"`.
 
-The endpoint speaks just enough HTTP/1.0 for a scraper or `curl`; anything else gets a 404 or
-400. It listens on 127.0.0.1 unless told otherwise: metrics are for the operator.
+The endpoint speaks just enough HTTP/1.0 for a scraper, a load balancer's health check or
+`curl`; anything else gets a 404 or 400. `/health` answers 200 or 503 with a small JSON body,
+`{"status": "ok" | "unhealthy", "peers": N, "reasons": [...]}`, from the `health` callable the
+node hands in (`node/status.py`). It listens on 127.0.0.1 unless told otherwise: metrics are for
+the operator.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import defaultdict
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -21,6 +26,10 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 MAX_REQUEST: Final = 8192  # bytes of request head we read before giving up
+HEALTH_WAIT: Final = 5.0  # seconds a health check may take before it counts as unhealthy
+
+Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+"""`health() -> (ok, body)`: whether the node is healthy, and the JSON body saying why."""
 
 
 Labels = tuple[tuple[str, str], ...]
@@ -97,16 +106,18 @@ async def serve_metrics(
     port: int,
     host: str = "127.0.0.1",
     *,
+    health: Health | None = None,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `GET /metrics` until cancelled; `task_status` receives the bound port."""
+    """Serve `GET /metrics` (and `GET /health` when `health` is given) until cancelled;
+    `task_status` receives the bound port."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     task_status.started(bound)
-    await trio.serve_listeners(lambda stream: _answer(stream, metrics), listeners)
+    await trio.serve_listeners(lambda stream: _answer(stream, metrics, health), listeners)
 
 
-async def _answer(stream: trio.SocketStream, metrics: Metrics) -> None:
+async def _answer(stream: trio.SocketStream, metrics: Metrics, health: Health | None) -> None:
     async with stream:
         head = b""
         with trio.move_on_after(5):
@@ -116,17 +127,35 @@ async def _answer(stream: trio.SocketStream, metrics: Metrics) -> None:
                     break
                 head += chunk
         request_line = head.split(b"\r\n", 1)[0].split()
+        path = request_line[1].split(b"?")[0] if len(request_line) >= 2 else b""
         if len(request_line) < 2 or request_line[0] != b"GET":
             await _send(stream, b"400 Bad Request", b"send GET /metrics\n")
-        elif request_line[1].split(b"?")[0] != b"/metrics":
-            await _send(stream, b"404 Not Found", b"try /metrics\n")
-        else:
+        elif path == b"/metrics":
             await _send(stream, b"200 OK", metrics.render().encode())
+        elif path == b"/health" and health is not None:
+            ok, body = await _checked(health)
+            status = b"200 OK" if ok else b"503 Service Unavailable"
+            await _send(stream, status, json.dumps(body).encode() + b"\n", JSON)
+        else:
+            await _send(stream, b"404 Not Found", b"try /metrics\n")
 
 
-async def _send(stream: trio.SocketStream, status: bytes, body: bytes) -> None:
+async def _checked(health: Health) -> tuple[bool, dict[str, Any]]:
+    """The node's health, or unhealthy when the check itself hangs (a stuck node is not up)."""
+    with trio.move_on_after(HEALTH_WAIT):
+        return await health()
+    return False, {"status": "unhealthy", "reasons": [f"no health check within {HEALTH_WAIT:g} s"]}
+
+
+PROMETHEUS: Final = b"text/plain; version=0.0.4"
+JSON: Final = b"application/json"
+
+
+async def _send(
+    stream: trio.SocketStream, status: bytes, body: bytes, kind: bytes = PROMETHEUS
+) -> None:
     head = (
-        b"HTTP/1.0 " + status + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
+        b"HTTP/1.0 " + status + b"\r\nContent-Type: " + kind + b"\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
     )
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
