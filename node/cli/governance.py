@@ -23,10 +23,10 @@ import trio
 from dkms.node.cli.ids import hold_identifier
 from dkms.node.cli.net import query
 from dkms.node.cli.textout import safe
-from dkms.node.client.home import CommandError, Home, Options, introduction, read_kel
+from dkms.node.client.home import CommandError, Home, Options, read_kel
 from dkms.node.client.keystore import Keystore
+from dkms.node.client.locating import NodeRef, node_ref
 from dkms.node.client.witnessing import session
-from dkms.node.p2p import Introduction
 from dkms.node.roles.controller import Controller
 from dkms.node.roles.effects import Surface
 from dkms.node.roles.governance import Governance, read_bundle, roster_bundle
@@ -56,7 +56,7 @@ async def create(
     options: Options,
 ) -> int:
     """Sign a roster with NAME's current keys; write it to `out` and/or hand it to nodes."""
-    intros = [introduction(p) for p in publish_to]
+    intros = [node_ref(p, options) for p in publish_to]
     if epoch is not None and epoch < 0:
         raise CommandError("--epoch must be 0 or more")
     home.check_kel(name)
@@ -72,7 +72,7 @@ async def _create(
     home: Home,
     name: str,
     keystore: Keystore,
-    intros: Sequence[Introduction],
+    intros: Sequence[NodeRef],
     watchers: Sequence[str],
     jurors: Sequence[str],
     judges: Sequence[str],
@@ -121,7 +121,7 @@ async def _create(
 
 
 async def _hand_over(
-    intros: Sequence[Introduction], bundle: bytes, roster: Roster, timeout: float, options: Options
+    intros: Sequence[NodeRef], bundle: bytes, roster: Roster, timeout: float, options: Options
 ) -> dict[str, tuple[str, str]]:
     """Give each node the bundle, then ask it which roster it holds: node -> (verdict, why).
     A node says yes also to a roster that is not newer than its own (its reason does not
@@ -129,7 +129,7 @@ async def _hand_over(
     results: dict[str, tuple[str, str]] = {}
     async with session(intros, options) as transport:
 
-        async def hand(intro: Introduction) -> None:
+        async def hand(intro: NodeRef) -> None:
             try:
                 code, _, reason = await transport.request(
                     intro.prefix, Surface.GOVERNANCE.value, bundle, timeout
@@ -223,7 +223,7 @@ async def show(
     node: str, *, governance: str | None, as_json: bool, timeout: float, options: Options
 ) -> int:
     """The roster a node holds, verified here against the governance KEL it came with."""
-    intro = introduction(node)
+    intro = node_ref(node, options)
     async with session([intro], options) as transport:
         ask = {"t": "roster"} if governance is None else {"t": "roster", "g": governance}
         hint = " (a witness may hold several: name one with --governance)"

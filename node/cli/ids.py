@@ -16,9 +16,11 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, Final
 
 from dkms.node.cli.textout import safe, table, threshold
-from dkms.node.client.home import CommandError, Home, Options, introduction, read_kel
+from dkms.node.client.home import CommandError, Home, Options, read_kel
 from dkms.node.client.keystore import Keystore
+from dkms.node.client.locating import NodeRef, node_ref
 from dkms.node.client.session import Session, Wanted, state_of
+from dkms.node.client.witnessing import findable
 from dkms.node.p2p import Introduction
 from dkms.node.roles.controller import Controller
 from dkms.protocol.keystate import KeyState
@@ -44,8 +46,8 @@ async def create(
 ) -> int:
     """Incept NAME with fresh keys; local-only when it has no witnesses."""
     home.check_name(name)
-    intros = [introduction(w) for w in witnesses]
-    prefixes = [i.prefix for i in intros]
+    named = [node_ref(w, options) for w in witnesses]
+    prefixes = [n.prefix for n in named]
     if len(set(prefixes)) != len(prefixes):
         raise CommandError("a witness is named twice")
     toad = len(prefixes) if toad is None else toad
@@ -60,6 +62,7 @@ async def create(
         raise CommandError(f"--threshold must be between 1 and --keys ({keys})")
     if home.kel_path(name).exists():  # asked again under the lock: this spares a passphrase
         raise CommandError(f"an identifier named {name!r} exists already in {home.root}")
+    await findable(named, options)
     keystore = home.keystore(passphrase_file, options)
     async with hold_identifier(home, name, keystore) as held:
         ctl = await held.incept(
@@ -69,7 +72,7 @@ async def create(
             kt=kt,
             timeout=timeout,
             options=options,
-            intros=intros,
+            intros=[n.intro for n in named if n.intro is not None],
         )
     _report(ctl, name, _DONE["icp"])
     return 0
@@ -87,10 +90,12 @@ async def rotate(
     options: Options,
 ) -> int:
     """Rotate NAME's keys to the committed next ones, changing witnesses if asked."""
-    intros = [introduction(a) for a in adds]
+    added = [node_ref(a, options) for a in adds]
+    intros = [n.intro for n in added if n.intro is not None]
+    await findable(added, options)
 
     def wanted(state: KeyState) -> dict[str, Any]:
-        return _rotation(name, state, intros, list(cuts), toad)
+        return _rotation(name, state, added, list(cuts), toad)
 
     return await _change(home, name, wanted, intros, passphrase_file, timeout, options)
 
@@ -250,7 +255,7 @@ def _interrupts(what: str) -> Iterator[None]:
 
 
 def _rotation(
-    name: str, state: KeyState, adds: list[Introduction], cuts: list[str], toad: int | None
+    name: str, state: KeyState, adds: list[NodeRef], cuts: list[str], toad: int | None
 ) -> dict[str, Any]:
     """The rotation asked for, checked against the witnesses in force."""
     before = list(state.witnesses)

@@ -23,8 +23,9 @@ from typing import Final
 
 from dkms.node.cli.cesrfile import STDIN, read_upto
 from dkms.node.cli.textout import safe
-from dkms.node.client.home import CommandError, Options, introduction
+from dkms.node.client.home import CommandError, Options
 from dkms.node.client.kelcheck import Checked, check_kel, prepare, status
+from dkms.node.client.locating import node_ref
 from dkms.node.client.witnessing import session
 
 MAX_FILE: Final = 256 << 20  # bytes of FILE read at most
@@ -45,7 +46,7 @@ async def check(
         shown = prepare(_read(path), prefix, budget=options.chunk)
     except CommandError as err:
         raise CommandError(f"{name}: {err}") from None
-    intros = [introduction(w) for w in watchers]
+    intros = [node_ref(w, options) for w in watchers]
     async with session(intros, options) as transport:
         results = await check_kel(transport, [i.prefix for i in intros], shown, timeout=timeout)
     for result in results:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -28,6 +29,7 @@ from dkms.protocol.errors import ProtocolError
 Command = Callable[[argparse.Namespace, Options], int]
 AsyncCommand = Callable[[argparse.Namespace, Options], Awaitable[int]]
 WAIT = 30.0  # default --timeout, seconds
+BOOTSTRAP_HELP = "a node to ask where nodes named by bare prefix (B...) listen"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", metavar="DIR", help="where identifiers are kept (default: $DKMS_HOME or ~/.dkms)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument(
+        "--bootstrap",
+        metavar="PREFIX@MULTIADDR",
+        default=os.environ.get("DKMS_BOOTSTRAP") or None,
+        help=f"{BOOTSTRAP_HELP} (default: $DKMS_BOOTSTRAP)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     secret = argparse.ArgumentParser(add_help=False)
     secret.add_argument(
@@ -47,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     for parent in (secret, wait):
         parent.add_argument(
             "--timeout", type=float, default=WAIT, metavar="SECONDS", help="wait for nodes"
+        )
+        parent.add_argument(  # here too, so it may follow the command; unset, the global one
+            "--bootstrap",
+            metavar="PREFIX@MULTIADDR",
+            default=argparse.SUPPRESS,
+            help=BOOTSTRAP_HELP,
         )
 
     kel = commands.add_parser("kel", help="key event log files (CESR streams)")
@@ -397,6 +411,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace | int:
         return exc.code if isinstance(exc.code, int) else 2
 
 
+def _options(args: argparse.Namespace, options: Options | None) -> Options:
+    """`options` (default ones) with the bootstrap node the command line or environment names."""
+    opts = options or Options()
+    return dataclasses.replace(opts, bootstrap=args.bootstrap) if args.bootstrap else opts
+
+
 def _failed(err: Exception) -> int:
     print(f"dkms: {err}", file=sys.stderr)
     return 1
@@ -427,7 +447,7 @@ def main(argv: list[str] | None = None, options: Options | None = None) -> int:
     args = _parse(argv)
     if isinstance(args, int):
         return args
-    opts = options or Options()
+    opts = _options(args, options)
     if hasattr(args, "arun"):
         from dkms.node.cli import net as netcmd  # noqa: F401 - libp2p sets up its loggers on import: before _logging
     with _logging(args.verbose):
@@ -448,7 +468,7 @@ async def amain(argv: list[str], options: Options | None = None) -> int:
     args = _parse(argv)
     if isinstance(args, int):
         return args
-    opts = options or Options()
+    opts = _options(args, options)
     if hasattr(args, "arun"):
         from dkms.node.cli import net as netcmd  # noqa: F401 - libp2p sets up its loggers on import: before _logging
     with _logging(args.verbose):

@@ -20,10 +20,10 @@ from dkms.node.cli.cesrfile import read_upto
 from dkms.node.cli.progress import Progress
 from dkms.node.cli.submitted import Plan, Submitted
 from dkms.node.cli.textout import safe, short, table
-from dkms.node.client.home import CommandError, Home, Options, introduction
+from dkms.node.client.home import CommandError, Home, Options
+from dkms.node.client.locating import NodeRef, node_ref
 from dkms.node.client.paging import kel_pages
 from dkms.node.client.witnessing import session
-from dkms.node.p2p import Introduction
 from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import Surface
@@ -89,7 +89,7 @@ async def submit(
     events = [m.event for m in plan.events]
     if not events:
         raise CommandError(f"{path} holds no key events")
-    intros = [introduction(t) for t in to]
+    intros = [node_ref(t, options) for t in to]
     results = {i.prefix: Submitted(i.prefix) for i in intros}
     by_said = {e.said: e for e in events}
     done = dict.fromkeys(results, 0)
@@ -231,7 +231,7 @@ async def keystate(
 ) -> int:
     """Ask a node for an identifier's key state, and check it against the KEL it serves.
     A watcher's answer also gives the identifier's standing and the evidence behind it."""
-    intro = introduction(node)
+    intro = node_ref(node, options)
     async with session([intro], options) as transport:
         answer = _map(
             await query(transport, intro, {"t": "state", "i": prefix}, timeout), intro, "key state"
@@ -295,7 +295,7 @@ def _print_agreement(found: object) -> None:
 
 
 async def _read_kel(
-    transport: P2PTransport, intro: Introduction, prefix: str, sn: object, timeout: float
+    transport: P2PTransport, intro: NodeRef, prefix: str, sn: object, timeout: float
 ) -> Validator:
     """A validator that has read `prefix`'s KEL as `intro` serves it, page by page."""
     total = sn + 1 if isinstance(sn, int) and not isinstance(sn, bool) else None
@@ -317,7 +317,7 @@ async def evidence(
     node: str, prefix: str | None, *, as_json: bool, timeout: float, options: Options
 ) -> int:
     """The evidence and rulings a watcher holds (about `prefix`, or all), checked here."""
-    intro = introduction(node)
+    intro = node_ref(node, options)
     ask: dict[str, Any] = {"t": "evidence"} if prefix is None else {"t": "evidence", "i": prefix}
     async with session([intro], options) as transport:
         payload = await query(transport, intro, ask, timeout, hint=" (only watchers hold evidence)")
@@ -326,7 +326,7 @@ async def evidence(
     return 0
 
 
-def _map(payload: bytes, intro: Introduction, what: str) -> dict[str, Any]:
+def _map(payload: bytes, intro: NodeRef, what: str) -> dict[str, Any]:
     try:
         answer = cbor2.loads(payload)
     except Exception:  # cbor2 raises many types on hostile input
@@ -338,7 +338,7 @@ def _map(payload: bytes, intro: Introduction, what: str) -> dict[str, Any]:
 
 async def query(
     transport: P2PTransport,
-    intro: Introduction,
+    intro: NodeRef,
     ask: dict[str, Any],
     timeout: float,
     *,
@@ -372,7 +372,7 @@ def export(home: Home, name: str) -> int:
 async def export_from(prefix: str, node: str, *, timeout: float, options: Options) -> int:
     """Write `prefix`'s KEL as `node` serves it (CESR, binary) to stdout, page by page."""
     out = _binary_stdout()
-    intro = introduction(node)
+    intro = node_ref(node, options)
     progress = Progress(f"events of the KEL written from {short(intro.prefix)}")
     count = 0
     async with session([intro], options) as transport:

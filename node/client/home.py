@@ -78,6 +78,7 @@ class Options:
     ask: Callable[[str], str] = getpass.getpass  # the passphrase prompt
     listen: str = "/ip4/127.0.0.1/tcp/0"  # the controller's ephemeral libp2p host
     chunk: int = 256 * 1024  # bytes at most in one request of `dkms kel submit` (paging.py)
+    bootstrap: str | None = None  # PREFIX@MULTIADDR of a node to find others by prefix
 
 
 def default_home() -> Path:

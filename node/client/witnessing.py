@@ -22,8 +22,8 @@ import trio
 
 from dkms.node.client.controller import ControllerClient, WitnessingFailed
 from dkms.node.client.home import CommandError, Home, Options
+from dkms.node.client.locating import LocatingTransport, NodeRef, bootstrap_of
 from dkms.node.p2p import Introduction, MessageTooLarge, P2PError, PeerUnreachable, open_host
-from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller
 from dkms.node.roles.effects import Effect, Send, Surface
@@ -103,20 +103,54 @@ class NotWitnessed(CommandError):
 
 
 @asynccontextmanager
-async def session(intros: Iterable[Introduction], options: Options) -> AsyncIterator[P2PTransport]:
-    """A transport over a fresh libp2p host that knows where `intros` listen."""
+async def session(
+    nodes: Iterable[Introduction | NodeRef], options: Options
+) -> AsyncIterator[LocatingTransport]:
+    """A transport over a fresh libp2p host that knows where `nodes` listen: those named by
+    prefix alone are looked up at once through `options.bootstrap` (a CommandError says why
+    one cannot be found), and any other node without a known address when it is first asked
+    (`locating.LocatingTransport`)."""
+    bootstrap = bootstrap_of(options)
+    named = [n if isinstance(n, NodeRef) else NodeRef(n.prefix, n) for n in nodes]
     started = False
     try:
         async with open_host(os.urandom(32), options.listen) as host:
             started = True
-            transport = P2PTransport(host)
-            for intro in intros:
-                transport.learn(intro)
+            transport = LocatingTransport(host, bootstrap)
+            for node in named:
+                if node.intro is not None:
+                    transport.learn(node.intro)
+            await _locate([n.prefix for n in named if n.intro is None], transport)
             yield transport
     except (P2PError, OSError) as err:
         if started:
             raise
         raise CommandError(f"cannot start a libp2p host on {options.listen}: {err}") from None
+
+
+async def findable(nodes: Iterable[NodeRef], options: Options) -> None:
+    """Check that the nodes named by prefix alone can be found (`session` says why one
+    cannot), before anything is made for them."""
+    bare = [n for n in nodes if n.intro is None]
+    if bare:
+        async with session(bare, options):
+            pass
+
+
+async def _locate(prefixes: list[str], transport: LocatingTransport) -> None:
+    """Find where the nodes named by prefix alone listen; a CommandError if one is unknown."""
+    why: dict[str, str] = {}
+
+    async def one(prefix: str) -> None:
+        answer = await transport.locate(prefix)
+        if answer is not None:
+            why[prefix] = answer
+
+    async with trio.open_nursery() as nursery:
+        for prefix in dict.fromkeys(prefixes):
+            nursery.start_soon(one, prefix)
+    if why:
+        raise CommandError("; ".join(why[p] for p in prefixes if p in why))
 
 
 class Tracked:
