@@ -112,7 +112,11 @@ def summary(status: dict[str, Any]) -> list[str]:
         f"{status['role']} {status['prefix']}, up {_duration(status['uptime'])}"
         f" (pid {status['pid']})",
         "health:   "
-        + ("ok" if health.get("status") == "ok" else "; ".join(health.get("reasons", []))),
+        + (
+            "ok"
+            if health.get("status") == "ok"
+            else "unhealthy: " + "; ".join(health.get("reasons", []))
+        ),
     ]
     lines += [f"address:  {intro}" for intro in status["introductions"]]
     peers = status["peers"]
@@ -124,9 +128,11 @@ def summary(status: dict[str, Any]) -> list[str]:
     mesh = status["mesh"]
     if mesh:
         sizes = sorted(mesh.values())
+        spread = f"{sizes[0]}" if sizes[0] == sizes[-1] else f"{sizes[0]} to {sizes[-1]}"
+        empty = sum(1 for size in sizes if size == 0)
         lines.append(
-            f"mesh:     {len(mesh)} topics, {sizes[0]}-{sizes[-1]} peers each"
-            f" ({sum(1 for s in sizes if s == 0)} with none)"
+            f"mesh:     {len(mesh)} topics, {spread} peers each"
+            + (f" ({empty} with none)" if empty and sizes[-1] else "")
         )
     if status.get("roster_epoch") is not None:
         lines.append(f"roster:   epoch {status['roster_epoch']}")

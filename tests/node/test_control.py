@@ -328,3 +328,40 @@ def test_libp2p_root_logger_warnings_only_at_debug(
     assert not root.filter(record) and root.filter(ours)
     set_log_level("debug")
     assert root.filter(record)
+
+
+def test_the_human_summary_names_what_is_wrong() -> None:
+    status = {
+        "role": "watcher",
+        "prefix": "Bx",
+        "uptime": 3725.2,
+        "pid": 7,
+        "health": {"status": "unhealthy", "peers": 1, "reasons": ["store: only 3 bytes free"]},
+        "introductions": ["Bx@/ip4/127.0.0.1/tcp/1"],
+        "peers": [
+            {"prefix": "By", "address": "/ip4/127.0.0.1/tcp/2", "direction": "in", "score": -1.5}
+        ],
+        "peer_count": 1,
+        "mesh": {"/a": 0, "/b": 2},
+        "roster_epoch": 3,
+        "kels": 2,
+        "events": 5,
+        "receipts": 9,
+        "escrows": {"out-of-order": {"entries": 1, "bytes": 2048}},
+        "store": {"stored_bytes": 100, "quota": 4 << 30, "file_bytes": 90000},
+        "recent": [{"time": "2026-01-01T00:00:00", "level": "WARNING", "message": "isolated"}],
+    }
+    assert nodestatus.summary(status) == [
+        "watcher Bx, up 1h2m (pid 7)",
+        "health:   unhealthy: store: only 3 bytes free",
+        "address:  Bx@/ip4/127.0.0.1/tcp/1",
+        "peers:    1 (1 in, 0 out)",
+        "  By  in      /ip4/127.0.0.1/tcp/2  score -1.5",
+        "mesh:     2 topics, 0 to 2 peers each (1 with none)",
+        "roster:   epoch 3",
+        "held:     2 KELs, 5 events, 9 receipts",
+        "escrows:  1 entries, 2.0 KiB",
+        "store:    100 B of 4.0 GiB (store_quota), 87.9 KiB on disk",
+        "recent warnings and errors:",
+        "  2026-01-01T00:00:00 WARNING isolated",
+    ]
