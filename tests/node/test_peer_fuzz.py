@@ -40,7 +40,7 @@ from dkms.node.p2p.framing import encode_request
 from dkms.node.p2p.host import P2PHost
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import Surface
-from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, kel_topics
+from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, LOCATIONS_TOPIC, kel_topics
 from dkms.node.testing.keys import node_signer
 
 pytestmark = pytest.mark.slow  # real processes
@@ -53,7 +53,7 @@ PING = ("/ipfs/ping/1.0.0",)
 DKMS = (*(s.value for s in Surface), "/dkms/1/peers")
 UNSPOKEN = ("/dkms/1/nonesuch",)
 FUZZED = frozenset((*MESHSUB, *IDENTIFY, *PING, *DKMS))
-TOPICS = (DUPLICITY_TOPIC, GOVERNANCE_TOPIC, *kel_topics()[:4], "/not/a/topic")
+TOPICS = (DUPLICITY_TOPIC, GOVERNANCE_TOPIC, LOCATIONS_TOPIC, *kel_topics()[:4], "/not/a/topic")
 
 
 @dataclass
