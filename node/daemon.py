@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
-from libp2p.peer.id import ID
 
+from dkms.node import configvalues
 from dkms.node.config import NodeConfig
+from dkms.node.configvalues import BadValue
 from dkms.node.p2p import (
     HostConfig,
     NodeIdentity,
     P2PError,
     open_host,
     parse_introduction,
-    prefix_from_peer_id,
 )
 from dkms.node.p2p.neighbours import ConnectReport
 from dkms.node.p2p.transport import P2PTransport
@@ -387,16 +387,12 @@ def _table_metrics(metrics: Metrics, role: Witness | Watcher) -> None:
 
 
 def bootstrap_introduction(text: str) -> str:
-    """`PREFIX@MULTIADDR`, or a libp2p multiaddr ending in `/p2p/<peer id>` (the prefix is
-    read off the peer id, which for our nodes carries their Ed25519 key)."""
-    if "@" in text or "/p2p/" not in text:
-        return text
-    addr, _, peer = text.rpartition("/p2p/")
+    """`PREFIX@MULTIADDR` of a bootstrap entry written either way (`PREFIX@MULTIADDR`, or
+    `MULTIADDR/p2p/PEER_ID`); `NodeConfig.check` refused any other before the node started."""
     try:
-        prefix = prefix_from_peer_id(ID.from_base58(peer))
-    except Exception:
-        raise NodeError(f"bootstrap {text!r}: /p2p/{peer} is not the id of a dkms node") from None
-    return f"{prefix}@{addr}"
+        return configvalues.bootstrap_introduction(text)
+    except BadValue as err:
+        raise NodeError(f"bootstrap {text!r}: {err}") from None
 
 
 def _bootstrap_prefixes(entries: Sequence[str]) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, Final
 
+from dkms.node.cli.interrupt import Said
 from dkms.node.cli.textout import safe, table, threshold
 from dkms.node.client.home import CommandError, Home, Options, read_kel
 from dkms.node.client.keystore import Keystore
@@ -245,13 +246,13 @@ def _interrupts(what: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         print(f"dkms: interrupted {what}", file=sys.stderr)
-        raise
+        raise Said from None
     except BaseExceptionGroup as group:
         _, rest = group.split(KeyboardInterrupt)
         if rest is not None:
             raise
         print(f"dkms: interrupted {what}", file=sys.stderr)
-        raise KeyboardInterrupt from None
+        raise Said from None
 
 
 def _rotation(

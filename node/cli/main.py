@@ -15,12 +15,14 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from dkms.node.cli import kel as kelcmd
 from dkms.node.cli import kelinspect
+from dkms.node.cli.interrupt import INTERRUPTED, said
 from dkms.node.client.home import CommandError, Home, Options, default_home
 from dkms.node.secretfiles import SecretError
 from dkms.protocol import cesr
@@ -461,6 +463,10 @@ def main(argv: list[str] | None = None, options: Options | None = None) -> int:
             return run(args, opts)
         except (CommandError, SecretError) as err:
             return _failed(err)
+        except BaseException as exc:  # Ctrl-C, maybe in trio's exception groups
+            if said("dkms", exc):
+                return INTERRUPTED
+            raise
 
 
 async def amain(argv: list[str], options: Options | None = None) -> int:
@@ -492,8 +498,9 @@ def entry() -> None:
         # stdout at devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = 1
-    except KeyboardInterrupt:
-        status = 130
+    except KeyboardInterrupt as exc:  # outside `main`'s own handling (between two lines)
+        said("dkms", exc)
+        status = INTERRUPTED
     except Exception as exc:
         # Bad input must never show a user a traceback; if the library still trips over some
         # input, say so in one line. Tests call `main`, so they see such bugs in full.
@@ -505,4 +512,6 @@ def entry() -> None:
             file=sys.stderr,
         )
         status = 70
+    if status == INTERRUPTED:  # a second Ctrl-C while the interpreter exits: no traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(status)

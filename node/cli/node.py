@@ -22,14 +22,17 @@ import argparse
 import functools
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import trio
 
 from dkms.node import backups, recovery
 from dkms.node.cli import nodestatus
+from dkms.node.cli.interrupt import INTERRUPTED, interruptible, said
 from dkms.node.config import ConfigError, load
 from dkms.node.daemon import NodeError, node_info, serve
 from dkms.node.p2p.logs import set_log_level
@@ -38,11 +41,18 @@ from dkms.node.runtime.loop import StorageFailure
 from dkms.protocol.errors import ProtocolError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other mistake (`argparse` prints the usage too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"dkms-node: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dkms-node", description="Run a DKMS node.")
+    parser = _Parser(prog="dkms-node", description="Run a DKMS node.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a node until SIGINT/SIGTERM")
-    run.add_argument("--role", choices=["witness", "watcher"], default=None)
+    run.add_argument("--role", default=None, help="witness (default) or watcher")
     run.add_argument(
         "--governance",
         default=None,
@@ -66,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a peer to join through: PREFIX@MULTIADDR or MULTIADDR/p2p/PEER_ID (repeatable)",
     )
     run.add_argument("--config", type=Path, default=None, help="TOML file; flags override it")
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    run.add_argument("--log-level", default=None, help="debug, info (default), warning or error")
     run.add_argument(
         "--announce",
         action="append",
@@ -79,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         "--http-port",
         "--metrics-port",
         dest="http_port",
-        type=int,
         default=None,
+        metavar="PORT",
         help="serve /metrics (Prometheus) and /health on 127.0.0.1:PORT",
     )
     run.add_argument(
@@ -147,7 +157,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run `dkms-node` with `argv` (default: the process arguments); return the exit status:
+    0 done, 1 the node cannot start or go on, 2 a usage or configuration mistake, 130 Ctrl-C
+    (one line each on stderr)."""
+    return interruptible("dkms-node", functools.partial(_main, argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), said already
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.command == "info":
             return _info(args.data_dir, args.json)
@@ -186,8 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config_file=args.config,
             )
         )
+    except ConfigError as err:
+        print(f"dkms-node: {err}", file=sys.stderr)
+        return 2
     except (
-        ConfigError,
         NodeError,
         backups.BackupError,
         recovery.RecoveryError,
@@ -200,8 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"dkms-node: storage failure: {err}; restart to recover from the store", file=sys.stderr
         )
         return 1
-    except KeyboardInterrupt:
-        return 130
     except ProtocolError as err:  # a stored message that no longer reads
         print(f"dkms-node: stored data is unreadable: {err}", file=sys.stderr)
         return 1
@@ -272,7 +292,14 @@ def _warn(line: str) -> None:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        status = main()
+    except KeyboardInterrupt as exc:  # outside `main`'s own handling (between two lines)
+        said("dkms-node", exc)
+        status = INTERRUPTED
+    if status == INTERRUPTED:  # a second Ctrl-C while the interpreter exits: no traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

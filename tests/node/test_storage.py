@@ -6,6 +6,7 @@ restart, the settings, and the metrics."""
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -527,18 +528,19 @@ def test_quota_settings_take_bytes_or_binary_units(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("lots", "store_quota must be a number of bytes, optionally with a unit"),
-        ("64MB", "store_quota must be a number of bytes"),
-        ("-5", "store_quota must be a number of bytes"),
-        (0, "store_quota must be at least 1"),
-        (True, "store_quota must be a number of bytes"),
-        (1.5, "store_quota must be a number of bytes"),
+        ("lots", "--store-quota 'lots': not a number of bytes (expected a whole number of"),
+        ("64MB", "--store-quota '64MB': not a number of bytes"),
+        ("-5", "--store-quota '-5': not a number of bytes"),
+        (0, "--store-quota 0: must be at least 1 byte"),
+        (True, "--store-quota True: not a number of bytes"),
+        (1.5, "--store-quota 1.5: not a number of bytes"),
     ],
 )
 def test_bad_quotas_say_what_to_fix(value: object, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load(store_quota=value)
-    with pytest.raises(ConfigError, match=message.replace("store_quota", "unwitnessed_quota")):
+    unwitnessed = message.replace("--store-quota", "--unwitnessed-quota")
+    with pytest.raises(ConfigError, match=re.escape(unwitnessed)):
         load(unwitnessed_quota=value)
 
 
