@@ -5,7 +5,10 @@ flight, later ones queue, and the next request carries everything queued (up to 
 bytes) as one CESR stream, since submissions and receipts concatenate; its single answer goes
 to every request it carried. Queries are never batched (each has its own answer). Gossip is
 queued per topic the same way: what queues while a publish is in progress goes out as one
-payload. The driver owns the clock and the I/O; this module only decides what goes together:
+payload, on the topics whose payloads are streams (`joinable`: KEL gossip is CESR, location
+payloads are split record by record). Elsewhere a payload is one CBOR object (evidence, a
+ruling, a roster bundle), and a reader decodes one object per payload: those go one each.
+The driver owns the clock and the I/O; this module only decides what goes together:
 
     put(key, item, size) -> True     the key was idle: the driver starts a drain for it
     take(key) -> batch | None        the next batch to send; None: the key is idle again
@@ -19,6 +22,7 @@ from collections.abc import Hashable
 from typing import Final, Generic, TypeVar
 
 from .effects import Send, Surface
+from .topics import KEL_TOPIC_PREFIX, LOCATIONS_TOPIC
 
 BATCH: Final = 256 * 1024  # bytes at most in one batched request or gossip payload
 
@@ -29,6 +33,14 @@ REQUEST_BYTES: Final = "request_bytes_sent"
 GOSSIP: Final = "gossip_published"  # gossip payloads (a batch counts once)
 GOSSIP_BYTES: Final = "gossip_bytes_published"
 TRAFFIC: Final = (SENDS, REQUESTS, REQUEST_BYTES, GOSSIP, GOSSIP_BYTES)
+
+_JOINABLE: Final = (KEL_TOPIC_PREFIX, LOCATIONS_TOPIC)
+
+
+def joinable(topic: str) -> bool:
+    """May payloads queued on `topic` go out joined into one?"""
+    return topic.startswith(_JOINABLE)
+
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")

@@ -36,6 +36,7 @@ KEL_SHARDS: Final = 64
 DUPLICITY_TOPIC: Final = "/dkms/1/duplicity"
 GOVERNANCE_TOPIC: Final = "/dkms/1/governance"
 LOCATIONS_TOPIC: Final = "/dkms/1/locations"  # signed location records (locations.py)
+KEL_TOPIC_PREFIX: Final = "/dkms/1/kel/"  # then the shard
 
 
 def peer_parse(data: bytes) -> list[Message | BadFrame]:
@@ -47,11 +48,11 @@ def peer_parse(data: bytes) -> list[Message | BadFrame]:
 def kel_topic(prefix: str, shards: int = KEL_SHARDS) -> str:
     """`/dkms/1/kel/<shard>`: the shard is the prefix's Blake3 digest modulo `shards`."""
     shard = int.from_bytes(blake3.blake3(prefix.encode("ascii")).digest()[:4], "big") % shards
-    return f"/dkms/1/kel/{shard}"
+    return f"{KEL_TOPIC_PREFIX}{shard}"
 
 
 def kel_topics(shards: int = KEL_SHARDS) -> list[str]:
-    return [f"/dkms/1/kel/{shard}" for shard in range(shards)]
+    return [f"{KEL_TOPIC_PREFIX}{shard}" for shard in range(shards)]
 
 
 # What a parsed payload holds beyond its decoded bodies: the payload itself (the cache's key),

@@ -64,6 +64,7 @@ from dkms.node.roles.outbox import (
     SENDS,
     Outbox,
     batched,
+    joinable,
     joined,
 )
 from dkms.node.roles.role import Role
@@ -341,16 +342,20 @@ class Runtime:
     async def _flush_gossip(self, topic: str) -> None:
         await self._subscribe(topic)
         while (batch := self._gossip_box.take(topic)) is not None:
-            payload = b"".join(batch)
-            if topic == LOCATIONS_TOPIC:  # a record every few minutes, not per-event traffic
-                self.metrics.count("locations_published", help="location records published")
-            else:
-                self.metrics.count(GOSSIP, help="gossip payloads published (a batch counts once)")
-                self.metrics.count(GOSSIP_BYTES, len(payload), help="payload bytes published")
-            try:
-                await self.transport.publish(topic, payload)
-            except TransportError as err:  # best effort: co-witnesses also answer queries
-                log.warning("could not publish on %s: %s", topic, err)
+            payloads = [b"".join(batch)] if joinable(topic) else batch
+            for payload in payloads:
+                await self._publish_one(topic, payload)
+
+    async def _publish_one(self, topic: str, payload: bytes) -> None:
+        if topic == LOCATIONS_TOPIC:  # a record every few minutes, not per-event traffic
+            self.metrics.count("locations_published", help="location records published")
+        else:
+            self.metrics.count(GOSSIP, help="gossip payloads published (a batch counts once)")
+            self.metrics.count(GOSSIP_BYTES, len(payload), help="payload bytes published")
+        try:
+            await self.transport.publish(topic, payload)
+        except TransportError as err:  # best effort: co-witnesses also answer queries
+            log.warning("could not publish on %s: %s", topic, err)
 
     async def _hear(self, topic: str, channel: AsyncIterator[tuple[str, bytes]]) -> None:
         try:
