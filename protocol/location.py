@@ -24,7 +24,7 @@ from typing import Final
 import cbor2
 
 from . import cesr, crypto
-from .cbormap import cbor_map
+from .cbormap import cbor_map, first_item_size
 from .cesr import Codes
 from .crypto import Signer
 from .envelope import Signed
@@ -153,10 +153,8 @@ def split_records(payload: bytes, limit: int) -> list[LocationRecord]:
     while offset < len(payload):
         if len(records) == limit:
             raise ParseError(f"a location payload carries at most {limit} records")
-        # A record is the canonical encoding of what it decodes to, so re-encoding the first
-        # item says where it ends (cbor2 reads one item and ignores what follows).
         window = payload[offset : offset + MAX_RECORD]
-        size = len(Signed.from_cbor(window).to_cbor())
+        size = first_item_size(window, "location record")
         records.append(LocationRecord.from_cbor(window[:size]))
         offset += size
     if not records:
