@@ -28,17 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-import trio
-
-from dkms.node import backups, recovery
-from dkms.node.cli import nodestatus
 from dkms.node.cli.interrupt import INTERRUPTED, interruptible, said
-from dkms.node.config import ConfigError, load
-from dkms.node.daemon import NodeError, node_info, serve
-from dkms.node.p2p.logs import set_log_level
-from dkms.node.runtime.control import ControlError
-from dkms.node.runtime.loop import StorageFailure
-from dkms.protocol.errors import ProtocolError
+from dkms.node.config import ConfigError, NodeConfig, load
+
+# py-libp2p takes most of a second to import: the modules that load it are imported once the
+# flags have been checked (a mistake is said at once), and within `main`'s Ctrl-C handling.
+# ruff: noqa: PLC0415
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,27 +164,28 @@ def _main(argv: Sequence[str] | None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), said already
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        config = _config(args) if args.command == "run" else None
+    except ConfigError as err:
+        print(f"dkms-node: {err}", file=sys.stderr)
+        return 2
+    import trio
+
+    from dkms.node import backups, recovery
+    from dkms.node.cli import nodestatus
+    from dkms.node.daemon import NodeError, serve
+    from dkms.node.p2p.logs import set_log_level
+    from dkms.node.runtime.control import ControlError
+    from dkms.node.runtime.loop import StorageFailure
+    from dkms.protocol.errors import ProtocolError
+
+    try:
         if args.command == "info":
             return _info(args.data_dir, args.json)
         if args.command == "status":
             return nodestatus.status_command(args.data_dir, args.json)
         if args.command in ("backup", "restore", "recover"):
             return _store_command(args)
-        config = load(
-            args.config,
-            role=args.role,
-            data_dir=args.data_dir,
-            listen=args.listen,
-            bootstrap=tuple(args.bootstrap),
-            log_level=args.log_level,
-            http_port=args.http_port,
-            announce=tuple(args.announce),
-            governance=args.governance,
-            watch=tuple(args.watch),
-            store_quota=args.store_quota,
-            unwitnessed_quota=args.unwitnessed_quota,
-            escrow_bytes=args.escrow_bytes,
-        )
+        assert config is not None  # `run`
         logging.basicConfig(
             level=config.log_level.upper(),
             format="%(asctime)s %(levelname)s %(message)s",
@@ -206,9 +202,6 @@ def _main(argv: Sequence[str] | None) -> int:
                 config_file=args.config,
             )
         )
-    except ConfigError as err:
-        print(f"dkms-node: {err}", file=sys.stderr)
-        return 2
     except (
         NodeError,
         backups.BackupError,
@@ -228,11 +221,33 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> NodeConfig:
+    return load(
+        args.config,
+        role=args.role,
+        data_dir=args.data_dir,
+        listen=args.listen,
+        bootstrap=tuple(args.bootstrap),
+        log_level=args.log_level,
+        http_port=args.http_port,
+        announce=tuple(args.announce),
+        governance=args.governance,
+        watch=tuple(args.watch),
+        store_quota=args.store_quota,
+        unwitnessed_quota=args.unwitnessed_quota,
+        escrow_bytes=args.escrow_bytes,
+    )
+
+
 def _announce(line: str) -> None:
     print(line, flush=True)
 
 
 def _info(data_dir: Path, as_json: bool) -> int:
+    from dkms.node.cli import nodestatus
+    from dkms.node.daemon import node_info
+    from dkms.node.runtime.control import ControlError
+
     info = node_info(data_dir)
     unsure = ""
     try:  # a running node says where it is now; node.json only where it last was
@@ -257,6 +272,10 @@ def _info(data_dir: Path, as_json: bool) -> int:
 
 
 def _store_command(args: argparse.Namespace) -> int:
+    import trio
+
+    from dkms.node import backups, recovery
+
     if args.command == "backup":
         mark = backups.back_up(args.data_dir, args.to)
         print(f"backed up {mark.events} events of store {mark.store} to {args.to}")

@@ -77,8 +77,7 @@ def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Any]:
     async def serve(config: NodeConfig, **kwargs: Any) -> None:
         calls.append(config)
 
-    monkeypatch.setattr(dkms.node.daemon, "serve", serve)
-    monkeypatch.setattr(node_cli, "serve", serve, raising=False)
+    monkeypatch.setattr(dkms.node.daemon, "serve", serve)  # `main` imports it when it runs
     monkeypatch.chdir(tmp_path)
     return calls
 
