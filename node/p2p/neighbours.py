@@ -132,13 +132,7 @@ class Neighbours:
         """Dial `introductions` at once; then fill up to `target_peers` from what they know."""
         intros = {intro.peer_id: intro for intro in introductions}
         self.book.set_bootstrap(intros)
-        failures = await self._dialer.ensure_all(i.peer_info() for i in intros.values())
-        now = trio.current_time()
-        for pid, intro in intros.items():
-            if pid in failures:
-                self.book.bootstrap_failed(pid, now, failures[pid])
-            else:
-                self.book.dialled(pid, intro)
+        failures = await self._dial(list(intros.items()), self.book.bootstrap_failed)
         if failures:
             self._wake.set()  # upkeep takes the failed ones over, on their back-off
         if len(self._dialer.connected_peers()) < self._config.target_peers:
@@ -165,15 +159,22 @@ class Neighbours:
         chosen = self.book.to_dial(
             candidates, connected, self._dialer.self_id, wanted, trio.current_time()
         )
-        if not chosen:
-            return
+        if chosen:
+            await self._dial(chosen, lambda pid, now, _: self.book.failed(pid, now))
+
+    async def _dial(
+        self, chosen: list[tuple[ID, Introduction]], failed: Callable[[ID, float, str], None]
+    ) -> dict[ID, str]:
+        """Dial `chosen` at once; the book learns who answered, `failed` who did not (and
+        why). Returns the failures."""
         failures = await self._dialer.ensure_all(intro.peer_info() for _, intro in chosen)
         now = trio.current_time()
         for pid, intro in chosen:
             if pid in failures:
-                self.book.failed(pid, now)
+                failed(pid, now, failures[pid])
             else:
                 self.book.dialled(pid, intro)
+        return failures
 
     async def maintain(self) -> None:
         """Runs as a task: after a disconnect, every interval, or when a bootstrap peer may be
@@ -207,16 +208,11 @@ class Neighbours:
     async def redial_bootstrap(self) -> None:
         """Dial the bootstrap peers not connected whose back-off is over."""
         due = self.book.bootstrap_due(set(self._dialer.connected_peers()), trio.current_time())
-        if not due:
-            return
-        failures = await self._dialer.ensure_all(intro.peer_info() for _, intro in due)
-        now = trio.current_time()
-        for pid, intro in due:
-            if pid in failures:
-                self.book.bootstrap_failed(pid, now, failures[pid])
-            else:
-                logger.info("joined bootstrap peer %s", intro)
-                self.book.dialled(pid, intro)
+        if due:
+            failures = await self._dial(due, self.book.bootstrap_failed)
+            for pid, intro in due:
+                if pid not in failures:
+                    logger.info("joined bootstrap peer %s", intro)
 
     def _watch_isolation(self) -> None:
         now = trio.current_time()
