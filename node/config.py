@@ -53,6 +53,7 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     http_port: int | None = None  # serve /metrics and /health on this port (off when unset)
     http_host: str = "127.0.0.1"
+    http_listen: str | None = None  # HOST:PORT of the HTTP API (node/http/; off when unset)
     log_level: str = "info"
     request_timeout: float = 5.0  # seconds a peer has to answer a request
     max_message: int = 1 << 20  # bytes; libp2p gossip drops larger messages anyway
@@ -79,6 +80,8 @@ class NodeConfig:
 
         for name, check in _VALUE_CHECKS.items():
             items = getattr(self, name)
+            if items is None:  # a setting that is off (http_listen)
+                continue
             for item in items if isinstance(items, tuple) else (items,):
                 try:
                     check(item)
@@ -152,6 +155,7 @@ _VALUE_CHECKS: Final[dict[str, Callable[[str], str]]] = {
     "announce": values.dial_addr,
     "bootstrap": values.bootstrap_introduction,
     "http_host": values.http_host,
+    "http_listen": values.http_listen,
     "log_level": values.log_level,
     "governance": _governance,
     "watch": values.identifier_prefix,
@@ -168,6 +172,7 @@ _KINDS: Final[dict[str, str]] = {
     "bootstrap": "list",
     "http_port": "int",
     "http_host": "text",
+    "http_listen": "text",
     "log_level": "text",
     "request_timeout": "float",
     "max_message": "size",

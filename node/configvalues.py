@@ -134,6 +134,39 @@ def http_host(text: str) -> str:
     return text
 
 
+HTTP_LISTEN_EXAMPLE: Final = "127.0.0.1:8080, [::1]:8080 or 0.0.0.0:8080"
+
+
+def http_listen(text: str) -> str:
+    """Where the HTTP API listens: `HOST:PORT`, an IP address (IPv6 in brackets) or
+    localhost, and a TCP port (0: any free port)."""
+    http_listen_parts(text)
+    return text
+
+
+def http_listen_parts(text: str) -> tuple[str, int]:
+    """(host, port) of a `HOST:PORT`; `BadValue` saying what is wrong."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host:
+        raise BadValue("not HOST:PORT", HTTP_LISTEN_EXAMPLE)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise BadValue(f"{host!r} in brackets is not an IPv6 address", HTTP_LISTEN_EXAMPLE)
+    elif ":" in host:
+        raise BadValue("an IPv6 address goes in brackets", HTTP_LISTEN_EXAMPLE)
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise BadValue(f"{host!r} is not an IP address", HTTP_LISTEN_EXAMPLE) from None
+    if not port.isdigit() or not port.isascii():
+        raise BadValue(f"port {port!r} is not a number", HTTP_LISTEN_EXAMPLE)
+    if int(port) > 65535:
+        raise BadValue(f"port {int(port)} is above 65535", HTTP_LISTEN_EXAMPLE)
+    return host, int(port)
+
+
 def _split(text: str, expected: str) -> tuple[tuple[str, str], int, list[str]]:
     """((protocol, host), port, what follows the port), every part checked."""
     if not text:

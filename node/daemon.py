@@ -22,6 +22,7 @@ import trio
 from dkms.node import configvalues
 from dkms.node.config import NodeConfig
 from dkms.node.configvalues import BadValue
+from dkms.node.http import HttpApp, HttpLimits, JsonApi, serve_http
 from dkms.node.p2p import (
     HostConfig,
     NodeIdentity,
@@ -305,11 +306,32 @@ async def _run(
                 config.http_host,
             )
             log.info("metrics and health on http://%s:%d/", config.http_host, port)
+        if config.http_listen is not None:
+            await _start_http(nursery, config, runtime, role)
         if on_start is not None:
             on_start(runtime)
         task_status.started(host)
         if handle_signals:
             await answer_signals(nursery.cancel_scope, config_file, config.log_level)
+
+
+async def _start_http(
+    nursery: trio.Nursery, config: NodeConfig, runtime: Runtime, role: Witness | Watcher
+) -> None:
+    """The HTTP API (`node/http/`) on `http_listen`, within the node's request limits."""
+    assert config.http_listen is not None
+    host, port = configvalues.http_listen_parts(config.http_listen)
+    api = JsonApi(
+        runtime, role.prefix, watcher=isinstance(role, Watcher), timeout=config.request_timeout
+    )
+    limits = HttpLimits(max_body=config.max_message, read_timeout=config.request_timeout)
+    try:
+        url = await nursery.start(serve_http, HttpApp(runtime, api.routes(), limits), host, port)
+    except OSError as err:
+        raise NodeError(
+            f"cannot listen on --http-listen {config.http_listen}: {err.strerror or err}"
+        ) from None
+    log.info("HTTP API on %s/ (described at %s/openapi.json)", url, url)
 
 
 def _log_bootstrap(report: ConnectReport) -> None:

@@ -5,9 +5,9 @@
                                     `dkms evidence list --json` or `dkms keystate --json`
     dkms evidence list --from ...   asked in netcmd; printed here (`print_held`)
 
-Everything a node sends is checked again here before it is explained: the envelope signature,
-then the evidence (for a ruling, the evidence it rests on). Whether the signer is on the
-governance roster is a separate question (`dkms governance roster show`).
+Everything a node sends is checked again before it is explained (`client/evidencejson.py`):
+the envelope signature, then the evidence (for a ruling, the evidence it rests on). Whether
+the signer is on the governance roster is a separate question (`dkms governance roster show`).
 """
 
 from __future__ import annotations
@@ -16,52 +16,20 @@ import base64
 import binascii
 import json
 import sys
-from dataclasses import dataclass
 from typing import Any, Final
 
 from dkms.node.cli.cesrfile import read_upto
 from dkms.node.cli.textout import safe
+from dkms.node.client.evidencejson import Piece, check_envelope, dumps, envelopes, held_json
 from dkms.node.client.home import CommandError
 from dkms.protocol.cbormap import cbor_map
 from dkms.protocol.duplicity import EVIDENCE_TYPE as CONTROLLER_TYPE
-from dkms.protocol.envelope import ENVELOPE_TYPE, Signed
+from dkms.protocol.envelope import ENVELOPE_TYPE
 from dkms.protocol.errors import ProtocolError
-from dkms.protocol.evidence import Accusation, explain, parse_evidence, verify_evidence
-from dkms.protocol.ruling import RULING_TYPE, Ruling
+from dkms.protocol.evidence import Accusation, parse_evidence, verify_evidence
 from dkms.protocol.witness_duplicity import EVIDENCE_TYPE as WITNESS_TYPE
 
 MAX_INPUT: Final = 64 << 20  # bytes of FILE read at most
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """One verified piece: evidence or a ruling, who signed it (None: bare evidence)."""
-
-    what: str  # "evidence" or "ruling"
-    signer: str | None
-    accusation: Accusation
-
-    def finding(self) -> str:
-        """What it proves, in plain words."""
-        a = self.accusation
-        if self.what == "ruling":
-            return f"{a.kind} {a.accused} duplicitous from sn {a.sn}, on evidence that {explain(a)}"
-        return explain(a)
-
-    def words(self) -> str:
-        """What it proves, and who vouches for it."""
-        if self.what == "ruling":
-            return f"judge {self.signer} ruled {self.finding()}"
-        return self.finding() + (f" (signed by {self.signer})" if self.signer else "")
-
-
-def check_envelope(data: bytes) -> Piece:
-    """Verify a signed envelope (evidence or ruling), or raise `ProtocolError` saying why."""
-    signed = Signed.from_cbor(data)
-    signed.verify()
-    if signed.kind == RULING_TYPE:
-        return Piece("ruling", signed.signer, Ruling.from_cbor(signed.body).verify())
-    return Piece("evidence", signed.signer, verify_evidence(parse_evidence(signed.body)))
 
 
 def check_cbor(data: bytes) -> Piece:
@@ -76,46 +44,6 @@ def check_cbor(data: bytes) -> Piece:
     )
 
 
-def summary(envelope: bytes) -> dict[str, Any]:
-    """A held envelope as JSON: what it accuses, its signer, its bytes (base64), verified."""
-    item: dict[str, Any] = {
-        "kind": None,
-        "accused": None,
-        "i": None,
-        "s": None,
-        "events": [],
-        "signer": None,
-        "cbor": base64.b64encode(envelope).decode(),
-        "verified": False,
-    }
-    try:
-        item["signer"] = Signed.from_cbor(envelope).signer
-        piece = check_envelope(envelope)
-    except ProtocolError as err:
-        item["error"] = str(err)
-        return item
-    a = piece.accusation
-    item.update(kind=a.kind, accused=a.accused, i=a.prefix, s=a.sn, events=list(a.saids))
-    item["verified"] = True
-    return item
-
-
-def envelopes(value: object) -> list[bytes]:
-    """The envelopes of a node's answer (a list of byte strings), skipping anything else."""
-    return [e for e in value if isinstance(e, bytes)] if isinstance(value, list) else []
-
-
-def dumps(value: object) -> str:
-    """JSON for anything a node may have put in its CBOR answer (bytes become base64)."""
-
-    def fallback(obj: object) -> object:
-        if isinstance(obj, bytes):
-            return base64.b64encode(obj).decode()
-        return str(obj)
-
-    return json.dumps(value, default=fallback)
-
-
 # ---------------------------------------------------------------- evidence list
 
 
@@ -123,12 +51,7 @@ def print_held(node: str, answer: dict[str, Any], *, as_json: bool) -> None:
     """What a watcher holds (`{"watcher", "evidence", "rulings"}`), explained."""
     evidence, rulings = envelopes(answer.get("evidence")), envelopes(answer.get("rulings"))
     if as_json:
-        out = {
-            "watcher": answer.get("watcher", node),
-            "evidence": [summary(e) for e in evidence],
-            "rulings": [summary(r) for r in rulings],
-        }
-        print(dumps(out))
+        print(dumps(held_json(node, answer)))
         return
     print(
         f"{safe(answer.get('watcher', node))} holds {len(evidence)} piece(s) of evidence and "
@@ -172,15 +95,6 @@ def print_standing(answer: dict[str, Any]) -> None:
         text = anomaly.get("anomaly") if isinstance(anomaly, dict) else anomaly
         sn = anomaly.get("s") if isinstance(anomaly, dict) else None
         print(f"    sn {safe(sn)}: {safe(text)}")
-
-
-def standing_json(answer: dict[str, Any]) -> dict[str, Any]:
-    """A watcher's key state answer with its envelopes as JSON summaries."""
-    out = dict(answer)
-    out.setdefault("duplicitous_from", None)
-    out["evidence"] = [summary(e) for e in envelopes(answer.get("evidence"))]
-    out["rulings"] = [summary(r) for r in envelopes(answer.get("rulings"))]
-    return out
 
 
 # ---------------------------------------------------------------- evidence verify

@@ -20,6 +20,7 @@ from dkms.node.cli.cesrfile import read_upto
 from dkms.node.cli.progress import Progress
 from dkms.node.cli.submitted import Plan, Submitted
 from dkms.node.cli.textout import safe, short, table
+from dkms.node.client.evidencejson import dumps, standing_json
 from dkms.node.client.home import CommandError, Home, Options
 from dkms.node.client.locating import NodeRef, node_ref
 from dkms.node.client.paging import kel_pages
@@ -242,7 +243,7 @@ async def keystate(
             validator = await _read_kel(transport, intro, prefix, answer.get("sn"), timeout)
     if validator is None:
         if as_json:
-            print(evidencecmd.dumps(evidencecmd.standing_json(answer) | {"verified": False}))
+            print(dumps(standing_json(answer) | {"verified": False}))
             return 0
         print(f"{safe(prefix)} according to {intro}: it holds no key state of it")
         evidencecmd.print_standing(answer)
@@ -253,7 +254,7 @@ async def keystate(
     out["fel"] = [[n, r.event.said] for n, r in enumerate(log.first_seen)] if log else []
     out["verified"] = verified is not None and all(answer.get(k) == v for k, v in verified.items())
     if as_json:
-        print(evidencecmd.dumps(evidencecmd.standing_json(out) if watcher else out))
+        print(dumps(standing_json(out) if watcher else out))
         return 0
     print(f"{safe(prefix)} according to {intro}")
     for key in ("sn", "d", "et", "kt", "k", "nt", "n", "bt", "b", "c", "di"):

@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         help="serve /metrics (Prometheus) and /health on 127.0.0.1:PORT",
     )
     run.add_argument(
+        "--http-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the HTTP API (key state, evidence, KEL checks) on HOST:PORT, e.g."
+        " 127.0.0.1:8080 (default: off)",
+    )
+    run.add_argument(
         "--store-quota",
         default=None,
         metavar="SIZE",
@@ -230,6 +237,7 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         bootstrap=tuple(args.bootstrap),
         log_level=args.log_level,
         http_port=args.http_port,
+        http_listen=args.http_listen,
         announce=tuple(args.announce),
         governance=args.governance,
         watch=tuple(args.watch),

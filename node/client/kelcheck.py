@@ -21,7 +21,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import cbor2
 import trio
@@ -31,7 +31,7 @@ from dkms.node.roles import checking
 from dkms.node.roles.checking import MAX_EVENTS, Verdict
 from dkms.node.roles.effects import Surface
 from dkms.node.roles.pages import page_message
-from dkms.node.runtime.transport import Transport, TransportError
+from dkms.node.runtime.transport import Answer, TransportError
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.events import Ilk
 from dkms.protocol.evidence import Accusation, parse_evidence, verify_evidence
@@ -41,6 +41,13 @@ from dkms.protocol.validator import Validator
 
 BUDGET: Final = 256 * 1024  # bytes of events in one piece (the request cap is 1 MiB)
 ERROR: Final = "error"  # the verdict of a watcher that could not check: refused, unreachable
+
+
+class Requester(Protocol):
+    """What a check needs of a transport: requests to nodes by prefix (libp2p's, or the
+    HTTP API's way to the node's own role, `node/http/`)."""
+
+    async def request(self, to: str, surface: str, payload: bytes, timeout: float) -> Answer: ...
 
 
 class Exit(IntEnum):
@@ -150,7 +157,7 @@ def prepare(data: bytes, prefix: str | None = None, *, budget: int = BUDGET) -> 
 
 
 async def check_kel(
-    transport: Transport, watchers: Sequence[str], shown: Shown, *, timeout: float
+    transport: Requester, watchers: Sequence[str], shown: Shown, *, timeout: float
 ) -> list[Checked]:
     """Each watcher's answer about `shown` (the watchers asked at once), in their order."""
     results = [Checked(w) for w in watchers]
@@ -173,7 +180,7 @@ def status(results: Sequence[Checked]) -> Exit:
     return Exit.CONSISTENT
 
 
-async def _check_one(transport: Transport, result: Checked, shown: Shown, timeout: float) -> None:
+async def _check_one(transport: Requester, result: Checked, shown: Shown, timeout: float) -> None:
     took_any = False
     for number, (start, data) in enumerate(shown.pieces):
         ask = checking.ask(shown.prefix, start, data)

@@ -219,18 +219,30 @@ class Runtime:
     def _serve(self, surface: Surface) -> None:
         async def handler(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
             self.metrics.count("requests", help="requests answered", surface=surface.value)
-            if not self.buckets.allow(peer, self.now()):
+            if not self.admit(peer):
                 log.debug("refused %s from %s: rate limit", surface.value, peer)
-                self.metrics.count("rate_limited", help="requests refused by the rate limit")
                 return Code.RATE_LIMITED, b"", "rate limited: slow down and retry"
-            reply = await self.step(Request(surface, NodePrefix(peer), payload))
-            if reply is None or not reply.ok:
-                self.metrics.count("refusals", help="requests refused", surface=surface.value)
-            if reply is None:
-                return Code.REFUSED, b"", "no answer"
-            return reply.code, reply.payload, reply.reason
+            return await self.answer(surface, peer, payload)
 
         self.transport.handle(surface.value, handler)
+
+    def admit(self, peer: str) -> bool:
+        """Whether `peer` may make a request now (its rate limit); a refusal is counted.
+        Other adapters (`node/http/`) ask this once per request, as libp2p's handler does."""
+        if self.buckets.allow(peer, self.now()):
+            return True
+        self.metrics.count("rate_limited", help="requests refused by the rate limit")
+        return False
+
+    async def answer(self, surface: Surface, peer: str, payload: bytes) -> tuple[Code, bytes, str]:
+        """A request on one of the role's surfaces, from `peer`, answered by the role: the
+        one path by which any adapter's requests reach it (`admit` first)."""
+        reply = await self.step(Request(surface, NodePrefix(peer), payload))
+        if reply is None or not reply.ok:
+            self.metrics.count("refusals", help="requests refused", surface=surface.value)
+        if reply is None:
+            return Code.REFUSED, b"", "no answer"
+        return reply.code, reply.payload, reply.reason
 
     async def perform(self, effects: Sequence[Effect]) -> Reply | None:
         """Perform one step's effects in order; return its Reply, if any."""
