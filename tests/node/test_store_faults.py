@@ -40,6 +40,7 @@ from dkms.node.roles.follower import Follower
 from dkms.node.roles.inputs import Request
 from dkms.node.roles.witness import Witness
 from dkms.node.runtime import history
+from dkms.node.runtime.control import SOCKET_FILE
 from dkms.node.runtime.history import HISTORY_FILE, SLOT, History, HistoryError
 from dkms.node.runtime.store import FILENAME, Mark, Store, StoreError
 from dkms.node.runtime.transport import Answer
@@ -551,9 +552,14 @@ async def run_node(*args: str) -> tuple[int, str]:
     return done.returncode, done.stderr.decode(errors="replace")
 
 
+# A copy of a data directory leaves out the control socket (a killed node leaves it behind):
+# copytree cannot copy a socket, nor would an operator's backup want one.
+NOT_FILES = shutil.ignore_patterns(SOCKET_FILE)
+
+
 def damage(source: Path, target: Path, how: str, said: str) -> None:
     """A copy of a stopped node's data directory, with its store damaged `how`."""
-    shutil.copytree(source, target)
+    shutil.copytree(source, target, ignore=NOT_FILES)
     store = target / FILENAME
     data = store.read_bytes()
     if how == "deleted":
@@ -625,7 +631,7 @@ async def test_damaged_stores_refuse_and_recovery_never_double_receipts(tmp_path
                 # only the WAL holds when the witness is killed.
                 await victim.terminate()
                 clean = tmp_path / "clean"
-                shutil.copytree(victim.data_dir, clean)
+                shutil.copytree(victim.data_dir, clean, ignore=NOT_FILES)
                 await victim.start(victim.listen)
                 effects = ctl.interact("alice", [{"n": 3}], now=client.runtime.now())
                 await client.witnessed(effects, alice.last_said)
@@ -648,7 +654,7 @@ async def test_damaged_stores_refuse_and_recovery_never_double_receipts(tmp_path
                 victim.kill()
                 assert await victim.wait() == -signal.SIGKILL
                 killed = tmp_path / "killed"
-                shutil.copytree(victim.data_dir, killed)
+                shutil.copytree(victim.data_dir, killed, ignore=NOT_FILES)
 
                 # Every damaged copy refuses to start, with one line that says what to do.
                 results: dict[str, tuple[int, str]] = {}
