@@ -22,7 +22,7 @@ import trio
 from dkms.node import configvalues
 from dkms.node.config import NodeConfig
 from dkms.node.configvalues import BadValue
-from dkms.node.http import HttpApp, HttpLimits, JsonApi, serve_http
+from dkms.node.http import HttpLimits, node_app, serve_http
 from dkms.node.p2p import (
     HostConfig,
     NodeIdentity,
@@ -321,12 +321,16 @@ async def _start_http(
     """The HTTP API (`node/http/`) on `http_listen`, within the node's request limits."""
     assert config.http_listen is not None
     host, port = configvalues.http_listen_parts(config.http_listen)
-    api = JsonApi(
-        runtime, role.prefix, watcher=isinstance(role, Watcher), timeout=config.request_timeout
-    )
     limits = HttpLimits(max_body=config.max_message, read_timeout=config.request_timeout)
+    app = node_app(
+        runtime,
+        role.prefix,
+        watcher=isinstance(role, Watcher),
+        limits=limits,
+        timeout=config.request_timeout,
+    )
     try:
-        url = await nursery.start(serve_http, HttpApp(runtime, api.routes(), limits), host, port)
+        url = await nursery.start(serve_http, app, host, port)
     except OSError as err:
         raise NodeError(
             f"cannot listen on --http-listen {config.http_listen}: {err.strerror or err}"

@@ -11,6 +11,7 @@ from .api import JsonApi
 from .app import HttpApp, HttpLimits, Node, pseudo_peer
 from .routing import HttpError, HttpRequest, HttpResponse, Route, Router
 from .server import serve_http
+from .surfaces import node_app
 
 __all__ = [
     "HttpApp",
@@ -22,6 +23,7 @@ __all__ = [
     "Node",
     "Route",
     "Router",
+    "node_app",
     "pseudo_peer",
     "serve_http",
 ]
