@@ -457,6 +457,8 @@ def main(argv: list[str]) -> int:
         finally:
             proc.kill()
             proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
             for relay in capture.relays.values():
                 relay.close()
             keripy_env.forget_base(capture.base, capture.names)

@@ -2,9 +2,8 @@
 
 Run (from anywhere; needs keri==1.3.6 on Python >= 3.12.2, kept in its own venv):
 
-    ~/.pyenv/versions/3.13.0/bin/python -m venv /work/keripy-venv
-    /work/keripy-venv/bin/pip install keri==1.3.6
-    /work/keripy-venv/bin/python tools/keripy_vectors.py
+    python3 tools/keripy_env.py          # builds .venv-keripy/ once (tools/keripy_env.py)
+    .venv-keripy/bin/python tools/keripy_vectors.py
 
 It writes tests/vectors/keripy-seeded/vectors.json and then re-reads that file
 with keripy to check it.  The project itself never imports keri: this script is

@@ -42,6 +42,6 @@ def keripy_env() -> object:
 @pytest.fixture(scope="session")
 def kli(keripy_env: object) -> Path:
     """The path of keripy 1.3.6's `kli`."""
-    path = getattr(keripy_env, "kli")
+    path = keripy_env.kli
     assert isinstance(path, Path)
     return path
