@@ -22,7 +22,7 @@ import trio
 from dkms.node import configvalues
 from dkms.node.config import NodeConfig
 from dkms.node.configvalues import BadValue
-from dkms.node.http import HttpLimits, node_app, serve_http
+from dkms.node.http import HttpLimits, Listening, listen_http, node_app, serve_listening
 from dkms.node.p2p import (
     HostConfig,
     NodeIdentity,
@@ -274,6 +274,7 @@ async def _run(
         storage.loose_held,
         storage.loose_quota,
     )
+    http = _listen_http(config, runtime, role) if config.http_listen is not None else None
     announce(f"{config.role} {host.introduction}")
     introductions = [bootstrap_introduction(b) for b in config.bootstrap]
     for intro in introductions:  # so that requests in the start effects can reach them
@@ -306,8 +307,9 @@ async def _run(
                 config.http_host,
             )
             log.info("metrics and health on http://%s:%d/", config.http_host, port)
-        if config.http_listen is not None:
-            await _start_http(nursery, config, runtime, role)
+        if http is not None:
+            url = await nursery.start(serve_listening, http)
+            log.info("HTTP API on %s/ (described at %s/openapi.json)", url, url)
         if on_start is not None:
             on_start(runtime)
         task_status.started(host)
@@ -315,10 +317,9 @@ async def _run(
             await answer_signals(nursery.cancel_scope, config_file, config.log_level)
 
 
-async def _start_http(
-    nursery: trio.Nursery, config: NodeConfig, runtime: Runtime, role: Witness | Watcher
-) -> None:
-    """The HTTP API (`node/http/`) on `http_listen`, within the node's request limits."""
+def _listen_http(config: NodeConfig, runtime: Runtime, role: Witness | Watcher) -> Listening:
+    """The HTTP API (`node/http/`) bound to `http_listen`, within the node's request limits;
+    bound before any task starts, so a port in use is one line, not an exception group."""
     assert config.http_listen is not None
     host, port = configvalues.http_listen_parts(config.http_listen)
     limits = HttpLimits(max_body=config.max_message, read_timeout=config.request_timeout)
@@ -330,12 +331,11 @@ async def _start_http(
         timeout=config.request_timeout,
     )
     try:
-        url = await nursery.start(serve_http, app, host, port)
+        return listen_http(app, host, port)
     except OSError as err:
         raise NodeError(
             f"cannot listen on --http-listen {config.http_listen}: {err.strerror or err}"
         ) from None
-    log.info("HTTP API on %s/ (described at %s/openapi.json)", url, url)
 
 
 def _log_bootstrap(report: ConnectReport) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .api import JsonApi
 from .app import HttpApp, HttpLimits, Node, pseudo_peer
 from .routing import HttpError, HttpRequest, HttpResponse, Route, Router
-from .server import serve_http
+from .server import Listening, listen_http, serve_http, serve_listening
 from .surfaces import node_app
 
 __all__ = [
@@ -20,10 +20,13 @@ __all__ = [
     "HttpRequest",
     "HttpResponse",
     "JsonApi",
+    "Listening",
     "Node",
     "Route",
     "Router",
+    "listen_http",
     "node_app",
     "pseudo_peer",
     "serve_http",
+    "serve_listening",
 ]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from typing import TYPE_CHECKING, cast
 
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.typing import Framework
 from hypercorn.utils import wrap_app
@@ -42,6 +43,55 @@ def hypercorn_config(host: str, port: int, app: HttpApp) -> Config:
     return config
 
 
+class Listening:
+    """An app's sockets, bound and listening, not served yet (`listen_http`)."""
+
+    def __init__(self, app: HttpApp, config: Config, sockets: Sockets) -> None:
+        self.app, self.config, self.sockets = app, config, sockets
+
+    def close(self) -> None:
+        for sock in self.sockets.insecure_sockets:
+            sock.close()
+
+
+def listen_http(app: HttpApp, host: str, port: int) -> Listening:
+    """Bind `host:port` (0: any free port) for `app`; `OSError` if it cannot be. Done apart
+    from serving so that a caller can fail plainly before it starts any task (inside
+    hypercorn's nurseries the error would come out wrapped in exception groups)."""
+    config = hypercorn_config(host, port, app)
+    # As hypercorn's `Config.create_sockets` binds, but closing the socket when it fails.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        sock.listen(config.backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return Listening(app, config, Sockets([], [sock], []))
+
+
+async def serve_listening(
+    listening: Listening, *, task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve a bound app until cancelled (then its sockets are closed); `task_status` gets
+    the URL it listens on (`http://127.0.0.1:8080`)."""
+    config = listening.config
+    wrapped = wrap_app(cast(Framework, listening.app), config.wsgi_max_body_size, "asgi")
+
+    async def started(task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        await worker_serve(wrapped, config, sockets=listening.sockets, task_status=task_status)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(started)
+            task_status.started(binds[0])
+    finally:
+        listening.close()
+
+
 async def serve_http(
     app: HttpApp,
     host: str,
@@ -49,25 +99,5 @@ async def serve_http(
     *,
     task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on `host:port` (0: any free port) until cancelled; `task_status` gets
-    the URL it listens on (`http://127.0.0.1:8080`). A port that cannot be bound raises
-    `OSError` before anything starts (bound here, not inside hypercorn's nurseries, where
-    it would come out wrapped in three exception groups)."""
-    config = hypercorn_config(host, port, app)
-    sockets = config.create_sockets()
-    for sock in sockets.insecure_sockets:
-        sock.listen(config.backlog)
-    wrapped = wrap_app(cast(Framework, app), config.wsgi_max_body_size, "asgi")
-
-    async def started(
-        task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        await worker_serve(wrapped, config, sockets=sockets, task_status=task_status)
-
-    try:
-        async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(started)
-            task_status.started(binds[0])
-    finally:
-        for sock in sockets.insecure_sockets:
-            sock.close()
+    """`listen_http`, then `serve_listening`."""
+    await serve_listening(listen_http(app, host, port), task_status=task_status)
