@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,10 @@ def test_capture_tool_regenerates_every_step(tmp_path: Path, keripy_env: Any) ->
         fresh = json.loads((tmp_path / f"{name}.json").read_text())
         assert fresh["exchanges"], name
         assert fresh["witnesses"] == step(name)["witnesses"]  # fixed salts, same prefixes
+
+
+def test_kli_fixture_is_keripy_1_3_6(kli: Path) -> None:
+    done = subprocess.run([str(kli), "version"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "1.3.6" in done.stdout
