@@ -44,8 +44,7 @@ from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.roles.effects import Surface
 from dkms.node.runtime.transport import Answer, TransportError
-from dkms.node.testing.cluster import Cluster, NodeProcess
-from dkms.node.testing.keys import node_signer
+from dkms.node.testing.cluster import Cluster, NodeProcess, incept_all, start_network
 from dkms.protocol.events import Ilk
 from dkms.protocol.stream import Message, parse_stream
 
@@ -202,12 +201,7 @@ async def check_round(
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
     with Cluster(root) as cluster:
-        witnesses = [await trio.to_thread.run_sync(cluster.start, "witness") for _ in range(4)]
-        governance = node_signer(41).verfer
-        watchers = [
-            await trio.to_thread.run_sync(cluster.start, "watcher", "--governance", governance)
-            for _ in range(2)
-        ]
+        witnesses, watchers = await start_network(cluster)
         say(f"{len(cluster.nodes)} nodes up")
         async with open_host(os.urandom(32)) as host:
             transport = Receipts(host)
@@ -219,12 +213,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             async with trio.open_nursery() as nursery:
                 await nursery.start(client.run)
                 ctl = client.controller
-                prefixes = [w.prefix for w in witnesses]
                 names = [f"id{i}" for i in range(args.identifiers)]
-                for name in names:
-                    seeds = ([os.urandom(32)], [os.urandom(32)])
-                    effects = ctl.incept(name, *seeds, witnesses=prefixes, toad=3, now=0.0)
-                    await client.witnessed(effects, ctl.identity(name).last_said)
+                await incept_all(client, names, [w.prefix for w in witnesses], toad=3)
                 ids = [ctl.identity(n).prefix for n in names]
                 say(f"{len(names)} identifiers incepted; load and chaos for {args.seconds} s")
                 chaos = Chaos(cluster, witnesses, rng)

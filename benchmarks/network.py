@@ -41,8 +41,7 @@ from dkms.node.client.controller import ControllerClient, WitnessingFailed
 from dkms.node.p2p import open_host
 from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.controller import Controller, RetryPolicy
-from dkms.node.testing.cluster import Cluster, NodeProcess
-from dkms.node.testing.keys import node_signer
+from dkms.node.testing.cluster import Cluster, NodeProcess, incept_all, start_network
 
 COUNTERS = (
     "dkms_requests_total",  # requests received
@@ -123,12 +122,7 @@ def reached(seen: list[tuple[float, float]], k: int) -> float | None:
 
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     with Cluster(root) as cluster:
-        witnesses = [await trio.to_thread.run_sync(cluster.start, "witness") for _ in range(4)]
-        governance = node_signer(41).verfer
-        watchers = [
-            await trio.to_thread.run_sync(cluster.start, "watcher", "--governance", governance)
-            for _ in range(2)
-        ]
+        witnesses, watchers = await start_network(cluster)
         async with open_host(os.urandom(32)) as host:
             transport = P2PTransport(host)
             for node in cluster.nodes:
@@ -137,13 +131,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             client = ControllerClient(Controller(retry=retry), transport)
             async with trio.open_nursery() as nursery:
                 await nursery.start(client.run)
-                ctl = client.controller
-                prefixes = [w.prefix for w in witnesses]
                 names = [f"id{i}" for i in range(args.identifiers)]
-                for name in names:
-                    seeds = ([os.urandom(32)], [os.urandom(32)])
-                    effects = ctl.incept(name, *seeds, witnesses=prefixes, toad=3, now=0.0)
-                    await client.witnessed(effects, ctl.identity(name).last_said)
+                await incept_all(client, names, [w.prefix for w in witnesses], toad=3)
                 await trio.sleep(2.0)  # the inceptions' gossip settles before the clock starts
                 say(f"{len(names)} identifiers incepted; load for {args.seconds} s")
                 nodes = {n.data_dir.name: n for n in cluster.nodes}

@@ -20,7 +20,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+import trio
+
+from dkms.node.client.controller import ControllerClient
 from dkms.node.client.keystore import Keystore
+from dkms.node.testing.keys import node_signer
 from dkms.protocol.attachments import Attachments
 from dkms.protocol.crypto import Signer
 from dkms.protocol.events import interact
@@ -194,3 +198,29 @@ def wait_until(what: str, done: object, timeout: float, every: float = 0.5) -> f
             raise TimeoutError(f"{what}: not after {timeout:g} s")
         time.sleep(every)
     return time.monotonic() - start
+
+
+async def start_network(
+    cluster: Cluster, witnesses: int = 4, watchers: int = 2
+) -> tuple[list[NodeProcess], list[NodeProcess]]:
+    """Witness processes, then watcher processes (of a governance that never sends a roster:
+    they follow every KEL anyway), each started from a worker thread."""
+    started = [await trio.to_thread.run_sync(cluster.start, "witness") for _ in range(witnesses)]
+    governance = node_signer(41).verfer
+    watching = [
+        await trio.to_thread.run_sync(cluster.start, "watcher", "--governance", governance)
+        for _ in range(watchers)
+    ]
+    return started, watching
+
+
+async def incept_all(
+    client: ControllerClient, names: list[str], witnesses: list[str], toad: int
+) -> None:
+    """Incept each of `names` with fresh keys and `witnesses`, one after another, each
+    fully witnessed before the next."""
+    ctl = client.controller
+    for name in names:
+        seeds = ([os.urandom(32)], [os.urandom(32)])
+        effects = ctl.incept(name, *seeds, witnesses=witnesses, toad=toad, now=0.0)
+        await client.witnessed(effects, ctl.identity(name).last_said)
