@@ -1,7 +1,8 @@
 """`dkms-sim`: run scenarios, sweep a parameter, list the shipped scenarios.
 
     dkms-sim run SCENARIO [--nodes N] [--seed S] [--set KEY=VALUE]... [--out DIR] [--no-plots]
-    dkms-sim sweep SCENARIO --param KEY=V1,V2,... [--metric NAME] [--out DIR]
+    dkms-sim sweep SCENARIO --param KEY=V1,V2,... [--metric NAME] [--seeds N] [--workers N]
+                   [--out DIR]
     dkms-sim list
 
 SCENARIO is a shipped name (`dkms-sim list`) or a TOML file. `run` shows progress on stderr
@@ -24,6 +25,7 @@ from . import output
 from .real import run_real
 from .runner import run
 from .scenario import Scenario, ScenarioError, load, shipped
+from .sweep import sweep
 from .world import World
 
 METRICS = (
@@ -81,6 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--nodes", type=int, default=None)
     grid.add_argument("--seed", type=int, default=None)
     grid.add_argument("--out", type=Path, default=None, help="default: sim-out/SCENARIO-sweep")
+    grid.add_argument(
+        "--seeds", type=int, default=1, help="runs per value, seeds SEED, SEED+1, ... (default 1)"
+    )
+    grid.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="runs at once, each in its own process (default: the core count)",
+    )
     commands.add_parser("list", help="the shipped scenarios")
     return parser
 
@@ -152,24 +163,35 @@ def _sweep(scenario: Scenario, args: argparse.Namespace) -> int:
     key, eq, values = args.param.partition("=")
     if not eq or not values:
         raise ScenarioError("--param needs KEY=V1,V2,...")
+    if args.seeds < 1 or (args.workers is not None and args.workers < 1):
+        raise ScenarioError("--seeds and --workers must be at least 1")
     base = scenario.with_params(**_changes(args))
     out = args.out or Path("sim-out") / f"{scenario.name}-sweep"
-    points = []
-    for text in values.split(","):
-        value = _value(text)
-        variant = base.with_params(**{key: value})
-        print(f"{key}={value}: ", end="", file=sys.stderr, flush=True)
-        outcome = run(variant)
-        result = _metric(outcome.results, args.metric)
-        points.append((value, result))
-        output.write_data(out / f"{key}={value}", outcome.results, outcome.perf, outcome.record)
-        print(f"{args.metric} = {result}  ({outcome.perf['wall_s']} s)", file=sys.stderr)
-    plot = output.sweep_plot(out / "sweep.png", key, args.metric, points)
-    (out / "sweep.json").write_text(
-        json.dumps({"param": key, "metric": args.metric, "points": points}, indent=2) + "\n"
+    seeds = [base.seed + i for i in range(args.seeds)]
+    grid = [_value(text) for text in values.split(",")]
+    points, made = sweep(
+        base, key, grid, seeds, out, lambda r: _metric(r, args.metric), workers=args.workers
     )
-    print(f"wrote {plot} and {out / 'sweep.json'}")
-    return 0
+    summaries = [p.summary() for p in points]
+    plot = output.sweep_plot(
+        out / "sweep.png",
+        key,
+        args.metric,
+        [(s["value"], s["mean"]) for s in summaries],
+        [s["ci95"] for s in summaries],
+    )
+    (out / "sweep.json").write_text(
+        json.dumps(
+            {"param": key, "metric": args.metric, "seeds": seeds, "points": summaries}, indent=2
+        )
+        + "\n"
+    )
+    for s in summaries:
+        spread = "" if s["ci95"] is None else f", 95% interval {s['ci95']}"
+        print(f"{key}={s['value']}: {args.metric} mean {s['mean']} over {s['runs']} runs{spread}")
+    failed = sum(len(p.failed) for p in points)
+    print(f"{made} runs made, {failed} failed; wrote {plot} and {out / 'sweep.json'}")
+    return 1 if failed else 0
 
 
 def _metric(results: dict[str, Any], name: str) -> Any:

@@ -129,11 +129,24 @@ def plots(out: Path, results: dict[str, Any], record: Recorder) -> list[Path]:
     return written
 
 
-def sweep_plot(path: Path, param: str, metric: str, points: list[tuple[Any, Any]]) -> Path:
+def sweep_plot(
+    path: Path,
+    param: str,
+    metric: str,
+    points: list[tuple[Any, Any]],
+    intervals: list[list[float] | None] | None = None,
+) -> Path:
+    """The metric (the mean over seeds) against the parameter, with each point's 95% interval
+    as an error bar where there is one."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = [str(x) for x, _ in points]
     ys = [y if isinstance(y, int | float) else float("nan") for _, y in points]
     ax.plot(xs, ys, marker="o")
+    if intervals is not None and any(i is not None for i in intervals):
+        low = [y - i[0] if i else 0.0 for y, i in zip(ys, intervals, strict=True)]
+        high = [i[1] - y if i else 0.0 for y, i in zip(ys, intervals, strict=True)]
+        ax.errorbar(xs, ys, yerr=[low, high], fmt="none", capsize=4, label="95% interval")
+        ax.legend()
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} against {param}")
