@@ -9,6 +9,7 @@ the node in a data directory is.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import gc
 import json
@@ -23,6 +24,7 @@ from dkms.node import configvalues
 from dkms.node.config import NodeConfig
 from dkms.node.configvalues import BadValue
 from dkms.node.http import HttpLimits, Listening, listen_http, node_app, serve_listening
+from dkms.node.http.oobis import http_url
 from dkms.node.p2p import (
     HostConfig,
     NodeIdentity,
@@ -274,7 +276,7 @@ async def _run(
         storage.loose_held,
         storage.loose_quota,
     )
-    http = _listen_http(config, runtime, role) if config.http_listen is not None else None
+    http = _listen_http(config, runtime, role, host) if config.http_listen is not None else None
     announce(f"{config.role} {host.introduction}")
     introductions = [bootstrap_introduction(b) for b in config.bootstrap]
     for intro in introductions:  # so that requests in the start effects can reach them
@@ -317,21 +319,28 @@ async def _run(
             await answer_signals(nursery.cancel_scope, config_file, config.log_level)
 
 
-def _listen_http(config: NodeConfig, runtime: Runtime, role: Witness | Watcher) -> Listening:
+def _listen_http(
+    config: NodeConfig, runtime: Runtime, role: Witness | Watcher, p2p: P2PHost
+) -> Listening:
     """The HTTP API (`node/http/`) bound to `http_listen`, within the node's request limits;
     bound before any task starts, so a port in use is one line, not an exception group."""
     assert config.http_listen is not None
     host, port = configvalues.http_listen_parts(config.http_listen)
     limits = HttpLimits(max_body=config.max_message, read_timeout=config.request_timeout)
+    bound: list[int] = []  # the port, once bound (0 asks for any): the OOBIs name it
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
     app = node_app(
         runtime,
         role.prefix,
         watcher=isinstance(role, Watcher),
         limits=limits,
         timeout=config.request_timeout,
+        oobi=(role.signer, lambda: http_url(host, bound[0], _announced(p2p)), started),
     )
     try:
-        return listen_http(app, host, port)
+        listening = listen_http(app, host, port)
+        bound.append(listening.sockets.insecure_sockets[0].getsockname()[1])
+        return listening
     except OSError as err:
         raise NodeError(
             f"cannot listen on --http-listen {config.http_listen}: {err.strerror or err}"

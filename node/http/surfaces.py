@@ -3,14 +3,28 @@ keripy's witness surface (`POST /`, `/receipts`, `/oobi/...`) joins here as more
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from dkms.protocol.crypto import Signer
+
 from .api import JsonApi
 from .app import HttpApp, HttpLimits, Node
+from .oobis import Oobis
 
 
 def node_app(
-    node: Node, prefix: str, *, watcher: bool, limits: HttpLimits, timeout: float
+    node: Node,
+    prefix: str,
+    *,
+    watcher: bool,
+    limits: HttpLimits,
+    timeout: float,
+    oobi: tuple[Signer, Callable[[], str], str] | None = None,
 ) -> HttpApp:
     """The HTTP app of the node `prefix` (a watcher, or a witness); `timeout` bounds each
-    request it hands the role (as `request_timeout` does for libp2p's)."""
+    request it hands the role (as `request_timeout` does for libp2p's). `oobi`: the node's
+    key, its HTTP URL and start time, for the OOBI routes (`oobis.py`)."""
     routes = JsonApi(node, prefix, watcher=watcher, timeout=timeout).routes()
+    if oobi is not None:
+        routes += Oobis(node, *oobi, timeout=timeout).routes()
     return HttpApp(node, routes, limits)
