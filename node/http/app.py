@@ -14,6 +14,9 @@ limit, and nothing a client sends reaches the client as a traceback:
     route                   `routing.Router`: 404, 405
     handler                 within `handler_timeout`: 504; `HttpError` -> its status;
                             anything else -> 500 with one line (the traceback at debug)
+    stream                  a response with `stream` (server-sent events, `mailbox.py`) is
+                            sent as made, after its request slot is freed (it bounds itself),
+                            and cancelled when the client disconnects
 
 Header size, idle keep-alive and slow headers are the server's to bound (`server.py`). The
 app holds no protocol logic: handlers (`api.py`) turn a request into a role request on one
@@ -46,6 +49,8 @@ PEER_PREFIX: Final = "http:"
 
 class Node(Protocol):
     """What the HTTP surface needs of a running node (`runtime.loop.Runtime`)."""
+
+    stored: trio.Event  # set (and replaced) after each step that stored something
 
     def admit(self, peer: str) -> bool: ...
 
@@ -112,7 +117,10 @@ class HttpApp:
                     return
                 finally:
                     self._slots.release()
-        await _send(send, response)
+        if response.stream is not None:  # long-lived: holds no request slot (it bounds itself)
+            await _stream(send, receive, response)
+        else:
+            await _send(send, response)
 
     async def _serve(self, scope: Scope, receive: Receive, peer: str) -> HttpResponse:
         method, path = str(scope.get("method", "")), str(scope.get("path", ""))
@@ -170,7 +178,7 @@ def _headers(scope: Scope) -> dict[str, str]:
     """Header names lower-cased (ASGI already does), values as latin-1 text, repeats joined."""
     found: dict[str, str] = {}
     for pair in scope.get("headers", []):
-        name, value = (_text(part).lower() for part in pair)
+        name, value = _text(pair[0]).lower(), _text(pair[1])  # values keep their case: CESR
         found[name] = f"{found[name]}, {value}" if name in found else value
     return found
 
@@ -182,14 +190,54 @@ def _text(raw: object) -> str:
 async def _send(send: Send, response: HttpResponse) -> None:
     headers = [
         (b"content-type", response.content_type.encode("latin-1")),
-        (b"content-length", str(len(response.body)).encode()),
         *((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers),
     ]
+    if response.status != 204:  # RFC 9110: a 204 has no body and says no length
+        headers.insert(1, (b"content-length", str(len(response.body)).encode()))
     try:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
     except OSError:  # the client is gone; nothing to tell it
         log.debug("HTTP client gone before its %d answer", response.status)
+
+
+async def _stream(send: Send, receive: Receive, response: HttpResponse) -> None:
+    """A streamed response: headers before the first chunk, chunks as made, then the end;
+    the stream is cancelled as soon as the client disconnects."""
+    assert response.stream is not None
+    started = False
+
+    async def chunk(data: bytes) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": [
+                        (b"content-type", response.content_type.encode("latin-1")),
+                        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers),
+                    ],
+                }
+            )
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def until_gone(scope: trio.CancelScope) -> None:
+        while (await receive()).get("type") != "http.disconnect":
+            pass
+        scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(until_gone, nursery.cancel_scope)
+            await response.stream(chunk)
+            if not started:
+                await chunk(b"")
+            await send({"type": "http.response.body", "body": b""})
+            nursery.cancel_scope.cancel()
+    except OSError:  # the client is gone; nothing to tell it
+        log.debug("HTTP client gone during a %d stream", response.status)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

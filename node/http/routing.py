@@ -50,6 +50,10 @@ class HttpResponse:
     body: bytes = b""
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    # A body sent as it is made (server-sent events) instead of `body`: called once with the
+    # function that sends a chunk, it returns when the body ends; it is cancelled when the
+    # client goes. The app calls it whatever happens, so it can release what it holds.
+    stream: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]] | None = None
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]

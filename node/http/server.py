@@ -3,13 +3,12 @@
 hypercorn bounds what happens before the app sees a request: the request line and headers
 (`header_bytes`; more is refused), an idle keep-alive connection (closed after `keep_alive`
 seconds; the same timer runs while the first request's headers arrive, so a client that
-sends them slowly is cut off too) and each read (`read_timeout`). The app bounds the rest.
+sends them slowly is cut off too). The app bounds the rest: a body within `read_timeout`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import socket
 from typing import TYPE_CHECKING, cast
 
@@ -35,7 +34,9 @@ def hypercorn_config(host: str, port: int, app: HttpApp) -> Config:
     config.h2_max_header_list_size = limits.header_bytes
     config.h2_max_concurrent_streams = limits.max_requests
     config.keep_alive_timeout = limits.keep_alive
-    config.read_timeout = max(1, math.ceil(limits.read_timeout))
+    # No read timeout: it would cut a mailbox stream (server-sent events), during which the
+    # client sends nothing. Headers are bounded by the keep-alive timer, bodies by the app.
+    config.read_timeout = None
     config.graceful_timeout = 1.0
     config.include_server_header = False
     config.accesslog = None

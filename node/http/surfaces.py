@@ -10,6 +10,7 @@ from dkms.protocol.crypto import Signer
 from .api import JsonApi
 from .app import HttpApp, HttpLimits, Node
 from .oobis import Oobis
+from .witnessing import KeriWitness
 
 
 def node_app(
@@ -27,4 +28,6 @@ def node_app(
     routes = JsonApi(node, prefix, watcher=watcher, timeout=timeout).routes()
     if oobi is not None:
         routes += Oobis(node, *oobi, timeout=timeout).routes()
+    if not watcher:  # keripy's witness endpoints (`witnessing.py`)
+        routes += KeriWitness(node, prefix, timeout=timeout).routes()
     return HttpApp(node, routes, limits)

@@ -65,7 +65,7 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Attachments, BadFrame, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator, held_bytes
 
-from . import listing
+from . import listing, mailbox
 from .codes import Code
 from .effects import (
     Blame,
@@ -341,7 +341,8 @@ class Witness:
     def _query(self, data: bytes) -> list[Effect]:
         """Answer `{"t": "kel", "i": prefix, "s": sn, "n": limit}` (`pages.py`) or
         `{"t": "state", "i": prefix}` or `{"t": "witnessed", "w": witness}` (`listing.py`)
-        or `{"t": "rivals", "i": prefix}` (`rivals.py`)."""
+        or `{"t": "rivals", "i": prefix}` (`rivals.py`) or `{"t": "mbx" | "rct", ...}`, its
+        receipts as keripy's HTTP routes serve them (`mailbox.py`)."""
         ask = Follower.read_query(data)
         if isinstance(ask, Reply):
             return [ask]
@@ -353,6 +354,8 @@ class Witness:
             return [self.rosters.answer(ask)]
         if ask.get("t") == LOCATION_QUERY:
             return [self.locations.reply(ask)]
+        if ask.get("t") in mailbox.QUERIES:  # keripy's mailbox and GET /receipts (node/http/)
+            return [mailbox.answer(self.validator, self.prefix, ask, self.follower.page_bytes)]
         prefix = ask.get("i")
         if not isinstance(prefix, str):
             return [Reply.refuse(Code.BAD_QUERY, "query needs an identifier prefix i")]

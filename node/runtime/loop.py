@@ -187,6 +187,10 @@ class Runtime:
         # instead of waking every waiting task on every step.
         self.changed = trio.Event()
         self.after_step: Callable[[], None] | None = None
+        # Set (and replaced) after each step whose writes are durable: what waits for new
+        # events or receipts (an HTTP mailbox stream) waits on, since a query's step writes
+        # nothing and so streams asking the role do not wake one another.
+        self.stored = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._timers: dict[TimerKey, trio.CancelScope] = {}
         self._topics: set[str] = set()
@@ -279,6 +283,9 @@ class Runtime:
                     self._publish(effect)
             if not waited:
                 await self.committer.wait(ticket)
+            if durable:
+                self.stored.set()
+                self.stored = trio.Event()
         except StorageFailure as err:
             # The role already believes what the store failed to keep; carrying on could hand
             # out receipts for events a restart would forget. Refuse, then stop the node: a
