@@ -5,7 +5,14 @@ witness's receipt: by the mailbox (server-sent events), and with `--receipt-endp
 our watchers then hold both KELs, and `dkms keystate --json` asked of each says `ok`.
 
 kli waits for its receipts with no timeout of its own; each command is bounded here, and a
-command that does not finish says what it printed."""
+command that does not finish says what it printed.
+
+Then the endpoint-mode identifier equivocates: keripy signs, with kli's own keystore, a second
+interaction at sn 2 (`tools/keripy_rival.py`), which is posted over HTTP (`POST /`, as kli
+posts) to one witness only, after the first was fully witnessed. That witness refuses it, keeps
+it in its rivals log and publishes it; both watchers then stand the identifier duplicitous from
+sn 2, and `GET /keystate/{prefix}` on a watcher's HTTP API says so, with evidence that `dkms
+evidence verify` accepts offline."""
 
 from __future__ import annotations
 
@@ -13,15 +20,18 @@ import functools
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
+from dkms.node.cli.main import main
 from dkms.node.config import NodeConfig
 from dkms.node.runtime.loop import Runtime
 from dkms.node.testing.cluster import Cluster, free_port
 from dkms.node.testing.keys import node_signer
 from dkms.node.testing.localnet import LOOPBACK, start_node
+from tests.node.test_http_app import fetch
 
 from .conftest import load_tool
 
@@ -40,8 +50,27 @@ def run_kli(kli: Path, *args: str) -> subprocess.CompletedProcess[str]:
         )
 
 
+def port_of(url: str) -> int:
+    return int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+
+
+def keripy_rival(python: Path, *args: str) -> dict[str, str]:
+    """tools/keripy_rival.py's answer: the rival's JSON body and its attachments."""
+    script = Path(__file__).resolve().parents[2] / "tools" / "keripy_rival.py"
+    done = subprocess.run(
+        [str(python), str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=KLI_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    answer: dict[str, str] = json.loads(done.stdout)
+    return answer
+
+
 async def test_kli_incepts_rotates_and_interacts_with_our_witnesses(
-    kli: Path, tmp_path: Path
+    kli: Path, keripy_env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = f"dkms-wit-{tmp_path.name}"[:60]
     env_tool = load_tool("keripy_env")
@@ -62,9 +91,11 @@ async def test_kli_incepts_rotates_and_interacts_with_our_witnesses(
                     urls.append(f"http://127.0.0.1:{port}/oobi/{hosts[-1].prefix}/controller")
 
                 watchers = []
+                watcher_port = free_port()
                 for i in range(2):  # a governance that sends no roster: they follow every KEL
                     config = NodeConfig(
                         role="watcher",
+                        http_listen=f"127.0.0.1:{watcher_port}" if i == 0 else None,
                         data_dir=tmp_path / f"v{i}",
                         listen=LOOPBACK,
                         governance=node_signer(41).verfer,
@@ -126,6 +157,47 @@ async def test_kli_incepts_rotates_and_interacts_with_our_witnesses(
                         assert asked.returncode == 0, asked.stderr.decode()[-800:]
                         state = json.loads(asked.stdout)
                         assert state["standing"] == "ok" and state["sn"] == 2, state
+
+                # keripy's keys sign a second sn 2, posted to one witness as kli posts.
+                prefix = prefixes["endpoint"]
+                kel = runtimes[hosts[0].prefix].role.validator.kel(prefix)  # type: ignore[attr-defined]
+                honest = kel.at(2).event.said
+                anchors = json.dumps([{"d": "EAnother_anchor_than_the_first_one_at_sn_2xy"}])
+                rival = await trio.to_thread.run_sync(
+                    functools.partial(
+                        keripy_rival, keripy_env.python,
+                        "--name", name, "--base", base, "--alias", "ctl-endpoint",
+                        "--sn", "2", "--prior", kel.at(1).event.said, "--data", anchors,
+                    )
+                )  # fmt: skip
+                assert json.loads(rival["body"])["d"] != honest
+                headers = {
+                    "Content-Type": "application/cesr+json",
+                    "CESR-ATTACHMENT": rival["attachments"],
+                    "CESR-DESTINATION": hosts[0].prefix,
+                }
+                got = await fetch(port_of(urls[0]), "/", "POST", rival["body"].encode(), headers)
+                assert got.status == 409, (got.status, got.body)  # a conflict: refused, kept
+
+                def flagged() -> bool:
+                    return all(
+                        runtimes[w.prefix].role.holdings.standing(prefix, True)  # type: ignore[attr-defined]
+                        == ("duplicitous", 2)
+                        for w in watchers
+                    )
+
+                while not flagged():
+                    await runtimes[watchers[0].prefix].changed.wait()
+                got = await fetch(watcher_port, f"/keystate/{prefix}")
+                assert got.status == 200, got.body
+                state = json.loads(got.body)
+                assert state["standing"] == "duplicitous" and state["duplicitous_from"] == 2
+                assert state["evidence"], state
+                (tmp_path / "keystate.json").write_bytes(got.body)
+                capsys.readouterr()
+                assert main(["evidence", "verify", str(tmp_path / "keystate.json")]) == 0
+                verified = capsys.readouterr().out
+                assert "INVALID" not in verified and prefix in verified, verified
                 nursery.cancel_scope.cancel()
     finally:
         env_tool.forget_base(base, ("ctl",))
