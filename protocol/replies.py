@@ -1,4 +1,5 @@
-"""KERI `rpy` (reply) messages: a signer's word on its endpoints, `/loc/scheme` and `/end/role/*`.
+"""KERI `rpy` (reply) messages: a signer's word on its endpoints, `/loc/scheme` and `/end/role/*`,
+and a witness's key state notice, `/ksn/{eid}`.
 
 Theory of operation: a reply is a routed message (`routed.py`) whose `a` carries the route's
 data. A witness states where it listens with `/loc/scheme` (`a: {eid, scheme, url}`: `eid` is
@@ -7,7 +8,9 @@ eid}`: `cid` signs). keripy writes both with `dt` the caller gives (this module 
 and a `-V` group holding the witness's `-CAB` couple; `loc_scheme` and `end_role` build the
 same bytes for the same key, url and dt. `read_reply` parses a reply with its attachment text
 and says who had to sign it and whether they did: `eid` for a location, `cid` for a role.
-Which of two replies is newer (`dt`) is the reader's decision.
+Which of two replies is newer (`dt`) is the reader's decision. `key_state_notice` writes the
+`/ksn` reply keripy's witness answers `GET /ksn` with: keripy's key state record, signed the
+same way.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ ROLES: Final = frozenset(
     {"controller", "witness", "registrar", "watcher", "judge", "juror", "peer", "mailbox", "agent"}
 )
 MAX_URL: Final = 2048
+# keripy's key state record (`KeyStateRecord`), the data of a `/ksn/{eid}` reply, in its order.
+KSN_FIELDS: Final = (
+    "vn", "i", "s", "p", "d", "f", "dt", "et", "kt", "k", "nt", "n", "bt", "b", "c", "ee", "di",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +168,14 @@ def end_role(
     data = {"cid": signer.verfer, "role": role, "eid": eid or signer.verfer}
     message = _reply(END_ROLE_ADD, data, dt, kind)
     return Reply(message, _says(message), endorse_couple(message, signer))
+
+
+def key_state_notice(
+    signer: Signer, state: dict[str, Any], dt: str, *, kind: Kind = Kind.JSON
+) -> Reply:
+    """A non-transferable signer's signed `/ksn/{eid}` reply carrying `state` (a key state
+    record, its fields `KSN_FIELDS` in that order), as keripy's witness answers `GET /ksn`."""
+    if tuple(state) != KSN_FIELDS:
+        raise LocalProtocolError(f"a key state notice has the fields {' '.join(KSN_FIELDS)}")
+    message = _reply(f"/ksn/{signer.verfer}", state, dt, kind)
+    return Reply(message, None, endorse_couple(message, signer))

@@ -12,7 +12,7 @@
 
 Each handler turns the request into the query the libp2p surface would carry and hands it to
 the role through `Node.answer`, as the caller's pseudo-peer; a refusal keeps its reason, its
-code picking the HTTP status (`STATUS`). Evidence is checked here before it is summed up, so
+code picking the HTTP status (`asking.STATUS`). Evidence is checked here before it is summed up, so
 the JSON says what it proves (`client/evidencejson.py`), and carries its CBOR for `dkms
 evidence verify`.
 """
@@ -21,37 +21,20 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Final
+from typing import Any
 
-import cbor2
 import trio
 
 from dkms.node.client.evidencejson import held_json, standing_json
 from dkms.node.client.home import CommandError
 from dkms.node.client.kelcheck import BUDGET, check_kel, prepare
-from dkms.node.configvalues import BadValue, identifier_prefix
-from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import Surface
 from dkms.node.runtime.transport import Answer, TransportError
 
 from .app import Node
+from .asking import ask_map, prefix_param
 from .openapi import DOCUMENT
 from .routing import HttpError, HttpRequest, HttpResponse, Route, json_response
-
-# The HTTP status of a role's refusal (anything not listed: 400).
-STATUS: Final[dict[Code, int]] = {
-    Code.UNKNOWN: 404,
-    Code.NOT_SERVED: 404,
-    Code.NO_ROSTER: 404,
-    Code.CONFLICT: 409,
-    Code.TOO_LARGE: 413,
-    Code.RATE_LIMITED: 429,
-    Code.FAILED: 500,
-    Code.BUSY: 503,
-    Code.STORAGE: 503,
-    Code.QUOTA: 503,
-    Code.UNREACHABLE: 504,
-}
 
 
 class JsonApi:
@@ -69,7 +52,7 @@ class JsonApi:
         ]
 
     async def keystate(self, request: HttpRequest) -> HttpResponse:
-        prefix = _prefix(request.params["prefix"])
+        prefix = prefix_param(request.params["prefix"])
         answer = await self._ask(request.peer, {"t": "state", "i": prefix})
         return json_response(standing_json(answer) if "standing" in answer else answer)
 
@@ -77,12 +60,12 @@ class JsonApi:
         self._watchers_only("evidence")
         ask: dict[str, Any] = {"t": "evidence"}
         if "prefix" in request.query:
-            ask["i"] = _prefix(request.query["prefix"])
+            ask["i"] = prefix_param(request.query["prefix"])
         return json_response(held_json(self.prefix, await self._ask(request.peer, ask)))
 
     async def check(self, request: HttpRequest) -> HttpResponse:
         self._watchers_only("KEL checks")
-        prefix = _prefix(request.query["prefix"]) if "prefix" in request.query else None
+        prefix = prefix_param(request.query["prefix"]) if "prefix" in request.query else None
         if not request.body:
             raise HttpError(400, "no KEL: the body is the CESR stream of the KEL shown")
         try:  # validating signatures takes a while: off the event loop
@@ -100,17 +83,7 @@ class JsonApi:
         return HttpResponse(200, json.dumps(DOCUMENT).encode())
 
     async def _ask(self, peer: str, ask: dict[str, Any]) -> dict[str, Any]:
-        """The role's answer to a query, as a map; `HttpError` for a refusal."""
-        code, payload, reason = await self.node.answer(Surface.QUERY, peer, cbor2.dumps(ask))
-        if not code.ok:
-            raise HttpError(STATUS.get(code, 400), reason or code.text)
-        try:
-            answer = cbor2.loads(payload)
-        except Exception:  # cbor2 raises many types
-            answer = None
-        if not isinstance(answer, dict):
-            raise HttpError(500, f"the node's {ask['t']} answer does not read")
-        return answer
+        return await ask_map(self.node, peer, ask, self.timeout)
 
     def _watchers_only(self, what: str) -> None:
         if not self.watcher:
@@ -127,11 +100,3 @@ class _Loopback:
         with trio.move_on_after(timeout):
             return Answer(*await self.node.answer(Surface(surface), self.peer, payload))
         raise TransportError(f"{to} did not answer within {timeout:g} s")
-
-
-def _prefix(text: str) -> str:
-    try:
-        return identifier_prefix(text)
-    except BadValue as err:
-        shown = repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
-        raise HttpError(400, f"{shown}: {err}") from None

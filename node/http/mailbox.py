@@ -31,11 +31,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import cbor2
 import trio
 
 from dkms.node.roles.codes import Code
-from dkms.node.roles.effects import Surface
 from dkms.protocol import cesr
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.keystate import Authority
@@ -43,6 +41,7 @@ from dkms.protocol.queries import Query, read_query, verify_query
 from dkms.protocol.thresholds import parse_threshold
 
 from .app import Node
+from .asking import Refused, ask_map
 from .routing import HttpError, HttpRequest, HttpResponse
 
 log = logging.getLogger("dkms.node.http")
@@ -163,20 +162,13 @@ class Mailboxes:
 
     async def _ask(self, peer: str, ask: dict[str, Any]) -> dict[str, Any] | None:
         """The role's answer as a map; None for an unknown identifier."""
-        with trio.move_on_after(self.timeout):
-            code, payload, reason = await self.node.answer(Surface.QUERY, peer, cbor2.dumps(ask))
-            if code is Code.UNKNOWN:
+        try:
+            return await ask_map(self.node, peer, ask, self.timeout)
+        except Refused as refused:
+            if refused.code is Code.UNKNOWN:
                 return None
-            if not code.ok:
-                raise HttpError(503, f"the node refused its {ask['t']} query: {reason}")
-            try:
-                answer = cbor2.loads(payload)
-            except Exception:  # cbor2 raises many types
-                answer = None
-            if not isinstance(answer, dict):
-                raise HttpError(500, f"the node's {ask['t']} answer does not read")
-            return answer
-        raise HttpError(504, f"the node did not answer within {self.timeout:g} s")
+            message = f"the node refused its {ask['t']} query: {refused.message}"
+            raise HttpError(503, message) from None
 
 
 def _authority(state: dict[str, Any]) -> Authority | None:

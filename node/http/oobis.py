@@ -13,7 +13,7 @@
 
 Answers are `application/json+cesr` (exactly: kli compares the string) with `KERI-AID: aid`.
 The KEL and key state come from the role through the query surface (`Node.answer`, as the
-JSON API asks), a page at a time, up to `MAX_KEL` bytes. The replies are signed once, on the
+JSON API asks), a page at a time, up to `asking.MAX_KEL` bytes. The replies are signed once, on the
 first ask, with the node's key at the `dt` the node started (a reader keeps the newest reply
 per endpoint, so a restarted node's, later, replaces the old), naming `url()`, the address
 clients reach this node's HTTP surface at.
@@ -22,25 +22,19 @@ clients reach this node's HTTP surface at.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
-import cbor2
-
-from dkms.node.configvalues import BadValue, identifier_prefix
-from dkms.node.roles.codes import Code
-from dkms.node.roles.effects import Surface
-from dkms.node.roles.pages import PAGE_EVENTS, kel_ask
 from dkms.protocol.attachments import Attachments
 from dkms.protocol.crypto import Signer
 from dkms.protocol.events import Kind, incept
 from dkms.protocol.replies import end_role, loc_scheme
-from dkms.protocol.stream import Message, messagize, parse_stream
+from dkms.protocol.stream import messagize
 
 from .app import Node
+from .asking import ask_map, kel_stream, prefix_param
 from .routing import HttpError, HttpRequest, HttpResponse, Route
 
 CONTENT_TYPE: Final = "application/json+cesr"
-MAX_KEL: Final = 16 * 1024 * 1024  # bytes of KEL one OOBI answer carries
 
 
 def own_inception(signer: Signer) -> bytes:
@@ -89,52 +83,17 @@ class Oobis:
             if role not in (None, "controller") or eid not in (None, self.prefix):
                 raise HttpError(404, f"{self.prefix} is its own controller and nothing else")
             return _answer(aid, self.own())
-        try:
-            aid = identifier_prefix(aid)
-        except BadValue as err:
-            raise HttpError(400, f"{aid[:60]!r}: {err}") from None
+        aid = prefix_param(aid)
         if role not in (None, "witness") or eid not in (None, self.prefix):
             raise HttpError(404, f"this node is {self.prefix}, a witness: ask for role witness")
-        state = await self._ask(request.peer, {"t": "state", "i": aid})
+        state = await ask_map(self.node, request.peer, {"t": "state", "i": aid}, self.timeout)
         if self.prefix not in state.get("b", ()):
             raise HttpError(404, f"{aid} is not witnessed by {self.prefix}")
         if state.get("fully_witnessed") is not True:
             raise HttpError(404, f"{aid} is not fully witnessed yet")
-        return _answer(aid, await self._kel(request.peer, aid) + self.loc())
-
-    async def _kel(self, peer: str, aid: str) -> bytes:
-        parts: list[bytes] = []
-        size, start = 0, 0
-        while True:
-            code, page, reason = await self.node.answer(
-                Surface.QUERY, peer, kel_ask(aid, start, PAGE_EVENTS)
-            )
-            if not code.ok:
-                raise HttpError(404 if code is Code.UNKNOWN else 503, reason or code.text)
-            parts.append(page)
-            size += len(page)
-            if size > MAX_KEL:
-                raise HttpError(413, f"the KEL of {aid} is over {MAX_KEL} bytes: ask /log")
-            if code is not Code.PARTIAL or not page:
-                return b"".join(parts)
-            start += _events(page)
-
-    async def _ask(self, peer: str, ask: dict[str, Any]) -> dict[str, Any]:
-        code, payload, reason = await self.node.answer(Surface.QUERY, peer, cbor2.dumps(ask))
-        if not code.ok:
-            raise HttpError(404 if code in (Code.UNKNOWN, Code.NOT_SERVED) else 503, reason)
-        try:
-            answer = cbor2.loads(payload)
-        except Exception:  # cbor2 raises many types
-            answer = None
-        if not isinstance(answer, dict):
-            raise HttpError(500, f"the node's {ask['t']} answer does not read")
-        return answer
-
-
-def _events(page: bytes) -> int:
-    """How many events a KEL page holds (to ask for the next one)."""
-    return sum(1 for frame in parse_stream(page) if isinstance(frame, Message))
+        return _answer(
+            aid, await kel_stream(self.node, request.peer, aid, self.timeout) + self.loc()
+        )
 
 
 def _answer(aid: str, body: bytes) -> HttpResponse:

@@ -1,5 +1,6 @@
-"""Which routes a node serves over HTTP: the JSON API for applications (`api.py`) today;
-keripy's witness surface (`POST /`, `/receipts`, `/oobi/...`) joins here as more routes."""
+"""Which routes a node serves over HTTP: the JSON API for applications (`api.py`); keripy's
+OOBIs (`oobis.py`), reads (`kelreads.py`: `/ksn`, `/log`, `/query`) and, on witnesses, its
+witness surface (`witnessing.py`: `POST /`, `/receipts`, the mailbox)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dkms.protocol.crypto import Signer
 
 from .api import JsonApi
 from .app import HttpApp, HttpLimits, Node
+from .kelreads import KelReads
 from .oobis import Oobis
 from .witnessing import KeriWitness
 
@@ -28,6 +30,7 @@ def node_app(
     routes = JsonApi(node, prefix, watcher=watcher, timeout=timeout).routes()
     if oobi is not None:
         routes += Oobis(node, *oobi, timeout=timeout).routes()
+        routes += KelReads(node, oobi[0], timeout=timeout).routes()  # keripy's /ksn /log /query
     if not watcher:  # keripy's witness endpoints (`witnessing.py`)
         routes += KeriWitness(node, prefix, timeout=timeout).routes()
     return HttpApp(node, routes, limits)

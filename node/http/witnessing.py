@@ -27,16 +27,14 @@ import json
 from typing import Any, Final
 
 import cbor2
-import trio
 
-from dkms.node.configvalues import BadValue, identifier_prefix
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import Surface
 from dkms.protocol.errors import ProtocolError
 from dkms.protocol.replies import read_reply
 
-from .api import STATUS
 from .app import Node
+from .asking import STATUS, answer_of, prefix_param, shown
 from .mailbox import Mailboxes
 from .routing import HttpError, HttpRequest, HttpResponse, Route
 
@@ -86,13 +84,13 @@ class KeriWitness:
             if ked.get("r") == "mbx":
                 return await self.mailboxes.answer(request, attachments)
             return HttpResponse(204)
-        raise HttpError(400, f"message type {_shown(ilk)} is not served by this witness")
+        raise HttpError(400, f"message type {shown(ilk)} is not served by this witness")
 
     async def post_receipts(self, request: HttpRequest) -> HttpResponse:
         ked, attachments = self._message(request)
         ilk = ked.get("t")
         if ilk not in EVENTS:
-            raise HttpError(400, f"invalid event type {_shown(ilk)} for receipting")
+            raise HttpError(400, f"invalid event type {shown(ilk)} for receipting")
         payload = request.body + attachments.encode("ascii")
         code, receipts, reason = await self._ask(Surface.SUBMIT, request.peer, payload)
         if code.ok and receipts:
@@ -107,13 +105,13 @@ class KeriWitness:
         query = request.query
         if "pre" not in query:
             raise HttpError(400, "query parameter 'pre' is required")
-        ask: dict[str, Any] = {"t": "rct", "i": _prefix(query["pre"])}
+        ask: dict[str, Any] = {"t": "rct", "i": prefix_param(query["pre"])}
         if "said" in query:
             ask["d"] = query["said"]
         elif "sn" in query:
             sn = query["sn"]
             if not (sn.isascii() and sn.isdigit() and len(sn) <= 20):
-                raise HttpError(400, f"sn {_shown(sn)} is not a whole number")
+                raise HttpError(400, f"sn {shown(sn)} is not a whole number")
             ask["s"] = int(sn)
         else:
             raise HttpError(400, "either 'sn' or 'said' query parameter is required")
@@ -127,7 +125,7 @@ class KeriWitness:
         headers = request.headers
         kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if kind not in CESR_TYPES:
-            raise HttpError(406, f"content type {_shown(kind)} is not application/cesr+json")
+            raise HttpError(406, f"content type {shown(kind)} is not application/cesr+json")
         try:
             ked = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
@@ -143,23 +141,9 @@ class KeriWitness:
         destination = headers.get("cesr-destination")
         if destination is not None and destination.strip() != self.prefix:
             raise HttpError(
-                400, f"CESR-DESTINATION {_shown(destination)} is not this witness, {self.prefix}"
+                400, f"CESR-DESTINATION {shown(destination)} is not this witness, {self.prefix}"
             )
         return ked, attachments
 
     async def _ask(self, surface: Surface, peer: str, payload: bytes) -> tuple[Code, bytes, str]:
-        with trio.move_on_after(self.timeout):
-            return await self.node.answer(surface, peer, payload)
-        raise HttpError(504, f"the node did not answer within {self.timeout:g} s")
-
-
-def _prefix(text: str) -> str:
-    try:
-        return identifier_prefix(text)
-    except BadValue as err:
-        raise HttpError(400, f"{_shown(text)}: {err}") from None
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+        return await answer_of(self.node, surface, peer, payload, self.timeout)

@@ -22,7 +22,9 @@ from dkms.protocol.queries import mailbox_query
 from dkms.protocol.replies import (
     EndRole,
     LocScheme,
+    KSN_FIELDS,
     end_role,
+    key_state_notice,
     loc_scheme,
     read_reply,
     verify_reply,
@@ -87,6 +89,25 @@ def test_the_oobi_replies_of_a_keripy_witness_are_ours_byte_for_byte() -> None:
     loc = loc_scheme(wan, step["witness_urls"]["wan"], DT).serialize().decode()
     role = end_role(wan, DT).serialize().decode()
     assert served.endswith(loc + role)
+
+
+def test_our_key_state_notices_are_keripys_bytes() -> None:
+    """keripy's witness wan answered `GET /ksn`; the same record, key and dt give its bytes."""
+    step = json.loads((VECTORS / "errors.json").read_text())
+    [served] = [
+        x["response"]["body"]
+        for x in step["exchanges"]
+        if x["request"]["target"].startswith("/ksn") and x["response"]["status"] == 200
+    ]
+    size = int(served[16:22], 16)
+    ked = json.loads(served[:size])
+    assert tuple(ked["a"]) == KSN_FIELDS
+    ours = key_state_notice(keripy_signer("wan"), ked["a"], ked["dt"])
+    assert ours.serialize() == served.encode()
+    reply = read_reply(served[:size].encode(), served[size:])
+    assert reply.says is None and reply.message.route == f"/ksn/{keripy_signer('wan').verfer}"
+    with pytest.raises(LocalProtocolError, match="fields"):
+        key_state_notice(WITNESS, {k: ked["a"][k] for k in reversed(KSN_FIELDS)}, DT)
 
 
 def test_every_reply_kli_posted_reads_and_verifies() -> None:
