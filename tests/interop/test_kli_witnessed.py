@@ -1,8 +1,9 @@
 """keripy 1.3.6's `kli` uses our witnesses over HTTP: three real witness nodes (libp2p hosts,
-SQLite stores, `--http-listen 127.0.0.1:PORT`), kli resolving their OOBIs, then `kli incept`
-(three witnesses, toad 2), `kli rotate` and `kli interact`, each done only once kli holds every
-witness's receipt: by the mailbox (server-sent events), and with `--receipt-endpoint`. Two of
-our watchers then hold both KELs, and `dkms keystate --json` asked of each says `ok`.
+SQLite stores, `--http-listen 127.0.0.1:PORT`), `kli init` resolving their OOBIs (its config
+file's `iurls`), then `kli incept` (three witnesses, toad 2), `kli rotate` and `kli interact`,
+each done only once kli holds every witness's receipt: by the mailbox (server-sent events),
+and with `--receipt-endpoint`. Two of our watchers then hold both KELs, and `dkms keystate
+--json` asked of each says `ok`.
 
 kli waits for its receipts with no timeout of its own; each command is bounded here, and a
 command that does not finish says what it printed.
@@ -109,12 +110,18 @@ async def test_kli_incepts_rotates_and_interacts_with_our_witnesses(
                     return done.stdout
 
                 name = "ctl"
-                await kli_("init", "--name", name, "--base", base, "--nopasscode")
-                for i, url in enumerate(urls):
-                    await kli_(
-                        "oobi", "resolve", "--name", name, "--base", base,
-                        "--oobi-alias", f"w{i}", "--oobi", url,
-                    )  # fmt: skip
+                # kli init with our witnesses' OOBIs in its config file (`iurls`), resolved
+                # before it returns.
+                config_dir = tmp_path / "kli-config"
+                (config_dir / "keri" / "cf").mkdir(parents=True)
+                oobis = {"dt": "2026-01-01T00:00:00.000000+00:00", "iurls": urls}
+                (config_dir / "keri" / "cf" / "ctl-oobis.json").write_text(json.dumps(oobis))
+                out = await kli_(
+                    "init", "--name", name, "--base", base, "--nopasscode",
+                    "--config-dir", str(config_dir), "--config-file", "ctl-oobis",
+                )  # fmt: skip
+                for url in urls:
+                    assert f"{url} succeeded" in out, out
                 incept = ["--transferable", "--toad", "2", "--icount", "1", "--isith", "1"]
                 incept += ["--ncount", "1", "--nsith", "1"]
                 for host in hosts:
