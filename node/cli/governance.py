@@ -56,7 +56,7 @@ async def create(
     options: Options,
 ) -> int:
     """Sign a roster with NAME's current keys; write it to `out` and/or hand it to nodes."""
-    intros = [node_ref(p, options) for p in publish_to]
+    intros = [await node_ref(p, options) for p in publish_to]
     if epoch is not None and epoch < 0:
         raise CommandError("--epoch must be 0 or more")
     home.check_kel(name)
@@ -223,7 +223,7 @@ async def show(
     node: str, *, governance: str | None, as_json: bool, timeout: float, options: Options
 ) -> int:
     """The roster a node holds, verified here against the governance KEL it came with."""
-    intro = node_ref(node, options)
+    intro = await node_ref(node, options)
     async with session([intro], options) as transport:
         ask = {"t": "roster"} if governance is None else {"t": "roster", "g": governance}
         hint = " (a witness may hold several: name one with --governance)"

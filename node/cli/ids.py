@@ -47,7 +47,7 @@ async def create(
 ) -> int:
     """Incept NAME with fresh keys; local-only when it has no witnesses."""
     home.check_name(name)
-    named = [node_ref(w, options) for w in witnesses]
+    named = [await node_ref(w, options) for w in witnesses]
     prefixes = [n.prefix for n in named]
     if len(set(prefixes)) != len(prefixes):
         raise CommandError("a witness is named twice")
@@ -75,6 +75,7 @@ async def create(
             options=options,
             intros=[n.intro for n in named if n.intro is not None],
         )
+    home.learn_urls({n.prefix: n.http for n in named if n.http is not None})
     _report(ctl, name, _DONE["icp"])
     return 0
 
@@ -91,14 +92,16 @@ async def rotate(
     options: Options,
 ) -> int:
     """Rotate NAME's keys to the committed next ones, changing witnesses if asked."""
-    added = [node_ref(a, options) for a in adds]
+    added = [await node_ref(a, options) for a in adds]
     intros = [n.intro for n in added if n.intro is not None]
     await findable(added, options)
 
     def wanted(state: KeyState) -> dict[str, Any]:
         return _rotation(name, state, added, list(cuts), toad)
 
-    return await _change(home, name, wanted, intros, passphrase_file, timeout, options)
+    done = await _change(home, name, wanted, intros, passphrase_file, timeout, options)
+    home.learn_urls({n.prefix: n.http for n in added if n.http is not None})
+    return done
 
 
 async def interact(

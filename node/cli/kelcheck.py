@@ -46,7 +46,7 @@ async def check(
         shown = prepare(_read(path), prefix, budget=options.chunk)
     except CommandError as err:
         raise CommandError(f"{name}: {err}") from None
-    intros = [node_ref(w, options) for w in watchers]
+    intros = [await node_ref(w, options) for w in watchers]
     async with session(intros, options) as transport:
         results = await check_kel(transport, [i.prefix for i in intros], shown, timeout=timeout)
     for result in results:

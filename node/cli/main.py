@@ -32,6 +32,7 @@ Command = Callable[[argparse.Namespace, Options], int]
 AsyncCommand = Callable[[argparse.Namespace, Options], Awaitable[int]]
 WAIT = 30.0  # default --timeout, seconds
 BOOTSTRAP_HELP = "a node to ask where nodes named by bare prefix (B...) listen"
+OOBI_HELP = "or the witness's OOBI URL, http://HOST:PORT/oobi/PREFIX/controller"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = id_commands.add_parser("create", parents=[secret], help="incept a new identifier")
     create.add_argument("name", metavar="NAME")
     create.add_argument(
-        "--witness", action="append", default=[], metavar="PREFIX@MULTIADDR", help="repeatable"
+        "--witness",
+        action="append",
+        default=[],
+        metavar="PREFIX@MULTIADDR",
+        help=f"repeatable; {OOBI_HELP}",
     )
     create.add_argument("--toad", type=int, help="witness threshold (default: all witnesses)")
     create.add_argument("--keys", type=int, default=1, help="number of signing keys")
@@ -144,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate", parents=[secret], help="rotate to the next keys, changing witnesses if asked"
     )
     rotate.add_argument("name", metavar="NAME")
-    rotate.add_argument("--add-witness", action="append", default=[], metavar="PREFIX@MULTIADDR")
+    rotate.add_argument(
+        "--add-witness", action="append", default=[], metavar="PREFIX@MULTIADDR", help=OOBI_HELP
+    )
     rotate.add_argument("--cut-witness", action="append", default=[], metavar="PREFIX")
     rotate.add_argument(
         "--toad", type=int, help="witness threshold (default: as many may fail as before)"
@@ -183,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     keystate.add_argument("--from", dest="node", required=True, metavar="PREFIX@MULTIADDR")
     keystate.add_argument("--json", action="store_true")
     keystate.set_defaults(arun=_keystate)
+
+    oobi = commands.add_parser("oobi", help="OOBI URLs: how keripy finds identifiers")
+    oobi_commands = oobi.add_subparsers(dest="oobi_command", metavar="COMMAND", required=True)
+    oobi_show = oobi_commands.add_parser(
+        "show",
+        help="one OOBI URL per witness of NAME (http://WITNESS/oobi/AID/witness/W)",
+        description="Print the OOBI URLs of an identifier of --home, one per witness whose "
+        "HTTP address is known (it was named by its OOBI URL); the others are named on "
+        "stderr. Exit status 1 when no URL can be given.",
+    )
+    oobi_show.add_argument("name", metavar="NAME|PREFIX")
+    oobi_show.add_argument("--json", action="store_true", help="one JSON object")
+    oobi_show.set_defaults(run=_oobi_show)
 
     _governance_commands(commands, secret, wait)
     _evidence_commands(commands, wait)
@@ -274,6 +294,12 @@ def _show(a: argparse.Namespace, o: Options) -> int:
     from dkms.node.cli import ids as idcmd
 
     return idcmd.show(_home(a), a.name, as_json=a.json)
+
+
+def _oobi_show(a: argparse.Namespace, o: Options) -> int:
+    from dkms.node.cli import oobi as oobicmd
+
+    return oobicmd.show(_home(a), a.name, as_json=a.json)
 
 
 def _list(a: argparse.Namespace, o: Options) -> int:

@@ -90,7 +90,7 @@ async def submit(
     events = [m.event for m in plan.events]
     if not events:
         raise CommandError(f"{path} holds no key events")
-    intros = [node_ref(t, options) for t in to]
+    intros = [await node_ref(t, options) for t in to]
     results = {i.prefix: Submitted(i.prefix) for i in intros}
     by_said = {e.said: e for e in events}
     done = dict.fromkeys(results, 0)
@@ -232,7 +232,7 @@ async def keystate(
 ) -> int:
     """Ask a node for an identifier's key state, and check it against the KEL it serves.
     A watcher's answer also gives the identifier's standing and the evidence behind it."""
-    intro = node_ref(node, options)
+    intro = await node_ref(node, options)
     async with session([intro], options) as transport:
         answer = _map(
             await query(transport, intro, {"t": "state", "i": prefix}, timeout), intro, "key state"
@@ -318,7 +318,7 @@ async def evidence(
     node: str, prefix: str | None, *, as_json: bool, timeout: float, options: Options
 ) -> int:
     """The evidence and rulings a watcher holds (about `prefix`, or all), checked here."""
-    intro = node_ref(node, options)
+    intro = await node_ref(node, options)
     ask: dict[str, Any] = {"t": "evidence"} if prefix is None else {"t": "evidence", "i": prefix}
     async with session([intro], options) as transport:
         payload = await query(transport, intro, ask, timeout, hint=" (only watchers hold evidence)")
@@ -373,7 +373,7 @@ def export(home: Home, name: str) -> int:
 async def export_from(prefix: str, node: str, *, timeout: float, options: Options) -> int:
     """Write `prefix`'s KEL as `node` serves it (CESR, binary) to stdout, page by page."""
     out = _binary_stdout()
-    intro = node_ref(node, options)
+    intro = await node_ref(node, options)
     progress = Progress(f"events of the KEL written from {short(intro.prefix)}")
     count = 0
     async with session([intro], options) as transport:

@@ -5,7 +5,9 @@
       keys/NAME.key        } with the passphrase
       kels/NAME.cesr       NAME's fully witnessed KEL, as `dkms kel export NAME` prints it
       witnesses.json       {prefix: "PREFIX@MULTIADDR"}: where each known witness listens
-      witnesses.lock       held while witnesses.json is read and rewritten
+      witness-urls.json    {prefix: "http://HOST:PORT/"}: the HTTP URL a witness named by its
+                           OOBI URL signed (`client/oobis.py`), for `dkms oobi show`
+      witnesses.lock       held while either is read and rewritten
       keys/NAME.lock       held by the one command that works on NAME (client/session.py)
       abandoned/           key files of inceptions given up on that a witness may hold
 
@@ -24,7 +26,9 @@ show`, `id list`, `kel export`) without the passphrase. It also holds:
 The address book is shared by every identifier of the home, so it changes only with what a
 witness proved by answering at an address (`learn`), or, for a witness it does not know
 yet, once an event naming it was fully witnessed (`learn(..., replace=False)`): a mistyped
-address given to one command never replaces the good one others use.
+address given to one command never replaces the good one others use. A witness's HTTP URL is
+its own signed word (`learn_urls`), kept as it was last read. A home without witness-urls.json
+(older ones) knows no HTTP URL; older code ignores the file.
 
 Every file is written whole or not at all (`secretfiles.atomic_write`, mode 0600).
 """
@@ -35,7 +39,7 @@ import getpass
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -56,6 +60,7 @@ KELS: Final = "kels"
 KEL_SUFFIX: Final = ".cesr"
 BOOK: Final = "witnesses.json"
 BOOK_LOCK: Final = "witnesses.lock"
+URLS: Final = "witness-urls.json"
 ABANDONED: Final = "abandoned"
 # The keystore's rule for names (keystore.py), checked here before any file is touched.
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -171,7 +176,14 @@ class Home:
 
     def book(self) -> dict[str, str]:
         """Known witnesses: prefix -> introduction."""
-        path = self.root / BOOK
+        return self._map(BOOK)
+
+    def urls(self) -> dict[str, str]:
+        """Witnesses' HTTP URLs, as they signed them: prefix -> URL."""
+        return self._map(URLS)
+
+    def _map(self, name: str) -> dict[str, str]:
+        path = self.root / name
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
@@ -185,15 +197,21 @@ class Home:
     def learn(self, intros: Iterable[Introduction], *, replace: bool = True) -> None:
         """Remember where these witnesses listen: a newer address replaces an older one,
         unless not `replace` (then only witnesses the book does not know are added)."""
-        wanted = {i.prefix: str(i) for i in intros}
+        self._update(BOOK, {i.prefix: str(i) for i in intros}, replace)
+
+    def learn_urls(self, urls: Mapping[str, str]) -> None:
+        """Remember the HTTP URLs these witnesses signed (prefix -> URL)."""
+        self._update(URLS, urls, True)
+
+    def _update(self, name: str, wanted: Mapping[str, str], replace: bool) -> None:
         if not wanted:
             return
-        path = self.root / BOOK
+        path = self.root / name
         try:
             private_dir(self.root)
             # Identifiers of one home may run commands at once: no update may be lost.
             with lockfile.blocking(self.root / BOOK_LOCK):
-                book = self.book()
+                book = self._map(name)
                 changed = {
                     p: i
                     for p, i in wanted.items()

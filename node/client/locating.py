@@ -1,10 +1,12 @@
 """Nodes named by prefix alone, found through a bootstrap node's location records.
 
-A command names a node as `PREFIX@MULTIADDR`, or by its bare prefix (`B...`) when a bootstrap
-node is given (`dkms --bootstrap PREFIX@MULTIADDR`, or `DKMS_BOOTSTRAP`). Every node keeps the
-signed location records it hears (`roles/locations.py`) and answers `{"t": "loc", "i":
-PREFIX}` with one; the record is checked here against the prefix asked for (decoded strictly,
-its signature by that prefix's key), and its addresses are dialled in the order it lists
+A command names a node as `PREFIX@MULTIADDR`, by its OOBI URL (`http://HOST:PORT/oobi/W/
+controller`, asked over HTTP before anything else: `oobis.py`), or by its bare prefix (`B...`)
+when a bootstrap node is given (`dkms --bootstrap PREFIX@MULTIADDR`, or `DKMS_BOOTSTRAP`).
+Every node keeps the signed location records it hears (`roles/locations.py`) and answers
+`{"t": "loc", "i": PREFIX}` with one; the record is checked here against the prefix asked for
+(decoded strictly, its signature by that prefix's key: `record_addresses`, which checks a
+record a node hands over by HTTP too), and its addresses are dialled in the order it lists
 them. Noise then proves on connection that the node holds the prefix's key, so a bootstrap
 can withhold a record but never send us to an impostor.
 
@@ -50,10 +52,12 @@ _HOW: Final = "add --bootstrap PREFIX@MULTIADDR (or set DKMS_BOOTSTRAP) to find 
 
 @dataclass(frozen=True, slots=True)
 class NodeRef:
-    """A node named on the command line: with its address (`intro`), or by prefix alone."""
+    """A node named on the command line: with its address (`intro`), or by prefix alone;
+    `http`, the HTTP URL it signed, when it was named by its OOBI URL."""
 
     prefix: str
     intro: Introduction | None = None
+    http: str | None = None
 
     def __str__(self) -> str:
         return str(self.intro) if self.intro is not None else self.prefix
@@ -68,16 +72,21 @@ def is_node_prefix(text: str) -> bool:
     return len(text) == 44
 
 
-def node_ref(text: str, options: Options) -> NodeRef:
-    """`PREFIX@MULTIADDR`, or a bare node prefix when `options` names a bootstrap; else a
-    CommandError saying which is wrong."""
+async def node_ref(text: str, options: Options) -> NodeRef:
+    """`PREFIX@MULTIADDR`, a node's OOBI URL (asked now), or a bare node prefix when
+    `options` names a bootstrap; else a CommandError saying which is wrong."""
+    if text[:8].lower().startswith(("http://", "https://")):
+        from dkms.node.client.oobis import resolve  # noqa: PLC0415 - it imports this module
+
+        return await resolve(text)
     if "@" in text:
         intro = introduction(text)
         return NodeRef(intro.prefix, intro)
     if not is_node_prefix(text):
         raise CommandError(
             f"bad node {text[:100]!r}: expected PREFIX@MULTIADDR, or a node prefix"
-            " (B..., 44 characters) with --bootstrap"
+            " (B..., 44 characters) with --bootstrap, or a node's OOBI URL"
+            " (http://HOST:PORT/oobi/PREFIX/controller)"
         )
     if options.bootstrap is None:
         raise CommandError(f"{text} is a bare prefix and no bootstrap node is given: {_HOW}")
@@ -191,27 +200,33 @@ class LocatingTransport(P2PTransport):
                 f"the bootstrap node {boot.prefix} would not say where {prefix} is:"
                 f" {reason[:200]}{older}"
             )
+        return record_addresses(payload, prefix, f"the bootstrap node {boot.prefix}")
+
+
+def record_addresses(payload: bytes, prefix: str, source: str) -> list[Multiaddr]:
+    """The addresses this client can dial, in order, of the location record `payload` that
+    `source` (in words) handed over for node `prefix`: decoded strictly, signed by the
+    prefix's key, of that prefix; else a CommandError saying which."""
+    try:
+        record = read_record(payload)
+    except ProtocolError as err:
+        raise CommandError(
+            f"{source} answered for {prefix} with a location record that does not verify: {err}"
+        ) from None
+    if record.prefix != prefix:
+        raise CommandError(
+            f"{source} answered for {prefix} with the location record of another node"
+            f" ({record.prefix})"
+        )
+    addrs = []
+    for text in record.addresses:
         try:
-            record = read_record(payload)
-        except ProtocolError as err:
-            raise CommandError(
-                f"the bootstrap node {boot.prefix} answered for {prefix} with a location record"
-                f" that does not verify: {err}"
-            ) from None
-        if record.prefix != prefix:
-            raise CommandError(
-                f"the bootstrap node {boot.prefix} answered for {prefix} with the location"
-                f" record of another node ({record.prefix})"
-            )
-        addrs = []
-        for text in record.addresses:
-            try:
-                addrs.append(parse_dial_addr(text))
-            except ValueError:
-                continue  # an address this client cannot dial: the next may do
-        if not addrs:
-            raise CommandError(
-                f"the location record of {prefix} names no address this client can dial"
-                f" ({', '.join(record.addresses) or 'none'})"
-            )
-        return addrs
+            addrs.append(parse_dial_addr(text))
+        except ValueError:
+            continue  # an address this client cannot dial: the next may do
+    if not addrs:
+        raise CommandError(
+            f"the location record of {prefix} names no address this client can dial"
+            f" ({', '.join(record.addresses) or 'none'})"
+        )
+    return addrs

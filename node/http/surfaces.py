@@ -11,6 +11,7 @@ from dkms.protocol.crypto import Signer
 from .api import JsonApi
 from .app import HttpApp, HttpLimits, Node
 from .kelreads import KelReads
+from .location import OwnLocation
 from .oobis import Oobis
 from .witnessing import KeriWitness
 
@@ -26,11 +27,13 @@ def node_app(
 ) -> HttpApp:
     """The HTTP app of the node `prefix` (a watcher, or a witness); `timeout` bounds each
     request it hands the role (as `request_timeout` does for libp2p's). `oobi`: the node's
-    key, its HTTP URL and start time, for the OOBI routes (`oobis.py`)."""
+    key, its HTTP URL and start time, for the OOBI routes (`oobis.py`) and its location
+    record (`location.py`)."""
     routes = JsonApi(node, prefix, watcher=watcher, timeout=timeout).routes()
     if oobi is not None:
         routes += Oobis(node, *oobi, timeout=timeout).routes()
         routes += KelReads(node, oobi[0], timeout=timeout).routes()  # keripy's /ksn /log /query
+        routes += OwnLocation(node, prefix).routes()  # where it listens, for its OOBI's readers
     if not watcher:  # keripy's witness endpoints (`witnessing.py`)
         routes += KeriWitness(node, prefix, timeout=timeout).routes()
     return HttpApp(node, routes, limits)
