@@ -1,12 +1,16 @@
 """The OpenAPI 3 description of the HTTP API, written by hand as data (`GET /openapi.json`).
 
-A test holds it to the routes the app serves (every route described, nothing described that
-is not served), so the two cannot drift; a new surface adds its paths here.
+A test holds it to the routes the apps serve (every route a watcher's or a witness's app
+serves described, nothing described that neither serves), so the two cannot drift; a new
+surface adds its paths here. keripy's routes are described in `openapi_keri.py`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
+
+from .openapi_keri import PATHS as KERI_PATHS
+from .openapi_keri import WITNESS_PATHS as KERI_WITNESS_PATHS
 
 _PREFIX_PATTERN: Final = "^[EDB][A-Za-z0-9_-]{43}$"
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}
@@ -45,6 +49,8 @@ DOCUMENT: Final[dict[str, Any]] = {
         "description": (
             "Key state, standing and duplicity evidence from dkms watchers (and key state"
             ' from witnesses), for applications. Errors are JSON: {"error": "one line"}.'
+            " Also keripy's routes (OOBIs, /ksn, /log, /query; on witnesses POST / and"
+            " /receipts), whose bodies are CESR: see docs/keripy-http.md."
         ),
     },
     "paths": {
@@ -115,6 +121,27 @@ DOCUMENT: Final[dict[str, Any]] = {
                 "responses": {"200": _answer("OpenAPI 3", {"type": "object"})},
             }
         },
+        "/dkms/location": {
+            "get": {
+                "summary": "This node's signed location record: where it listens for libp2p",
+                "description": (
+                    "The CBOR record it gossips (its prefix, multiaddrs and time, signed by its"
+                    " key), for a client that found the node by its OOBI; checked by the"
+                    " client against the prefix, so the HTTP hop is trusted with nothing."
+                ),
+                "responses": {
+                    "200": {
+                        "description": "the record",
+                        "content": {
+                            "application/cbor": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    },
+                    "503": _error("the node has not signed its record yet; retry"),
+                },
+            }
+        },
+        **KERI_PATHS,
+        **KERI_WITNESS_PATHS,
     },
     "components": {
         "schemas": {

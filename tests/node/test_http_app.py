@@ -33,6 +33,8 @@ from dkms.node.http.openapi import DOCUMENT
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import Surface
 from dkms.node.runtime.ratelimit import PeerBuckets, RateLimit
+from dkms.node.testing.keys import seed
+from dkms.protocol.crypto import Signer
 
 PREFIX = "B" + "A" * 43
 KNOWN = "E" + "K" * 43
@@ -127,7 +129,11 @@ async def raw(port: int, data: bytes, *, wait: float = 10.0) -> bytes:
 
 
 def test_the_openapi_document_describes_every_route_and_no_other() -> None:
-    served = {(r.path, r.method.lower()) for r in api().router.routes}
+    oobi = (Signer(seed(31), transferable=False), lambda: "http://127.0.0.1:1/", "dt")
+    served = set()
+    for watcher in (True, False):
+        app = node_app(Stub(), PREFIX, watcher=watcher, limits=HttpLimits(), timeout=5.0, oobi=oobi)
+        served |= {(r.path, r.method.lower()) for r in app.router.routes}
     described = {(path, method) for path, item in DOCUMENT["paths"].items() for method in item}
     assert served == described
     assert DOCUMENT["openapi"].startswith("3.")

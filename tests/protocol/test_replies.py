@@ -20,9 +20,9 @@ from dkms.protocol.errors import EventError, LocalProtocolError, ParseError, Pro
 from dkms.protocol.events import Kind
 from dkms.protocol.queries import mailbox_query
 from dkms.protocol.replies import (
+    KSN_FIELDS,
     EndRole,
     LocScheme,
-    KSN_FIELDS,
     end_role,
     key_state_notice,
     loc_scheme,
