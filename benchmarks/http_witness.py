@@ -49,20 +49,19 @@ from typing import Any
 import httpx
 import trio
 from witness import (
-    SUBMIT,
     Chain,
     Peer,
     Timing,
     check_receipts,
     emit,
     machine,
-    request,
+    measure_submit,
     show_profile,
     timed,
     witness_command,
 )
 
-from dkms.node.p2p import P2PHost, open_host
+from dkms.node.p2p import open_host
 from dkms.node.testing.cluster import free_port
 from dkms.protocol.crypto import Signer, next_key_digest
 from dkms.protocol.events import Kind, incept, interact, sniff
@@ -116,27 +115,6 @@ def as_post(message: bytes, witness: str) -> Post:
 
 
 # ---------------------------------------------------------------- the two modes
-
-
-async def measure_libp2p(
-    host: P2PHost, witness: Peer, chains: list[Chain], replies: list[bytes]
-) -> Timing:
-    target = witness.introduction
-    for chain in chains:  # untimed: the witness learns the identifiers
-        replies.append(await request(host, target, SUBMIT, chain.inception))
-
-    async def submit_chain(chain: Chain, latencies: list[float]) -> None:
-        for message in chain.messages:
-            start = time.perf_counter()
-            replies.append(await request(host, target, SUBMIT, message))
-            latencies.append(time.perf_counter() - start)
-
-    async def work(latencies: list[float]) -> None:
-        async with trio.open_nursery() as nursery:
-            for chain in chains:
-                nursery.start_soon(submit_chain, chain, latencies)
-
-    return await timed(witness, sum(len(c.messages) for c in chains), work)
 
 
 async def post_receipts(client: httpx.AsyncClient, post: Post) -> bytes:
@@ -203,7 +181,7 @@ async def run(args: argparse.Namespace, witness: Peer, url: str) -> None:
                     ]
                     replies: list[bytes] = []
                     if mode == "libp2p":
-                        timing = await measure_libp2p(host, witness, chains, replies)
+                        timing = await measure_submit(host, witness, chains, 1, replies)
                     else:
                         timing = await measure_http(url, witness, prefix, chains, replies)
                     check_receipts(prefix, chains, replies)

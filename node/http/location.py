@@ -23,6 +23,7 @@ from dkms.node.roles.effects import Surface
 from dkms.node.roles.locations import QUERY
 
 from .app import Node
+from .asking import answer_of
 from .routing import HttpError, HttpRequest, HttpResponse, Route
 
 PATH: Final = "/dkms/location"
@@ -32,15 +33,17 @@ CONTENT_TYPE: Final = "application/cbor"
 class OwnLocation:
     """The route above for the node `prefix`."""
 
-    def __init__(self, node: Node, prefix: str) -> None:
-        self.node, self.prefix = node, prefix
+    def __init__(self, node: Node, prefix: str, *, timeout: float) -> None:
+        self.node, self.prefix, self.timeout = node, prefix, timeout
 
     def routes(self) -> list[Route]:
         return [Route("GET", PATH, self.location)]
 
     async def location(self, request: HttpRequest) -> HttpResponse:
         ask = cbor2.dumps({"t": QUERY, "i": self.prefix})
-        code, record, reason = await self.node.answer(Surface.QUERY, request.peer, ask)
+        code, record, reason = await answer_of(
+            self.node, Surface.QUERY, request.peer, ask, self.timeout
+        )
         if code is Code.UNKNOWN:
             raise HttpError(503, "this node has not signed its location record yet: retry")
         if not code.ok:

@@ -33,7 +33,7 @@ def node_app(
     if oobi is not None:
         routes += Oobis(node, *oobi, timeout=timeout).routes()
         routes += KelReads(node, oobi[0], timeout=timeout).routes()  # keripy's /ksn /log /query
-        routes += OwnLocation(node, prefix).routes()  # where it listens, for its OOBI's readers
+        routes += OwnLocation(node, prefix, timeout=timeout).routes()  # its libp2p addresses
     if not watcher:  # keripy's witness endpoints (`witnessing.py`)
         routes += KeriWitness(node, prefix, timeout=timeout).routes()
     return HttpApp(node, routes, limits)
