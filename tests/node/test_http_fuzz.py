@@ -32,7 +32,11 @@ pytestmark = pytest.mark.slow  # real processes
 
 STARTUP = 30.0  # seconds for a node process to print its introduction
 SAMPLE = (Path(__file__).resolve().parents[2] / "node" / "samples" / "sample.cesr").read_bytes()
-ROUTES = ("/keystate/", "/evidence?prefix=", "/check?prefix=", "/check", "/openapi.json", "/")
+ROUTES = (
+    "/keystate/", "/evidence?prefix=", "/check?prefix=", "/check", "/openapi.json", "/",
+    "/ksn?pre=", "/log?pre=", "/query?typ=kel&pre=", "/query?typ=", "/receipts?pre=",
+    "/receipts", "/oobi/", "/oobi", "/dkms/location",
+)  # fmt: skip
 PREFIX = "E" + "A" * 43
 
 
@@ -137,7 +141,19 @@ _BODIES = st.one_of(
 _PATHS = st.one_of(
     _TEXT.map(lambda t: "/" + t),
     st.tuples(st.sampled_from(ROUTES), _TEXT).map("".join),
-    st.sampled_from([f"/keystate/{PREFIX}", f"/evidence?prefix={PREFIX}", "/check"]),
+    st.sampled_from(
+        [
+            f"/keystate/{PREFIX}",
+            f"/evidence?prefix={PREFIX}",
+            "/check",
+            f"/ksn?pre={PREFIX}",
+            f"/log?pre={PREFIX}&s=1&fn=0",
+            f"/query?typ=kel&pre={PREFIX}&sn=0",
+            f"/receipts?pre={PREFIX}&sn=0",
+            f"/oobi/{PREFIX}/witness",
+            "/dkms/location",
+        ]
+    ),
 )
 _METHODS = st.one_of(st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS"]), _TOKEN)
 
