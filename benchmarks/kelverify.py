@@ -1,0 +1,141 @@
+"""`dkms kel verify` of a long KEL, as a user runs it, next to raw PyNaCl verify in the same run.
+
+Builds a KEL of `--events` distinct events once (an inception, then interactions with a
+rotation every 100 events, each signed: `benchmarks/validate.py`'s KEL), writes it to a file,
+and alternates, `--repeat` times:
+
+    raw      bare `crypto_sign_open` of the same events' signatures, in this process
+    command  `dkms kel verify FILE` (the table; `--json` with `--json`) in a subprocess,
+             stdout to a file
+    startup  the same command on a file of the inception alone: start-up, imports, one event
+
+Reported: the best of each, events/s of raw verify and of the command net of its start-up
+(`events / (command - startup)`, by wall clock and by the child's CPU time), and the ratio
+command/raw for both clocks. The command's output is read back: every message `accepted`.
+
+    python benchmarks/kelverify.py [--events 40000] [--repeat 3] [--json] [--profile FILE]
+
+`--profile FILE`: also run the command once under cProfile (`python -m cProfile -o FILE`).
+Output: one JSON object on stdout; progress on stderr. The machine's two cores are shared
+with other work, so the best of several alternating runs is what the ratio is taken from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from validate import build_kel, raw_verify_rate
+
+from dkms.protocol.events import Kind
+from dkms.protocol.stream import parse_stream
+
+DKMS = Path(sys.executable).parent / "dkms"
+
+
+def say(text: str) -> None:
+    print(f"kelverify: {text}", file=sys.stderr, flush=True)
+
+
+def run_command(command: list[str], out: Path) -> tuple[float, float]:
+    """Wall-clock and CPU (user + system) seconds of `command` in a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with out.open("wb") as sink:
+        done = subprocess.run(command, stdout=sink, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"`{' '.join(command)}` exited with {done.returncode}")
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def check_output(out: Path, events: int, as_json: bool) -> None:
+    """Every message of the file accepted, in the command's own output."""
+    text = out.read_text()
+    if as_json:
+        (report,) = [json.loads(line) for line in text.splitlines()]
+        statuses = [m["status"] for m in report["messages"]]
+    else:
+        lines = text.splitlines()
+        start = next(n for n, line in enumerate(lines) if line.split()[:1] == ["OFFSET"])
+        statuses = [line.split()[4] for line in lines[start + 1 :] if line.strip()]
+    if len(statuses) != events or set(statuses) != {"accepted"}:
+        raise SystemExit(f"{out}: {len(statuses)} messages, statuses {set(statuses)}")
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    load = [round(x, 2) for x in os.getloadavg()]
+    start = time.perf_counter()
+    stream, checks = build_kel(args.events, Kind.CBOR)
+    two, _ = build_kel(2, Kind.CBOR)
+    one_stream = two[: parse_stream(two)[0].length]  # its inception alone
+    say(f"a KEL of {args.events:,} events built in {time.perf_counter() - start:.1f} s")
+    kel, one, out = tmp / "kel.cesr", tmp / "one.cesr", tmp / "out"
+    kel.write_bytes(stream)
+    one.write_bytes(one_stream)
+    flags = ["--json"] if args.json else []
+    command = [str(DKMS), "kel", "verify", *flags]
+    raw = 0.0
+    best = {"command": (float("inf"), float("inf")), "startup": (float("inf"), float("inf"))}
+    for attempt in range(args.repeat):  # alternate, so each sees the same machine conditions
+        raw = max(raw, raw_verify_rate(checks))
+        for name, path in (("startup", one), ("command", kel)):
+            wall, cpu = run_command([*command, str(path)], out)
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+            if name == "command" and attempt == 0:
+                check_output(out, args.events, args.json)
+        say(
+            f"run {attempt + 1}: raw {raw:,.0f}/s; command {best['command'][0]:.2f} s, "
+            f"start-up {best['startup'][0]:.2f} s (best so far)"
+        )
+    if args.profile:
+        profile = [sys.executable, "-m", "cProfile", "-o", args.profile, str(DKMS)]
+        run_command([*profile, "kel", "verify", *flags, str(kel)], out)
+        say(f"profile in {args.profile}")
+    net_wall = best["command"][0] - best["startup"][0]
+    net_cpu = best["command"][1] - best["startup"][1]
+    wall_rate, cpu_rate = args.events / net_wall, args.events / net_cpu
+    return {
+        "command": " ".join(["dkms kel verify", *flags]),
+        "events": args.events,
+        "file_bytes": len(stream),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": load,
+        "repeat": args.repeat,
+        "raw_verify_per_s": round(raw),
+        "command_seconds": round(best["command"][0], 3),
+        "startup_seconds": round(best["startup"][0], 3),
+        "command_cpu_seconds": round(best["command"][1], 3),
+        "startup_cpu_seconds": round(best["startup"][1], 3),
+        "command_events_per_s_net": round(wall_rate),
+        "command_events_per_s_net_cpu": round(cpu_rate),
+        "ratio": round(wall_rate / raw, 3),
+        "ratio_cpu": round(cpu_rate / raw, 3),
+        "target_ratio": 0.85,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=40_000)
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs; best counts")
+    parser.add_argument("--json", action="store_true", help="time --json, not the table")
+    parser.add_argument("--profile", metavar="FILE", help="also profile the command once")
+    args = parser.parse_args()
+    if args.events < 2:
+        parser.error("--events must be at least 2")
+    with tempfile.TemporaryDirectory(prefix="dkms-kelverify-") as tmp:
+        print(json.dumps(run(args, Path(tmp))))
+
+
+if __name__ == "__main__":
+    main()
