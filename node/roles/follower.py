@@ -173,6 +173,14 @@ class Follower:
             round_ = last[2] + 1
         return self._ask(prefix, start, _window(targets, round_), now, round_)
 
+    def fetch(self, prefix: str, peer: NodePrefix, start: int, now: float) -> list[Effect] | None:
+        """Ask `peer` for the KEL of `prefix` from `start` (a reconciliation found it holds
+        more, `reconcile.py`): paged on by `gap_answered` like any gap. None when every ask
+        slot is taken (try later); [] when that peer is being asked for it already."""
+        if prefix not in self._asking and len(self._asking) >= MAX_GAP_ASKS:
+            return None
+        return self._ask(prefix, start, [peer], now, 0)
+
     def note_waiting(self, prefix: str, sn: int, now: float) -> list[Effect]:
         """An event of `prefix` at `sn` went to an escrow (out of order, or short of
         receipts): check on it until our KEL moves past it. Identifiers we hold nothing of

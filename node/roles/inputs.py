@@ -76,6 +76,24 @@ class ViewAsk(Tag):
     peer: NodePrefix
 
 
+@dataclass(frozen=True, slots=True)
+class ReconcileDigest(Tag):
+    """A watcher asks `peer` for its per-shard summary of the KELs it holds
+    (`reconcile.py`)."""
+
+    peer: NodePrefix
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileShard(Tag):
+    """A watcher asks `peer` for the tips it holds in `shard`, after prefix `after`
+    (`reconcile.py`)."""
+
+    peer: NodePrefix
+    shard: int
+    after: str
+
+
 # ------------------------------------------------------------------------- timer keys
 
 
@@ -112,6 +130,16 @@ class RosterRetry(TimerKey):
 @dataclass(frozen=True, slots=True)
 class ViewRound(TimerKey):
     """A watcher tells the other watchers of the roster the tips that moved (`views.py`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileRound(TimerKey):
+    """A watcher compares what it holds with some of its peers (`reconcile.py`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilePump(TimerKey):
+    """A watcher starts the KEL fetches a reconciliation found, as ask slots free up."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,10 +45,16 @@ def peer_parse(data: bytes) -> list[Message | BadFrame]:
     return parse_stream(data, PEER_BODY_BYTES)
 
 
+def shard_of(prefix: str, shards: int = KEL_SHARDS) -> int:
+    """The shard of `prefix`: its Blake3 digest modulo `shards` (gossip topics and the
+    reconciliation's summaries, `reconcile.py`, cut the prefix space the same way)."""
+    digest = blake3.blake3(prefix.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big") % shards
+
+
 def kel_topic(prefix: str, shards: int = KEL_SHARDS) -> str:
     """`/dkms/1/kel/<shard>`: the shard is the prefix's Blake3 digest modulo `shards`."""
-    shard = int.from_bytes(blake3.blake3(prefix.encode("ascii")).digest()[:4], "big") % shards
-    return f"{KEL_TOPIC_PREFIX}{shard}"
+    return f"{KEL_TOPIC_PREFIX}{shard_of(prefix, shards)}"
 
 
 def kel_topics(shards: int = KEL_SHARDS) -> list[str]:

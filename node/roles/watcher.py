@@ -30,6 +30,11 @@ identifiers it is told to watch), to `/dkms/1/duplicity` and to `/dkms/1/governa
     check           a KEL an application was shown, compared with ours (`checking.py`);
                     what it holds that we lack is heard as gossip from the one who asks
     locations       nodes' signed location records, heard and answered for (`locations.py`)
+    reconciliation  every `reconcile_every` seconds (0: never) the KELs held are compared
+                    with a few peers' (bootstrap nodes, the roster's watchers) by per-shard
+                    summaries, and what they hold more of is fetched through the gap path
+                    (`reconcile.py`): a KEL gossip never brought is held within a period.
+                    Its summary and listing queries are answered too
 
 What it shares with a witness (persisting accepted events, asking for gaps, expiry, KEL
 queries) is `follower.Follower`; what it keeps of them, and within which quotas, is
@@ -59,7 +64,7 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator
 
-from . import checking, listing, views
+from . import checking, listing, reconcile, views
 from .codes import Code
 from .duties import Duties
 from .effects import Effect, Reply, Report, Send, SetTimer, Subscribe, Surface
@@ -75,6 +80,10 @@ from .inputs import (
     Input,
     LagCheck,
     PublishTurn,
+    ReconcileDigest,
+    ReconcilePump,
+    ReconcileRound,
+    ReconcileShard,
     Request,
     RosterQuery,
     RosterRetry,
@@ -121,11 +130,14 @@ class Watcher:
         page_bytes: int = PAGE_BYTES,
         store_quota: int = STORE_QUOTA,
         unwitnessed_quota: int = LOOSE_QUOTA,
+        reconcile_every: float = 0.0,
     ) -> None:
         """`verify` and `parse` may be caches shared across nodes (as in the simulator);
         `peers` are nodes (prefixes) to ask for the roster if we start without one;
         `page_bytes` is the budget of the KEL pages this watcher answers with;
-        `store_quota` and `unwitnessed_quota` are the storage policy's (`storage.py`)."""
+        `store_quota` and `unwitnessed_quota` are the storage policy's (`storage.py`);
+        `reconcile_every`: seconds between reconciliation rounds (`reconcile.py`; 0, the
+        default here, none: a node's config sets 30)."""
         if signer.transferable:
             raise LocalProtocolError("a watcher key must be non-transferable (a B prefix)")
         self._parse = parse or ParseCache()
@@ -156,6 +168,16 @@ class Watcher:
             verify=self._verify,
             pinned=lambda: (*self.peers, *roster_nodes(self.governance.roster)),
         )
+        self.digests = reconcile.Digests(self.validator)
+        self.reconciler = reconcile.Reconciler(
+            self.prefix,
+            self.digests,
+            self._tip,
+            lambda: (*self.peers, *self._rostered()),
+            self.follower.fetch,
+            every=reconcile_every,
+            wanted=self._wanted,
+        )
         self._restoring = False
 
     surfaces: Final = frozenset({Surface.QUERY, Surface.GOVERNANCE})
@@ -177,6 +199,7 @@ class Watcher:
         effects += self.locations.start()
         effects += [SetTimer(Expiry(), now + EXPIRE_EVERY), self._lag_timer(now)]
         effects += self.storage.start(now)
+        effects += self.reconciler.start(now)
         if self.governance.roster is None:
             effects.append(
                 Report(
@@ -254,7 +277,10 @@ class Watcher:
                 def apply(data: bytes, out: list[Effect]) -> None:
                     self._kel_gossip(data, now, out)
 
+                self.reconciler.fetched(len(event.payload))
                 effects += self.follower.gap_answered(tag, event, now, apply)
+            case Answered(tag=ReconcileDigest() | ReconcileShard() as tag):
+                effects += self.reconciler.answered(tag, event, now)
             case Answered(tag=ViewAsk() as tag):
                 effects += self.views.answered(tag, event, now)
             case Answered(tag=RosterQuery()):
@@ -264,6 +290,10 @@ class Watcher:
                     effects.append(Report("debug", f"{event.tag}: no answer ({event.reason})"))
             case TimerFired(key=PublishTurn(conflict=conflict)):
                 self.duties.turn(conflict, now, effects)
+            case TimerFired(key=ReconcileRound()):
+                effects += self.reconciler.round(now)
+            case TimerFired(key=ReconcilePump()):
+                effects += self.reconciler.pump(now)
             case TimerFired(key=ViewRound()):
                 effects += self.views.round(now)
             case TimerFired(key=RosterRetry()):
@@ -314,6 +344,8 @@ class Watcher:
             return self.views.answer(ask, peer)
         if kind == LOCATION_QUERY:
             return self.locations.reply(ask)
+        if kind in reconcile.QUERIES:
+            return self.digests.answer(ask, now)
         if kind == "roster":
             wanted = ask.get("g", self.governance.prefix)
             if wanted != self.governance.prefix:
@@ -334,7 +366,8 @@ class Watcher:
             return self.follower.kel_reply(prefix, ask)
         return Reply.refuse(
             Code.BAD_QUERY,
-            "query type t must be state, kel, evidence, roster, witnessed, check, tips or loc",
+            "query type t must be state, kel, evidence, roster, witnessed, check, tips, loc,"
+            " digest or shard",
         )
 
     def _check(self, ask: dict[Any, Any], now: float, effects: list[Effect], peer: str) -> Reply:

@@ -65,7 +65,7 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Attachments, BadFrame, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator, held_bytes
 
-from . import listing, mailbox
+from . import listing, mailbox, reconcile
 from .codes import Code
 from .effects import (
     Blame,
@@ -150,6 +150,7 @@ class Witness:
         self.rivals = Rivals(self.validator, self.prefix, page_bytes=page_bytes)
         self.rosters = Rosters(verify)
         self.locations = Locations(self.prefix, self.validator, verify=verify)
+        self.digests = reconcile.Digests(self.validator)  # answers watchers' reconciliation
 
     surfaces: Final = frozenset(
         {Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY, Surface.GOVERNANCE}
@@ -173,7 +174,7 @@ class Witness:
             case Request(surface=Surface.RECEIPTS):
                 return self._receipts(event, now)
             case Request(surface=Surface.QUERY):
-                return self._query(event.payload)
+                return self._query(event.payload, now)
             case Request(surface=Surface.GOVERNANCE):
                 return self._govern(event.payload, now)
             case Request():
@@ -338,11 +339,12 @@ class Witness:
                 self._apply(message, now, effects, peer or "", heard=peer is not None)
         return effects
 
-    def _query(self, data: bytes) -> list[Effect]:
+    def _query(self, data: bytes, now: float) -> list[Effect]:
         """Answer `{"t": "kel", "i": prefix, "s": sn, "n": limit}` (`pages.py`) or
         `{"t": "state", "i": prefix}` or `{"t": "witnessed", "w": witness}` (`listing.py`)
         or `{"t": "rivals", "i": prefix}` (`rivals.py`) or `{"t": "mbx" | "rct", ...}`, its
-        receipts as keripy's HTTP routes serve them (`mailbox.py`)."""
+        receipts as keripy's HTTP routes serve them (`mailbox.py`), or `{"t": "digest" |
+        "shard", ...}`, what a watcher reconciling with us asks (`reconcile.py`)."""
         ask = Follower.read_query(data)
         if isinstance(ask, Reply):
             return [ask]
@@ -354,6 +356,8 @@ class Witness:
             return [self.rosters.answer(ask)]
         if ask.get("t") == LOCATION_QUERY:
             return [self.locations.reply(ask)]
+        if ask.get("t") in reconcile.QUERIES:
+            return [self.digests.answer(ask, now)]
         if ask.get("t") in mailbox.QUERIES:  # keripy's mailbox and GET /receipts (node/http/)
             return [mailbox.answer(self.validator, self.prefix, ask, self.follower.page_bytes)]
         prefix = ask.get("i")

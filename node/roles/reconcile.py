@@ -1,0 +1,407 @@
+"""Anti-entropy: a watcher compares what it holds with its peers and fetches what it lacks.
+
+Theory of operation. Gossip is lossy and keeps no history: a KEL whose events all went by
+while a watcher was down, starting, or dropping gossip under load leaves nothing behind to
+tell it so (a gap is noticed only when a later event comes). So every `every` seconds a
+watcher reconciles with a few of its peers (its bootstrap nodes and the roster's watchers,
+`PEERS_PER_ROUND` of them per round, in turn), in three steps, each a query on
+`Surface.QUERY` answered by `Digests` (watchers and witnesses both serve it):
+
+    summary   `{"t": "digest", "k": SHARDS}` -> `{"k": SHARDS, "d": [digest, ...],
+              "c": [count, ...]}`: per shard of the prefix space (`topics.shard_of`, as the
+              gossip topics cut it) the number of KELs held and the XOR of a 16-byte Blake3
+              digest of each one's tip, (prefix, sn, SAID of its last event). About 1.5 KB
+    listing   for each shard whose summary differs from ours (and where the peer holds
+              any), `{"t": "shard", "k": SHARDS, "s": shard, "a": after}` ->
+              `{"v": [[prefix, sn, said], ...], "more": bool}`: the tips held in that shard,
+              in prefix order after `after`, `LIST_PAGE` at a time; one listing in flight
+              per peer, at most `LISTINGS_PER_ROUND` pages in a round
+    fetch     each prefix the peer holds more of (one we hold nothing of, or a longer KEL)
+              is fetched from it through the follower's gap path (`Follower.fetch`, paged
+              by `gap_answered`) from our next sn; a prefix it holds another version of at
+              our own sn is fetched from that sn, so the validator judges the rival (and
+              evidence follows). At most `FETCHES_PER_ROUND` fetches are started in a round
+              and none once `FETCH_BYTES` of answers came in; they wait for free ask slots
+              (`ReconcilePump`), and what is left waits for the next round
+
+A peer's answers are untrusted: they are decoded within bounds (`read_digest`,
+`read_listing`: at most `ANSWER_BYTES`, fixed shapes, anything else is blamed on the peer and
+ends its round), tips listed in a shard they do not hash to are ignored, and everything
+fetched is validated as all KEL messages are. A peer that lies costs at most one round's
+budgets each period. What we hold more of is not pushed: the peer finds it when it
+reconciles with us.
+
+The answering side (`Digests`) builds its summary from the validator's KELs (O(KELs held))
+at most once every `FRESH` seconds, however often it is asked, and keeps each shard's
+prefixes sorted for the listings (a list of references to strings it holds anyway). Pure:
+no I/O, no clock (times come in).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import blake3
+import cbor2
+
+from dkms.protocol.ids import NodePrefix
+from dkms.protocol.validator import Validator
+
+from .codes import Code
+from .effects import Blame, Effect, Reply, Report, Send, SetTimer, Surface
+from .inputs import Answered, ReconcileDigest, ReconcilePump, ReconcileRound, ReconcileShard
+from .topics import shard_of
+
+DIGEST: Final = "digest"  # the summary query's "t"
+SHARD: Final = "shard"  # the listing query's "t"
+QUERIES: Final = frozenset({DIGEST, SHARD})
+SHARDS: Final = 64
+DIGEST_BYTES: Final = 16
+FRESH: Final = 5.0  # seconds a summary is reused before it is built again
+LIST_PAGE: Final = 256  # tips in one listing (some 25 KB of CBOR)
+MAX_PREFIX: Final = 128  # characters of a prefix or SAID taken from a peer
+MAX_SN: Final = (1 << 64) - 1
+ANSWER_BYTES: Final = 64 << 10  # a peer's summary or listing larger than this is not read
+FIRST_ROUND: Final = 1.0  # seconds after start of the first round (at most `every`)
+PEERS_PER_ROUND: Final = 3  # peers reconciled with in one round
+LISTINGS_PER_ROUND: Final = 128  # listing pages asked in one round, all peers together
+FETCHES_PER_ROUND: Final = 1024  # KEL fetches started in one round
+FETCH_BYTES: Final = 64 << 20  # bytes of fetched KEL pages after which a round starts no more
+MAX_WANTED: Final = 4096  # prefixes waiting to be fetched
+PUMP: Final = 0.5  # seconds between tries to start waiting fetches
+
+Tip = tuple[str, int, str]  # (prefix, sn, SAID of the last event)
+TipOf = Callable[[str], Tip | None]
+Fetch = Callable[[str, NodePrefix, int, float], list[Effect] | None]
+
+
+def tip_digest(prefix: str, sn: int, said: str) -> int:
+    """The 16-byte digest of one KEL's tip, as an integer (shard digests XOR them)."""
+    data = f"{prefix}\x00{sn}\x00{said}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(blake3.blake3(data).digest(DIGEST_BYTES), "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a node held when it last summed up: per shard, the XOR of its tips' digests, the
+    number of KELs, and their prefixes in order."""
+
+    at: float
+    digests: tuple[bytes, ...]
+    counts: tuple[int, ...]
+    members: tuple[list[str], ...]
+
+    def of(self, shard: int) -> tuple[bytes, int]:
+        return self.digests[shard], self.counts[shard]
+
+
+class Digests:
+    """The answering side: summaries and listings of the KELs a validator holds."""
+
+    def __init__(self, validator: Validator, *, fresh: float = FRESH) -> None:
+        self.validator = validator
+        self.fresh = fresh
+        self._summary: Summary | None = None
+        self.built = 0  # summaries built (for tests and metrics)
+
+    def summary(self, now: float) -> Summary:
+        """The summary, built again if older than `fresh` seconds."""
+        held = self._summary
+        if held is not None and held.at <= now < held.at + self.fresh:
+            return held
+        digests = [0] * SHARDS
+        counts = [0] * SHARDS
+        members: tuple[list[str], ...] = tuple([] for _ in range(SHARDS))
+        kel_of = self.validator.kel
+        for prefix in self.validator.prefixes:
+            kel = kel_of(prefix)
+            if kel is None:
+                continue
+            shard = shard_of(prefix, SHARDS)
+            digests[shard] ^= tip_digest(prefix, kel.sn, kel.last_said)
+            counts[shard] += 1
+            members[shard].append(prefix)
+        for listed in members:
+            listed.sort()
+        self.built += 1
+        self._summary = Summary(
+            now, tuple(d.to_bytes(DIGEST_BYTES, "big") for d in digests), tuple(counts), members
+        )
+        return self._summary
+
+    def answer(self, ask: dict[Any, Any], now: float) -> Reply:
+        """The reply to a `digest` or `shard` query (`ask` is its CBOR map)."""
+        if ask.get("k", SHARDS) != SHARDS or isinstance(ask.get("k"), bool):
+            return Reply.refuse(Code.BAD_QUERY, f"k must be {SHARDS}, the number of shards")
+        if ask.get("t") == DIGEST:
+            summary = self.summary(now)
+            body = {"k": SHARDS, "d": list(summary.digests), "c": list(summary.counts)}
+            return Reply.accept(cbor2.dumps(body))
+        shard, after = ask.get("s"), ask.get("a", "")
+        if not (isinstance(shard, int) and not isinstance(shard, bool) and 0 <= shard < SHARDS):
+            return Reply.refuse(Code.BAD_QUERY, f"s must be a shard, 0 to {SHARDS - 1}")
+        if not isinstance(after, str) or len(after) > MAX_PREFIX:
+            return Reply.refuse(Code.BAD_QUERY, "a must be the last prefix received")
+        members = self.summary(now).members[shard]
+        at = bisect.bisect_right(members, after)
+        tips: list[list[object]] = []
+        while at < len(members) and len(tips) < LIST_PAGE:
+            kel = self.validator.kel(members[at])
+            if kel is not None:  # else forgotten since the summary
+                tips.append([kel.prefix, kel.sn, kel.last_said])
+            at += 1
+        return Reply.accept(cbor2.dumps({"v": tips, "more": at < len(members)}))
+
+
+def digest_ask() -> bytes:
+    return cbor2.dumps({"t": DIGEST, "k": SHARDS})
+
+
+def shard_ask(shard: int, after: str) -> bytes:
+    return cbor2.dumps({"t": SHARD, "k": SHARDS, "s": shard, "a": after})
+
+
+def _loads(payload: bytes) -> dict[Any, Any] | None:
+    if len(payload) > ANSWER_BYTES:
+        return None
+    try:
+        value = cbor2.loads(payload)
+    except Exception:  # cbor2 raises many types on hostile input
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _count(value: object, top: int = MAX_SN) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= top
+
+
+def read_digest(payload: bytes) -> list[tuple[bytes, int]] | None:
+    """A peer's summary, (digest, count) per shard, or None if it is not one."""
+    body = _loads(payload)
+    if body is None or body.get("k") != SHARDS or isinstance(body.get("k"), bool):
+        return None
+    digests, counts = body.get("d"), body.get("c")
+    if not (isinstance(digests, list) and isinstance(counts, list)):
+        return None
+    if len(digests) != SHARDS or len(counts) != SHARDS:
+        return None
+    if not all(isinstance(d, bytes) and len(d) == DIGEST_BYTES for d in digests):
+        return None
+    if not all(_count(c) for c in counts):
+        return None
+    return list(zip(digests, counts, strict=True))
+
+
+def read_listing(payload: bytes, after: str) -> tuple[list[Tip], bool] | None:
+    """A peer's listing of one shard: its well-formed tips (others skipped), in strictly
+    increasing prefix order after `after`, and whether more follow; None if it is none."""
+    body = _loads(payload)
+    if body is None:
+        return None
+    items, more = body.get("v"), body.get("more")
+    if not isinstance(items, list) or len(items) > LIST_PAGE or not isinstance(more, bool):
+        return None
+    tips: list[Tip] = []
+    last = after
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 3):
+            continue
+        prefix, sn, said = item
+        if not (isinstance(prefix, str) and 0 < len(prefix) <= MAX_PREFIX and prefix > last):
+            continue
+        if not (_count(sn) and isinstance(said, str) and 0 < len(said) <= MAX_PREFIX):
+            continue
+        tips.append((prefix, sn, said))
+        last = prefix
+    return tips, more
+
+
+@dataclass(slots=True)
+class Session:
+    """One peer's reconciliation in a round: the shards left to list."""
+
+    started: float
+    shards: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """A KEL to fetch from `peer` from `start`: it holds (sn, said)."""
+
+    peer: NodePrefix
+    start: int
+    sn: int
+    said: str
+
+
+class Reconciler:
+    """The asking side: rounds of summaries, listings and fetches, within budgets."""
+
+    def __init__(
+        self,
+        me: str,
+        digests: Digests,
+        tip_of: TipOf,
+        peers: Callable[[], Sequence[str]],
+        fetch: Fetch,
+        *,
+        every: float,
+        wanted: Callable[[str], bool] = lambda prefix: True,
+    ) -> None:
+        """`every`: seconds between rounds (0: never); `peers`: whom to reconcile with;
+        `fetch(prefix, peer, start, now)`: the follower's KEL fetch (`Follower.fetch`);
+        `wanted`: whether a prefix is one we follow."""
+        self.me = me
+        self.every = every
+        self.digests = digests
+        self._tip_of = tip_of
+        self._peers = peers
+        self._fetch = fetch
+        self._wanted_prefix = wanted
+        self._sessions: dict[NodePrefix, Session] = {}
+        self._wanted: OrderedDict[str, Wanted] = OrderedDict()
+        self._turn = 0  # where the next round starts in the list of peers
+        self._pumping = False  # a ReconcilePump timer is set
+        # this round's budgets, spent
+        self._listings = 0
+        self._fetches = 0
+        self._bytes = 0
+        # totals, for tests and metrics
+        self.rounds = 0
+        self.fetched_kels = 0
+
+    def start(self, now: float) -> list[Effect]:
+        if self.every <= 0:
+            return []
+        return [SetTimer(ReconcileRound(), now + min(FIRST_ROUND, self.every))]
+
+    def round(self, now: float) -> list[Effect]:
+        """The `ReconcileRound` timer: fresh budgets, and a summary asked of the next peers."""
+        effects: list[Effect] = [SetTimer(ReconcileRound(), now + self.every)]
+        self._listings = self._fetches = self._bytes = 0
+        for peer, session in list(self._sessions.items()):  # the runtime answers every ask;
+            if now > session.started + 4 * self.every:  # this is only a backstop
+                del self._sessions[peer]
+        peers = [NodePrefix(p) for p in dict.fromkeys(self._peers()) if p and p != self.me]
+        self.rounds += 1
+        if peers:
+            start = self._turn % len(peers)
+            chosen = [peers[(start + i) % len(peers)] for i in range(len(peers))]
+            chosen = [p for p in chosen if p not in self._sessions][:PEERS_PER_ROUND]
+            self._turn = start + PEERS_PER_ROUND
+            for peer in chosen:
+                self._sessions[peer] = Session(now)
+                effects.append(Send(peer, Surface.QUERY, digest_ask(), ReconcileDigest(peer)))
+        return effects + self.pump(now)
+
+    def answered(
+        self, tag: ReconcileDigest | ReconcileShard, answer: Answered, now: float
+    ) -> list[Effect]:
+        """A peer's summary or listing."""
+        session = self._sessions.get(tag.peer)
+        if session is None:
+            return []
+        if not answer.code.ok:
+            del self._sessions[tag.peer]
+            return [Report("debug", f"{tag}: no answer ({answer.reason})")]
+        if isinstance(tag, ReconcileDigest):
+            return self._summed(tag.peer, session, answer.payload, now)
+        return self._listed(tag, session, answer.payload, now)
+
+    def fetched(self, size: int) -> None:
+        """A KEL page came in (any gap answer): counted against this round's bytes."""
+        self._bytes += size
+
+    def pump(self, now: float) -> list[Effect]:
+        """Start the fetches waiting, while this round's budgets and the ask slots allow;
+        the `ReconcilePump` timer tries again later."""
+        effects: list[Effect] = []
+        self._pumping = False
+        while self._wanted and self._fetches < FETCHES_PER_ROUND and self._bytes < FETCH_BYTES:
+            prefix, want = next(iter(self._wanted.items()))
+            held = self._tip_of(prefix)
+            if held is not None and (
+                held[1] > want.sn or (held[1] == want.sn and held[2] == want.said)
+            ):
+                del self._wanted[prefix]  # came meanwhile (gossip, another fetch)
+                continue
+            asks = self._fetch(prefix, want.peer, want.start, now)
+            if asks is None:
+                break  # every ask slot is taken: later
+            del self._wanted[prefix]
+            if asks:
+                self._fetches += 1
+                self.fetched_kels += 1
+                effects += asks
+        budget = self._fetches < FETCHES_PER_ROUND and self._bytes < FETCH_BYTES
+        if self._wanted and budget:
+            self._pumping = True
+            effects.append(SetTimer(ReconcilePump(), now + PUMP))
+        return effects
+
+    def table_sizes(self) -> dict[str, int]:
+        return {"reconciling": len(self._sessions), "to_fetch": len(self._wanted)}
+
+    # ---------------------------------------------------------------- internals
+
+    def _summed(
+        self, peer: NodePrefix, session: Session, payload: bytes, now: float
+    ) -> list[Effect]:
+        theirs = read_digest(payload)
+        if theirs is None:
+            del self._sessions[peer]
+            return [Blame(peer, "unreadable reconciliation summary")]
+        mine = self.digests.summary(now)
+        # shards where the peer holds something we may lack, the largest surplus first
+        differ = [
+            (mine.counts[s] - count, s)
+            for s, (digest, count) in enumerate(theirs)
+            if count and (digest, count) != mine.of(s)
+        ]
+        session.shards = [s for _, s in sorted(differ)]
+        return self._next_listing(peer, session, "")
+
+    def _listed(
+        self, tag: ReconcileShard, session: Session, payload: bytes, now: float
+    ) -> list[Effect]:
+        read = read_listing(payload, tag.after)
+        if read is None:
+            del self._sessions[tag.peer]
+            return [Blame(tag.peer, "unreadable reconciliation listing")]
+        tips, more = read
+        for prefix, sn, said in tips:
+            if shard_of(prefix, SHARDS) == tag.shard and self._wanted_prefix(prefix):
+                self._want(prefix, tag.peer, sn, said)
+        after = ""
+        if more and tips:
+            after = tips[-1][0]  # strictly past tag.after: the listing moves on
+        else:
+            session.shards = session.shards[1:]
+        return self._next_listing(tag.peer, session, after) + self.pump(now)
+
+    def _want(self, prefix: str, peer: NodePrefix, sn: int, said: str) -> None:
+        """`peer` holds (sn, said) of `prefix`: fetch what of it we lack."""
+        held = self._tip_of(prefix)
+        if held is None:
+            start = 0
+        elif sn > held[1]:
+            start = held[1] + 1
+        elif sn == held[1] and said != held[2]:
+            start = sn  # another version at our tip: the validator judges it
+        else:
+            return
+        if prefix in self._wanted or len(self._wanted) < MAX_WANTED:
+            self._wanted.setdefault(prefix, Wanted(peer, start, sn, said))
+
+    def _next_listing(self, peer: NodePrefix, session: Session, after: str) -> list[Effect]:
+        if not session.shards or self._listings >= LISTINGS_PER_ROUND:
+            del self._sessions[peer]
+            return []
+        self._listings += 1
+        shard = session.shards[0]
+        tag = ReconcileShard(peer, shard, after)
+        return [Send(peer, Surface.QUERY, shard_ask(shard, after), tag)]
