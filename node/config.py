@@ -67,6 +67,7 @@ class NodeConfig:
     governance: str = ""  # watcher: the governance identifier's prefix (required)
     watch: tuple[str, ...] = ()  # watcher: only these identifiers (all when empty)
     anomaly_after: float = 30.0  # watcher: seconds before a missing receipt is an anomaly
+    reconcile_every: float = 30.0  # watcher: seconds between reconciliations (0: never)
 
     def check(self, labels: Mapping[str, str] | None = None) -> NodeConfig:
         """This config, if every setting is usable; else `ConfigError`. `labels` name where
@@ -106,6 +107,13 @@ class NodeConfig:
             number = getattr(self, name)
             if not (number > 0 and math.isfinite(number)):
                 raise bad(name, number, "not a positive number", "a number of seconds, like 30")
+        if not (self.reconcile_every >= 0 and math.isfinite(self.reconcile_every)):
+            raise bad(
+                "reconcile_every",
+                self.reconcile_every,
+                "not a number of seconds",
+                "0 for never, or a number of seconds, like 30",
+            )
         if not (self.peer_rate > 0 and math.isfinite(self.peer_rate)):
             raise bad(
                 "peer_rate",
@@ -186,6 +194,7 @@ _KINDS: Final[dict[str, str]] = {
     "governance": "text",
     "watch": "list",
     "anomaly_after": "float",
+    "reconcile_every": "float",
 }
 _LIST_EXAMPLES: Final = {
     "announce": f'a list of multiaddrs, like ["{values.DIAL_EXAMPLE.split()[0]}"]',

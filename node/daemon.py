@@ -117,6 +117,7 @@ async def serve(
             limits=limits,
             watch=frozenset(config.watch),
             anomaly_after=config.anomaly_after,
+            reconcile_every=config.reconcile_every,
             peers=_bootstrap_prefixes(config.bootstrap),
             page_bytes=config.kel_page,
             store_quota=config.store_quota,

@@ -110,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
         " recently extended are evicted beyond it",
     )
     run.add_argument(
+        "--reconcile-every",
+        default=None,
+        metavar="SECONDS",
+        help="watcher: seconds between reconciliations with its peers, which fetch any KEL"
+        " gossip missed (default 30; 0: never)",
+    )
+    run.add_argument(
         "--escrow-bytes",
         default=None,
         metavar="SIZE",
@@ -244,6 +251,7 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         store_quota=args.store_quota,
         unwitnessed_quota=args.unwitnessed_quota,
         escrow_bytes=args.escrow_bytes,
+        reconcile_every=args.reconcile_every,
     )
 
 
