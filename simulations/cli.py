@@ -2,13 +2,17 @@
 
     dkms-sim run SCENARIO [--nodes N] [--seed S] [--set KEY=VALUE]... [--out DIR] [--no-plots]
     dkms-sim sweep SCENARIO --param KEY=V1,V2,... [--metric NAME] [--seeds N] [--workers N]
-                   [--out DIR]
+                   [--dask ADDRESS] [--out DIR]
+    dkms-sim batch SCENARIO --seeds N [--workers N] [--dask ADDRESS] [--out DIR]
     dkms-sim list
 
 SCENARIO is a shipped name (`dkms-sim list`) or a TOML file. `run` shows progress on stderr
 (virtual time, events, deliveries per wall second) and writes DIR/results.json, perf.json,
-events.csv, detections.csv, delivery.csv and PNG plots. Exit status: 0 done, 1 the scenario
-could not run, 2 usage.
+events.csv, detections.csv, delivery.csv and PNG plots. `sweep` and `batch` make their runs
+in local worker processes or on a Dask cluster (`--dask`), one progress bar over all runs,
+and summarise every numeric metric over the seeds (mean, std, 95% interval). Exit status:
+0 done, 1 the scenario could not run (or some runs failed), 2 usage (or no Dask scheduler
+at ADDRESS).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import output
+from . import output, summary
+from .batch import batch
+from .cluster import ClusterError
 from .real import run_real
 from .runner import run
 from .scenario import Scenario, ScenarioError, load, shipped
@@ -46,10 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenario = load(args.scenario)
         if args.command == "run":
             return _run(scenario, args)
+        if args.command == "batch":
+            return _batch(scenario, args)
         return _sweep(scenario, args)
     except ScenarioError as err:
         print(f"dkms-sim: {err}", file=sys.stderr)
         return 1
+    except ClusterError as err:
+        print(f"dkms-sim: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
@@ -80,18 +91,35 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("scenario", metavar="SCENARIO")
     grid.add_argument("--param", required=True, metavar="KEY=V1,V2,...")
     grid.add_argument("--metric", default=METRICS[0], help=f"plotted (default {METRICS[0]})")
-    grid.add_argument("--nodes", type=int, default=None)
-    grid.add_argument("--seed", type=int, default=None)
     grid.add_argument("--out", type=Path, default=None, help="default: sim-out/SCENARIO-sweep")
     grid.add_argument(
         "--seeds", type=int, default=1, help="runs per value, seeds SEED, SEED+1, ... (default 1)"
     )
-    grid.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="runs at once, each in its own process (default: the core count)",
+    many = commands.add_parser("batch", help="run a scenario for many seeds and summarise")
+    many.add_argument("scenario", metavar="SCENARIO")
+    many.add_argument(
+        "--seeds", type=int, required=True, help="how many runs: seeds SEED, SEED+1, ..."
     )
+    many.add_argument("--out", type=Path, default=None, help="default: sim-out/SCENARIO-batch")
+    for each in (grid, many):
+        each.add_argument("--nodes", type=int, default=None)
+        each.add_argument("--seed", type=int, default=None, help="the first seed")
+        each.add_argument(
+            "--set", action="append", default=[], metavar="KEY=VALUE", help="as for run"
+        )
+        each.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="runs at once, each in its own process (default: the core count)",
+        )
+        each.add_argument(
+            "--dask",
+            default=None,
+            metavar="ADDRESS",
+            help="make the runs on the Dask cluster whose scheduler is at ADDRESS "
+            "(e.g. tcp://10.0.0.5:8786) instead of local processes",
+        )
     commands.add_parser("list", help="the shipped scenarios")
     return parser
 
@@ -163,22 +191,30 @@ def _sweep(scenario: Scenario, args: argparse.Namespace) -> int:
     key, eq, values = args.param.partition("=")
     if not eq or not values:
         raise ScenarioError("--param needs KEY=V1,V2,...")
-    if args.seeds < 1 or (args.workers is not None and args.workers < 1):
-        raise ScenarioError("--seeds and --workers must be at least 1")
-    base = scenario.with_params(**_changes(args))
+    _check_counts(args)
+    base = scenario.with_params(**_changes(args, args.set))
     out = args.out or Path("sim-out") / f"{scenario.name}-sweep"
     seeds = [base.seed + i for i in range(args.seeds)]
     grid = [_value(text) for text in values.split(",")]
     points, made = sweep(
-        base, key, grid, seeds, out, lambda r: _metric(r, args.metric), workers=args.workers
+        base,
+        key,
+        grid,
+        seeds,
+        out,
+        lambda r: _metric(r, args.metric),
+        workers=args.workers,
+        dask=args.dask,
     )
     summaries = [p.summary() for p in points]
+    out.mkdir(parents=True, exist_ok=True)
     plot = output.sweep_plot(
         out / "sweep.png",
         key,
         args.metric,
         [(s["value"], s["mean"]) for s in summaries],
         [s["ci95"] for s in summaries],
+        note=f"{scenario.name}, {base.nodes} nodes; mean of {len(seeds)} seeds",
     )
     (out / "sweep.json").write_text(
         json.dumps(
@@ -192,6 +228,30 @@ def _sweep(scenario: Scenario, args: argparse.Namespace) -> int:
     failed = sum(len(p.failed) for p in points)
     print(f"{made} runs made, {failed} failed; wrote {plot} and {out / 'sweep.json'}")
     return 1 if failed else 0
+
+
+def _batch(scenario: Scenario, args: argparse.Namespace) -> int:
+    _check_counts(args)
+    base = scenario.with_params(**_changes(args, args.set))
+    out = args.out or Path("sim-out") / f"{scenario.name}-batch"
+    seeds = [base.seed + i for i in range(args.seeds)]
+    result = batch(base, seeds, out, workers=args.workers, dask=args.dask)
+    report = result.summary()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "batch.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(summary.table(report["metrics"]))
+    for seed, why in report["failed"].items():
+        print(f"seed {seed} FAILED: {why}")
+    print(
+        f"{scenario.name}, {base.nodes} nodes, seeds {seeds[0]}..{seeds[-1]}: "
+        f"{result.made} runs made, {len(result.failed)} failed; wrote {out / 'batch.json'}"
+    )
+    return 1 if result.failed else 0
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    if args.seeds < 1 or (args.workers is not None and args.workers < 1):
+        raise ScenarioError("--seeds and --workers must be at least 1")
 
 
 def _metric(results: dict[str, Any], name: str) -> Any:

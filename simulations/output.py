@@ -135,21 +135,27 @@ def sweep_plot(
     metric: str,
     points: list[tuple[Any, Any]],
     intervals: list[list[float] | None] | None = None,
+    *,
+    note: str = "",
 ) -> Path:
     """The metric (the mean over seeds) against the parameter, with each point's 95% interval
-    as an error bar where there is one."""
+    as an error bar where there is one. Numeric values go on a numeric axis, others as
+    categories in the order given; `note` is a second title line (scenario, seeds)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [str(x) for x, _ in points]
+    numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x, _ in points)
+    xs: list[Any] = [x if numeric else str(x) for x, _ in points]
     ys = [y if isinstance(y, int | float) else float("nan") for _, y in points]
-    ax.plot(xs, ys, marker="o")
+    ax.plot(xs, ys, marker="o", label="mean over seeds")
     if intervals is not None and any(i is not None for i in intervals):
         low = [y - i[0] if i else 0.0 for y, i in zip(ys, intervals, strict=True)]
         high = [i[1] - y if i else 0.0 for y, i in zip(ys, intervals, strict=True)]
         ax.errorbar(xs, ys, yerr=[low, high], fmt="none", capsize=4, label="95% interval")
         ax.legend()
+    if numeric:
+        ax.set_xticks(xs)
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against {param}")
+    ax.set_title(f"{metric} against {param}" + (f"\n{note}" if note else ""))
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
