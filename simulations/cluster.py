@@ -177,8 +177,9 @@ def _on_dask(client: Any, base: Scenario, jobs: Sequence[Job]) -> Made:
         client.cancel([f for f in futures if not f.done()])
 
 
-def _connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Any:
+def _connect(address: str) -> Any:
     """A distributed.Client on the scheduler at `address`, or one ClusterError line."""
+    timeout = CONNECT_TIMEOUT_S
     try:
         from distributed import Client  # noqa: PLC0415 - the CLI starts without it
         from distributed.comm.core import connect  # noqa: PLC0415
