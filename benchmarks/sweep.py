@@ -1,17 +1,22 @@
-"""A parameter sweep run serially and by a pool of worker processes, in one run (issue 16).
+"""A parameter sweep made serially, by a pool of worker processes, and on a Dask cluster, in
+one run (issue 16).
 
     python benchmarks/sweep.py [--nodes 2000] [--points 8] [--seeds 4] [--workers 2]
 
 The honest scenario at `--nodes`, swept over `--points` mesh degrees (gossip.d = 4, 5, ...)
-with `--seeds` seeds each, once with one worker and once with `--workers`. Reported (JSON on
-stdout): both wall times, their ratio (the issue's target: <= 0.6 with 2 workers), and whether
-every run's results.json came out byte-identical both ways.
+with `--seeds` seeds each, made three times: with one worker (here, one run after another),
+with `--workers` local processes, and on a dask.distributed LocalCluster of `--workers`
+worker processes (one thread each). Reported (JSON on stdout): the three wall times, the
+pool's and Dask's as a fraction of the serial one (the issue's target: <= 0.6 with 2
+workers), the cluster's start-up time (not in Dask's time), and whether every run's
+results.json came out byte-identical all three ways. Progress lines go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +35,8 @@ def results_bytes(root: Path) -> dict[str, bytes]:
 
 
 def main() -> None:
+    from distributed import LocalCluster  # noqa: PLC0415 - only here, after the arguments
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=2000)
     parser.add_argument("--points", type=int, default=8)
@@ -39,28 +46,38 @@ def main() -> None:
     base = load("honest").with_params(nodes=args.nodes)
     values = [4 + i for i in range(args.points)]  # d_low (4) <= d <= d_high (12)
     seeds = [base.seed + i for i in range(args.seeds)]
-    walls = {}
+
+    def timed(out: Path, **where: Any) -> float:
+        start = time.perf_counter()
+        _, made = sweep(base, "gossip.d", values, seeds, out, mean_messages, tty=False, **where)
+        assert made == len(values) * len(seeds), "the sweep's folder was not empty"
+        return time.perf_counter() - start
+
     with tempfile.TemporaryDirectory(prefix="dkms-sweep-") as tmp:
-        for workers in (1, args.workers):
-            start = time.perf_counter()
-            sweep(base, "gossip.d", values, seeds, Path(tmp) / str(workers), mean_messages,
-                  workers=workers)  # fmt: skip
-            walls[workers] = time.perf_counter() - start
-        same = results_bytes(Path(tmp) / "1") == results_bytes(Path(tmp) / str(args.workers))
-        runs = len(results_bytes(Path(tmp) / "1"))
-    print(
-        json.dumps(
-            {
-                "nodes": args.nodes,
-                "runs": runs,
-                "serial_s": round(walls[1], 1),
-                f"workers_{args.workers}_s": round(walls[args.workers], 1),
-                "ratio": round(walls[args.workers] / walls[1], 3),
-                "results_identical": same,
-            },
-            indent=2,
-        )
-    )
+        root = Path(tmp)
+        serial = timed(root / "serial", workers=1)
+        pool = timed(root / "pool", workers=args.workers)
+        start = time.perf_counter()
+        with LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster:
+            startup = time.perf_counter() - start
+            dask = timed(root / "dask", dask=cluster.scheduler_address)
+        made = {way: results_bytes(root / way) for way in ("serial", "pool", "dask")}
+    report = {
+        "nodes": args.nodes,
+        "runs": len(made["serial"]),
+        "serial_s": round(serial, 1),
+        f"workers_{args.workers}_s": round(pool, 1),
+        "ratio": round(pool / serial, 3),
+        f"dask_{args.workers}_workers_s": round(dask, 1),
+        "dask_ratio": round(dask / serial, 3),
+        "dask_cluster_start_s": round(startup, 1),
+        "results_identical": made["serial"] == made["pool"],
+        "dask_results_identical": made["serial"] == made["dask"],
+    }
+    print(json.dumps(report, indent=2))
+    sys.exit(0 if report["results_identical"] and report["dask_results_identical"] else 1)
 
 
 if __name__ == "__main__":
