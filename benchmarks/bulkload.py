@@ -1,11 +1,17 @@
 """Bulk load through the commands: N identifiers x M events submitted at once (issue 11).
 
     python benchmarks/bulkload.py [--identifiers 32] [--events 500] [--patience 600]
+                                  [--late-watcher SECONDS]
 
 4 witnesses (bt=3) and 2 watchers as `dkms-node` processes on 127.0.0.1, each identifier's KEL
 submitted by its own `dkms kel submit` process at the same moment (node/testing/bulk.py).
-Prints a JSON report: submit time, events/s, time until both watchers held every KEL, failed
-submits, dead nodes, identifiers missing at a watcher. Exit status 1 if any of the last three.
+Once both watchers held every KEL, a third watcher is started (`--late-watcher SECONDS`: its
+`--reconcile-every`, default 30; 0: none) and must hold every KEL by reconciling with its
+bootstrap peers (issue 15): the gossip went by before it listened.
+Prints a JSON report: submit time, events/s submitted and held by both watchers, time until
+both watchers held every KEL, how long the late watcher took (from its process's launch) and
+how many KELs its reconciliations found, failed submits, dead nodes, identifiers missing at a
+watcher (the late one included). Exit status 1 if any of the last three.
 """
 
 from __future__ import annotations
@@ -26,6 +32,13 @@ def main() -> None:
     parser.add_argument(
         "--patience", type=float, default=600.0, help="seconds to wait for watchers"
     )
+    parser.add_argument(
+        "--late-watcher",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="reconcile period of a watcher started after the load (0: none)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dkms-bulk-") as tmp:
         report = bulk_load(
@@ -34,6 +47,7 @@ def main() -> None:
             args.events,
             args.patience,
             say=lambda text: print(f"[bulkload] {text}", file=sys.stderr, flush=True),
+            late=args.late_watcher or None,
         )
     print(json.dumps(report.to_json(), indent=2))
     sys.exit(1 if report.failed_submits or report.dead or report.missing else 0)

@@ -181,6 +181,10 @@ class Follower:
             return None
         return self._ask(prefix, start, [peer], now, 0)
 
+    def asking(self, prefix: str) -> bool:
+        """Whether events of `prefix` are being asked for now."""
+        return prefix in self._asking
+
     def note_waiting(self, prefix: str, sn: int, now: float) -> list[Effect]:
         """An event of `prefix` at `sn` went to an escrow (out of order, or short of
         receipts): check on it until our KEL moves past it. Identifiers we hold nothing of

@@ -226,6 +226,7 @@ class Session:
 
     started: float
     shards: list[int] = field(default_factory=list)
+    found: int = 0  # KELs it holds more of, found so far
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,10 +252,12 @@ class Reconciler:
         *,
         every: float,
         wanted: Callable[[str], bool] = lambda prefix: True,
+        busy: Callable[[str], bool] = lambda prefix: False,
     ) -> None:
         """`every`: seconds between rounds (0: never); `peers`: whom to reconcile with;
         `fetch(prefix, peer, start, now)`: the follower's KEL fetch (`Follower.fetch`);
-        `wanted`: whether a prefix is one we follow."""
+        `wanted`: whether a prefix is one we follow; `busy`: whether its events are being
+        asked for already (`Follower.asking`: another peer listed it too, or a gap)."""
         self.me = me
         self.every = every
         self.digests = digests
@@ -262,6 +265,7 @@ class Reconciler:
         self._peers = peers
         self._fetch = fetch
         self._wanted_prefix = wanted
+        self._busy = busy
         self._sessions: dict[NodePrefix, Session] = {}
         self._wanted: OrderedDict[str, Wanted] = OrderedDict()
         self._turn = 0  # where the next round starts in the list of peers
@@ -329,6 +333,9 @@ class Reconciler:
             ):
                 del self._wanted[prefix]  # came meanwhile (gossip, another fetch)
                 continue
+            if self._busy(prefix):  # on its way from elsewhere: the next round will see
+                del self._wanted[prefix]
+                continue
             asks = self._fetch(prefix, want.peer, want.start, now)
             if asks is None:
                 break  # every ask slot is taken: later
@@ -375,7 +382,7 @@ class Reconciler:
         tips, more = read
         for prefix, sn, said in tips:
             if shard_of(prefix, SHARDS) == tag.shard and self._wanted_prefix(prefix):
-                self._want(prefix, tag.peer, sn, said)
+                session.found += self._want(prefix, tag.peer, sn, said)
         after = ""
         if more and tips:
             after = tips[-1][0]  # strictly past tag.after: the listing moves on
@@ -383,8 +390,8 @@ class Reconciler:
             session.shards = session.shards[1:]
         return self._next_listing(tag.peer, session, after) + self.pump(now)
 
-    def _want(self, prefix: str, peer: NodePrefix, sn: int, said: str) -> None:
-        """`peer` holds (sn, said) of `prefix`: fetch what of it we lack."""
+    def _want(self, prefix: str, peer: NodePrefix, sn: int, said: str) -> bool:
+        """`peer` holds (sn, said) of `prefix`: fetch what of it we lack (True: we do)."""
         held = self._tip_of(prefix)
         if held is None:
             start = 0
@@ -393,14 +400,19 @@ class Reconciler:
         elif sn == held[1] and said != held[2]:
             start = sn  # another version at our tip: the validator judges it
         else:
-            return
+            return False
         if prefix in self._wanted or len(self._wanted) < MAX_WANTED:
             self._wanted.setdefault(prefix, Wanted(peer, start, sn, said))
+        return True
 
     def _next_listing(self, peer: NodePrefix, session: Session, after: str) -> list[Effect]:
         if not session.shards or self._listings >= LISTINGS_PER_ROUND:
             del self._sessions[peer]
-            return []
+            if not session.found:
+                return []
+            return [
+                Report("info", f"reconciled with {peer}: it holds more of {session.found} KELs")
+            ]
         self._listings += 1
         shard = session.shards[0]
         tag = ReconcileShard(peer, shard, after)

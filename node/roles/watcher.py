@@ -177,6 +177,7 @@ class Watcher:
             self.follower.fetch,
             every=reconcile_every,
             wanted=self._wanted,
+            busy=self.follower.asking,
         )
         self._restoring = False
 

@@ -4,7 +4,10 @@
 created with `dkms id create`, each given `events - 1` signed interactions, and every KEL is
 submitted at the same moment by its own `dkms kel submit` process. Then both watchers must
 come to hold every KEL (their store's event count, then each identifier's key state through
-`dkms keystate --from WATCHER`). Used by tests/node/test_bulk_load.py and
+`dkms keystate --from WATCHER`). With `late`, a third watcher is started once the load is
+over (bootstrapped from the last nodes started: a witness and both watchers) and must come to
+hold every KEL by reconciling with them (`--reconcile-every`, `roles/reconcile.py`): the
+tails were gossiped before it listened. Used by tests/node/test_bulk_load.py and
 benchmarks/bulkload.py.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +36,9 @@ class BulkReport:
     failed_submits: list[str] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
     missing: dict[str, list[str]] = field(default_factory=dict)  # watcher -> prefixes
+    reconcile_every: float | None = None  # the late watcher's period, if one was started
+    late_seconds: float | None = None  # from its start until it held every event
+    late_reconciled: int = 0  # KELs its reconciliations found it lacked (its log says)
 
     @property
     def events_per_second(self) -> float:
@@ -44,6 +51,17 @@ class BulkReport:
             "submit_seconds": round(self.submit_seconds, 2),
             "events_per_second_submitted": round(self.events_per_second, 1),
             "seconds_until_both_watchers_held_all": round(self.watched_seconds, 2),
+            "events_per_second_held_by_both_watchers": round(
+                self.identifiers * self.events / self.watched_seconds
+                if self.watched_seconds
+                else 0,
+                1,
+            ),
+            "late_watcher_reconcile_every": self.reconcile_every,
+            "late_watcher_seconds_until_it_held_all": (
+                None if self.late_seconds is None else round(self.late_seconds, 2)
+            ),
+            "late_watcher_kels_found_by_reconciling": self.late_reconciled,
             "failed_submits": self.failed_submits,
             "dead_nodes": [d.split(":", 1)[0] for d in self.dead],
             "missing_at_watchers": self.missing,
@@ -51,8 +69,14 @@ class BulkReport:
 
 
 def bulk_load(
-    root: Path, identifiers: int, events: int, patience: float = 180.0, say: object = None
+    root: Path,
+    identifiers: int,
+    events: int,
+    patience: float = 180.0,
+    say: object = None,
+    late: float | None = None,
 ) -> BulkReport:
+    """`late`: start a watcher after the load, reconciling every `late` seconds."""
     tell = say if callable(say) else (lambda text: None)
     report = BulkReport(identifiers, events)
     with Cluster(root) as cluster:
@@ -101,6 +125,27 @@ def bulk_load(
         except TimeoutError as err:
             tell(str(err))
         report.watched_seconds = time.monotonic() - start
+        if late is not None:
+            report.reconcile_every = late
+            tell(f"starting a watcher after the load (--reconcile-every {late:g})")
+            began = time.monotonic()
+            newcomer = cluster.start(
+                "watcher", "--governance", governance, "--reconcile-every", f"{late:g}"
+            )
+            watchers.append(newcomer)
+            try:
+                wait_until(
+                    f"{newcomer.data_dir.name} holds {total} events",
+                    functools.partial(held_all, newcomer),
+                    max(2 * late, 60.0),
+                    every=0.2,
+                )
+                report.late_seconds = time.monotonic() - began
+                tell(f"the late watcher held every KEL {report.late_seconds:.1f} s after it began")
+            except TimeoutError as err:
+                tell(str(err))
+            found = re.findall(r"reconciled with \S+: it holds more of (\d+) KELs", newcomer.log())
+            report.late_reconciled = sum(int(n) for n in found)
         for watcher in watchers:
             short = []
             for prefix in files:
