@@ -1,12 +1,18 @@
 """Raw request/response round trips between two local hosts: the floor under the witness.
 
 Two `dkms.node.p2p` hosts on 127.0.0.1; the responder echoes the payload back at once, so
-what is measured is the transport (TCP, Noise, the muxer, one stream per request, our
-framing), not any node logic. For each payload size and each number of requests kept in
-flight, it reports round trips/s, latency percentiles and the requester's CPU per request.
+what is measured is the transport (TCP, Noise, the muxer, our framing), not any node logic.
+Two ways to carry requests, compared in the same run (`--transport both`, the default): a
+stream of its own per request (`stream`, what every request took before sessions) and every
+request on the peer's one long-lived session stream (`session`, node/p2p/session.py, the
+default since). Their repeats are interleaved, so a noisy machine slows both alike. For each
+payload size and each number of requests kept in flight, it reports round trips/s, latency
+percentiles, the requester's CPU per request and, for sessions, `x_stream`: the ratio to
+streams in the same run.
 
     python benchmarks/reqresp.py [--requests 2000] [--sizes 300,1024] [--concurrency 1,8,32]
                                  [--muxer yamux|mplex|both] [--processes 1|2] [--repeat 2]
+                                 [--transport stream|session|both]
 
 `--processes 2` (default) runs the responder in its own process, as a witness would run;
 `--processes 1` puts both hosts in one trio loop on one core. Each figure is the best of
@@ -20,6 +26,7 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
@@ -28,7 +35,7 @@ from dkms.node.p2p import HostConfig, P2PHost, open_host
 from dkms.node.roles.codes import Code
 
 PROTOCOL = "/dkms/bench/echo"
-REQUESTER_SEED = b"\x01" * 32
+REQUESTER_SEEDS = {"stream": b"\x01" * 32, "session": b"\x03" * 32}
 RESPONDER_SEED = b"\x02" * 32
 
 
@@ -79,27 +86,47 @@ async def measure(
 
 
 async def run(args: argparse.Namespace, muxer: str, target: str | None) -> None:
-    config = HostConfig(muxer=muxer)  # type: ignore[arg-type]
-    async with open_host(REQUESTER_SEED, config=config) as host:
+    transports = ["stream", "session"] if args.transport == "both" else [args.transport]
+    if muxer == "mplex":
+        transports = ["stream"]  # sessions need Yamux
+    async with AsyncExitStack() as stack:
+        hosts: dict[str, P2PHost] = {}
+        for name in transports:
+            config = HostConfig(muxer=muxer, sessions=name == "session")  # type: ignore[arg-type]
+            hosts[name] = await stack.enter_async_context(
+                open_host(REQUESTER_SEEDS[name], config=config)
+            )
         if target is None:  # one process: the responder lives in this loop too
-            async with open_host(RESPONDER_SEED, config=config) as responder:
-                responder.handle(PROTOCOL, echo)
-                await report(args, muxer, host, responder.introduction)
-        else:
-            await report(args, muxer, host, target)
+            config = HostConfig(muxer=muxer)  # type: ignore[arg-type]
+            responder = await stack.enter_async_context(open_host(RESPONDER_SEED, config=config))
+            responder.handle(PROTOCOL, echo)
+            target = responder.introduction
+        await report(args, muxer, hosts, target)
 
 
-async def report(args: argparse.Namespace, muxer: str, host: P2PHost, target: str) -> None:
+async def report(
+    args: argparse.Namespace, muxer: str, hosts: dict[str, P2PHost], target: str
+) -> None:
     for size in args.sizes:
         for width in args.concurrency:
-            best: dict[str, float] = {}
+            best: dict[str, dict[str, float]] = {}
             for _ in range(args.repeat):
-                got = await measure(host, target, size, args.requests, width)
-                if not best or got["per_s"] > best["per_s"]:
-                    best = got
-            row = {"muxer": muxer, "processes": args.processes, "bytes": size, "in_flight": width}
-            row.update({k: round(v, 2) for k, v in best.items()})
-            print(json.dumps(row), flush=True)
+                for name, host in hosts.items():
+                    got = await measure(host, target, size, args.requests, width)
+                    if name not in best or got["per_s"] > best[name]["per_s"]:
+                        best[name] = got
+            for name, figures in best.items():
+                row: dict[str, object] = {
+                    "muxer": muxer,
+                    "transport": name,
+                    "processes": args.processes,
+                    "bytes": size,
+                    "in_flight": width,
+                }
+                row.update({k: round(v, 2) for k, v in figures.items()})
+                if name == "session" and "stream" in best:
+                    row["x_stream"] = round(figures["per_s"] / best["stream"]["per_s"], 2)
+                print(json.dumps(row), flush=True)
 
 
 def main() -> None:
@@ -110,6 +137,7 @@ def main() -> None:
     parser.add_argument("--muxer", choices=["yamux", "mplex", "both"], default="yamux")
     parser.add_argument("--processes", type=int, choices=[1, 2], default=2)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--transport", choices=["stream", "session", "both"], default="both")
     parser.add_argument("--serve", choices=["yamux", "mplex"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -69,6 +69,9 @@ class HostConfig:
     # with flow control and no head-of-line stall (measurements in stack.py).
     muxer: Literal["yamux", "mplex"] = "yamux"
     max_message_size: int = DEFAULT_MAX_MESSAGE  # request and response payloads
+    # Ask every peer on one long-lived stream (session.py; Yamux only). Off: a stream per
+    # request, as peers that serve no sessions are asked anyway. Sessions are served either way.
+    sessions: bool = True
     request_timeout: float = 10.0  # default for `request`
     dial_timeout: float = 5.0
     read_timeout: float = 10.0  # for a requester to deliver its whole request

@@ -58,7 +58,7 @@ def decode_request_head(head: bytes, limit: int) -> tuple[int, str]:
 
 
 def encode_response(status: Code, payload: bytes = b"", reason: str = "") -> bytes:
-    text = b"" if status.ok else _cut(reason)
+    text = b"" if status.ok else cut_reason(reason)
     return RESPONSE_HEADER.pack(status, len(payload), len(text)) + payload + text
 
 
@@ -90,7 +90,7 @@ def decode_response_body(head: ResponseHead, body: bytes) -> Response:
     return Response(head.status, payload, reason or head.status.text)
 
 
-def _cut(reason: str) -> bytes:
+def cut_reason(reason: str) -> bytes:
     data = reason.encode("utf-8")
     if len(data) <= MAX_REASON:
         return data

@@ -46,11 +46,14 @@ from .identity import (
 from .interfaces import local_addresses
 from .neighbours import PEERS_PROTOCOL, ConnectReport, Neighbours
 from .reqresp import Handler, Limits, Responder, exchange
+from .session import SESSION_PROTOCOL, Session, SessionEnded, SessionServer
+from .sessionframes import MAX_SESSION_REQUEST
 from .stack import build_libp2p_host, check_port_free, listening_addrs, parse_listen_addr
 
 logger = logging.getLogger(__name__)
 
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})  # a listen address nobody else can dial
+MAX_PEERS_WITHOUT_SESSIONS = 1024  # remembered, so we do not try to open sessions each time
 
 Target = Introduction | PeerInfo | ID | str
 """Whom to ask: an introduction (object or `PREFIX@MULTIADDR`), a peer info, a peer id, or
@@ -76,6 +79,16 @@ class P2PHost:
             config.max_inbound_requests,
             config.max_inbound_bytes,
         )
+        # Sessions (session.py): every request to a peer on one long-lived stream. Yamux only:
+        # py-libp2p's Mplex cannot read and write one stream at once.
+        self._use_sessions = config.sessions and config.muxer == "yamux"
+        self._session_server = SessionServer(self._responder, faults)
+        self._sessions: dict[ID, Session] = {}
+        self._session_opening: dict[ID, trio.Lock] = {}
+        self._without_sessions: dict[ID, None] = {}  # peers that serve none, oldest first
+        self._nursery: trio.Nursery | None = None
+        if config.muxer == "yamux":  # served either way: `sessions` is about asking
+            host.set_stream_handler(TProtocol(SESSION_PROTOCOL), self._session_server.serve)
         self.neighbours = Neighbours(self._dialer, self._request_peer, self.introductions, config)
         host.get_network().register_notifee(self.neighbours.notifee())
         self.handle(PEERS_PROTOCOL, self.neighbours.serve)
@@ -134,6 +147,7 @@ class P2PHost:
         self.libp2p.set_stream_handler(
             TProtocol(protocol), self._responder.stream_handler(protocol, handler)
         )
+        self._session_server.add(protocol, handler)
 
     async def request(
         self, target: Target, protocol: str, payload: bytes, timeout: float | None = None
@@ -151,6 +165,10 @@ class P2PHost:
         wait = self.config.request_timeout if timeout is None else timeout
         deadline = trio.current_time() + wait
         try:
+            if self._use_sessions and len(payload) <= MAX_SESSION_REQUEST:
+                answer = await self._request_in_session(peer, protocol, payload, deadline)
+                if answer is not None:
+                    return answer
             with trio.fail_at(deadline):
                 await self._dialer.ensure(peer)
                 try:
@@ -163,6 +181,68 @@ class P2PHost:
             raise RequestTimeout(
                 f"{protocol} to {peer_name(peer.peer_id)}: no answer in {wait} s"
             ) from None
+
+    async def _request_in_session(
+        self, peer: PeerInfo, protocol: str, payload: bytes, deadline: float
+    ) -> Response | None:
+        """Ask on the peer's session; None when it serves none (ask on a stream of its own)."""
+        for attempt in (1, 2):
+            with trio.fail_at(deadline):
+                session = await self._session(peer)
+            if session is None:
+                return None
+            try:
+                return await session.request(protocol, payload, deadline)
+            except SessionEnded:
+                if attempt == 2:
+                    raise Refused(f"sessions to {session.peer} keep ending") from None
+            except Refused:
+                if not self._dialer.is_connected(peer.peer_id):
+                    raise PeerUnreachable(f"lost the connection to {session.peer}") from None
+                raise
+        raise AssertionError("unreachable")
+
+    async def _session(self, peer: PeerInfo) -> Session | None:
+        pid = peer.peer_id
+        session = self._sessions.get(pid)
+        if session is not None and session.ended is None:
+            return session
+        if pid in self._without_sessions:
+            return None
+        lock = self._session_opening.setdefault(pid, trio.Lock())
+        try:
+            async with lock:
+                session = self._sessions.get(pid)
+                if session is not None and session.ended is None:
+                    return session
+                await self._dialer.ensure(peer)
+                try:
+                    stream = await self._open(pid, SESSION_PROTOCOL)
+                except PeerUnreachable:
+                    await self._dialer.ensure(peer)
+                    stream = await self._open(pid, SESSION_PROTOCOL)
+                except Refused as exc:
+                    if "does not serve" not in str(exc):
+                        raise
+                    self._without_sessions[pid] = None
+                    while len(self._without_sessions) > MAX_PEERS_WITHOUT_SESSIONS:
+                        del self._without_sessions[next(iter(self._without_sessions))]
+                    return None
+                session = Session(stream, self.config.max_message_size)
+                self._sessions[pid] = session
+                assert self._nursery is not None, "requests start once the host runs"
+                self._nursery.start_soon(self._run_session, pid, session)
+                return session
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._session_opening.pop(pid, None)
+
+    async def _run_session(self, pid: ID, session: Session) -> None:
+        try:
+            await session.run()
+        finally:
+            if self._sessions.get(pid) is session:
+                del self._sessions[pid]
 
     async def _request_peer(self, peer_id: ID, protocol: str, payload: bytes) -> Response:
         return await self.request(peer_id, protocol, payload)
@@ -261,6 +341,7 @@ async def open_host(
                 listening_addrs(host.libp2p, listen_addr)
                 try:
                     async with trio.open_nursery() as nursery:
+                        host._nursery = nursery
                         host.gossip.start(nursery)
                         nursery.start_soon(host.neighbours.maintain)
                         try:

@@ -57,7 +57,7 @@ READ_CHUNK = 64 * 1024
 WRITER_GRACE = 1.0
 
 
-class _StreamEnded(Exception):
+class StreamEnded(Exception):
     """The stream closed before the bytes we were promised arrived."""
 
 
@@ -85,11 +85,11 @@ class FrameReader:
             try:
                 chunk = await self._stream.read(want)
             except Exception as exc:  # StreamEOF, StreamReset, StreamError, muxer errors
-                raise _StreamEnded(
+                raise StreamEnded(
                     f"{type(exc).__name__} after {len(self._buf)} of {count} bytes"
                 ) from exc
             if not chunk:
-                raise _StreamEnded(f"end of stream after {len(self._buf)} of {count} bytes")
+                raise StreamEnded(f"end of stream after {len(self._buf)} of {count} bytes")
             self._buf += chunk
         out = bytes(self._buf[:count])
         del self._buf[:count]
@@ -141,7 +141,7 @@ class Responder:
                 await self._serve_in_slot(stream, protocol, handler, peer)
             finally:
                 self._slots.release()
-        except _StreamEnded as exc:
+        except StreamEnded as exc:
             logger.info("%s from %s: %s", protocol, peer, exc)
             await reset_quietly(stream)
 
@@ -151,6 +151,21 @@ class Responder:
         except trio.WouldBlock:
             return False
         return True
+
+    def admit(self, length: int) -> str:
+        """Take a slot and `length` payload bytes for a request (session.py), or say why not;
+        `release(length)` gives them back."""
+        if not self._take_slot():
+            return "too many requests in progress"
+        if self.in_progress + length > self.max_bytes:
+            self._slots.release()
+            return "too many request bytes in progress"
+        self.in_progress += length
+        return ""
+
+    def release(self, length: int) -> None:
+        self.in_progress -= length
+        self._slots.release()
 
     async def _serve_in_slot(
         self, stream: INetStream, protocol: str, handler: Handler, peer: str
@@ -174,12 +189,12 @@ class Responder:
                 logger.info("%s from %s: request not delivered in time", protocol, peer)
                 await reset_quietly(stream)
                 return
-            status, out, reason = await self._call(protocol, handler, peer, payload)
+            status, out, reason = await self.call(protocol, handler, peer, payload)
             await _answer(stream, status, out, reason)
         finally:
             self.in_progress -= reserved
 
-    async def _call(
+    async def call(
         self, protocol: str, handler: Handler, peer: str, payload: bytes
     ) -> tuple[Code, bytes, str]:
         result: Any = None
@@ -212,7 +227,7 @@ async def _answer(stream: INetStream, status: Code, payload: bytes = b"", reason
     try:
         await stream.write(encode_response(status, payload, reason))
     except Exception as exc:
-        raise _StreamEnded(f"could not answer: {type(exc).__name__}") from exc
+        raise StreamEnded(f"could not answer: {type(exc).__name__}") from exc
     await close_quietly(stream)
 
 
@@ -274,10 +289,10 @@ async def _read_response(stream: INetStream, max_message: int) -> Response:
     reader = FrameReader(stream)
     try:
         head = decode_response_head(await reader.take(RESPONSE_HEADER.size), max_message)
-    except _StreamEnded as exc:
+    except StreamEnded as exc:
         raise Refused(f"the peer closed the stream without answering ({exc})") from None
     try:
         body = await reader.take(head.length + head.reason_length)
-    except _StreamEnded as exc:
+    except StreamEnded as exc:
         raise RemoteP2PError(f"truncated response: {exc}") from None
     return decode_response_body(head, body)

@@ -38,6 +38,9 @@ from dkms.node.p2p import open_host, parse_introduction
 from dkms.node.p2p.config import HostConfig
 from dkms.node.p2p.framing import encode_request
 from dkms.node.p2p.host import P2PHost
+from dkms.node.p2p.session import SESSION_PROTOCOL
+from dkms.node.p2p.sessionframes import REQUEST_HEAD
+from dkms.node.p2p.sessionframes import encode_request as session_request
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import Surface
 from dkms.node.roles.topics import DUPLICITY_TOPIC, GOVERNANCE_TOPIC, LOCATIONS_TOPIC, kel_topics
@@ -51,8 +54,9 @@ MESHSUB = ("/meshsub/1.0.0", "/meshsub/1.1.0")
 IDENTIFY = ("/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0")
 PING = ("/ipfs/ping/1.0.0",)
 DKMS = (*(s.value for s in Surface), "/dkms/1/peers")
+SESSION = (SESSION_PROTOCOL,)
 UNSPOKEN = ("/dkms/1/nonesuch",)
-FUZZED = frozenset((*MESHSUB, *IDENTIFY, *PING, *DKMS))
+FUZZED = frozenset((*MESHSUB, *IDENTIFY, *PING, *DKMS, *SESSION))
 TOPICS = (DUPLICITY_TOPIC, GOVERNANCE_TOPIC, LOCATIONS_TOPIC, *kel_topics()[:4], "/not/a/topic")
 
 
@@ -191,7 +195,7 @@ class Attack:
 @st.composite
 def attacks(draw: st.DrawFn) -> Attack:
     node = draw(st.integers(0, 1))
-    family = draw(st.sampled_from(["meshsub", "identify", "ping", "dkms", "unspoken"]))
+    family = draw(st.sampled_from(["meshsub", "identify", "ping", "dkms", "session", "unspoken"]))
     if family == "meshsub":
         protocol = draw(st.sampled_from(MESHSUB))
         rpc = draw(pubsub_rpcs())
@@ -204,16 +208,37 @@ def attacks(draw: st.DrawFn) -> Attack:
         return Attack(node, protocol, draw(st.one_of(framed(body), junk)))
     if family == "ping":
         return Attack(node, PING[0], draw(st.binary(max_size=100)))
+    cbor = st.recursive(
+        st.none() | st.integers() | st.text(max_size=20) | st.binary(max_size=40),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4)
+        ),
+        max_leaves=10,
+    ).map(cbor2.dumps)
+    if family == "session":
+        # Frames on one session stream: well-formed requests to any surface (or one not
+        # served) with hostile payloads, then garbage: lengths over the session limit, empty
+        # or non-ASCII protocol names, truncated frames, random bytes.
+        ask = st.builds(
+            session_request,
+            st.integers(0, 2**32 - 1),
+            st.sampled_from((*DKMS, *UNSPOKEN)),
+            st.one_of(cbor, st.binary(max_size=200)),
+        )
+        bad = st.one_of(
+            st.builds(
+                REQUEST_HEAD.pack,
+                st.integers(0, 2**32 - 1),
+                st.integers(0, 2**32 - 1),
+                st.integers(0, 255),
+            ).map(lambda head: head + b"/dkms/1/query"),
+            st.binary(max_size=120),
+            ask.map(lambda frame: frame[: max(1, len(frame) // 2)]),
+        )
+        frames = st.lists(st.one_of(ask, bad), min_size=1, max_size=6)
+        return Attack(node, SESSION_PROTOCOL, b"".join(draw(frames)))
     if family == "dkms":
         protocol = draw(st.sampled_from(DKMS))
-        cbor = st.recursive(
-            st.none() | st.integers() | st.text(max_size=20) | st.binary(max_size=40),
-            lambda inner: (
-                st.lists(inner, max_size=4)
-                | st.dictionaries(st.text(max_size=3), inner, max_size=4)
-            ),
-            max_leaves=10,
-        ).map(cbor2.dumps)
         request = st.one_of(
             cbor.map(encode_request),
             st.binary(max_size=300).map(encode_request),

@@ -1,11 +1,16 @@
-"""Request/response between real hosts on 127.0.0.1: answers, refusals, failures, limits."""
+"""Request/response between real hosts on 127.0.0.1: answers, refusals, failures, limits.
+
+Every test runs twice: with requests on sessions (one long-lived stream per peer, the default;
+session.py) and with a stream per request (what a peer that serves no sessions gets).
+"""
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
 import pytest
 import trio
@@ -27,13 +32,23 @@ from dkms.node.roles.codes import Code
 
 ECHO = "/dkms/1/echo"
 LIMIT = 30  # seconds any test may take
+_SESSIONS = [True]
+
+
+@pytest.fixture(autouse=True, params=["sessions", "streams"])
+def transport(request: pytest.FixtureRequest) -> Iterator[None]:
+    _SESSIONS[0] = request.param == "sessions"
+    yield
+    _SESSIONS[0] = True
 
 
 @asynccontextmanager
 async def hosts(*configs: HostConfig) -> AsyncIterator[list[P2PHost]]:
     async with AsyncExitStack() as stack:
         yield [
-            await stack.enter_async_context(open_host(bytes([i + 1]) * 32, config=cfg))
+            await stack.enter_async_context(
+                open_host(bytes([i + 1]) * 32, config=replace(cfg, sessions=_SESSIONS[0]))
+            )
             for i, cfg in enumerate(configs)
         ]
 
