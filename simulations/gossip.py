@@ -37,9 +37,9 @@ import math
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from heapq import heappush
+from heapq import heappop, heappush
 
-from .engine import Sim
+from .engine import SLOTS, Sim
 from .links import Links
 
 
@@ -71,6 +71,7 @@ class Msg:
         "eta",
         "got",
         "id",
+        "inc",
         "missing",
         "net",
         "origin",
@@ -89,6 +90,7 @@ class Msg:
         self.topic = topic
         self.payload = payload
         self.size = len(payload) + 64
+        self.inc = self.size << COUNT_BITS | 1  # one copy received, packed (`Gossip.recv`)
         self.origin = origin
         self.sent = sent
         self.got = bytearray(nodes)
@@ -100,9 +102,28 @@ class Msg:
 
 
 _NEVER = array("d", [math.inf])
+COUNT_BITS = 32  # `Gossip.recv[node]`: bytes received << COUNT_BITS | copies received
+COUNT_MASK = (1 << COUNT_BITS) - 1
 Validate = Callable[[Msg], bool]  # content-only: decided once per message
 NodeCheck = Callable[[int, Msg], bool]  # per node (e.g. a watcher's roster)
 Receive = Callable[[int, Msg], None]
+
+
+class Unpacked:
+    """One half of `Gossip.recv` (copies or bytes received), indexed by node."""
+
+    __slots__ = ("high", "packed")
+
+    def __init__(self, packed: list[int], high: bool) -> None:
+        self.packed = packed
+        self.high = high
+
+    def __getitem__(self, node: int) -> int:
+        value = self.packed[node]
+        return value >> COUNT_BITS if self.high else value & COUNT_MASK
+
+    def __len__(self) -> int:
+        return len(self.packed)
 
 
 @dataclass
@@ -154,8 +175,9 @@ class Gossip:
         self.control = 0
         self.sent_msgs = [0] * nodes
         self.sent_bytes = [0] * nodes
-        self.recv_msgs = [0] * nodes
-        self.recv_bytes = [0] * nodes
+        self.recv = [0] * nodes  # bytes received << COUNT_BITS | copies received, per node
+        self.listening: bytearray | None = None  # nodes `receive` is called for (None: all)
+        sim.driver = self.drive
 
     # ---------------------------------------------------------------- set-up
 
@@ -260,14 +282,14 @@ class Gossip:
     def _forward(self, node: int, msg: Msg, peers: set[int], skip: int) -> None:
         """Send `msg` to `peers` but `skip`. A copy to a peer that already holds it can only
         be a duplicate when it lands, so it is counted now rather than scheduled (with a
-        lossy or bandwidth-limited link it still goes through the link model). With a plain
-        link model (no loss, regions, bandwidth, partitions or nodes down) the latency draw
-        and the scheduling are inlined: this loop is most of a large simulation's time."""
+        lossy or bandwidth-limited link it still goes through the link model). `drive`
+        inlines the plain case (no loss, regions, bandwidth, partitions, nodes down or
+        graylisting) for deliveries; this is the same code for publications and the rest."""
         sim, links = self.sim, self.links
         now, size, got = sim.now, msg.size, msg.got
         sent = dup = 0
-        recv_msgs, recv_bytes = self.recv_msgs, self.recv_bytes
-        arrive = self._arrive
+        recv, inc = self.recv, msg.inc
+        push, seq = sim.push, sim.seq
         if links.plain():
             # Only the earliest copy to a node can be its first delivery: a later one (it
             # holds the message already, or an earlier copy is on its way) is counted now.
@@ -275,7 +297,6 @@ class Gossip:
             eta = msg.eta
             if eta is None:  # released when the message left the gossip window
                 eta = msg.eta = _NEVER * self.n
-            heap, seq = sim.heap, sim.seq
             ignored = self.graylisted
             for q in peers:
                 if q == skip:
@@ -286,11 +307,10 @@ class Gossip:
                 when = now + table[rand(bits)]
                 if got[q] or when >= eta[q]:
                     dup += 1
-                    recv_msgs[q] += 1
-                    recv_bytes[q] += size
+                    recv[q] += inc
                     continue
                 eta[q] = when
-                heappush(heap, (when, next(seq), arrive, (q, msg, node)))
+                push((when, next(seq), msg, q, node))
         else:
             exact = links.model.loss or links.model.bandwidth_kbps
             for q in peers:
@@ -299,46 +319,132 @@ class Gossip:
                 sent += 1
                 if got[q] and not exact and q not in links.down:
                     dup += 1
-                    recv_msgs[q] += 1
-                    recv_bytes[q] += size
+                    recv[q] += inc
                     continue
                 delay = links.delay(node, q, size, now)
                 if delay is not None:
-                    sim.at(now + delay, arrive, q, msg, node)
+                    push((now + delay, next(seq), msg, q, node))
         self.deliveries += dup
         self.duplicates += dup
         self.sent_msgs[node] += sent
         self.sent_bytes[node] += sent * size
 
-    def _arrive(self, node: int, msg: Msg, frm: int) -> None:
-        self.deliveries += 1
-        self.recv_msgs[node] += 1
-        self.recv_bytes[node] += msg.size
-        got = msg.got
-        if got[node]:
-            self.duplicates += 1
-            return
-        if node in self.links.down or (node, frm) in self.graylisted:
-            return
-        valid = msg.valid
-        if valid is None:
-            valid = msg.valid = self.validate(msg)
-        check = self.node_check.get(msg.topic)
-        if valid and check is not None:
-            valid = check(node, msg)
-        if not valid:
-            self.invalid += 1
-            self._penalise(node, frm, msg.topic)
-            return
-        got[node] = 1
-        msg.reached += 1
-        self.receive(node, msg)
-        if node in self.silent:
-            return
-        assert msg.net is not None
-        peers = msg.net.mesh.get(node)
-        if peers:
-            self._forward(node, msg, peers, frm)
+    def drive(self, until: float, progress: Callable[[float], None] | None, every: float) -> None:
+        """`Sim.run` with deliveries `(when, seq, msg, node, sender)` played inline: a first
+        delivery is validated, handed to the node's role (`listening`: only nodes with one)
+        and forwarded to its mesh peers, with the plain case of `_forward` inlined too. This
+        loop is most of a large simulation's time; every other entry is called as usual."""
+        sim, links, n = self.sim, self.links, self.n
+        model = links.model
+        table, bits, rand = links.table, links.bits, sim.rng.getrandbits
+        plain = bool(bits) and not (model.loss or model.bandwidth_kbps or links.regional)
+        seq, later, keys, advance = sim.seq, sim.later, sim.keys, sim.advance
+        recv, sent_msgs, sent_bytes = self.recv, self.sent_msgs, self.sent_bytes
+        graylisted, silent, down = self.graylisted, self.silent, links.down
+        node_check, listening = self.node_check, self.listening
+        receive, validate = self.receive, self.validate
+        never = _NEVER
+        mark = sim.now + every
+        steps = deliveries = duplicates = 0
+        heap, cur = sim.heap, sim.cur
+        while True:
+            if not heap or heap[0][0] > until:
+                if heap or not advance(until):
+                    break
+                heap, cur = sim.heap, sim.cur
+                continue
+            entry = heappop(heap)
+            now = sim.now = entry[0]
+            steps += 1
+            if len(entry) == 4:
+                entry[2](*entry[3])
+            else:
+                msg, node, frm = entry[2], entry[3], entry[4]
+                deliveries += 1
+                recv[node] += msg.inc
+                got = msg.got
+                if got[node]:
+                    duplicates += 1
+                elif (down and node in down) or (graylisted and (node, frm) in graylisted):
+                    pass
+                else:
+                    valid = msg.valid
+                    if valid is None:
+                        valid = msg.valid = validate(msg)
+                    if valid and node_check:
+                        check = node_check.get(msg.topic)
+                        if check is not None:
+                            valid = check(node, msg)
+                    if not valid:
+                        self.invalid += 1
+                        self._penalise(node, frm, msg.topic)
+                    else:
+                        got[node] = 1
+                        msg.reached += 1
+                        if listening is None or listening[node]:
+                            receive(node, msg)
+                        net = msg.net
+                        assert net is not None
+                        peers = None if silent and node in silent else net.mesh.get(node)
+                        if not peers:
+                            pass
+                        elif not plain or down or graylisted or links.side:
+                            self._forward(node, msg, peers, frm)
+                        else:
+                            eta = msg.eta
+                            if eta is None:
+                                eta = msg.eta = never * n
+                            sent = len(peers) - (frm in peers)
+                            inc = msg.inc
+                            dup = sent
+                            for q in peers:
+                                if q == frm:
+                                    continue
+                                when = now + table[rand(bits)]
+                                if got[q] or when >= eta[q]:
+                                    recv[q] += inc
+                                    continue
+                                eta[q] = when
+                                dup -= 1
+                                new = (when, next(seq), msg, q, node)
+                                slot = int(when * SLOTS)
+                                if slot <= cur:
+                                    heappush(heap, new)
+                                else:
+                                    bucket = later.get(slot)
+                                    if bucket is None:
+                                        later[slot] = [new]
+                                        heappush(keys, slot)
+                                    else:
+                                        bucket.append(new)
+                            deliveries += dup
+                            duplicates += dup
+                            sent_msgs[node] += sent
+                            sent_bytes[node] += sent * msg.size
+            if progress is not None and now >= mark:
+                self.deliveries += deliveries
+                self.duplicates += duplicates
+                deliveries = duplicates = 0
+                progress(now)
+                mark = now + every
+        sim.now = max(sim.now, until)
+        sim.steps += steps
+        self.deliveries += deliveries
+        self.duplicates += duplicates
+
+    @property
+    def recv_msgs(self) -> Unpacked:
+        """Copies each node received."""
+        return Unpacked(self.recv, False)
+
+    @property
+    def recv_bytes(self) -> Unpacked:
+        """Bytes each node received."""
+        return Unpacked(self.recv, True)
+
+    def received(self, node: int, size: int) -> None:
+        """Count a copy of `size` bytes `node` received outside the gossip (a request)."""
+        self.recv[node] += size << COUNT_BITS | 1
 
     def _penalise(self, node: int, frm: int, topic: str) -> None:
         key = (node, frm)
@@ -429,7 +535,7 @@ class Gossip:
                     again = links.delay(q, node, msg.size, sim.now)
                     if there is None or back is None or again is None:
                         continue
-                    sim.at(sim.now + there + back + again, self._arrive, node, msg, q)
+                    sim.push((sim.now + there + back + again, next(sim.seq), msg, node, q))
                     break
 
     # ---------------------------------------------------------------- churn

@@ -83,6 +83,11 @@ class Links:
     def _draw(self) -> float:
         return self.table[self.rng.getrandbits(self.bits)] if self.bits else self.table[0]
 
+    @property
+    def regional(self) -> bool:
+        """Links between regions get the inter-region matrix's latency added."""
+        return bool(self._matrix)
+
     def plain(self) -> bool:
         """No loss, regions, bandwidth, partition or node down: a delay is one table draw."""
         m = self.model

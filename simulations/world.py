@@ -211,6 +211,10 @@ class World:
         for node in self.watcher_ids:
             gossip.subscribe(node, DUPLICITY_TOPIC)
         gossip.node_check[DUPLICITY_TOPIC] = self._admits
+        listening = bytearray(sc.nodes)  # relays have no role: nothing to hand them
+        for node in self.roles:
+            listening[node] = 1
+        gossip.listening = listening
 
     # ---------------------------------------------------------------- gossip hooks
 
@@ -323,8 +327,7 @@ class World:
         first = sends[0]
         self.record.request(node, sends)
         role = self.roles.get(node)
-        self.gossip.recv_msgs[node] += 1
-        self.gossip.recv_bytes[node] += len(payload) + REQUEST_OVERHEAD
+        self.gossip.received(node, len(payload) + REQUEST_OVERHEAD)
         if role is None or first.surface not in role.surfaces:
             refused = Reply.refuse(Code.NOT_SERVED, "not served")
             self.sim.after(0.0, self._answer, sender, sends, refused, then)
@@ -435,7 +438,6 @@ KEL_OVERLAY = "/dkms/1/kel"
 
 def _overlay(topic: str) -> str:
     return KEL_OVERLAY if topic.startswith("/dkms/1/kel/") else topic
-
 
 
 __all__ = ["World"]
