@@ -36,12 +36,7 @@ def threshold(value: object) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
     """Left-aligned columns; the last column is not padded (it holds free text)."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    lines = []
-    for row in (headers, *rows):
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
-        lines.append((indent + "  ".join([*cells, row[-1]])).rstrip())
-    return lines
+    columns = zip(headers, *rows, strict=True)  # a column at a time: cheap for long tables
+    widths = [max(map(len, column)) for column in columns][:-1]
+    line = indent + "".join(f"{{:<{width}}}  " for width in widths) + "{}"
+    return [line.format(*row).rstrip() for row in (headers, *rows)]
