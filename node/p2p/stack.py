@@ -40,6 +40,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from .config import HostConfig
 from .errors import ListenError
 from .guards import FaultLog, guard_stream_handler
+from .hotpaths import remember_signed_records
 from .identity import NodeIdentity
 from .yamuxguard import YamuxGuard, cap_window
 
@@ -75,6 +76,7 @@ def build_libp2p_host(
     host = BasicHost(swarm)
     guard_stream_handler(swarm, faults)  # after BasicHost installed its own handler
     YamuxGuard(faults).install(swarm)
+    remember_signed_records()
     return host
 
 

@@ -1,0 +1,85 @@
+"""py-libp2p hot paths done once (node/p2p/hotpaths.py), against real hosts on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.pubsub import gossipsub, pubsub
+from libp2p.pubsub.pb.rpc_pb2 import RPC
+
+from dkms.node.p2p import open_host
+from dkms.node.p2p.hotpaths import _RecordMemo, remember_signed_records
+
+TOPIC = "/dkms/1/kel/3"
+LIMIT = 30
+
+
+@pytest.fixture
+def checks() -> Iterator[list[tuple[bytes, bool]]]:
+    """Every record check 0.8.1's own code makes, with its outcome."""
+    made: list[tuple[bytes, bool]] = []
+    remember_signed_records()  # what building a host does (stack.build_libp2p_host)
+    memo = pubsub.maybe_consume_signed_record
+    assert isinstance(memo, _RecordMemo)
+    original = memo.check
+
+    def counting(msg: RPC, host: IHost, peer_id: ID) -> bool:
+        ok = original(msg, host, peer_id)
+        made.append((msg.senderRecord, ok))
+        return ok
+
+    memo.check = counting
+    try:
+        yield made
+    finally:
+        memo.check = original
+
+
+async def test_a_peers_record_is_checked_once_not_twice_per_rpc(
+    checks: list[tuple[bytes, bool]],
+) -> None:
+    with trio.fail_after(LIMIT):
+        async with (
+            open_host(b"\x01" * 32, topics=[TOPIC]) as a,
+            open_host(b"\x02" * 32, topics=[TOPIC]) as b,
+        ):
+            assert gossipsub.maybe_consume_signed_record is pubsub.maybe_consume_signed_record
+            await a.connect([b.introduction])
+            await b.pubsub.wait_for_mesh(a.peer_id, TOPIC, timeout=LIMIT)
+            sub = await b.subscribe(TOPIC)
+            for n in range(40):
+                await a.publish(TOPIC, b"event %d" % n)
+            got = set()
+            async for item in sub:
+                got.add(item.payload)
+                if len(got) == 40:
+                    break
+            # 40 messages (and the subscription and graft RPCs) from one peer with one
+            # record: a check or two per side, where 0.8.1 made two per RPC (80 and more).
+            assert 1 <= len(checks) <= 4, len(checks)
+            assert all(ok for _, ok in checks)
+
+
+def test_a_bad_record_is_checked_every_time_and_a_good_one_once() -> None:
+    calls: list[bytes] = []
+
+    def check(msg: RPC, host: IHost, peer_id: ID) -> bool:
+        calls.append(msg.senderRecord)
+        return msg.senderRecord == b"good"
+
+    class Host:
+        """Stands for a host: the memo keeps one table per host."""
+
+    memo = _RecordMemo(check)
+    host, peer = Host(), ID(b"\x00\x01peer")
+    good, bad, none = RPC(senderRecord=b"good"), RPC(senderRecord=b"bad"), RPC()
+    results = [memo(m, host, peer) for m in (good, good, bad, bad, none, good)]  # type: ignore[arg-type]
+    assert results == [True, True, False, False, True, True]
+    assert calls == [b"good", b"bad", b"bad"]
+    other_host = Host()  # each host keeps its own peerstore: it checks for itself
+    assert memo(good, other_host, peer)  # type: ignore[arg-type]
+    assert calls[-1] == b"good" and len(calls) == 4
