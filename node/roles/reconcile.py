@@ -31,10 +31,12 @@ fetched is validated as all KEL messages are. A peer that lies costs at most one
 budgets each period. What we hold more of is not pushed: the peer finds it when it
 reconciles with us.
 
-The answering side (`Digests`) builds its summary from the validator's KELs (O(KELs held))
-at most once every `FRESH` seconds, however often it is asked, and keeps each shard's
-prefixes sorted for the listings (a list of references to strings it holds anyway). Pure:
-no I/O, no clock (times come in).
+The answering side (`Digests`) keeps each shard's prefixes sorted for the listings (a list
+of references to strings it holds anyway). A witness builds its summary from the validator's
+KELs (O(KELs held)) at most once every `FRESH` seconds, however often it is asked; a watcher
+is told of every KEL that changed and sums only those again (O(1) each, plus a
+digest and a shard per KEL held: some 150 bytes), so its summary is current, and is built
+whole every `REBUILD` seconds all the same. Pure: no I/O, no clock (times come in).
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ SHARD: Final = "shard"  # the listing query's "t"
 QUERIES: Final = frozenset({DIGEST, SHARD})
 SHARDS: Final = 64
 DIGEST_BYTES: Final = 16
-FRESH: Final = 5.0  # seconds a summary is reused before it is built again
+FRESH: Final = 5.0  # seconds an untracked summary is reused before it is built again
+REBUILD: Final = 300.0  # seconds between whole builds of a tracked summary
 LIST_PAGE: Final = 256  # tips in one listing (some 25 KB of CBOR)
 MAX_PREFIX: Final = 128  # characters of a prefix or SAID taken from a peer
 MAX_SN: Final = (1 << 64) - 1
@@ -100,38 +103,99 @@ class Summary:
 
 
 class Digests:
-    """The answering side: summaries and listings of the KELs a validator holds."""
+    """The answering side: summaries and listings of the KELs a validator holds.
 
-    def __init__(self, validator: Validator, *, fresh: float = FRESH) -> None:
+    Untracked (a witness), the summary is built again from every KEL held once it is older
+    than `fresh` seconds. Tracked (a watcher, which calls `changed` for every KEL whose tip
+    moved or that it forgot), only the KELs changed since are summed again, so the summary
+    is always current; it is still built whole every `REBUILD` seconds, so that a change it
+    was not told of cannot stay wrong for long."""
+
+    def __init__(
+        self, validator: Validator, *, fresh: float = FRESH, tracked: bool = False
+    ) -> None:
         self.validator = validator
         self.fresh = fresh
+        self.tracked = tracked
         self._summary: Summary | None = None
-        self.built = 0  # summaries built (for tests and metrics)
+        self._whole = -REBUILD  # when last built whole
+        self._memo: dict[str, tuple[int, int]] = {}  # prefix -> (its tip digest, its shard)
+        self._digests = [0] * SHARDS
+        self._counts = [0] * SHARDS
+        self._members: tuple[list[str], ...] = tuple([] for _ in range(SHARDS))
+        self._dirty: set[str] = set()
+        self.built = 0  # summaries built whole (for tests)
+
+    def changed(self, prefix: str) -> None:
+        """The KEL of `prefix` changed (its tip moved, or it was forgotten)."""
+        if self.tracked:
+            self._dirty.add(prefix)
+            self._summary = None
 
     def summary(self, now: float) -> Summary:
-        """The summary, built again if older than `fresh` seconds."""
+        """The summary as of now (tracked) or of at most `fresh` seconds ago."""
         held = self._summary
-        if held is not None and held.at <= now < held.at + self.fresh:
+        if self.tracked:
+            if self._whole <= now < self._whole + REBUILD:
+                if held is not None:
+                    return held
+                self._apply()
+            else:
+                self._build(now)
+        elif held is not None and held.at <= now < held.at + self.fresh:
             return held
-        digests = [0] * SHARDS
-        counts = [0] * SHARDS
-        members: tuple[list[str], ...] = tuple([] for _ in range(SHARDS))
-        kel_of = self.validator.kel
-        for prefix in self.validator.prefixes:
-            kel = kel_of(prefix)
-            if kel is None:
-                continue
-            shard = shard_of(prefix, SHARDS)
-            digests[shard] ^= tip_digest(prefix, kel.sn, kel.last_said)
-            counts[shard] += 1
-            members[shard].append(prefix)
-        for listed in members:
-            listed.sort()
-        self.built += 1
+        else:
+            self._build(now)
         self._summary = Summary(
-            now, tuple(d.to_bytes(DIGEST_BYTES, "big") for d in digests), tuple(counts), members
+            now,
+            tuple(d.to_bytes(DIGEST_BYTES, "big") for d in self._digests),
+            tuple(self._counts),
+            self._members,
         )
         return self._summary
+
+    def _build(self, now: float) -> None:
+        self._memo.clear()
+        self._dirty.clear()
+        self._digests = [0] * SHARDS
+        self._counts = [0] * SHARDS
+        self._members = tuple([] for _ in range(SHARDS))
+        for prefix in self.validator.prefixes:
+            self._add(prefix)
+        for listed in self._members:
+            listed.sort()
+        self._whole = now
+        self.built += 1
+
+    def _apply(self) -> None:
+        """Sum the KELs changed since again: out with what we summed, in with what is held."""
+        for prefix in self._dirty:
+            old = self._memo.pop(prefix, None)
+            if old is not None:
+                digest, shard = old
+                self._digests[shard] ^= digest
+                self._counts[shard] -= 1
+                listed = self._members[shard]
+                at = bisect.bisect_left(listed, prefix)
+                if at < len(listed) and listed[at] == prefix:
+                    del listed[at]
+            self._add(prefix, sort=True)
+        self._dirty.clear()
+
+    def _add(self, prefix: str, *, sort: bool = False) -> None:
+        kel = self.validator.kel(prefix)
+        if kel is None:
+            return
+        shard = shard_of(prefix, SHARDS)
+        digest = tip_digest(prefix, kel.sn, kel.last_said)
+        if self.tracked:  # else never read: built whole each time
+            self._memo[prefix] = (digest, shard)
+        self._digests[shard] ^= digest
+        self._counts[shard] += 1
+        if sort:
+            bisect.insort(self._members[shard], prefix)
+        else:
+            self._members[shard].append(prefix)
 
     def answer(self, ask: dict[Any, Any], now: float) -> Reply:
         """The reply to a `digest` or `shard` query (`ask` is its CBOR map)."""

@@ -168,7 +168,7 @@ class Watcher:
             verify=self._verify,
             pinned=lambda: (*self.peers, *roster_nodes(self.governance.roster)),
         )
-        self.digests = reconcile.Digests(self.validator)
+        self.digests = reconcile.Digests(self.validator, tracked=True)
         self.reconciler = reconcile.Reconciler(
             self.prefix,
             self.digests,
@@ -457,6 +457,7 @@ class Watcher:
             return
         record = None
         if status is Status.ACCEPTED:
+            self.digests.changed(outcome.prefix)
             record = self.validator.record(outcome.said)
             if record is None or not self._keep(record, now, effects):
                 return  # forgotten: a new identifier over the store quota, or evicted since
@@ -507,6 +508,7 @@ class Watcher:
         if kel is not None:
             self.receipts.forget(r.event.said for r in kel.first_seen)
         self.lag.forget(prefix, now)
+        self.digests.changed(prefix)  # summed again once forgotten
 
     def _indexed_receipts(
         self, event: Event, wigs: tuple[IndexedSig, ...], now: float, effects: list[Effect]

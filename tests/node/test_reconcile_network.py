@@ -1,6 +1,6 @@
 """Anti-entropy between real nodes on 127.0.0.1 (`roles/reconcile.py`): a watcher started after
 a witness took its KELs, with gossip giving it nothing, holds every KEL within one
-reconciliation period.
+reconciliation period; so does a watcher that knows only that watcher.
 
 The witness is restarted from its store before the watcher starts, so nothing of these KELs
 is on the gossip (a restored witness publishes nothing, and re-sends no tails): the watcher
@@ -93,8 +93,30 @@ async def test_a_late_watcher_holds_every_kel_within_one_period(tmp_path: Path) 
             took = trio.current_time() - started
             count = held(watcher, prefixes)
             fetched = watcher.reconciler.fetched_kels
+            # A second watcher that knows only the first reconciles with it.
+            second_config = NodeConfig(
+                role="watcher",
+                data_dir=tmp_path / "second",
+                listen=LOOPBACK,
+                governance=config.governance,
+                bootstrap=(watcher_host.introduction,),
+                reconcile_every=PERIOD,
+            )
+            started = trio.current_time()
+            second_host = await start_node(nursery, second_config, runtimes)
+            second_runtime = runtimes[second_host.prefix]
+            second = second_runtime.role
+            assert isinstance(second, Watcher)
+            with trio.move_on_after(2 * PERIOD + 5):
+                while held(second, prefixes) < IDENTIFIERS:
+                    await second_runtime.changed.wait()
+            second_took = trio.current_time() - started
+            second_count = held(second, prefixes)
             nursery.cancel_scope.cancel()
     print(f"\nevery KEL held {took:.2f} s after the watcher started (period {PERIOD:g} s)")
+    print(f"by a watcher reconciling with that watcher: {second_took:.2f} s")
     assert count == IDENTIFIERS
     assert fetched == IDENTIFIERS  # each came by reconciliation, none by gossip
     assert took <= PERIOD
+    assert second_count == IDENTIFIERS
+    assert second_took <= PERIOD  # a watcher's summary is current (no FRESH wait)
