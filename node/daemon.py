@@ -411,6 +411,8 @@ def _table_metrics(metrics: Metrics, role: Witness | Watcher) -> None:
     tables["locations"] = role.locations.table_sizes
     if isinstance(role, Witness):
         tables["rivals"] = role.rivals.table_sizes
+    else:
+        tables["reconcile"] = role.reconciler.table_sizes
     for owner, sizes in tables.items():
         for name in sizes():
 
