@@ -40,6 +40,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
+from .hotpaths import BufferedReads
 from .identity import peer_name
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ class GuardedPubsub(Pubsub):
 
     async def continuously_read_stream(self, stream: INetStream) -> None:
         try:
-            await super().continuously_read_stream(stream)
+            # Reads served from one muxer read of what has arrived (hotpaths.py).
+            await super().continuously_read_stream(BufferedReads(stream))  # type: ignore[arg-type]
         except Exception as error:  # trio.Cancelled is a BaseException and passes
             peer = _peer_of(stream)
             self.faults.record(peer, "pubsub", error)

@@ -10,6 +10,7 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub, pubsub
 from libp2p.pubsub.pb.rpc_pb2 import RPC
+from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
 from dkms.node.p2p import open_host
 from dkms.node.p2p.hotpaths import _RecordMemo, remember_signed_records
@@ -83,3 +84,31 @@ def test_a_bad_record_is_checked_every_time_and_a_good_one_once() -> None:
     other_host = Host()  # each host keeps its own peerstore: it checks for itself
     assert memo(good, other_host, peer)  # type: ignore[arg-type]
     assert calls[-1] == b"good" and len(calls) == 4
+
+
+async def test_pubsub_reads_cost_one_window_update_per_muxer_read_not_per_varint_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    updates: list[int] = []
+    real = YamuxStream.send_window_update
+
+    async def counting(self: YamuxStream, increment: int, skip_lock: bool = False) -> None:
+        updates.append(increment)
+        await real(self, increment, skip_lock)
+
+    with trio.fail_after(LIMIT):
+        async with (
+            open_host(b"\x01" * 32, topics=[TOPIC]) as a,
+            open_host(b"\x02" * 32, topics=[TOPIC]) as b,
+        ):
+            await a.connect([b.introduction])
+            await b.pubsub.wait_for_mesh(a.peer_id, TOPIC, timeout=LIMIT)
+            sub = await b.subscribe(TOPIC)
+            monkeypatch.setattr(YamuxStream, "send_window_update", counting)
+            for n in range(40):  # one RPC each: publish waits for nothing
+                await a.publish(TOPIC, b"x" * 300 + b"%d" % n)
+                async for _ in sub:
+                    break
+            # 40 RPCs of ~400 bytes (2-byte varint): py-libp2p alone sent 3 window updates
+            # per RPC (two varint bytes, the body), 120 or more; now one per muxer read.
+            assert len(updates) <= 45, len(updates)
