@@ -30,6 +30,7 @@ it together with the store loses the proof: keep it with `node.seed`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -62,22 +63,31 @@ class Record:
     seq: int = 0
 
     def slot(self) -> bytes:
-        body = json.dumps(
-            {
-                "v": _VERSION,
-                "node": self.node,
-                "store": self.mark.store,
-                "events": self.mark.events,
-                "head": self.mark.head.hex(),
-                "seq": self.seq,
-            },
-            separators=(",", ":"),
-        ).encode()
+        """The record as one slot: `json.dumps` of its fields (compact), padded, checksummed.
+
+        Written after every commit that stores events, so the JSON is put together from the
+        part that is the same for every record of a node and store (`_opening`, encoded once)
+        and the numbers: the same bytes as `json.dumps`, at a fraction of its cost."""
+        mark = self.mark
+        body = b'%s%d,"head":"%s","seq":%d}' % (
+            _opening(self.node, mark.store),
+            mark.events,
+            mark.head.hex().encode(),
+            self.seq,
+        )
         room = SLOT - _SUM - 2
         if len(body) > room:
             raise HistoryError(f"history record too long ({len(body)} bytes)")
         text = body + b" " * (room - len(body)) + b" "
         return text + _checksum(text).encode() + b"\n"
+
+
+@functools.lru_cache(maxsize=4)
+def _opening(node: str, store: str) -> bytes:
+    """`{"v":1,"node":...,"store":...,"events":` as `json.dumps(..., separators=(",", ":"))`
+    writes it."""
+    fields = json.dumps({"v": _VERSION, "node": node, "store": store}, separators=(",", ":"))
+    return fields[:-1].encode() + b',"events":'
 
 
 def read(data_dir: Path) -> Record | None:

@@ -14,6 +14,7 @@ restore, and the permission rules.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -145,6 +146,16 @@ def test_history_record_survives_a_torn_slot_and_refuses_when_both_are(tmp_path:
     (tmp_path / HISTORY_FILE).write_bytes(bytes(data))
     with pytest.raises(HistoryError, match="is damaged"):
         history.read(tmp_path)
+
+
+def test_a_history_slot_is_the_records_compact_json_padded_and_checksummed() -> None:
+    for node, store in (("Bnode", "s1"), ('B\u00e9"\\', "st\u2603")):
+        for events, head, seq in ((0, b"", 0), (12345678901, b"\xab" * 32, 7)):
+            slot = history.Record(node, Mark(store, events, head), seq).slot()
+            fields = {"v": 1, "node": node, "store": store, "events": events}
+            body = json.dumps(fields | {"head": head.hex(), "seq": seq}, separators=(",", ":"))
+            assert len(slot) == SLOT and slot.startswith(body.encode() + b" ")
+            assert history._parse(slot) == history.Record(node, Mark(store, events, head), seq)
 
 
 # ------------------------------------------------------------------ the start-up proof
