@@ -302,10 +302,9 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Wanted:
-    """A KEL to fetch from `peer` from `start`: it holds (sn, said)."""
+    """A KEL to fetch from `peer`, which holds (sn, said) of it."""
 
     peer: NodePrefix
-    start: int
     sn: int
     said: str
 
@@ -340,7 +339,8 @@ class Reconciler:
         self._sessions: dict[NodePrefix, Session] = {}
         self._wanted: OrderedDict[str, Wanted] = OrderedDict()
         self._turn = 0  # where the next round starts in the list of peers
-        self._pumping = False  # a ReconcilePump timer is set
+        # rival tips fetched once already (the validator judged them): not fetched again
+        self._judged: OrderedDict[tuple[str, int, str], None] = OrderedDict()
         # this round's budgets, spent
         self._listings = 0
         self._fetches = 0
@@ -395,19 +395,13 @@ class Reconciler:
         """Start the fetches waiting, while this round's budgets and the ask slots allow;
         the `ReconcilePump` timer tries again later."""
         effects: list[Effect] = []
-        self._pumping = False
         while self._wanted and self._fetches < FETCHES_PER_ROUND and self._bytes < FETCH_BYTES:
             prefix, want = next(iter(self._wanted.items()))
-            held = self._tip_of(prefix)
-            if held is not None and (
-                held[1] > want.sn or (held[1] == want.sn and held[2] == want.said)
-            ):
-                del self._wanted[prefix]  # came meanwhile (gossip, another fetch)
-                continue
-            if self._busy(prefix):  # on its way from elsewhere: the next round will see
+            start = self._start(prefix, want.sn, want.said)
+            if start is None or self._busy(prefix):  # came meanwhile, or is on its way
                 del self._wanted[prefix]
                 continue
-            asks = self._fetch(prefix, want.peer, want.start, now)
+            asks = self._fetch(prefix, want.peer, start, now)
             if asks is None:
                 break  # every ask slot is taken: later
             del self._wanted[prefix]
@@ -415,9 +409,12 @@ class Reconciler:
                 self._fetches += 1
                 self.fetched_kels += 1
                 effects += asks
+                if start == want.sn:
+                    self._judged[(prefix, want.sn, want.said)] = None
+                    while len(self._judged) > MAX_WANTED:
+                        self._judged.popitem(last=False)
         budget = self._fetches < FETCHES_PER_ROUND and self._bytes < FETCH_BYTES
         if self._wanted and budget:
-            self._pumping = True
             effects.append(SetTimer(ReconcilePump(), now + PUMP))
         return effects
 
@@ -463,18 +460,23 @@ class Reconciler:
 
     def _want(self, prefix: str, peer: NodePrefix, sn: int, said: str) -> bool:
         """`peer` holds (sn, said) of `prefix`: fetch what of it we lack (True: we do)."""
-        held = self._tip_of(prefix)
-        if held is None:
-            start = 0
-        elif sn > held[1]:
-            start = held[1] + 1
-        elif sn == held[1] and said != held[2]:
-            start = sn  # another version at our tip: the validator judges it
-        else:
+        if self._start(prefix, sn, said) is None:
             return False
         if prefix in self._wanted or len(self._wanted) < MAX_WANTED:
-            self._wanted.setdefault(prefix, Wanted(peer, start, sn, said))
+            self._wanted.setdefault(prefix, Wanted(peer, sn, said))
         return True
+
+    def _start(self, prefix: str, sn: int, said: str) -> int | None:
+        """Where to fetch `prefix` from, to have what a peer holding (sn, said) holds; None:
+        we hold that or more, or it is a rival already judged."""
+        held = self._tip_of(prefix)
+        if held is None:
+            return 0
+        if sn > held[1]:
+            return held[1] + 1
+        if sn == held[1] and said != held[2] and (prefix, sn, said) not in self._judged:
+            return sn  # another version at our tip: the validator judges it
+        return None
 
     def _next_listing(self, peer: NodePrefix, session: Session, after: str) -> list[Effect]:
         if not session.shards or self._listings >= LISTINGS_PER_ROUND:

@@ -39,9 +39,11 @@ from dkms.node.roles.watcher import Watcher
 from dkms.node.testing.keys import seed
 from dkms.node.testing.witnessed import Witnessed
 from dkms.protocol.crypto import Signer
+from dkms.protocol.events import interact
 from dkms.protocol.ids import NodePrefix
 
 from .kit import governance
+from .test_checking import witnessed
 
 LATE = Signer(seed(150), transferable=False)
 OTHER = Signer(seed(151), transferable=False)
@@ -248,6 +250,31 @@ def test_an_unreadable_answer_ends_the_round_with_that_peer_and_is_blamed() -> N
     net.advance(FIRST_ROUND)
     assert len([a for a in liar.asks if a["t"] == "shard"]) == 1
     assert any(isinstance(b, Blame) and b.peer == LIAR for _, b in net.blames)
+
+
+def test_another_version_at_our_tip_is_fetched_once_and_judged() -> None:
+    net, prefixes = network(identifiers=1, events=2)
+    prefix = prefixes[0]
+    kel = net.witness(net.prefixes[0]).validator.kel(prefix)
+    assert kel is not None
+    rival = interact(prefix, prior=kel.chain[kel.sn - 1].event.said, sn=kel.sn, anchors=[{"r": 1}])
+    message = witnessed(rival, [Signer(seed(10))], [0, 1, 2])  # the controller's key signs
+
+    def listing(ask: dict[str, Any]) -> bytes:
+        tips = [[prefix, rival.sn, rival.said]] if ask["s"] == shard_of(prefix) else []
+        return cbor2.dumps({"v": tips, "more": False})
+
+    liar = Liar(listing, Reply.accept(message))
+    net.add(LIAR, liar)
+    watcher = late_watcher(net, net.prefixes[0], LIAR)
+    net.advance(FIRST_ROUND)
+    assert holds(watcher, net, prefix)
+    fetches = [a for a in liar.asks if a["t"] == "kel"]
+    assert [(a["i"], a["s"]) for a in fetches] == [(prefix, kel.sn)]
+    assert watcher.key_state(prefix)["standing"] == "duplicitous"
+    net.advance(EVERY)  # listed again: judged already, not fetched again
+    assert len([a for a in liar.asks if a["t"] == "shard"]) > len(fetches)
+    assert [a for a in liar.asks if a["t"] == "kel"] == fetches
 
 
 # ------------------------------------------------------------------ the answering side
