@@ -146,6 +146,10 @@ class Witness:
         )
         self.storage = Storage(self.validator, quota=store_quota, loose_quota=unwitnessed_quota)
         self._over_quota: set[str] = set()  # new identifiers refused in this step
+        # The receipt message last published with an event (`_accepted`): the record, how
+        # many receipts it held, the bytes. A submission's reply carries the same bytes when
+        # ours is its only receipt (`_receipt_message`), built once instead of twice.
+        self._last_rct: tuple[Record, int, bytes] | None = None
         self.tails = Tails(self.validator, enabled=tails)
         self.rivals = Rivals(self.validator, self.prefix, page_bytes=page_bytes)
         self.rosters = Rosters(verify)
@@ -476,7 +480,9 @@ class Witness:
             size += stored_bytes(effect)
         self.storage.store(record, persist, size, now, effects, weight)
         if ours:
-            effects.append(Publish(kel_topic(event.prefix), message + _rct(record)))
+            rct = _rct(record)
+            self._last_rct = (record, len(record.receipts), rct)
+            effects.append(Publish(kel_topic(event.prefix), message + rct))
             effects += self.tails.changed(event.prefix, now)
         effects.append(Report("debug", f"accepted {event.ilk} {event.said} sn {event.sn:x}"))
 
@@ -533,6 +539,9 @@ class Witness:
             record.receipts[self.prefix] = self._sign(event.raw)
             effects.append(Follower.persist_receipts(record))
             self.storage.receipts(event.prefix, 1)
+        last = self._last_rct
+        if last is not None and last[0] is record and last[1] == len(record.receipts) == 1:
+            return last[2]  # ours is its only receipt: `_rct(record)` is this message
         rct = receipt(event.prefix, event.sn, event.said, kind=event.kind)
         return messagize(rct, Attachments(couples=((self.prefix, record.receipts[self.prefix]),)))
 
