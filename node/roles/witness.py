@@ -48,6 +48,7 @@ receipts of its co-witnesses over a version it does not hold make it ask them fo
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -110,6 +111,8 @@ from .topics import (
     well_formed,
 )
 
+PUBLISHED_KEPT: Final = 8  # own KEL gossip payloads `admits` knows (publishing is soon after)
+
 
 class Witness:
     """One witness: its key, its view of the KELs it witnesses, and its receipts."""
@@ -150,6 +153,9 @@ class Witness:
         # many receipts it held, the bytes. A submission's reply carries the same bytes when
         # ours is its only receipt (`_receipt_message`), built once instead of twice.
         self._last_rct: tuple[Record, int, bytes] | None = None
+        # The last KEL gossip payloads made here (`_gossip`), which `admits` passes without
+        # parsing them again: the gossip layer runs our validator on what we publish too.
+        self._published: OrderedDict[bytes, None] = OrderedDict()
         self.tails = Tails(self.validator, enabled=tails)
         self.rivals = Rivals(self.validator, self.prefix, page_bytes=page_bytes)
         self.rosters = Rosters(verify)
@@ -231,6 +237,8 @@ class Witness:
             return self.rosters.admits(payload)
         if topic == LOCATIONS_TOPIC:
             return self.locations.admits(payload)
+        if payload in self._published:
+            return True  # made here, of events and receipts the validator holds
         return well_formed(payload, self._parse)
 
     def restore_roster(self, key: str, bundle: bytes, now: float) -> None:
@@ -397,6 +405,14 @@ class Witness:
         self._memo.remember(self.signer.public, signature, raw)
         return signature
 
+    def _gossip(self, prefix: str, payload: bytes) -> Publish:
+        """Publish `payload` on the KEL shard of `prefix`, and remember it for `admits`."""
+        published = self._published
+        published[payload] = None
+        if len(published) > PUBLISHED_KEPT:
+            published.popitem(last=False)
+        return Publish(kel_topic(prefix), payload)
+
     def _concerns(self, message: Message) -> bool:
         event = message.event
         if self.validator.kel(event.prefix) is not None:
@@ -482,7 +498,7 @@ class Witness:
         if ours:
             rct = _rct(record)
             self._last_rct = (record, len(record.receipts), rct)
-            effects.append(Publish(kel_topic(event.prefix), message + rct))
+            effects.append(self._gossip(event.prefix, message + rct))
             effects += self.tails.changed(event.prefix, now)
         effects.append(Report("debug", f"accepted {event.ilk} {event.said} sn {event.sn:x}"))
 
@@ -529,7 +545,7 @@ class Witness:
                 self.storage.receipts(event.prefix, len(record.receipts) - count)
             toad = record.authority.toad
             if count < toad <= len(record.receipts):
-                effects.append(Publish(kel_topic(event.prefix), _rct(record)))
+                effects.append(self._gossip(event.prefix, _rct(record)))
                 effects += self.tails.changed(event.prefix, now)
                 effects.append(Report("debug", f"{said} fully witnessed ({toad} receipts)"))
 

@@ -11,6 +11,7 @@ from dkms.node.roles.effects import (
     Blame,
     PersistEvent,
     PersistReceipts,
+    Publish,
     Reply,
     Send,
     Surface,
@@ -238,3 +239,23 @@ def test_receipts_a_witness_holds_already_are_not_checked_again() -> None:
     (reply,) = net.witness(first).step(Request(Surface.RECEIPTS, NodePrefix("c"), forged), 1.0)
     assert isinstance(reply, Reply) and reply.code is Code.NO_RECEIPT
     assert checked == [b"\x01" * 64]
+
+
+def test_a_witness_admits_its_own_gossip_and_still_judges_everything_else() -> None:
+    net = Net.of(4)
+    net.run(
+        net.controller.incept(
+            "hal", [seed(16)], [seed(17)], witnesses=net.prefixes[:4], toad=3, now=0.0
+        )
+    )
+    witness = net.witness(net.prefixes[0])
+    prefix = net.controller.identity("hal").prefix
+    event = interact(prefix, prior=kel_of(witness, prefix)[-1], sn=1)
+    message = messagize(event, Attachments(sigs=(Signer(seed(16)).sign_indexed(event.raw, 0),)))
+    effects = witness.step(Request(Surface.SUBMIT, NodePrefix(CONTROLLER), message), 0.0)
+    (gossip,) = [e for e in effects if isinstance(e, Publish)]
+    assert gossip.topic == kel_topic(prefix)
+    assert witness.admits(gossip.topic, bytes(gossip.payload))  # a copy, as libp2p hands it
+    for junk in (gossip.payload[:-3], b"\x00junk", gossip.payload[:50]):
+        assert not witness.admits(gossip.topic, junk)
+    assert witness.admits(gossip.topic, message)  # parsed: well formed, though not ours
