@@ -121,6 +121,10 @@ class Validator:
     def prefixes(self) -> list[str]:
         return list(self._kels)
 
+    def escrowed_sns(self, prefix: str) -> set[int]:
+        """Sequence numbers of the events of `prefix` held in an escrow (not in its KEL)."""
+        return {p.event.sn for e in self._escrows.values() for p in e.group(prefix)}
+
     def escrowed(self) -> dict[Waiting, list[Pending]]:
         return {w: list(e) for w, e in self._escrows.items()}
 
