@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 
@@ -104,6 +104,7 @@ class Msg:
 _NEVER = array("d", [math.inf])
 COUNT_BITS = 32  # `Gossip.recv[node]`: bytes received << COUNT_BITS | copies received
 COUNT_MASK = (1 << COUNT_BITS) - 1
+FOLD = 64  # heartbeats between folds of `Gossip.recv`
 Validate = Callable[[Msg], bool]  # content-only: decided once per message
 NodeCheck = Callable[[int, Msg], bool]  # per node (e.g. a watcher's roster)
 Receive = Callable[[int, Msg], None]
@@ -112,14 +113,15 @@ Receive = Callable[[int, Msg], None]
 class Unpacked:
     """One half of `Gossip.recv` (copies or bytes received), indexed by node."""
 
-    __slots__ = ("high", "packed")
+    __slots__ = ("folded", "high", "packed")
 
-    def __init__(self, packed: list[int], high: bool) -> None:
+    def __init__(self, packed: array[int], folded: list[int] | None, high: bool) -> None:
         self.packed = packed
+        self.folded = folded
         self.high = high
 
     def __getitem__(self, node: int) -> int:
-        value = self.packed[node]
+        value = self.packed[node] + (self.folded[node] if self.folded is not None else 0)
         return value >> COUNT_BITS if self.high else value & COUNT_MASK
 
     def __len__(self) -> int:
@@ -132,6 +134,20 @@ class Topic:
     members: set[int] = field(default_factory=set)
     mesh: dict[int, set[int]] = field(default_factory=dict)
     built: bool = False
+    _ordered: list[int] | None = None
+    # Each node's mesh as a tuple in its set's order (what `drive` iterates: a tuple is a
+    # third of a set's memory and walks in order); dropped whenever the node's mesh changes.
+    fwd: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def changed(self, *nodes: int) -> None:
+        for node in nodes:
+            self.fwd.pop(node, None)
+
+    def ordered(self) -> list[int]:
+        """The members in order (kept until the next one joins: members never leave)."""
+        if self._ordered is None:
+            self._ordered = sorted(self.members)
+        return self._ordered
 
 
 class Gossip:
@@ -173,9 +189,13 @@ class Gossip:
         self.duplicates = 0
         self.invalid = 0
         self.control = 0
-        self.sent_msgs = [0] * nodes
-        self.sent_bytes = [0] * nodes
-        self.recv = [0] * nodes  # bytes received << COUNT_BITS | copies received, per node
+        self.sent_msgs = array("Q", bytes(8 * nodes))
+        self.sent_bytes = array("Q", bytes(8 * nodes))
+        # Per node: bytes received << COUNT_BITS | copies received, one machine word each
+        # (updated for every copy: contiguous, no int object per node); folded into `folded`
+        # (Python ints) every FOLD heartbeats, so no word overflows however long the run.
+        self.recv = array("Q", bytes(8 * nodes))
+        self.folded: list[int] | None = None
         self.listening: bytearray | None = None  # nodes `receive` is called for (None: all)
         sim.driver = self.drive
 
@@ -201,13 +221,14 @@ class Gossip:
         if node in t.members:
             return
         t.members.add(node)
+        t._ordered = None
         if t.built:
             self._join(t, node)
 
     def _build(self, t: Topic) -> None:
         """Build a topic's overlay on first use: discovery, then meshes."""
         t.built = True
-        for node in sorted(t.members):
+        for node in t.ordered():
             self._join(t, node)
 
     def _join(self, t: Topic, node: int) -> None:
@@ -215,7 +236,7 @@ class Gossip:
         members = t.members
         known = [q for q in self.conn[node] if q in members and q != node]
         if len(known) < p.d_low and len(members) > 1 and node not in self.only:
-            pool = sorted(members)
+            pool = t.ordered()
             for _ in range(4 * p.d):
                 if len(known) >= p.d:
                     break
@@ -242,6 +263,7 @@ class Gossip:
             return False
         t.mesh.setdefault(a, set()).add(b)
         other.add(a)
+        t.changed(a, b)
         self.control += 1
         return True
 
@@ -279,7 +301,7 @@ class Gossip:
         self._forward(node, msg, peers, -1)
         return msg
 
-    def _forward(self, node: int, msg: Msg, peers: set[int], skip: int) -> None:
+    def _forward(self, node: int, msg: Msg, peers: Collection[int], skip: int) -> None:
         """Send `msg` to `peers` but `skip`. A copy to a peer that already holds it can only
         be a duplicate when it lands, so it is counted now rather than scheduled (with a
         lossy or bandwidth-limited link it still goes through the link model). `drive`
@@ -385,7 +407,13 @@ class Gossip:
                             receive(node, msg)
                         net = msg.net
                         assert net is not None
-                        peers = None if silent and node in silent else net.mesh.get(node)
+                        if silent and node in silent:
+                            peers = None
+                        else:
+                            peers = net.fwd.get(node)
+                            if peers is None:
+                                mesh = net.mesh.get(node)
+                                peers = net.fwd[node] = tuple(mesh) if mesh else ()
                         if not peers:
                             pass
                         elif not plain or down or graylisted or links.side:
@@ -435,16 +463,27 @@ class Gossip:
     @property
     def recv_msgs(self) -> Unpacked:
         """Copies each node received."""
-        return Unpacked(self.recv, False)
+        return Unpacked(self.recv, self.folded, False)
 
     @property
     def recv_bytes(self) -> Unpacked:
         """Bytes each node received."""
-        return Unpacked(self.recv, True)
+        return Unpacked(self.recv, self.folded, True)
 
     def received(self, node: int, size: int) -> None:
         """Count a copy of `size` bytes `node` received outside the gossip (a request)."""
         self.recv[node] += size << COUNT_BITS | 1
+
+    def fold(self) -> None:
+        """Move the packed counters into Python ints (in place: `drive` holds `recv`)."""
+        folded = self.folded
+        if folded is None:
+            folded = self.folded = [0] * self.n
+        recv = self.recv
+        for node, value in enumerate(recv):
+            if value:
+                folded[node] += value
+        recv[:] = array("Q", bytes(8 * self.n))
 
     def _penalise(self, node: int, frm: int, topic: str) -> None:
         key = (node, frm)
@@ -457,6 +496,7 @@ class Gossip:
                 if mesh is not None and frm in mesh:
                     mesh.discard(frm)
                     t.mesh.get(frm, set()).discard(node)
+                    t.changed(node, frm)
                     self.dirty.add((t.name, node))
 
     # ---------------------------------------------------------------- heartbeat
@@ -466,6 +506,8 @@ class Gossip:
 
     def _heartbeat(self) -> None:
         self.beat += 1
+        if self.beat % FOLD == 0:
+            self.fold()
         self._maintain()
         self._lazy()
         self.sim.after(self.p.heartbeat_s, self._heartbeat)
@@ -492,6 +534,7 @@ class Gossip:
                 q = max(mesh)
                 mesh.discard(q)
                 t.mesh.get(q, set()).discard(node)
+                t.changed(node, q)
                 self.control += 1
         self.dirty.clear()
 
@@ -514,7 +557,7 @@ class Gossip:
                 continue
             got = msg.got
             if msg.missing is None:
-                msg.missing = [n for n in sorted(t.members) if not got[n]]
+                msg.missing = [n for n in t.ordered() if not got[n]]
             else:
                 msg.missing = [n for n in msg.missing if not got[n]]
             for node in msg.missing:
@@ -543,8 +586,10 @@ class Gossip:
     def leave(self, node: int) -> None:
         self.links.down.add(node)
         for t in self.topics.values():
+            t.changed(node)
             for q in t.mesh.pop(node, set()):
                 peer_mesh = t.mesh.get(q)
+                t.changed(q)
                 if peer_mesh is not None:
                     peer_mesh.discard(node)
                     self.dirty.add((t.name, q))
