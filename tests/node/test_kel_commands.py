@@ -8,6 +8,7 @@ witnesses on 127.0.0.1 (`test_idcmd.witnesses`: in-process nodes, SQLite stores)
 from __future__ import annotations
 
 import collections
+import gc
 import io
 import json
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import trio
 
+from dkms.node.cli.kelverify import collector_paused
 from dkms.node.cli.main import amain, main
 from dkms.node.cli.submitted import NOT_OURS, Plan, Submitted
 from dkms.node.roles.codes import Code
@@ -144,14 +146,10 @@ def test_copies_escrowed_together_are_accepted_together(tmp_path: Path, capsys: 
     ixn1 = kel.ixn(kel.icp, 1)
     a, b = kel.current
     path = tmp_path / "multisig.cesr"
-    path.write_bytes(
-        kel.sign(kel.icp) + kel.sign(ixn1, [a]) + kel.sign(ixn1, [b]) + kel.sign(ixn1)
-    )
+    path.write_bytes(kel.sign(kel.icp) + kel.sign(ixn1, [a]) + kel.sign(ixn1, [b]) + kel.sign(ixn1))
     report = verify(capsys, path)
     assert statuses(report) == ["accepted", "accepted", "accepted", "known"]
-    assert report["messages"][3]["reason"].endswith(
-        f"at offset {report['messages'][1]['offset']}"
-    )
+    assert report["messages"][3]["reason"].endswith(f"at offset {report['messages'][1]['offset']}")
 
     # An event repeated before its inception waits, every copy with it, then is accepted.
     ixn2 = kel.sign(kel.ixn(ixn1, 2))
@@ -370,3 +368,18 @@ def test_submitted_verdicts_for_every_kind_of_answer() -> None:
     assert whole.summary(result) == (
         "4 not receipted, from sn 2: refused: rejected: bad (1 refused, 3 unjudged)"
     )
+
+
+def test_the_cycle_collector_is_paused_while_a_file_is_read_and_restored_after() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a failure inside")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # left as it was
+    finally:
+        gc.enable()
