@@ -29,7 +29,8 @@ A peer's answers are untrusted: they are decoded within bounds (`read_digest`,
 ends its round), tips listed in a shard they do not hash to are ignored, and everything
 fetched is validated as all KEL messages are. A peer that lies costs at most one round's
 budgets each period. What we hold more of is not pushed: the peer finds it when it
-reconciles with us.
+reconciles with us. A round whose summary asks all fail (as just after start, before the
+peers are reachable) is followed by the next `RETRY` seconds later rather than a period.
 
 The answering side (`Digests`) keeps each shard's prefixes sorted for the listings (a list
 of references to strings it holds anyway). A witness builds its summary from the validator's
@@ -72,6 +73,7 @@ MAX_PREFIX: Final = 128  # characters of a prefix or SAID taken from a peer
 MAX_SN: Final = (1 << 64) - 1
 ANSWER_BYTES: Final = 64 << 10  # a peer's summary or listing larger than this is not read
 FIRST_ROUND: Final = 1.0  # seconds after start of the first round (at most `every`)
+RETRY: Final = 5.0  # seconds to the next round when no peer answered this one's summary
 PEERS_PER_ROUND: Final = 3  # peers reconciled with in one round
 LISTINGS_PER_ROUND: Final = 128  # listing pages asked in one round, all peers together
 FETCHES_PER_ROUND: Final = 1024  # KEL fetches started in one round
@@ -339,6 +341,7 @@ class Reconciler:
         self._sessions: dict[NodePrefix, Session] = {}
         self._wanted: OrderedDict[str, Wanted] = OrderedDict()
         self._turn = 0  # where the next round starts in the list of peers
+        self._summed_ok = False  # some peer answered this round's summary ask
         # rival tips fetched once already (the validator judged them): not fetched again
         self._judged: OrderedDict[tuple[str, int, str], None] = OrderedDict()
         # this round's budgets, spent
@@ -358,6 +361,7 @@ class Reconciler:
         """The `ReconcileRound` timer: fresh budgets, and a summary asked of the next peers."""
         effects: list[Effect] = [SetTimer(ReconcileRound(), now + self.every)]
         self._listings = self._fetches = self._bytes = 0
+        self._summed_ok = False
         for peer, session in list(self._sessions.items()):  # the runtime answers every ask;
             if now > session.started + 4 * self.every:  # this is only a backstop
                 del self._sessions[peer]
@@ -382,8 +386,16 @@ class Reconciler:
             return []
         if not answer.code.ok:
             del self._sessions[tag.peer]
-            return [Report("debug", f"{tag}: no answer ({answer.reason})")]
+            effects: list[Effect] = [
+                Report("info", f"reconciliation with {tag.peer}: no answer ({answer.reason})")
+            ]
+            if isinstance(tag, ReconcileDigest) and not self._summed_ok and not self._sessions:
+                # nobody answered this round (peers not reachable yet, just after start):
+                # the next round comes sooner, not a whole period later
+                effects.append(SetTimer(ReconcileRound(), now + min(self.every, RETRY)))
+            return effects
         if isinstance(tag, ReconcileDigest):
+            self._summed_ok = True
             return self._summed(tag.peer, session, answer.payload, now)
         return self._listed(tag, session, answer.payload, now)
 

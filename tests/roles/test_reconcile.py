@@ -151,6 +151,22 @@ def test_two_watchers_reconcile_with_each_other() -> None:
     assert all(holds(first, net, p) and holds(second, net, p) for p in prefixes)
 
 
+def test_a_round_no_peer_answered_is_tried_again_soon() -> None:
+    net, prefixes = network(identifiers=2)
+    peer = net.prefixes[0]
+    net.down.add(peer)
+    watcher = late_watcher(net, peer)
+    net.advance(FIRST_ROUND)
+    assert len(sent(net, LATE.verfer, ReconcileDigest)) == 1
+    net.down.discard(peer)
+    net.advance(reconcile.RETRY)  # not a whole period
+    assert reconcile.RETRY < EVERY
+    assert len(sent(net, LATE.verfer, ReconcileDigest)) == 2
+    assert all(holds(watcher, net, p) for p in prefixes)
+    net.advance(reconcile.RETRY)  # answered: back to one round a period
+    assert len(sent(net, LATE.verfer, ReconcileDigest)) == 2
+
+
 def test_reconciliation_off_asks_nothing() -> None:
     net, prefixes = network(identifiers=2)
     watcher = Watcher(LATE, GOV, peers=(net.prefixes[0],))  # reconcile_every 0: the default
