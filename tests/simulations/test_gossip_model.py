@@ -3,7 +3,9 @@ repair of losses by lazy gossip, scoring, partitions."""
 
 from __future__ import annotations
 
-from dkms.simulations.engine import Sim
+import random
+
+from dkms.simulations.engine import SLOTS, Sim
 from dkms.simulations.gossip import Gossip, GossipParams, Msg
 from dkms.simulations.links import LinkModel, Links
 
@@ -40,6 +42,68 @@ def test_events_run_in_time_order_and_ties_in_scheduling_order() -> None:
     assert seen == ["a", "b"] and sim.now == 1.5
     sim.run(3.0)
     assert seen == ["a", "b", "c"]
+
+
+def test_the_bucketed_queue_plays_exactly_the_order_one_heap_would() -> None:
+    """Times spread over many 1 ms buckets, on their edges, tied, and scheduled while play
+    is inside a bucket (before and after what is playing): played in (time, order) order."""
+    sim = Sim(1)
+    rng = random.Random(7)
+    played: list[tuple[float, int]] = []
+    expected: list[tuple[float, int]] = []
+    counter = iter(range(10**6))
+
+    def hit(when: float, label: int, spawn: bool) -> None:
+        assert sim.now == when
+        played.append((when, label))
+        if spawn:  # schedule more from inside play: same bucket, next bucket, far ahead
+            for delay in (0.0, 0.0001, 1 / SLOTS, rng.random() * 0.01, 3.0):
+                add(when + delay, spawn=False)
+
+    def add(when: float, *, spawn: bool) -> None:
+        label = next(counter)
+        expected.append((when, label))
+        sim.at(when, hit, when, label, spawn)
+
+    edges = [k / SLOTS for k in range(40)]
+    for when in [rng.random() * 2 for _ in range(300)] + edges + edges + [0.5] * 5:
+        add(when, spawn=rng.random() < 0.3)
+    assert sim.pending == len(expected)
+    sim.run(1.0)
+    assert all(when <= 1.0 for when, _ in played) and sim.now == 1.0
+    sim.run(10.0)
+    assert played == sorted(expected) and sim.pending == 0
+
+
+def test_received_counters_survive_folding() -> None:
+    sim, gossip, _ = network(200)
+    for i in range(5):
+        gossip.publish(i, "t", f"m{i}".encode())
+    sim.run(3.0)
+    before = [(gossip.recv_msgs[n], gossip.recv_bytes[n]) for n in range(200)]
+    assert sum(c for c, _ in before) == gossip.deliveries
+    gossip.fold()
+    assert not any(gossip.recv)
+    gossip.received(3, 100)
+    after = [(gossip.recv_msgs[n], gossip.recv_bytes[n]) for n in range(200)]
+    before[3] = (before[3][0] + 1, before[3][1] + 100)
+    assert after == before
+
+
+def test_mesh_changes_reach_the_forwarding_cache() -> None:
+    sim, gossip, _ = network(300)
+    first = gossip.publish(0, "t", b"one")
+    sim.run(3.0)
+    t = gossip.topics["t"]
+    assert t.fwd and all(tuple(t.mesh[n]) == peers for n, peers in t.fwd.items())
+    gone = next(iter(t.fwd))
+    neighbours = set(t.mesh[gone])
+    gossip.leave(gone)
+    assert gone not in t.fwd and not neighbours & set(t.fwd)
+    second = gossip.publish(1, "t", b"two")
+    sim.run(8.0)
+    assert all(tuple(t.mesh[n]) == peers for n, peers in t.fwd.items())
+    assert first.reached == 300 and second.reached == 299 and not second.got[gone]
 
 
 def test_meshes_stay_within_bounds_and_every_member_gets_every_message() -> None:
