@@ -18,6 +18,20 @@ without the work. Anything else (a new record, a record that failed, one accepte
 which also renews its time in the peerstore) goes through 0.8.1's own check. At most
 `REMEMBERED` records per host, the oldest forgotten first.
 
+**Our own record, per RPC sent.** To put its signed record in each RPC, 0.8.1 first lists the
+host's addresses (`BasicHost.get_addrs`, building Multiaddr objects) to see whether the cached
+record still matches them: some 6% of a witness's main thread under load. `reuse_own_record`
+keeps each host's record bytes for `OWN_RECORD_FRESH` seconds while the peerstore holds the
+same record: an address change shows in the record that much later.
+
+**Parents of pubsub's tasks.** Pubsub starts a task per message received
+(`manager.run_task(push_msg, ...)`), and 0.8.1's service manager first searches its whole task
+tree for the calling task, to make the new task its child: some 8% of the main thread with a
+few hundred tasks. The caller is a connection's stream handler, never one of the manager's
+tasks, so the search always fails. `quick_task_parents` remembers which trio tasks run the
+managers' tasks and answers "none" at once for any other; the search is made, as before, only
+when the caller is one of them.
+
 Pinned to py-libp2p 0.8.1 (pyproject.toml) and tested against it (tests/p2p/test_hotpaths.py).
 """
 
@@ -29,15 +43,21 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
+import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
-from libp2p.pubsub import gossipsub, pubsub
+from libp2p.pubsub import floodsub, gossipsub, pubsub
 from libp2p.pubsub.pb.rpc_pb2 import RPC
+from libp2p.tools.anyio_service.trio_manager import TrioManager
+from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
 READ_CHUNK: Final = 64 * 1024
+OWN_RECORD_FRESH: Final = 5.0  # seconds
 REMEMBERED: Final = 4096
 RECHECK_AFTER: Final = 600.0  # seconds; the peerstore keeps a record 7,200 s
 
+_SEEN: Final = "_dkms_records_seen"  # attributes our patches keep on a host
+_OWN: Final = "_dkms_own_record"
 _NAME: Final = "maybe_consume_signed_record"  # imported by name into both modules
 
 Check = Callable[[RPC, IHost, ID], bool]
@@ -73,15 +93,16 @@ class BufferedReads:
 class _RecordMemo:
     def __init__(self, check: Check) -> None:
         self.check = check
-        self._hosts: weakref.WeakKeyDictionary[IHost, OrderedDict[tuple[bytes, bytes], float]]
-        self._hosts = weakref.WeakKeyDictionary()
 
     def __call__(self, msg: RPC, host: IHost, peer_id: ID) -> bool:
         if not msg.HasField("senderRecord"):
             return True
-        seen = self._hosts.get(host)
+        # Kept on the host object itself: hosts of one process (tests, the simulator's real
+        # runs) must not share it, and identity is what tells them apart.
+        seen: OrderedDict[tuple[bytes, bytes], float] | None = getattr(host, _SEEN, None)
         if seen is None:
-            seen = self._hosts[host] = OrderedDict()
+            seen = OrderedDict()
+            setattr(host, _SEEN, seen)
         key = (peer_id.to_bytes(), msg.senderRecord)
         now = time.monotonic()
         accepted = seen.get(key)
@@ -106,3 +127,68 @@ def remember_signed_records() -> None:
     memo = _RecordMemo(current)
     setattr(pubsub, _NAME, memo)
     setattr(gossipsub, _NAME, memo)
+
+
+def install() -> None:
+    """Every patch of this module (process-wide, idempotent)."""
+    remember_signed_records()
+    reuse_own_record()
+    quick_task_parents()
+
+
+_ENVELOPE: Final = "env_to_send_in_RPC"
+_ENVELOPE_USERS: Final = (pubsub, gossipsub, floodsub)  # each imported it by name
+
+
+class _OwnRecord:
+    def __init__(self, issue: Callable[[IHost], tuple[bytes, bool]]) -> None:
+        self.issue = issue
+
+    def __call__(self, host: IHost) -> tuple[bytes, bool]:
+        now = time.monotonic()
+        local = host.get_peerstore().get_local_record()
+        kept: tuple[object, bytes, float] | None = getattr(host, _OWN, None)
+        # Only while the peerstore's record is the one we checked: anything else that made
+        # a new one (identify does) has a higher seq, and peers refuse an older one.
+        if kept is not None and kept[0] is local and now - kept[2] < OWN_RECORD_FRESH:
+            return kept[1], False
+        envelope, made = self.issue(host)
+        setattr(host, _OWN, (host.get_peerstore().get_local_record(), envelope, now))
+        return envelope, made
+
+
+def reuse_own_record() -> None:
+    current = getattr(pubsub, _ENVELOPE)
+    if isinstance(current, _OwnRecord):
+        return
+    own = _OwnRecord(current)
+    for module in _ENVELOPE_USERS:
+        setattr(module, _ENVELOPE, own)
+
+
+_MANAGED: weakref.WeakSet[trio.lowlevel.Task] = weakref.WeakSet()
+
+
+class _QuickProperty(property):
+    """`FunctionTask.trio_task`, noting each trio task that runs a manager's task."""
+
+
+def quick_task_parents() -> None:
+    prop = FunctionTask.trio_task
+    if isinstance(prop, _QuickProperty):
+        return
+    assert isinstance(prop, property) and prop.fset is not None
+    setter = prop.fset
+    search = TrioManager._find_parent_task
+
+    def set_trio_task(self: FunctionTask, value: trio.lowlevel.Task) -> None:
+        setter(self, value)
+        _MANAGED.add(value)
+
+    def find_parent_task(self: TrioManager, trio_task: trio.lowlevel.Task) -> object:
+        if trio_task not in _MANAGED:
+            return None  # what the search finds for a task no manager runs
+        return search(self, trio_task)
+
+    FunctionTask.trio_task = _QuickProperty(prop.fget, set_trio_task)
+    TrioManager._find_parent_task = find_parent_task

@@ -37,10 +37,10 @@ from libp2p.network.swarm import Swarm
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
+from . import hotpaths
 from .config import HostConfig
 from .errors import ListenError
 from .guards import FaultLog, guard_stream_handler
-from .hotpaths import remember_signed_records
 from .identity import NodeIdentity
 from .yamuxguard import YamuxGuard, cap_window
 
@@ -76,7 +76,7 @@ def build_libp2p_host(
     host = BasicHost(swarm)
     guard_stream_handler(swarm, faults)  # after BasicHost installed its own handler
     YamuxGuard(faults).install(swarm)
-    remember_signed_records()
+    hotpaths.install()
     return host
 
 

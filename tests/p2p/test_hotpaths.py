@@ -11,9 +11,10 @@ from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub, pubsub
 from libp2p.pubsub.pb.rpc_pb2 import RPC
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
+from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
 from dkms.node.p2p import open_host
-from dkms.node.p2p.hotpaths import _RecordMemo, remember_signed_records
+from dkms.node.p2p.hotpaths import _OwnRecord, _RecordMemo, install, remember_signed_records
 
 TOPIC = "/dkms/1/kel/3"
 LIMIT = 30
@@ -112,3 +113,78 @@ async def test_pubsub_reads_cost_one_window_update_per_muxer_read_not_per_varint
             # 40 RPCs of ~400 bytes (2-byte varint): py-libp2p alone sent 3 window updates
             # per RPC (two varint bytes, the body), 120 or more; now one per muxer read.
             assert len(updates) <= 45, len(updates)
+
+
+async def test_our_record_is_made_once_per_few_seconds_not_per_rpc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    install()
+    own = pubsub.env_to_send_in_RPC
+    assert isinstance(own, _OwnRecord)
+    assert gossipsub.env_to_send_in_RPC is own
+    made: list[bytes] = []
+    issue = own.issue
+
+    def counting(host: IHost) -> tuple[bytes, bool]:
+        envelope, fresh = issue(host)
+        made.append(envelope)
+        return envelope, fresh
+
+    monkeypatch.setattr(own, "issue", counting)
+    with trio.fail_after(LIMIT):
+        async with (
+            open_host(b"\x01" * 32, topics=[TOPIC]) as a,
+            open_host(b"\x02" * 32, topics=[TOPIC]) as b,
+        ):
+            await a.connect([b.introduction])
+            await b.pubsub.wait_for_mesh(a.peer_id, TOPIC, timeout=LIMIT)
+            sub = await b.subscribe(TOPIC)
+            for n in range(40):
+                await a.publish(TOPIC, b"%d" % n)
+                async for _ in sub:
+                    break
+            # A host asks again only when its peerstore holds a newer record (identify makes
+            # one once it listens); 0.8.1 listed the addresses for every RPC, 40 and more.
+            assert 1 <= len(made) <= 4, len(made)
+
+
+async def test_tasks_pubsub_starts_for_messages_skip_the_search_for_a_parent() -> None:
+    install()
+    searched: list[int] = []
+    iterate = FunctionTask.iterate_tasks.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[FunctionTask], *tasks: object) -> object:
+        searched.append(len(tasks))
+        return iterate(cls, *tasks)
+
+    with trio.fail_after(LIMIT):
+        async with (
+            open_host(b"\x01" * 32, topics=[TOPIC]) as a,
+            open_host(b"\x02" * 32, topics=[TOPIC]) as b,
+        ):
+            await a.connect([b.introduction])
+            await b.pubsub.wait_for_mesh(a.peer_id, TOPIC, timeout=LIMIT)
+            sub = await b.subscribe(TOPIC)
+            manager = b.pubsub.manager
+            # From a task no manager runs (as a connection's stream handler): no parent, and
+            # no search; from one of the manager's own tasks: that task, found as before.
+            found: list[object] = []
+
+            async def child() -> None:
+                found.append(manager._find_parent_task(trio.lowlevel.current_task()))
+
+            FunctionTask.iterate_tasks = classmethod(counting)  # type: ignore[method-assign,assignment]
+            try:
+                assert manager._find_parent_task(trio.lowlevel.current_task()) is None
+                assert searched == []
+                for n in range(20):
+                    await a.publish(TOPIC, b"%d" % n)
+                    async for _ in sub:
+                        break
+                assert searched == []  # 20 push_msg tasks started, no search
+                manager.run_task(child)
+                while not found:
+                    await trio.lowlevel.checkpoint()
+                assert isinstance(found[0], FunctionTask) and searched
+            finally:
+                FunctionTask.iterate_tasks = classmethod(iterate)  # type: ignore[method-assign,assignment]
