@@ -1,7 +1,9 @@
 """Request/response frames: bytes in, bytes out, no I/O.
 
-One request and one response travel on their own libp2p stream (one stream per exchange, so
-a slow answer never holds up another). Every integer is big-endian.
+These frames carry a request and its response on a libp2p stream of their own: what a
+request too large for a session takes, and every request to a peer that serves no sessions
+or over Mplex. Other requests share one stream per peer, in the tagged frames of
+`sessionframes.py` (`session.py`). Every integer is big-endian.
 
     request  = length:u32 payload
     response = status:u8 length:u32 reason_length:u16 payload reason

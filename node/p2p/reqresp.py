@@ -1,5 +1,8 @@
 """Request/response over libp2p streams: one stream per exchange, frames from `framing.py`.
 
+Most requests go on a peer's session instead (`session.py`, which shares this module's
+`Responder` limits and handler calls); this is the path for the rest (see `framing.py`).
+
 Responder: read the 4-byte length; refuse (TOO_LARGE, BUSY: too many requests, or too many
 payload bytes, in progress) before reading a payload it will not take; call the handler under
 a deadline; turn a handler exception into a FAILED answer.
