@@ -27,7 +27,8 @@ targets: >= 1,000 receipted events/s per witness, and >= half the raw rate.
                                  [--profile-out FILE]
 
 `--profile` runs the witness under cProfile (event loop thread only) or `py-spy record`
-(every thread, native frames off; needs `pip install py-spy`) and prints where its time went.
+(every thread, native frames off; needs `py-spy` beside the interpreter or on PATH) and
+prints where its time went.
 Output: one JSON object per line on stdout; the profile on stderr.
 """
 
@@ -130,7 +131,8 @@ def witness_command(data_dir: Path, profile: str | None, out: Path) -> list[str]
     if profile == "cprofile":
         return [sys.executable, "-m", "cProfile", "-o", str(out), *node]
     if profile == "py-spy":
-        spy = Path(sys.executable).with_name("py-spy")
+        beside = Path(sys.executable).with_name("py-spy")
+        spy = beside if beside.exists() else Path(shutil.which("py-spy") or beside)
         record = ["record", "--gil", "--format", "raw", "-o", str(out), "--rate", "500", "--"]
         return [str(spy), *record, sys.executable, *node]
     return [sys.executable, *node]
