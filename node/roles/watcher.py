@@ -64,7 +64,7 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Message, parse_stream
 from dkms.protocol.validator import Validator
 
-from . import checking, listing, reconcile, views
+from . import checking, listing, reconcile, summaries, views
 from .codes import Code
 from .duties import Duties
 from .effects import Effect, Reply, Report, Send, SetTimer, Subscribe, Surface
@@ -169,7 +169,7 @@ class Watcher:
             verify=self._verify,
             pinned=lambda: (*self.peers, *roster_nodes(self.governance.roster)),
         )
-        self.digests = reconcile.Digests(self.validator, tracked=True)
+        self.digests = summaries.Digests(self.validator, tracked=True)
         self.reconciler = reconcile.Reconciler(
             self.prefix,
             self.digests,
@@ -346,7 +346,7 @@ class Watcher:
             return self.views.answer(ask, peer)
         if kind == LOCATION_QUERY:
             return self.locations.reply(ask)
-        if kind in reconcile.QUERIES:
+        if kind in summaries.QUERIES:
             return self.digests.answer(ask, now)
         if kind == "roster":
             wanted = ask.get("g", self.governance.prefix)

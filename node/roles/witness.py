@@ -66,7 +66,7 @@ from dkms.protocol.signing import Verifier
 from dkms.protocol.stream import Attachments, BadFrame, Message, messagize, parse_stream
 from dkms.protocol.validator import Validator, held_bytes
 
-from . import listing, mailbox, reconcile
+from . import listing, mailbox, summaries
 from .codes import Code
 from .effects import (
     Blame,
@@ -160,7 +160,7 @@ class Witness:
         self.rivals = Rivals(self.validator, self.prefix, page_bytes=page_bytes)
         self.rosters = Rosters(verify)
         self.locations = Locations(self.prefix, self.validator, verify=verify)
-        self.digests = reconcile.Digests(self.validator)  # answers watchers' reconciliation
+        self.digests = summaries.Digests(self.validator)  # answers watchers' reconciliation
 
     surfaces: Final = frozenset(
         {Surface.SUBMIT, Surface.RECEIPTS, Surface.QUERY, Surface.GOVERNANCE}
@@ -356,7 +356,7 @@ class Witness:
         `{"t": "state", "i": prefix}` or `{"t": "witnessed", "w": witness}` (`listing.py`)
         or `{"t": "rivals", "i": prefix}` (`rivals.py`) or `{"t": "mbx" | "rct", ...}`, its
         receipts as keripy's HTTP routes serve them (`mailbox.py`), or `{"t": "digest" |
-        "shard", ...}`, what a watcher reconciling with us asks (`reconcile.py`)."""
+        "shard", ...}`, what a watcher reconciling with us asks (`summaries.py`)."""
         ask = Follower.read_query(data)
         if isinstance(ask, Reply):
             return [ask]
@@ -368,7 +368,7 @@ class Witness:
             return [self.rosters.answer(ask)]
         if ask.get("t") == LOCATION_QUERY:
             return [self.locations.reply(ask)]
-        if ask.get("t") in reconcile.QUERIES:
+        if ask.get("t") in summaries.QUERIES:
             return [self.digests.answer(ask, now)]
         if ask.get("t") in mailbox.QUERIES:  # keripy's mailbox and GET /receipts (node/http/)
             return [mailbox.answer(self.validator, self.prefix, ask, self.follower.page_bytes)]

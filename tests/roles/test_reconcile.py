@@ -1,8 +1,10 @@
-"""Anti-entropy (`roles/reconcile.py`): a watcher that gossip gave nothing holds every KEL after
-one round; peers that hold the same ask nothing more than a summary; a watcher behind is
-fetched only what it lacks; a lying or garbled peer costs a bounded round and is blamed; the
-answering side is bounded and builds its summary at most every `FRESH` seconds; no peer
-bytes crash the decoders. Pure: the in-memory driver, no clock.
+"""Anti-entropy (`roles/reconcile.py`, `roles/summaries.py`): a watcher that gossip gave
+nothing holds every KEL after one round; peers that hold the same ask nothing more than a
+summary; a watcher behind is fetched only what it lacks; a rival at our tip is fetched once
+and judged; a lying or garbled peer costs a bounded round and is blamed; a round nobody
+answered is tried again soon; the answering side is bounded and a witness builds its summary
+at most every `FRESH` seconds, a watcher keeps its own current; no peer bytes crash the
+decoders. Pure: the in-memory driver, no clock.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dkms.node.roles import reconcile
+from dkms.node.roles import reconcile, summaries
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import Blame, Effect, Reply, Send, Surface
 from dkms.node.roles.inputs import (
@@ -27,13 +29,10 @@ from dkms.node.roles.inputs import (
 from dkms.node.roles.reconcile import (
     FETCHES_PER_ROUND,
     FIRST_ROUND,
-    FRESH,
-    LIST_PAGE,
+    LISTINGS_IN_FLIGHT,
     LISTINGS_PER_ROUND,
-    SHARDS,
-    read_digest,
-    read_listing,
 )
+from dkms.node.roles.summaries import FRESH, LIST_PAGE, SHARDS, read_digest, read_listing
 from dkms.node.roles.topics import shard_of
 from dkms.node.roles.watcher import Watcher
 from dkms.node.testing.keys import seed
@@ -264,7 +263,8 @@ def test_an_unreadable_answer_ends_the_round_with_that_peer_and_is_blamed() -> N
     net.add(LIAR, liar)
     late_watcher(net, LIAR)
     net.advance(FIRST_ROUND)
-    assert len([a for a in liar.asks if a["t"] == "shard"]) == 1
+    # the first listings went out together; the first garbled answer ended the round
+    assert len([a for a in liar.asks if a["t"] == "shard"]) == LISTINGS_IN_FLIGHT
     assert any(isinstance(b, Blame) and b.peer == LIAR for _, b in net.blames)
 
 
@@ -313,7 +313,7 @@ def test_listings_are_paged_in_prefix_order_and_bounded() -> None:
     listed: list[str] = []
     for shard in range(SHARDS):
         reply = witness.step(
-            Request(Surface.QUERY, NodePrefix(""), reconcile.shard_ask(shard, "")), net.now
+            Request(Surface.QUERY, NodePrefix(""), summaries.shard_ask(shard, "")), net.now
         )[0]
         assert isinstance(reply, Reply) and reply.ok
         read = read_listing(reply.payload, "")
@@ -348,10 +348,10 @@ def test_a_witness_builds_its_summary_at_most_every_fresh_seconds() -> None:
     witness = net.witness(net.prefixes[0])
     for i in range(50):
         witness.step(
-            Request(Surface.QUERY, NodePrefix(""), reconcile.digest_ask()), i * FRESH / 100
+            Request(Surface.QUERY, NodePrefix(""), summaries.digest_ask()), i * FRESH / 100
         )
     assert witness.digests.built == 1
-    witness.step(Request(Surface.QUERY, NodePrefix(""), reconcile.digest_ask()), FRESH + 0.1)
+    witness.step(Request(Surface.QUERY, NodePrefix(""), summaries.digest_ask()), FRESH + 0.1)
     assert witness.digests.built == 2
 
 
@@ -369,7 +369,7 @@ def test_a_watcher_keeps_its_summary_current_as_its_kels_change() -> None:
         for n in range(3):
             net.run(ctl.interact(name, [{"n": n}], now=net.now))
             mine = watcher.digests.summary(net.now)
-            whole = reconcile.Digests(watcher.validator).summary(net.now)
+            whole = summaries.Digests(watcher.validator).summary(net.now)
             assert (mine.digests, mine.counts, mine.members) == (
                 whole.digests,
                 whole.counts,
