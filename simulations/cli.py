@@ -107,13 +107,14 @@ def _parser() -> argparse.ArgumentParser:
         each.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE", help="as for run"
         )
-        each.add_argument(
+        where = each.add_mutually_exclusive_group()
+        where.add_argument(
             "--workers",
             type=int,
             default=None,
             help="runs at once, each in its own process (default: the core count)",
         )
-        each.add_argument(
+        where.add_argument(
             "--dask",
             default=None,
             metavar="ADDRESS",

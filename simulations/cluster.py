@@ -93,20 +93,19 @@ def make(
     """Every job's outcome: read back when its results.json is there, else made (here when
     `workers` is 1, in that many processes otherwise, default the core count; or on the
     Dask scheduler at `dask`). Raises ClusterError before any run if `dask` cannot be used."""
-    todo = []
-    for job in jobs:
-        done = job.out / RESULTS
-        if done.exists():
-            yield Outcome(job, json.loads(done.read_text()), made=False)
-        else:
-            todo.append(job)
-    if not todo:
-        return
-    client = _connect(dask) if dask else None
-    where = f"on the Dask cluster at {dask}" if dask else _local(workers, len(todo))
-    say(f"{len(todo)} runs to make {where} ({len(jobs) - len(todo)} already there)")
-    progress = Progress(len(todo), tty=tty)
+    todo = [job for job in jobs if not (job.out / RESULTS).exists()]
+    client = _connect(dask) if dask and todo else None
+    progress: Progress | None = None
     try:
+        waiting = set(todo)
+        for job in jobs:
+            if job not in waiting:
+                yield Outcome(job, json.loads((job.out / RESULTS).read_text()), made=False)
+        if not todo:
+            return
+        where = f"on the Dask cluster at {dask}" if dask else _local(workers, len(todo))
+        say(f"{len(todo)} runs to make {where} ({len(jobs) - len(todo)} already there)")
+        progress = Progress(len(todo), tty=tty)
         if client is not None:
             made = _on_dask(client, base, todo)
         elif (workers or os.cpu_count() or 1) == 1:
@@ -122,7 +121,8 @@ def make(
             progress.done(job.label)
             yield Outcome(job, json.loads(files[RESULTS]))
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         if client is not None:
             client.close()
 

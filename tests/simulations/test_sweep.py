@@ -27,7 +27,7 @@ def results_bytes(root: Path) -> dict[str, bytes]:
 def test_two_workers_make_the_same_bytes_as_one_and_a_second_sweep_resumes(
     tmp_path: Path,
 ) -> None:
-    base = load("honest").with_params(nodes=80, seed=5, duration=10)
+    base = load("honest").with_params(nodes=60, seed=5, duration=8)
 
     def grid(out: Path, workers: int) -> tuple[list[Point], int]:
         return sweep(base, "gossip.d", [4, 8], [5, 6], out, mean_messages, workers=workers)
@@ -66,7 +66,7 @@ def test_a_failed_run_is_reported_with_its_seed_and_the_others_are_kept(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A mesh degree of 0 cannot run; degree 4 can: the sweep keeps what 4 gave.
-    argv = ["sweep", "honest", "--nodes", "80", "--set", "duration=10"]
+    argv = ["sweep", "honest", "--nodes", "60", "--set", "duration=8"]
     argv += ["--param", "gossip.d=0,4", "--seeds", "2"]
     argv += ["--metric", "messages_per_node.mean", "--out", str(tmp_path), "--workers", "2"]
     assert cli.main(argv) == 1
