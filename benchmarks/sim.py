@@ -109,7 +109,8 @@ def _row(key: str, run: dict[str, Any]) -> None:
     p99 = (r["to_watchers_ms"] or {}).get("p99")
     print(
         f"{key:22} wall {p['wall_s']:7.1f} s / virtual {r['virtual_s']:.0f} s, "
-        f"{p['us_per_delivery']:5.2f} us/delivery, peak {p['peak_rss_mb']:7.1f} MB, "
+        f"{p['us_per_delivery']:5.2f} us/delivery ({p.get('cpu_us_per_delivery', 0):5.2f} CPU), "
+        f"peak {p['peak_rss_mb']:7.1f} MB, "
         f"{r['deliveries']:>11,} deliveries, ratio {r['delivery_ratio']}, p99 to watchers {p99} ms",
         file=sys.stderr,
         flush=True,
@@ -150,7 +151,8 @@ def _checks(runs: dict[str, dict[str, Any]], sizes: list[int], same: bool) -> li
                 add(
                     f"{key}: <= 2 us/delivery",
                     p["us_per_delivery"] <= 2.0,
-                    f"{p['us_per_delivery']} us ({r['deliveries']:,} deliveries)",
+                    f"{p['us_per_delivery']} us ({p.get('cpu_us_per_delivery')} us of CPU; "
+                    f"{r['deliveries']:,} deliveries)",
                 )
     for nodes, bound in ((1000, 400), (10_000, 500)):
         if nodes not in sizes:

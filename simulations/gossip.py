@@ -26,9 +26,15 @@ Theory of operation.
     sybils       members that take part in meshes but forward nothing
 
 Seen caches are one byte per node per message (`Msg.got`), so a message costs N bytes however
-many times it arrives. Validity of KEL messages depends on the bytes alone and is decided once
-per message for everyone (the memoisation the real nodes get from their caches); topics with
-node-dependent validation (the duplicity topic) ask each node.
+many times it arrives; while it spreads (its gossip window) it also has a float per node, the
+earliest arrival already scheduled (`Msg.eta`), so a copy that cannot be a first delivery is
+counted when sent instead of being scheduled. Per-node counters are flat arrays, meshes are
+walked as cached tuples, and deliveries are played by an inlined loop (`Gossip.drive`): the
+work per delivery is a few array look-ups (what grows with N is the memory they touch).
+
+Validity of KEL messages depends on the bytes alone and is decided once per message for
+everyone (the memoisation the real nodes get from their caches); topics with node-dependent
+validation (the duplicity topic) ask each node.
 """
 
 from __future__ import annotations
@@ -94,7 +100,9 @@ class Msg:
         self.origin = origin
         self.sent = sent
         self.got = bytearray(nodes)
-        self.eta: array[float] | None = _NEVER * nodes  # earliest scheduled arrival per node
+        # Per node: the earliest arrival scheduled, or HELD once it holds the message (so one
+        # look-up says whether a copy can be a first delivery).
+        self.eta: array[float] | None = _NEVER * nodes
         self.reached = 0  # valid first deliveries (the origin included)
         self.valid: bool | None = None
         self.missing: list[int] | None = None  # members still without it (lazy gossip)
@@ -102,6 +110,20 @@ class Msg:
 
 
 _NEVER = array("d", [math.inf])
+HELD = -math.inf
+
+
+def _eta(got: bytearray) -> array[float]:
+    """A released `Msg.eta` made again: nothing on its way, HELD where the message is."""
+    return array("d", map((math.inf, HELD).__getitem__, got))
+
+
+def _hold(msg: Msg, node: int) -> None:
+    msg.got[node] = 1
+    if msg.eta is not None:
+        msg.eta[node] = HELD
+
+
 COUNT_BITS = 32  # `Gossip.recv[node]`: bytes received << COUNT_BITS | copies received
 COUNT_MASK = (1 << COUNT_BITS) - 1
 FOLD = 64  # heartbeats between folds of `Gossip.recv`
@@ -280,7 +302,7 @@ class Gossip:
         if msg is not None:  # ids are content hashes (as ours): the same bytes, one message
             if msg.got[node]:
                 return msg  # the seen cache drops it
-            msg.got[node] = 1
+            _hold(msg, node)
             msg.reached += 1
             self._forward(node, msg, t.mesh.get(node) or set(), -1)
             return msg
@@ -288,7 +310,7 @@ class Gossip:
         msg.net = t
         self.next_id += 1
         self._by_payload[(topic, payload)] = msg
-        msg.got[node] = 1
+        _hold(msg, node)
         if self.validate(msg) if msg.valid is None else msg.valid:
             msg.valid = True
         msg.reached = 1
@@ -318,7 +340,7 @@ class Gossip:
             table, bits, rand = links.table, links.bits, sim.rng.getrandbits
             eta = msg.eta
             if eta is None:  # released when the message left the gossip window
-                eta = msg.eta = _NEVER * self.n
+                eta = msg.eta = _eta(got)
             ignored = self.graylisted
             for q in peers:
                 if q == skip:
@@ -327,7 +349,7 @@ class Gossip:
                 if ignored and (q, node) in ignored:
                     continue  # q ignores everything from us: this copy can never count
                 when = now + table[rand(bits)]
-                if got[q] or when >= eta[q]:
+                if when >= eta[q]:  # it holds the message, or an earlier copy is on its way
                     dup += 1
                     recv[q] += inc
                     continue
@@ -356,7 +378,7 @@ class Gossip:
         delivery is validated, handed to the node's role (`listening`: only nodes with one)
         and forwarded to its mesh peers, with the plain case of `_forward` inlined too. This
         loop is most of a large simulation's time; every other entry is called as usual."""
-        sim, links, n = self.sim, self.links, self.n
+        sim, links = self.sim, self.links
         model = links.model
         table, bits, rand = links.table, links.bits, sim.rng.getrandbits
         plain = bool(bits) and not (model.loss or model.bandwidth_kbps or links.regional)
@@ -365,7 +387,6 @@ class Gossip:
         graylisted, silent, down = self.graylisted, self.silent, links.down
         node_check, listening = self.node_check, self.listening
         receive, validate = self.receive, self.validate
-        never = _NEVER
         mark = sim.now + every
         steps = deliveries = duplicates = 0
         heap, cur = sim.heap, sim.cur
@@ -402,6 +423,9 @@ class Gossip:
                         self._penalise(node, frm, msg.topic)
                     else:
                         got[node] = 1
+                        eta = msg.eta
+                        if eta is not None:
+                            eta[node] = HELD
                         msg.reached += 1
                         if listening is None or listening[node]:
                             receive(node, msg)
@@ -419,9 +443,8 @@ class Gossip:
                         elif not plain or down or graylisted or links.side:
                             self._forward(node, msg, peers, frm)
                         else:
-                            eta = msg.eta
                             if eta is None:
-                                eta = msg.eta = never * n
+                                eta = msg.eta = _eta(got)
                             sent = len(peers) - (frm in peers)
                             inc = msg.inc
                             dup = sent
@@ -429,7 +452,7 @@ class Gossip:
                                 if q == frm:
                                     continue
                                 when = now + table[rand(bits)]
-                                if got[q] or when >= eta[q]:
+                                if when >= eta[q]:
                                     recv[q] += inc
                                     continue
                                 eta[q] = when
