@@ -22,7 +22,9 @@ watcher reconciles with a few of its peers (its bootstrap nodes and the roster's
               our own sn is fetched from that sn, so the validator judges the rival (and
               evidence follows). At most `FETCHES_PER_ROUND` fetches are started in a round
               and none once `FETCH_BYTES` of answers came in; they wait for free ask slots
-              (`ReconcilePump`), and what is left waits for the next round
+              (`ReconcilePump`), and what is left waits for the next round. A fetch that
+              ends short (a page timed out: the peer is overloaded) is started again, at
+              most `FETCH_TRIES` times in a round
 
 A peer's answers are untrusted: they are decoded within bounds (`read_digest`,
 `read_listing`: at most `ANSWER_BYTES`, fixed shapes, anything else is blamed on the peer and
@@ -59,6 +61,7 @@ FETCHES_PER_ROUND: Final = 1024  # KEL fetches started in one round
 FETCH_BYTES: Final = 64 << 20  # bytes of fetched KEL pages after which a round starts no more
 MAX_WANTED: Final = 4096  # prefixes waiting to be fetched
 PUMP: Final = 0.5  # seconds between tries to start waiting fetches
+FETCH_TRIES: Final = 3  # times a KEL is fetched in one round while its fetch ends short
 TipOf = Callable[[str], Tip | None]
 Fetch = Callable[[str, NodePrefix, int, float], list[Effect] | None]
 
@@ -113,6 +116,8 @@ class Reconciler:
         self._wanted: OrderedDict[str, Wanted] = OrderedDict()
         self._turn = 0  # where the next round starts in the list of peers
         self._summed_ok = False  # some peer answered this round's summary ask
+        self._fetching: dict[str, Wanted] = {}  # prefix -> what its fetch in flight is for
+        self._tries: dict[str, int] = {}  # prefix -> fetches started this round
         # rival tips fetched once already (the validator judged them): not fetched again
         self._judged: OrderedDict[tuple[str, int, str], None] = OrderedDict()
         # this round's budgets, spent
@@ -132,6 +137,7 @@ class Reconciler:
         """The `ReconcileRound` timer: fresh budgets, and a summary asked of the next peers."""
         effects: list[Effect] = [SetTimer(ReconcileRound(), now + self.every)]
         self._listings = self._fetches = self._bytes = 0
+        self._tries.clear()
         self._summed_ok = False
         for peer, session in list(self._sessions.items()):  # the runtime answers every ask;
             if now > session.started + 4 * self.every:  # this is only a backstop
@@ -190,7 +196,10 @@ class Reconciler:
             del self._wanted[prefix]
             if asks:
                 self._fetches += 1
-                self.fetched_kels += 1
+                tries = self._tries.get(prefix, 0)
+                self.fetched_kels += int(tries == 0)
+                self._tries[prefix] = tries + 1
+                self._fetching[prefix] = want
                 effects += asks
                 if start == want.sn:
                     self._judged[(prefix, want.sn, want.said)] = None
@@ -201,8 +210,27 @@ class Reconciler:
             effects.append(SetTimer(ReconcilePump(), now + PUMP))
         return effects
 
+    def fetch_ended(self, prefix: str, now: float) -> list[Effect]:
+        """A gap answer for `prefix` was applied. Once no ask for it is left in flight, a
+        fetch of ours that ended short of what the peer listed (it timed out, the peer is
+        overloaded) is tried again, up to `FETCH_TRIES` times a round, the rest next round."""
+        want = self._fetching.get(prefix)
+        if want is None or self._busy(prefix):
+            return []
+        del self._fetching[prefix]
+        if self._start(prefix, want.sn, want.said) is None:
+            return []  # it holds what the peer listed
+        if self._tries.get(prefix, 0) >= FETCH_TRIES or len(self._wanted) >= MAX_WANTED:
+            return []
+        self._wanted.setdefault(prefix, want)
+        return [SetTimer(ReconcilePump(), now + PUMP)]
+
     def table_sizes(self) -> dict[str, int]:
-        return {"reconciling": len(self._sessions), "to_fetch": len(self._wanted)}
+        return {
+            "reconciling": len(self._sessions),
+            "to_fetch": len(self._wanted),
+            "fetching": len(self._fetching),
+        }
 
     # ---------------------------------------------------------------- internals
 

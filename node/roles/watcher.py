@@ -281,6 +281,7 @@ class Watcher:
 
                 self.reconciler.fetched(len(event.payload))
                 effects += self.follower.gap_answered(tag, event, now, apply)
+                effects += self.reconciler.fetch_ended(tag.prefix, now)
             case Answered(tag=ReconcileDigest() | ReconcileShard() as tag):
                 effects += self.reconciler.answered(tag, event, now)
             case Answered(tag=ViewAsk() as tag):

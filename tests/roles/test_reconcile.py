@@ -35,6 +35,7 @@ from dkms.node.roles.reconcile import (
 from dkms.node.roles.summaries import FRESH, LIST_PAGE, SHARDS, read_digest, read_listing
 from dkms.node.roles.topics import shard_of
 from dkms.node.roles.watcher import Watcher
+from dkms.node.roles.witness import Witness
 from dkms.node.testing.keys import seed
 from dkms.node.testing.witnessed import Witnessed
 from dkms.protocol.crypto import Signer
@@ -173,6 +174,42 @@ def test_reconciliation_off_asks_nothing() -> None:
     net.advance(100.0)
     assert sent(net, LATE.verfer, ReconcileDigest) == []
     assert all(watcher.validator.kel(p) is None for p in prefixes)
+
+
+class Flaky:
+    """A witness that refuses its first `fails` KEL page queries (overloaded, say)."""
+
+    def __init__(self, witness: Witness, fails: int) -> None:
+        self.witness = witness
+        self.fails = fails
+        self.surfaces = witness.surfaces
+
+    def start(self, now: float) -> list[Effect]:
+        return []
+
+    def admits(self, topic: str, payload: bytes) -> bool:
+        return False
+
+    def step(self, event: Input, now: float) -> list[Effect]:
+        kel = isinstance(event, Request) and cbor2.loads(event.payload).get("t") == "kel"
+        if kel and self.fails > 0:
+            self.fails -= 1
+            return [Reply.refuse(Code.BUSY, "busy")]
+        return self.witness.step(event, now)
+
+
+def test_a_fetch_that_fails_is_tried_again_within_the_round() -> None:
+    net, prefixes = network(identifiers=3)
+    peer = net.prefixes[0]
+    net.roles[peer] = Flaky(net.witness(peer), fails=4)
+    watcher = late_watcher(net, peer)
+    net.advance(FIRST_ROUND)
+    assert not all(holds(watcher, net, p) for p in prefixes)
+    for _ in range(4):
+        net.advance(reconcile.PUMP)
+    assert all(holds(watcher, net, p) for p in prefixes)  # not a period later
+    assert len(sent(net, LATE.verfer, ReconcileDigest)) == 1
+    assert watcher.reconciler.table_sizes()["fetching"] == 0
 
 
 # ------------------------------------------------------------------ a lying peer
