@@ -1,6 +1,7 @@
 """`dkms-sim`: run scenarios, sweep a parameter, list the shipped scenarios.
 
-    dkms-sim run SCENARIO [--nodes N] [--seed S] [--set KEY=VALUE]... [--out DIR] [--no-plots]
+    dkms-sim run SCENARIO [--nodes N] [--duration S] [--seed S] [--set KEY=VALUE]... [--out DIR]
+                 [--no-plots]
     dkms-sim sweep SCENARIO --param KEY=V1,V2,... [--metric NAME] [--seeds N] [--workers N]
                    [--dask ADDRESS] [--out DIR]
     dkms-sim batch SCENARIO --seeds N [--workers N] [--dask ADDRESS] [--out DIR]
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     one = commands.add_parser("run", help="run one scenario")
     one.add_argument("scenario", metavar="SCENARIO")
     one.add_argument("--nodes", type=int, default=None)
+    one.add_argument("--duration", type=float, default=None, help="virtual seconds of workload")
     one.add_argument("--seed", type=int, default=None)
     one.add_argument(
         "--set",
@@ -144,6 +146,8 @@ def _changes(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict[str, A
         changes["nodes"] = args.nodes
     if getattr(args, "seed", None) is not None:
         changes["seed"] = args.seed
+    if getattr(args, "duration", None) is not None:
+        changes["duration"] = args.duration
     for item in extra:
         key, eq, value = item.partition("=")
         if not eq:
