@@ -333,8 +333,9 @@ class Watcher:
 
     def _query(self, data: bytes, now: float, effects: list[Effect], peer: str) -> Reply:
         """`{"t": "state" | "kel" | "evidence" | "roster", "i": prefix, "s": sn}`,
-        `{"t": "witnessed", "w": witness}` (`listing.py`: what a recovering witness asks), or
-        `{"t": "check", ...}` (`checking.py`: its effects go to `effects`)."""
+        `{"t": "witnessed", "w": witness}` (`listing.py`: what a recovering witness asks),
+        `{"t": "check", ...}` (`checking.py`: its effects go to `effects`), or
+        `{"t": "digest" | "shard", ...}` (`summaries.py`: what a reconciling watcher asks)."""
         ask = Follower.read_query(data)
         if isinstance(ask, Reply):
             return ask
