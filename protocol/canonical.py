@@ -5,12 +5,18 @@ since its SAID is only meaningful over those bytes. The reference check re-seria
 decoded body and compares. These functions reach the same verdict by walking the bytes once
 beside the decoded value, which, compiled (setup.py), costs a fraction of encoding again.
 They answer True only when certain, and False means "not shown": the caller then runs the
-reference check, so nothing here refuses anything by itself.
+reference check, so nothing here refuses anything by itself. `decode_canonical_cbor` goes one
+step further for CBOR: it decodes the body itself while walking it, so a canonical body costs
+one walk instead of a decode and a walk; it answers None for anything it cannot vouch for, and
+the caller then decodes with cbor2 and checks the slow way.
 
 - CBOR (`cbor2.dumps`): every header minimal and of definite length, every map as long as its
   decoded dict (so no key repeated), and nothing but integers, byte and text strings, arrays,
   maps with integer or text keys, false, true and null. Tags, floats, other simple values and
   deep nesting are not shown.
+  `decode_canonical_cbor` vouches for the same forms (text keys only, top level a map) and
+  returns what `cbor2.loads` would: dicts, lists, str (strict UTF-8, as cbor2 decodes),
+  bytes, int, False, True and None.
 - JSON (`json.dumps` with `(",", ":")` separators and `ensure_ascii=False`, as UTF-8): no
   whitespace, members in the decoded order (so no key repeated), strings with no escapes,
   integers, true, false and null. Escaped strings, floats and deep nesting are not shown.
@@ -18,7 +24,7 @@ reference check, so nothing here refuses anything by itself.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 MAX_DEPTH: Final = 32  # deeper than any KERI body; beyond it the reference check decides
 _FAIL: Final = -1
@@ -85,6 +91,127 @@ def _cbor_item(raw: bytes, pos: int, value: object, depth: int) -> int:
                 return _FAIL
         return pos
     return _FAIL  # tags
+
+
+_ASCII_CHARS: Final = [chr(code) for code in range(0x80)]
+_NOT_SHOWN: Final = object()  # the decoder's "not vouched for": the caller decodes the slow way
+
+
+def decode_canonical_cbor(raw: bytes) -> dict[str, object] | None:
+    """`cbor2.loads(raw)` if `raw` is a map that is certainly `cbor2.dumps` of it, else None."""
+    if not raw or raw[0] >> 5 != 5:
+        return None
+    reader = _CborReader(raw)
+    value = reader.item(0)
+    if value is _NOT_SHOWN or reader.pos != len(raw):
+        return None
+    return value  # type: ignore[return-value]  # a map at the top: a dict with text keys
+
+
+class _CborReader:
+    """Cursor for `decode_canonical_cbor`: `item` decodes the item at `pos` and moves past it,
+    or returns `_NOT_SHOWN` (`pos` is then meaningless)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.pos = 0
+
+    def head(self) -> int:
+        """The argument of the header at `pos` (its major type is the caller's), minimal in
+        width, or -1; `pos` moves past the header."""
+        raw = self.raw
+        pos = self.pos
+        info = raw[pos] & 0x1F
+        pos += 1
+        if info < 24:
+            self.pos = pos
+            return info
+        if info == 24:
+            if pos >= len(raw) or raw[pos] < 24:
+                return _FAIL
+            self.pos = pos + 1
+            return raw[pos]
+        if 25 <= info <= 27:
+            width = 1 << (info - 24)  # 2, 4 or 8 bytes
+            if pos + width > len(raw):
+                return _FAIL
+            arg = int.from_bytes(raw[pos : pos + width], "big")
+            if arg < 1 << (4 * width):  # would fit the next narrower width
+                return _FAIL
+            self.pos = pos + width
+            return arg
+        return _FAIL  # 28-30 reserved, 31 indefinite length
+
+    def text(self) -> object:
+        """The text string at `pos` (its major type checked by the caller)."""
+        size = self.head()
+        start = self.pos
+        end = start + size
+        if size < 0 or end > len(self.raw):
+            return _NOT_SHOWN
+        if size == 1 and self.raw[start] < 0x80:  # most keys: CPython's cached 1-char strs
+            self.pos = end
+            return _ASCII_CHARS[self.raw[start]]
+        try:
+            text = self.raw[start:end].decode("utf-8")
+        except UnicodeDecodeError:
+            return _NOT_SHOWN
+        self.pos = end
+        return text
+
+    def item(self, depth: int) -> object:
+        raw = self.raw
+        pos = self.pos
+        if pos >= len(raw) or depth > MAX_DEPTH:
+            return _NOT_SHOWN
+        major = raw[pos] >> 5
+        if major == 3:
+            return self.text()
+        if major == 7:  # false, true, null; floats and other simple values are not shown
+            info = raw[pos] & 0x1F
+            self.pos = pos + 1
+            if info == 20:
+                return False
+            if info == 21:
+                return True
+            return None if info == 22 else _NOT_SHOWN
+        arg = self.head()
+        if arg < 0:
+            return _NOT_SHOWN
+        if major == 0:
+            return arg
+        if major == 1:
+            return -1 - arg
+        if major == 2:
+            start = self.pos
+            if start + arg > len(raw):
+                return _NOT_SHOWN
+            self.pos = start + arg
+            return raw[start : start + arg]
+        if arg > len(raw) - self.pos:  # each element takes a byte at least
+            return _NOT_SHOWN
+        if major == 4:
+            items: list[object] = []
+            for _ in range(arg):
+                element = self.item(depth + 1)
+                if element is _NOT_SHOWN:
+                    return _NOT_SHOWN
+                items.append(element)
+            return items
+        if major == 5:
+            members: dict[str, object] = {}
+            for _ in range(arg):
+                if self.pos >= len(raw) or raw[self.pos] >> 5 != 3:
+                    return _NOT_SHOWN  # keys other than text are left to cbor2
+                key = self.text()
+                if key is _NOT_SHOWN:
+                    return _NOT_SHOWN
+                element = self.item(depth + 1)
+                if element is _NOT_SHOWN:
+                    return _NOT_SHOWN
+                members[cast(str, key)] = element
+            return members if len(members) == arg else _NOT_SHOWN  # a key repeated
+        return _NOT_SHOWN  # tags
 
 
 def surely_canonical_json(raw: bytes, value: object) -> bool:

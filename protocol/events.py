@@ -19,7 +19,7 @@ from typing import Any, Final, cast
 
 import cbor2
 
-from .canonical import surely_canonical_cbor, surely_canonical_json
+from .canonical import decode_canonical_cbor, surely_canonical_cbor, surely_canonical_json
 from .cesr import Codes
 from .crypto import digest
 from .errors import EventError, LocalProtocolError, ParseError
@@ -214,6 +214,22 @@ _IXN: Final = Ilk.IXN
 _CBOR: Final = Kind.CBOR
 
 
+_VERSION_TEXTS: Final[dict[int, str]] = {}  # version strings by size (JSON: -size - 1)
+_VERSION_TEXTS_KEPT: Final = 4096  # a few kilobytes; KEL bodies come in few sizes
+
+
+def _version_text(kind: Kind, size: int) -> str:
+    """`version_string(kind, size)`, remembered: formatting it per event costs as much as
+    decoding a small body's fields."""
+    key = size if kind is _CBOR else -size - 1
+    text = _VERSION_TEXTS.get(key)
+    if text is None:
+        text = f"{_VERSION_HEADS[kind]}{size:06x}_"
+        if len(_VERSION_TEXTS) < _VERSION_TEXTS_KEPT:
+            _VERSION_TEXTS[key] = text
+    return text
+
+
 def _native() -> bool:
     """True when this module runs compiled (setup.py), where functions are not Python's."""
     return not isinstance(_native, types.FunctionType)
@@ -238,7 +254,12 @@ def parse_event(raw: bytes, kind: Kind | None = None) -> Event:
     """
     if kind is None:
         kind, _ = sniff(raw)
-    ked = loads(raw, kind)
+    # Compiled, a CBOR body in canonical form is decoded and shown canonical in one walk;
+    # anything that walk cannot vouch for is decoded by cbor2 and checked below.
+    ked: Any = decode_canonical_cbor(raw) if _NATIVE and kind is _CBOR else None
+    shown = ked is not None
+    if ked is None:
+        ked = loads(raw, kind)
     if type(ked) is not dict:
         raise EventError("event body is not a map")
     ilk_text = ked.get("t")
@@ -249,14 +270,14 @@ def parse_event(raw: bytes, kind: Kind | None = None) -> Event:
     if tuple(ked) != fields:
         raise EventError(f"{ilk_text} fields must be {' '.join(fields)} in that order")
     version = ked["v"]
-    if version != f"{_VERSION_HEADS[kind]}{len(raw):06x}_":
+    if version != _version_text(kind, len(raw)):
         raise EventError(f"version string {version!r} does not match a {len(raw)}-byte body")
     sn_text = ked["s"]
     if type(sn_text) is not str or not _HEX_SN(sn_text):
         raise EventError(f"sequence number s must be lowercase hex, got {sn_text!r}")
     sn = int(sn_text, 16)
     _check_fields(ked, ilk, sn)
-    if not (_NATIVE and _surely_canonical(raw, ked, kind)):
+    if not (shown or (_NATIVE and _surely_canonical(raw, ked, kind))):
         try:
             canonical = _cbor_dumps(ked) if kind is _CBOR else dumps(ked, kind)
         except Exception:  # what decoded may not encode again (tags, lone surrogates, cycles)
