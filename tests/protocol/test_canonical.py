@@ -21,7 +21,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dkms.protocol.canonical import surely_canonical_cbor, surely_canonical_json
+from dkms.protocol.canonical import (
+    decode_canonical_cbor,
+    surely_canonical_cbor,
+    surely_canonical_json,
+)
 from dkms.protocol.errors import EventError
 from dkms.protocol.events import Kind, parse_event
 from dkms.protocol.stream import Message, parse_stream
@@ -290,3 +294,72 @@ def test_lax_json_is_not_vouched_for(raw: bytes) -> None:
 def test_every_json_vector_event_takes_the_fast_path() -> None:
     for raw in vector_bodies("json"):
         assert surely_canonical_json(raw, json.loads(raw)), raw[:40]
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down (True is not 1, b"" is not "")."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+text_keyed = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=6), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), text_keyed, max_size=8))
+def test_the_decoder_reads_what_cbor2_writes(value: dict[str, Any]) -> None:
+    raw = cbor2.dumps(value)
+    decoded = decode_canonical_cbor(raw)
+    assert decoded is not None and same(decoded, cbor2.loads(raw))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(values, st.floats(), st.dictionaries(keys, values, max_size=6)), st.data())
+def test_the_decoder_vouches_only_for_cbor2s_own_bytes(value: Any, data: Any) -> None:
+    raw = maybe_mutated(Lax(data).write(value), data)
+    decoded = decode_canonical_cbor(raw)
+    if decoded is not None:
+        canonical, reference_value = reference(raw)
+        assert canonical, f"vouched for non-canonical {raw.hex()}"
+        assert same(decoded, reference_value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xa1\x78\x01a\x01",  # a key's length in a byte when it fits in the head
+        b"\xa1\x7f\x61a\xff\x01",  # an indefinite-length key
+        b"\xa2\x61a\x01\x61a\x02",  # the same key twice
+        b"\xa1\x61a\xc1\x01",  # a tag
+        b"\xa1\x61a\xf9\x3c\x00",  # a half float
+        b"\xa1\x61a\xf7",  # undefined
+        b"\xa1\x61a\x19\x00\x05",  # an integer in two bytes when it fits in the head
+        b"\xa1\x01\x02",  # an integer key
+        b"\xa1\x61a\x62\xc3",  # text that is not UTF-8 (and truncated)
+        b"\xa1\x61a\x62\xed\xa0",  # a lone surrogate's bytes
+        b"\xa1\x61a\x9b\xff\xff\xff\xff\xff\xff\xff\xff",  # an array longer than the bytes
+        b"\xa1\x61a",  # truncated
+        b"\xa1\x61a\x01\x00",  # trailing bytes
+        b"\x81\x01",  # not a map
+        b"",
+    ],
+)
+def test_the_decoder_leaves_lax_forms_to_cbor2(raw: bytes) -> None:
+    assert decode_canonical_cbor(raw) is None
+
+
+def test_the_decoder_reads_every_vector_event() -> None:
+    for raw in vector_bodies("cbor"):
+        decoded = decode_canonical_cbor(raw)
+        assert decoded is not None and same(decoded, cbor2.loads(raw)), raw[:40]
