@@ -30,8 +30,17 @@ _HEAD: Final = 24  # bytes that always hold a version string
 _BASE64_RUN: Final = re.compile(rb"[A-Za-z0-9_-]*")
 _CBOR_VERSION_AT: Final = 4  # map byte, 0x61 "v", 0x71 (text of 17): version follows
 _JSON_VERSION_AT: Final = 6  # {"v":"
-_VERSION_AT: Final = re.compile(rb"KERI10(JSON|CBOR)([0-9a-f]{6})_").match
-_KIND_TEXT: Final = {Kind.JSON: b"JSON", Kind.CBOR: b"CBOR"}
+_VERSION_SIZE: Final = 17  # KERI10CBOR, six lowercase hex digits of size, "_"
+_CBOR_HEAD: Final = b"KERI10CBOR"
+_JSON_HEAD: Final = b"KERI10JSON"
+_HEX_VALUES: Final = bytes(
+    int(chr(b), 16) if chr(b) in "0123456789abcdef" else 255 for b in range(256)
+)
+# 1 for the bytes of base64url text (what attachments are written in), else 0
+_BASE64_BYTES: Final = bytes(
+    int(chr(b) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    for b in range(256)
+)
 _JSON: Final = Kind.JSON  # module constants: enum lookups are slow on the hot path
 _CBOR: Final = Kind.CBOR
 
@@ -166,10 +175,22 @@ def _version(buf: bytes, pos: int, final: bool) -> tuple[Kind, int]:
         raise ParseError(f"expected the start of a message body, found {what}", pos)
     if len(buf) - pos < _HEAD and not final:
         raise _Incomplete(_HEAD)
-    if at > 0:
-        match = _VERSION_AT(buf, at)
-        if match is not None and match.group(1) == _KIND_TEXT[kind]:
-            return kind, int(match.group(2), 16)
+    if at > 0 and len(buf) >= at + _VERSION_SIZE and buf[at + 16] == 0x5F:  # "_" ends it
+        head = _CBOR_HEAD if kind is _CBOR else _JSON_HEAD
+        size = 0
+        for i in range(10):  # KERI10CBOR / KERI10JSON, byte by byte (no slice made)
+            if buf[at + i] != head[i]:
+                size = -1
+                break
+        if size == 0:
+            for i in range(at + 10, at + 16):  # six lowercase hex digits
+                digit = _HEX_VALUES[buf[i]]
+                if digit > 15:
+                    size = -1
+                    break
+                size = size * 16 + digit
+        if size >= 0:
+            return kind, size
     return sniff(buf[pos : pos + _HEAD])
 
 
@@ -185,8 +206,9 @@ def _frame_one(buf: bytes, pos: int, base: int, final: bool, limit: int) -> tupl
     end = pos + size
     if end > len(buf):
         raise _Incomplete(size)
-    run = _BASE64_RUN.match(buf, end)
-    att_end = run.end() if run is not None else end
+    att_end = end  # the run of base64 text after the body: its attachments
+    while att_end < len(buf) and _BASE64_BYTES[buf[att_end]]:
+        att_end += 1
     if att_end == len(buf) and not final:
         raise _Incomplete(0, att_end - pos)  # its attachments may go on in the next chunk
     if att_end - end > limit:
