@@ -294,7 +294,30 @@ def parse_event(raw: bytes, kind: Kind | None = None) -> Event:
             raise EventError("SAID d does not match the event's content")
         if ilk in INCEPTION and ked["i"][0] == "E" and ked["i"] != said:
             raise EventError("self-addressing prefix i must equal the SAID d at inception")
+    _share_recent(ked, ilk)
     return Event(raw, kind, ked, ilk, sn)
+
+
+# The prefix and SAID of the event parsed last. A KEL read in order repeats its prefix in
+# every event, and each event's prior `p` is its predecessor's SAID: pointing those fields at
+# the strings already held (equal values, so nothing else changes) keeps two 44-character
+# strings fewer per event a node or `dkms kel verify` holds, a sixth of a parsed message.
+_RECENT: Final[list[str]] = ["", ""]
+
+
+def _share_recent(ked: dict[str, Any], ilk: Ilk) -> None:
+    recent = _RECENT
+    prefix = ked["i"]
+    if prefix == recent[0]:
+        ked["i"] = recent[0]
+    else:
+        recent[0] = prefix
+    if ilk is _RCT:
+        return
+    prior = ked.get("p")
+    if prior is not None and prior == recent[1]:
+        ked["p"] = recent[1]
+    recent[1] = ked["d"]
 
 
 def _strings(value: object, what: str) -> list[str]:
