@@ -90,23 +90,25 @@ def _message_table(report: FileReport) -> list[str]:
     two-space indent, and the line stripped on the right. The status and reason are
     rendered once per verdict (most messages of a long KEL share one).
     """
-    rendered: dict[int, tuple[str, str]] = {}  # id(verdict) -> its status and reason
+    statuses: dict[int, str] = {}  # id(verdict) -> its status, rendered
+    reasons: dict[int, str] = {}  # id(verdict) -> its reason, rendered
     for verdict in report.verdicts:
-        if id(verdict) not in rendered:
-            rendered[id(verdict)] = (verdict.status.value, safe(verdict.reason))
-    words = [rendered[key] for key in map(id, report.verdicts)]
+        if id(verdict) not in statuses:
+            statuses[id(verdict)] = verdict.status.value
+            reasons[id(verdict)] = safe(verdict.reason)
+    ids = list(map(id, report.verdicts))
     frames = report.frames
     offsets = list(map(str, map(_OFFSET, frames)))
     if not any(isinstance(frame, BadFrame) for frame in frames):
         events: list[Event] = list(map(_EVENT, frames))  # type: ignore[arg-type]  # Messages
         kinds = list(map(str, map(_ILK, events)))  # an Ilk is a str: its value
         sns = list(map(str, map(_SN, events)))
-        saids = [
-            said[:12] + ".."  # as short() renders it; the common case inlined
-            if len(said) > 14 and said.isascii() and said.isprintable()
-            else short(said)
-            for said in map(_SAID, events)
-        ]
+        saids = list(map(_SAID, events))
+        joined = "".join(saids)  # printable ASCII throughout: short() is a cut, done inline
+        if joined.isascii() and joined.isprintable():
+            saids = [said[:12] + ".." if len(said) > 14 else said for said in saids]
+        else:
+            saids = list(map(short, saids))
     else:
         kinds, sns, saids = [], [], []
         for frame in frames:
@@ -123,7 +125,14 @@ def _message_table(report: FileReport) -> list[str]:
         [header, *column]
         for header, column in zip(
             _MESSAGE_HEADERS,
-            (offsets, kinds, sns, saids, [w[0] for w in words], [w[1] for w in words]),
+            (
+                offsets,
+                kinds,
+                sns,
+                saids,
+                list(map(statuses.__getitem__, ids)),
+                list(map(reasons.__getitem__, ids)),
+            ),
             strict=True,
         )
     ]
