@@ -72,6 +72,10 @@ class HostConfig:
     # Ask every peer on one long-lived stream (session.py; Yamux only). Off: a stream per
     # request, as peers that serve no sessions are asked anyway. Sessions are served either way.
     sessions: bool = True
+    # ... except these, whose answers can be large (KEL pages of up to 1 MiB): on a session
+    # they would hold up every answer queued behind them, so each goes on a stream of its own
+    # (Yamux interleaves streams). Submissions and receipts, the busy path, use the session.
+    stream_protocols: frozenset[str] = frozenset({"/dkms/1/query", "/dkms/1/governance"})
     request_timeout: float = 10.0  # default for `request`
     dial_timeout: float = 5.0
     read_timeout: float = 10.0  # for a requester to deliver its whole request

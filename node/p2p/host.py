@@ -165,7 +165,11 @@ class P2PHost:
         wait = self.config.request_timeout if timeout is None else timeout
         deadline = trio.current_time() + wait
         try:
-            if self._use_sessions and len(payload) <= MAX_SESSION_REQUEST:
+            if (
+                self._use_sessions
+                and len(payload) <= MAX_SESSION_REQUEST
+                and protocol not in self.config.stream_protocols
+            ):
                 answer = await self._request_in_session(peer, protocol, payload, deadline)
                 if answer is not None:
                     return answer

@@ -25,6 +25,13 @@ nonce before it takes the socket, so a write cancelled at that point breaks the 
 connection (see `reqresp.py`). The writer joins the frames queued at the moment it runs into
 one write, which under load puts many answers in one Yamux frame and one Noise message.
 
+Two things stay off sessions. Protocols whose answers can be large (`HostConfig.
+stream_protocols`: KEL pages of up to 1 MiB) go on streams of their own, since on a session a
+large answer holds up every answer behind it, where Yamux interleaves separate streams. And a
+session on which not one answer has come since a request went out, when that request's
+deadline passes, is ended (the next request opens another): its stream may have died without
+its reader learning of it, and a dead session would time out every later request too.
+
 A frame no honest peer sends (`SessionViolation`: an oversized length, a request over
 `MAX_SESSION_REQUEST`, a protocol name that is not text) ends that session and is counted as
 a fault; larger requests go on streams of their own, where they can be refused unread.
@@ -134,6 +141,7 @@ class Session:
         self._next_id = 0
         self._slots = trio.Semaphore(MAX_PENDING)
         self.ended: str | None = None
+        self._last_answer = trio.current_time()  # when an answer last came (trio time)
 
     @property
     def connection(self) -> object:
@@ -187,9 +195,18 @@ class Session:
             ):
                 raise SessionEnded(f"the session to {self.peer} had ended")
             self._waiting[request_id] = waiter
+            sent = trio.current_time()
             try:
                 with trio.fail_at(deadline):
                     await waiter.done.wait()
+            except trio.TooSlowError:
+                if self._last_answer < sent:
+                    # Not one answer, to this or any request, since this one went out: the
+                    # stream may be dead without our reader knowing. A new session costs one
+                    # stream open; waiting on a dead one would cost every later request.
+                    self._end(f"no answer on the session for {trio.current_time() - sent:.1f} s")
+                    await reset_quietly(self._stream)
+                raise
             finally:
                 del self._waiting[request_id]
         finally:
@@ -214,6 +231,7 @@ class Session:
         reader = FrameReader(self._stream)
         while True:
             head = await reader.take(ANSWER_HEAD.size)
+            self._last_answer = trio.current_time()
             request_id, body_length, violation = decode_answer_head(head, self._max_message)
             waiter = self._waiting.get(request_id)
             if violation:

@@ -271,3 +271,66 @@ def test_answers_carry_no_reason_when_ok() -> None:
     assert ANSWER_HEAD.unpack(frame[: ANSWER_HEAD.size]) == (6, Code.REFUSED, 0, 3)
     with pytest.raises(ValueError, match="protocol name"):
         encode_request(1, "", b"")
+
+
+async def test_queries_go_on_streams_of_their_own() -> None:
+    """Their answers can be 1 MiB KEL pages, which on a session would hold up the rest."""
+    with trio.fail_after(LIMIT):
+        async with pair() as (a, b):
+            b.handle("/dkms/1/query", echo)
+            big = bytes(200_000)
+            assert await a.request(b.introduction, "/dkms/1/query", big) == (Code.OK, big, "")
+            assert b._session_server.sessions == 0
+            assert await a.request(b.prefix, ECHO, b"x") == (Code.OK, b"x", "")
+            assert b._session_server.sessions == 1
+
+
+async def test_a_session_silent_past_a_deadline_is_replaced() -> None:
+    stuck = trio.Event()
+
+    async def hang(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
+        stuck.set()
+        await trio.sleep_forever()
+        raise AssertionError
+
+    with trio.fail_after(LIMIT):
+        async with pair() as (a, b):
+            b.handle(SLOW, hang)
+            assert await a.request(b.introduction, ECHO, b"1") == (Code.OK, b"1", "")
+            first = a._sessions[b.peer_id]
+            with pytest.raises(RequestTimeout):
+                await a.request(b.prefix, SLOW, b"", timeout=0.3)
+            assert first.ended is not None and "no answer" in first.ended
+            assert await a.request(b.prefix, ECHO, b"2") == (Code.OK, b"2", "")
+            assert a._sessions[b.peer_id] is not first
+
+
+async def test_a_slow_answer_does_not_end_a_session_that_answers_others() -> None:
+    release = trio.Event()
+
+    async def slow(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
+        await release.wait()
+        return Code.OK, b"late", ""
+
+    with trio.fail_after(LIMIT):
+        async with pair() as (a, b):
+            b.handle(SLOW, slow)
+            assert await a.request(b.introduction, ECHO, b"0") == (Code.OK, b"0", "")
+            session = a._sessions[b.peer_id]
+            failed: list[BaseException] = []
+
+            async def ask_slow() -> None:
+                try:
+                    await a.request(b.prefix, SLOW, b"", timeout=1.0)
+                except RequestTimeout as exc:
+                    failed.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask_slow)
+                await trio.lowlevel.checkpoint()
+                with trio.move_on_after(1.5):  # answers keep coming while it waits
+                    while True:
+                        await a.request(b.prefix, ECHO, b"x")
+            assert len(failed) == 1
+            assert session.ended is None and a._sessions[b.peer_id] is session
+            release.set()
