@@ -17,8 +17,9 @@ as another, in whatever order they are ready, so one slow answer holds up no oth
                admits each as the per-stream responder would (`Responder.admit`: slots and
                payload bytes for the whole host; BUSY when over), runs its handler as a task
                under the handler deadline and queues the answer for the session's one writer.
-               At most `MAX_SESSIONS_PER_PEER` sessions per peer, `MAX_PENDING` requests in
-               progress per session and `MAX_QUEUED_BYTES` of answers waiting to be written.
+               At most `MAX_SESSIONS_PER_PEER` sessions per peer (a new one ends the oldest),
+               `MAX_PENDING` requests in progress per session and `MAX_QUEUED_BYTES` of
+               answers waiting to be written.
 
 One writer per stream, never cancelled while the session lives: py-libp2p's Noise spends a
 nonce before it takes the socket, so a write cancelled at that point breaks the whole
@@ -260,32 +261,37 @@ class SessionServer:
         self._responder = responder
         self._faults = faults
         self._handlers: dict[str, Handler] = {}
-        self._per_peer: dict[str, int] = {}
+        self._per_peer: dict[str, list[trio.CancelScope]] = {}  # each session's, oldest first
 
     def add(self, protocol: str, handler: Handler) -> None:
         self._handlers[protocol] = handler
 
     @property
     def sessions(self) -> int:
-        return sum(self._per_peer.values())
+        return sum(len(scopes) for scopes in self._per_peer.values())
 
     async def serve(self, stream: INetStream) -> None:
-        """The stream handler of `SESSION_PROTOCOL`; nothing escapes it."""
+        """The stream handler of `SESSION_PROTOCOL`; nothing escapes it.
+
+        A requester uses only its newest session to us, so one more than
+        `MAX_SESSIONS_PER_PEER` ends that peer's oldest (which may be a stream that died
+        without our reader learning of it), rather than turning the new one away."""
         peer = peer_name(stream.muxed_conn.peer_id)
-        if self._per_peer.get(peer, 0) >= MAX_SESSIONS_PER_PEER:
-            logger.info("session from %s refused: it has %d open", peer, MAX_SESSIONS_PER_PEER)
-            await reset_quietly(stream)
-            return
-        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        mine = self._per_peer.setdefault(peer, [])
+        scope = trio.CancelScope()
+        mine.append(scope)
+        while len(mine) > MAX_SESSIONS_PER_PEER:
+            logger.info("session from %s: its oldest of %d ended", peer, len(mine))
+            mine.pop(0).cancel()
         try:
-            await self._serve(stream, peer)
+            with scope:
+                await self._serve(stream, peer)
         except Exception:  # a bug here must not kill the connection
             logger.exception("session from %s failed", peer)
         finally:
-            left = self._per_peer[peer] - 1
-            if left:
-                self._per_peer[peer] = left
-            else:
+            if scope in mine:
+                mine.remove(scope)
+            if not mine and self._per_peer.get(peer) is mine:
                 del self._per_peer[peer]
             await reset_quietly(stream)
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from libp2p.custom_types import TProtocol
 
 from dkms.node.p2p import HostConfig, P2PHost, Refused, RequestTimeout, Response, open_host
-from dkms.node.p2p.session import SESSION_PROTOCOL
+from dkms.node.p2p.session import MAX_SESSIONS_PER_PEER, SESSION_PROTOCOL
 from dkms.node.p2p.sessionframes import (
     ANSWER_HEAD,
     MAX_SESSION_REQUEST,
@@ -334,3 +334,18 @@ async def test_a_slow_answer_does_not_end_a_session_that_answers_others() -> Non
             assert len(failed) == 1
             assert session.ended is None and a._sessions[b.peer_id] is session
             release.set()
+
+
+async def test_a_peers_sessions_are_bounded_and_a_new_one_ends_the_oldest() -> None:
+    with trio.fail_after(LIMIT):
+        async with pair() as (a, b):
+            streams = [await raw_session(a, b) for _ in range(MAX_SESSIONS_PER_PEER + 2)]
+            await streams[-1].write(encode_request(1, ECHO, b"hi"))  # type: ignore[attr-defined]
+            got = await streams[-1].read(4096)  # type: ignore[attr-defined]
+            assert got.endswith(b"hi")  # the newest is served ...
+            assert b._session_server.sessions == MAX_SESSIONS_PER_PEER
+            with pytest.raises(Exception):  # noqa: B017 - ... the oldest was reset
+                await streams[0].write(encode_request(1, ECHO, b"hi"))  # type: ignore[attr-defined]
+                while await streams[0].read(4096):  # type: ignore[attr-defined]
+                    pass
+            assert await a.request(b.prefix, ECHO, b"ok") == (Code.OK, b"ok", "")
