@@ -100,7 +100,7 @@ def _message_table(report: FileReport) -> list[str]:
     frames = report.frames
     offsets = list(map(str, map(_OFFSET, frames)))
     if not any(isinstance(frame, BadFrame) for frame in frames):
-        events: list[Event] = list(map(_EVENT, frames))  # type: ignore[arg-type]  # Messages
+        events: list[Event] = list(map(_EVENT, frames))  # all Messages
         kinds = list(map(str, map(_ILK, events)))  # an Ilk is a str: its value
         sns = list(map(str, map(_SN, events)))
         saids = list(map(_SAID, events))
