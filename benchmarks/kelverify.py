@@ -20,8 +20,13 @@ command/raw for both clocks (raw's CPU time is this process's). On a loaded mach
 ratio is the one to read. The command's output is read back: every message `accepted`.
 
     python benchmarks/kelverify.py [--events 40000] [--repeat 3] [--json] [--profile FILE]
+                                   [--baseline DIR]
 
 `--profile FILE`: also run the command once under cProfile (`python -m cProfile -o FILE`).
+`--baseline DIR`: also time the command (and its start-up) with `PYTHONPATH=DIR`, alternating
+with the others: DIR holds another build of the package (say an older commit's wheel,
+unpacked), which then runs instead of the installed one; reported under `baseline`, so a
+change is measured before and after in the same sitting.
 Output: one JSON object on stdout; progress on stderr. The machine's two cores are shared
 with other work, so the best of several alternating runs is what the ratio is taken from.
 """
@@ -71,12 +76,14 @@ def lean_verify(checks: list[tuple[bytes, bytes, bytes]]) -> tuple[float, float]
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def run_command(command: list[str], out: Path) -> tuple[float, float]:
+def run_command(
+    command: list[str], out: Path, env: dict[str, str] | None = None
+) -> tuple[float, float]:
     """Wall-clock and CPU (user + system) seconds of `command` in a child process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with out.open("wb") as sink:
-        done = subprocess.run(command, stdout=sink, check=False)
+        done = subprocess.run(command, stdout=sink, check=False, env=env)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -110,15 +117,26 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     one.write_bytes(one_stream)
     flags = ["--json"] if args.json else []
     command = [str(DKMS), "kel", "verify", *flags]
-    best = dict.fromkeys(("raw", "lean", "startup", "command"), (float("inf"), float("inf")))
+    runs: list[tuple[str, Path | None]] = [
+        ("raw", None),
+        ("lean", None),
+        ("startup", one),
+        ("command", kel),
+    ]
+    baseline_env = None
+    if args.baseline:
+        baseline_env = {**os.environ, "PYTHONPATH": args.baseline}
+        runs += [("baseline_startup", one), ("baseline", kel)]
+    best = {name: (float("inf"), float("inf")) for name, _ in runs}
     for attempt in range(args.repeat):  # alternate, so each sees the same machine conditions
-        for name, path in (("raw", None), ("lean", None), ("startup", one), ("command", kel)):
+        for name, path in runs:
             if path is None:
                 wall, cpu = (raw_verify if name == "raw" else lean_verify)(checks)
             else:
-                wall, cpu = run_command([*command, str(path)], out)
+                env = baseline_env if name.startswith("baseline") else None
+                wall, cpu = run_command([*command, str(path)], out, env)
             best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-            if name == "command" and attempt == 0:
+            if name in ("command", "baseline") and attempt == 0:
                 check_output(out, args.events, args.json)
         say(
             f"run {attempt + 1}: raw {best['raw'][0]:.2f} s; command {best['command'][0]:.2f} s, "
@@ -133,7 +151,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     wall_rate, cpu_rate = args.events / net_wall, args.events / net_cpu
     raw_wall, raw_cpu = args.events / best["raw"][0], args.events / best["raw"][1]
     lean_wall, lean_cpu = args.events / best["lean"][0], args.events / best["lean"][1]
-    return {
+    report: dict[str, Any] = {
         "command": " ".join(["dkms kel verify", *flags]),
         "events": args.events,
         "file_bytes": len(stream),
@@ -156,6 +174,21 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "ratio_cpu_to_lean": round(cpu_rate / lean_cpu, 3),
         "target_ratio": 0.85,
     }
+    if args.baseline:
+        base_wall = args.events / (best["baseline"][0] - best["baseline_startup"][0])
+        base_cpu = args.events / (best["baseline"][1] - best["baseline_startup"][1])
+        report["baseline"] = {
+            "pythonpath": args.baseline,
+            "command_seconds": round(best["baseline"][0], 3),
+            "startup_seconds": round(best["baseline_startup"][0], 3),
+            "command_cpu_seconds": round(best["baseline"][1], 3),
+            "startup_cpu_seconds": round(best["baseline_startup"][1], 3),
+            "command_events_per_s_net": round(base_wall),
+            "command_events_per_s_net_cpu": round(base_cpu),
+            "ratio": round(base_wall / raw_wall, 3),
+            "ratio_cpu": round(base_cpu / raw_cpu, 3),
+        }
+    return report
 
 
 def main() -> None:
@@ -164,6 +197,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs; best counts")
     parser.add_argument("--json", action="store_true", help="time --json, not the table")
     parser.add_argument("--profile", metavar="FILE", help="also profile the command once")
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="also time the command with PYTHONPATH=DIR"
+    )
     args = parser.parse_args()
     if args.events < 2:
         parser.error("--events must be at least 2")
