@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -13,11 +14,23 @@ from libp2p.pubsub.pb.rpc_pb2 import RPC
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
-from dkms.node.p2p import open_host
+from dkms.node.p2p import P2PHost, open_host
 from dkms.node.p2p.hotpaths import _OwnRecord, _RecordMemo, install, remember_signed_records
 
 TOPIC = "/dkms/1/kel/3"
 LIMIT = 30
+
+
+@asynccontextmanager
+async def meshed() -> AsyncIterator[tuple[P2PHost, P2PHost]]:
+    """Two hosts on TOPIC, b in a's mesh."""
+    async with (
+        open_host(b"\x01" * 32, topics=[TOPIC]) as a,
+        open_host(b"\x02" * 32, topics=[TOPIC]) as b,
+    ):
+        await a.connect([b.introduction])
+        await b.pubsub.wait_for_mesh(a.peer_id, TOPIC, timeout=LIMIT)
+        yield a, b
 
 
 @pytest.fixture
@@ -98,12 +111,7 @@ async def test_pubsub_reads_cost_one_window_update_per_muxer_read_not_per_varint
         await real(self, increment, skip_lock)
 
     with trio.fail_after(LIMIT):
-        async with (
-            open_host(b"\x01" * 32, topics=[TOPIC]) as a,
-            open_host(b"\x02" * 32, topics=[TOPIC]) as b,
-        ):
-            await a.connect([b.introduction])
-            await b.pubsub.wait_for_mesh(a.peer_id, TOPIC, timeout=LIMIT)
+        async with meshed() as (a, b):
             sub = await b.subscribe(TOPIC)
             monkeypatch.setattr(YamuxStream, "send_window_update", counting)
             for n in range(40):  # one RPC each: publish waits for nothing
@@ -132,12 +140,7 @@ async def test_our_record_is_made_once_per_few_seconds_not_per_rpc(
 
     monkeypatch.setattr(own, "issue", counting)
     with trio.fail_after(LIMIT):
-        async with (
-            open_host(b"\x01" * 32, topics=[TOPIC]) as a,
-            open_host(b"\x02" * 32, topics=[TOPIC]) as b,
-        ):
-            await a.connect([b.introduction])
-            await b.pubsub.wait_for_mesh(a.peer_id, TOPIC, timeout=LIMIT)
+        async with meshed() as (a, b):
             sub = await b.subscribe(TOPIC)
             for n in range(40):
                 await a.publish(TOPIC, b"%d" % n)
@@ -158,12 +161,7 @@ async def test_tasks_pubsub_starts_for_messages_skip_the_search_for_a_parent() -
         return iterate(cls, *tasks)
 
     with trio.fail_after(LIMIT):
-        async with (
-            open_host(b"\x01" * 32, topics=[TOPIC]) as a,
-            open_host(b"\x02" * 32, topics=[TOPIC]) as b,
-        ):
-            await a.connect([b.introduction])
-            await b.pubsub.wait_for_mesh(a.peer_id, TOPIC, timeout=LIMIT)
+        async with meshed() as (a, b):
             sub = await b.subscribe(TOPIC)
             manager = b.pubsub.manager
             # From a task no manager runs (as a connection's stream handler): no parent, and

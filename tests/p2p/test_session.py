@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from libp2p.custom_types import TProtocol
 
 from dkms.node.p2p import HostConfig, P2PHost, Refused, RequestTimeout, Response, open_host
+from dkms.node.p2p.reqresp import Handler
 from dkms.node.p2p.session import MAX_SESSIONS_PER_PEER, SESSION_PROTOCOL
 from dkms.node.p2p.sessionframes import (
     ANSWER_HEAD,
@@ -124,17 +125,22 @@ async def test_a_peer_without_sessions_is_asked_on_streams() -> None:
             assert b.peer_id in a._without_sessions
 
 
-async def test_a_lost_connection_fails_waiting_requests_and_the_next_one_redials() -> None:
-    entered = trio.Event()
+def hanging(entered: trio.Event) -> Handler:
+    """A handler that never answers; `entered` is set once it is called."""
 
-    async def never(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
+    async def hang(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
         entered.set()
         await trio.sleep_forever()
         raise AssertionError
 
+    return hang
+
+
+async def test_a_lost_connection_fails_waiting_requests_and_the_next_one_redials() -> None:
+    entered = trio.Event()
     with trio.fail_after(LIMIT):
         async with pair() as (a, b):
-            b.handle(SLOW, never)
+            b.handle(SLOW, hanging(entered))
             failures: list[Exception] = []
 
             async def waiting() -> None:
@@ -286,16 +292,9 @@ async def test_queries_go_on_streams_of_their_own() -> None:
 
 
 async def test_a_session_silent_past_a_deadline_is_replaced() -> None:
-    stuck = trio.Event()
-
-    async def hang(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
-        stuck.set()
-        await trio.sleep_forever()
-        raise AssertionError
-
     with trio.fail_after(LIMIT):
         async with pair() as (a, b):
-            b.handle(SLOW, hang)
+            b.handle(SLOW, hanging(trio.Event()))
             assert await a.request(b.introduction, ECHO, b"1") == (Code.OK, b"1", "")
             first = a._sessions[b.peer_id]
             with pytest.raises(RequestTimeout):
