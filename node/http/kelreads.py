@@ -115,7 +115,12 @@ class KelReads:
         return prefix_param(pre)
 
     async def _state(self, peer: str, aid: str) -> dict[str, Any]:
-        return await ask_map(self.node, peer, {"t": "state", "i": aid}, self.timeout)
+        """The node's key state of `aid`; 404 when it holds none (a watcher answers with the
+        standing of an identifier it holds no KEL of, and no sn)."""
+        state = await ask_map(self.node, peer, {"t": "state", "i": aid}, self.timeout)
+        if not isinstance(state.get("sn"), int):
+            raise HttpError(404, f"{aid} is not known here")
+        return state
 
     async def _event(self, peer: str, aid: str, sn: int) -> Message:
         """The event at `sn` of `aid`, as the node holds it."""

@@ -115,4 +115,24 @@ async def test_key_state_notices_and_kels_as_keripy_reads_them(tmp_path: Path) -
                 refused = await fetch(port, path)
                 assert refused.status == status, (path, refused.status, refused.body)
                 assert refused.error
+
+            # A watcher answers a state query about an identifier it holds nothing of with its
+            # standing and no sn: that is a 404 too (it was a 500, found by test_http_fuzz).
+            watcher = net.watchers[0].prefix
+            wsigner = net.runtimes[watcher].role.signer
+            assert isinstance(wsigner, Signer)
+            watched = node_app(
+                net.runtimes[watcher],
+                watcher,
+                watcher=True,
+                limits=HttpLimits(),
+                timeout=10.0,
+                oobi=(wsigner, lambda: "http://127.0.0.1:1/", DT),
+            )
+            url = await nursery.start(serve_http, watched, "127.0.0.1", 0)
+            wport = int(url.rsplit(":", 1)[1])
+            for path in (f"/log?pre={UNKNOWN}&s=1", f"/ksn?pre={UNKNOWN}", f"/log?pre={UNKNOWN}"):
+                refused = await fetch(wport, path)
+                assert refused.status == 404, (path, refused.status, refused.body)
+                assert "here" in refused.error, refused.error  # ours, not "no such route"
             nursery.cancel_scope.cancel()
