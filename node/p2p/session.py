@@ -55,7 +55,7 @@ from .errors import P2PError, Refused, RemoteP2PError
 from .framing import Response, decode_response_body, decode_response_head
 from .guards import FaultLog
 from .identity import peer_name
-from .reqresp import FrameReader, Handler, Responder, StreamEnded, close_quietly, reset_quietly
+from .reqresp import FrameReader, Handler, Responder, StreamEnded, reset_quietly
 from .sessionframes import (
     ANSWER_HEAD,
     ID_SPACE,
@@ -144,10 +144,6 @@ class Session:
         self.ended: str | None = None
         self._last_answer = trio.current_time()  # when an answer last came (trio time)
 
-    @property
-    def connection(self) -> object:
-        return self._stream.muxed_conn
-
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
@@ -165,11 +161,6 @@ class Session:
             self._end(str(exc))
         finally:
             session.cancel()
-
-    async def close(self) -> None:
-        """Stop taking requests; the peer sees the stream end."""
-        self._end("closed by us")
-        await close_quietly(self._stream)
 
     def _end(self, why: str) -> None:
         if self.ended is not None:
