@@ -90,14 +90,9 @@ async def test_many_requests_share_one_stream_and_answers_overtake() -> None:
 
 async def test_an_answer_after_the_deadline_is_dropped_and_the_session_goes_on() -> None:
     release = trio.Event()
-
-    async def slow(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
-        await release.wait()
-        return Code.OK, b"late", ""
-
     with trio.fail_after(LIMIT):
         async with pair() as (a, b):
-            b.handle(SLOW, slow)
+            b.handle(SLOW, answering_late(release))
             with pytest.raises(RequestTimeout):
                 await a.request(b.introduction, SLOW, b"", timeout=0.3)
             release.set()
@@ -123,6 +118,16 @@ async def test_a_peer_without_sessions_is_asked_on_streams() -> None:
                 assert await a.request(b.introduction, ECHO, b"%d" % n) == (Code.OK, b"%d" % n, "")
             assert b._session_server.sessions == 0
             assert b.peer_id in a._without_sessions
+
+
+def answering_late(release: trio.Event) -> Handler:
+    """A handler that answers `late` once `release` is set."""
+
+    async def slow(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
+        await release.wait()
+        return Code.OK, b"late", ""
+
+    return slow
 
 
 def hanging(entered: trio.Event) -> Handler:
@@ -306,14 +311,9 @@ async def test_a_session_silent_past_a_deadline_is_replaced() -> None:
 
 async def test_a_slow_answer_does_not_end_a_session_that_answers_others() -> None:
     release = trio.Event()
-
-    async def slow(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
-        await release.wait()
-        return Code.OK, b"late", ""
-
     with trio.fail_after(LIMIT):
         async with pair() as (a, b):
-            b.handle(SLOW, slow)
+            b.handle(SLOW, answering_late(release))
             assert await a.request(b.introduction, ECHO, b"0") == (Code.OK, b"0", "")
             session = a._sessions[b.peer_id]
             failed: list[BaseException] = []
