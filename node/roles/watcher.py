@@ -111,7 +111,6 @@ from .topics import (
 _CATCH_UP: Final = (Waiting.OUT_OF_ORDER, Waiting.PARTIALLY_WITNESSED)
 ROSTER_RETRY: Final = 15.0  # seconds between asks for a roster while we have none
 PEER_ASKS: Final = 4  # peers asked for a roster
-MAX_GAP_ESCROWED: Final = 64  # a longer gap is asked for at once, escrowed or not
 
 
 class Watcher:
@@ -476,23 +475,11 @@ class Watcher:
         elif (
             status is Status.ESCROWED
             and outcome.waiting is Waiting.OUT_OF_ORDER
-            and not self._gap_escrowed(outcome.prefix, outcome.sn)
+            and not self.follower.gap_escrowed(outcome.prefix, outcome.sn)
         ):
             effects += self.follower.ask_for_gap(outcome.prefix, now)
         if status is Status.ESCROWED and not self._restoring and outcome.waiting in _CATCH_UP:
             effects += self.follower.note_waiting(outcome.prefix, outcome.sn, now)
-
-    def _gap_escrowed(self, prefix: str, sn: int) -> bool:
-        """Whether every event of `prefix` before `sn` that our KEL lacks is here already,
-        escrowed (short of receipts, mostly: under load an event's successor is often heard
-        before its last receipts). Then there is nothing to ask for yet; if it stays stuck,
-        `note_waiting` asks after `follower.CATCH_UP_AFTER`. Asking at once cost about one
-        gap query per event at both watchers under load (benchmarks/network.py)."""
-        kel = self.validator.kel(prefix)
-        if kel is None or sn - kel.sn - 1 > MAX_GAP_ESCROWED:
-            return False
-        held = self.validator.escrowed_sns(prefix)
-        return all(missing in held for missing in range(kel.sn + 1, sn))
 
     def _may_lag(self, outcome: Outcome, record: Record | None) -> bool:
         """Whether an event is one to check for lagging witnesses: one of a KEL we hold (an
