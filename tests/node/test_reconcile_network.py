@@ -51,6 +51,35 @@ def held(watcher: Watcher, prefixes: list[str]) -> int:
     )
 
 
+async def late_watcher(
+    nursery: trio.Nursery,
+    runtimes: dict[str, Runtime],
+    data_dir: Path,
+    governance: str,
+    bootstrap: str,
+    prefixes: list[str],
+) -> tuple[str, Watcher, float, int]:
+    """Start a watcher bootstrapped from `bootstrap`; wait (at most two periods and 5 s) until
+    it holds every KEL. Its introduction, role, the seconds it took, and the KELs it holds."""
+    config = NodeConfig(
+        role="watcher",
+        data_dir=data_dir,
+        listen=LOOPBACK,
+        governance=governance,
+        bootstrap=(bootstrap,),
+        reconcile_every=PERIOD,
+    )
+    started = trio.current_time()
+    host = await start_node(nursery, config, runtimes)
+    runtime = runtimes[host.prefix]
+    watcher = runtime.role
+    assert isinstance(watcher, Watcher)
+    with trio.move_on_after(2 * PERIOD + 5):
+        while held(watcher, prefixes) < IDENTIFIERS:
+            await runtime.changed.wait()
+    return host.introduction, watcher, trio.current_time() - started, held(watcher, prefixes)
+
+
 async def test_a_late_watcher_holds_every_kel_within_one_period(tmp_path: Path) -> None:
     data = tmp_path / "witness"
     me = Signer(load_or_create_node_seed(data), transferable=False).verfer
@@ -74,44 +103,15 @@ async def test_a_late_watcher_holds_every_kel_within_one_period(tmp_path: Path) 
             restored = runtimes[host.prefix].role
             assert isinstance(restored, Witness)
             assert all(restored.validator.kel(p) is not None for p in prefixes)
-            config = NodeConfig(
-                role="watcher",
-                data_dir=tmp_path / "watcher",
-                listen=LOOPBACK,
-                governance=Signer(seed(90)).verfer,
-                bootstrap=(host.introduction,),
-                reconcile_every=PERIOD,
+            governance = Signer(seed(90)).verfer
+            intro, watcher, took, count = await late_watcher(
+                nursery, runtimes, tmp_path / "watcher", governance, host.introduction, prefixes
             )
-            started = trio.current_time()
-            watcher_host = await start_node(nursery, config, runtimes)
-            runtime = runtimes[watcher_host.prefix]
-            watcher = runtime.role
-            assert isinstance(watcher, Watcher)
-            with trio.move_on_after(2 * PERIOD + 5):
-                while held(watcher, prefixes) < IDENTIFIERS:
-                    await runtime.changed.wait()
-            took = trio.current_time() - started
-            count = held(watcher, prefixes)
             fetched = watcher.reconciler.fetched_kels
             # A second watcher that knows only the first reconciles with it.
-            second_config = NodeConfig(
-                role="watcher",
-                data_dir=tmp_path / "second",
-                listen=LOOPBACK,
-                governance=config.governance,
-                bootstrap=(watcher_host.introduction,),
-                reconcile_every=PERIOD,
+            _, _, second_took, second_count = await late_watcher(
+                nursery, runtimes, tmp_path / "second", governance, intro, prefixes
             )
-            started = trio.current_time()
-            second_host = await start_node(nursery, second_config, runtimes)
-            second_runtime = runtimes[second_host.prefix]
-            second = second_runtime.role
-            assert isinstance(second, Watcher)
-            with trio.move_on_after(2 * PERIOD + 5):
-                while held(second, prefixes) < IDENTIFIERS:
-                    await second_runtime.changed.wait()
-            second_took = trio.current_time() - started
-            second_count = held(second, prefixes)
             nursery.cancel_scope.cancel()
     print(f"\nevery KEL held {took:.2f} s after the watcher started (period {PERIOD:g} s)")
     print(f"by a watcher reconciling with that watcher: {second_took:.2f} s")
