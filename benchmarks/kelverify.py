@@ -146,10 +146,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         profile = [sys.executable, "-m", "cProfile", "-o", args.profile, str(DKMS)]
         run_command([*profile, "kel", "verify", *flags, str(kel)], out)
         say(f"profile in {args.profile}")
-    net_wall = best["command"][0] - best["startup"][0]
-    net_cpu = best["command"][1] - best["startup"][1]
-    wall_rate, cpu_rate = args.events / net_wall, args.events / net_cpu
     raw_wall, raw_cpu = args.events / best["raw"][0], args.events / best["raw"][1]
+    wall_rate = args.events / (best["command"][0] - best["startup"][0])
+    cpu_rate = args.events / (best["command"][1] - best["startup"][1])
     lean_wall, lean_cpu = args.events / best["lean"][0], args.events / best["lean"][1]
     report: dict[str, Any] = {
         "command": " ".join(["dkms kel verify", *flags]),
@@ -160,14 +159,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "repeat": args.repeat,
         "raw_verify_per_s": round(raw_wall),
         "raw_verify_per_cpu_s": round(raw_cpu),
-        "command_seconds": round(best["command"][0], 3),
-        "startup_seconds": round(best["startup"][0], 3),
-        "command_cpu_seconds": round(best["command"][1], 3),
-        "startup_cpu_seconds": round(best["startup"][1], 3),
-        "command_events_per_s_net": round(wall_rate),
-        "command_events_per_s_net_cpu": round(cpu_rate),
-        "ratio": round(wall_rate / raw_wall, 3),
-        "ratio_cpu": round(cpu_rate / raw_cpu, 3),
+        **_net(args.events, best["command"], best["startup"], raw_wall, raw_cpu),
         "lean_verify_per_s": round(lean_wall),
         "lean_verify_per_cpu_s": round(lean_cpu),
         "ratio_to_lean": round(wall_rate / lean_wall, 3),
@@ -175,20 +167,33 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "target_ratio": 0.85,
     }
     if args.baseline:
-        base_wall = args.events / (best["baseline"][0] - best["baseline_startup"][0])
-        base_cpu = args.events / (best["baseline"][1] - best["baseline_startup"][1])
         report["baseline"] = {
             "pythonpath": args.baseline,
-            "command_seconds": round(best["baseline"][0], 3),
-            "startup_seconds": round(best["baseline_startup"][0], 3),
-            "command_cpu_seconds": round(best["baseline"][1], 3),
-            "startup_cpu_seconds": round(best["baseline_startup"][1], 3),
-            "command_events_per_s_net": round(base_wall),
-            "command_events_per_s_net_cpu": round(base_cpu),
-            "ratio": round(base_wall / raw_wall, 3),
-            "ratio_cpu": round(base_cpu / raw_cpu, 3),
+            **_net(args.events, best["baseline"], best["baseline_startup"], raw_wall, raw_cpu),
         }
     return report
+
+
+def _net(
+    events: int,
+    command: tuple[float, float],
+    startup: tuple[float, float],
+    raw_wall: float,
+    raw_cpu: float,
+) -> dict[str, Any]:
+    """One build's command, (wall, CPU) seconds, with its start-up subtracted, against raw."""
+    wall_rate = events / (command[0] - startup[0])
+    cpu_rate = events / (command[1] - startup[1])
+    return {
+        "command_seconds": round(command[0], 3),
+        "startup_seconds": round(startup[0], 3),
+        "command_cpu_seconds": round(command[1], 3),
+        "startup_cpu_seconds": round(startup[1], 3),
+        "command_events_per_s_net": round(wall_rate),
+        "command_events_per_s_net_cpu": round(cpu_rate),
+        "ratio": round(wall_rate / raw_wall, 3),
+        "ratio_cpu": round(cpu_rate / raw_cpu, 3),
+    }
 
 
 def main() -> None:
