@@ -46,34 +46,6 @@ Key = tuple[bool, str]  # (is a receipt, SAID of the event it is about)
 
 
 @dataclass(slots=True)
-class Fate:
-    """One message of the file and what finally became of it."""
-
-    offset: int
-    length: int
-    said: str | None  # None when the body could not be decoded (a BadFrame)
-    ilk: str | None
-    sn: int | None
-    status: Status
-    reason: str
-    waiting: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "d": self.said,
-            "t": self.ilk,
-            "s": self.sn,
-            "status": self.status.value,
-            "reason": self.reason,
-            "offset": self.offset,
-            "length": self.length,
-        }
-        if self.waiting is not None:
-            out["waiting"] = self.waiting
-        return out
-
-
-@dataclass(slots=True)
 class FileReport:
     """What one file held: the validator after reading it, every message's fate, any error."""
 
@@ -84,11 +56,6 @@ class FileReport:
     verdicts: list[_Verdict] = field(default_factory=list)  # what became of each frame
     evidence: list[DuplicityEvidence] = field(default_factory=list)  # from the outcomes
     error: str | None = None  # unreadable file or unframeable bytes; reading stopped there
-
-    @property
-    def fates(self) -> list[Fate]:
-        """Every message's fate, in the file's order."""
-        return [_fate(frame, v) for frame, v in zip(self.frames, self.verdicts, strict=True)]
 
     def identifiers(self, fel: bool = True) -> dict[str, dict[str, Any]]:
         """Key state of every identifier with an accepted inception, plus (`fel`) its
@@ -109,8 +76,9 @@ class FileReport:
         return [evidence.summary() for evidence in self.evidence]
 
     def messages(self) -> list[dict[str, Any]]:
-        """`Fate.to_json` of every message (built without the `Fate`s: one per message of a
-        long file adds up)."""
+        """Every message, in the file's order, with what finally became of it: its event's
+        SAID, ilk and sn (None for a frame whose body could not be decoded), status, reason,
+        offset and length, and what it waits for when escrowed."""
         out = []
         for frame, verdict in zip(self.frames, self.verdicts, strict=True):
             if isinstance(frame, BadFrame):
@@ -154,22 +122,6 @@ class _Verdict:
         self.status = outcome.status
         self.reason = outcome.reason if reason is None else reason
         self.waiting = outcome.waiting.value if outcome.waiting is not None else None
-
-
-def _fate(frame: Frame, v: _Verdict) -> Fate:
-    if isinstance(frame, BadFrame):
-        return Fate(frame.offset, frame.length, None, None, None, v.status, v.reason, v.waiting)
-    event = frame.event
-    return Fate(
-        frame.offset,
-        frame.length,
-        event.said,
-        event.ilk.value,
-        event.sn,
-        v.status,
-        v.reason,
-        v.waiting,
-    )
 
 
 @dataclass(slots=True)
