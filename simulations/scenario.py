@@ -10,7 +10,8 @@ Top-level keys set the population and the workload; tables set the rest:
     [gossip]       d, d_low, d_high, d_lazy, heartbeat_s, history, degree, invalid_penalty,
                    graylist_score
     [adversaries]  equivocations, colluding_witnesses, sybil_fraction, eclipsed_watchers,
-                   withholding_witnesses, spammers, spam_rate
+                   withholding_witnesses, spammers, spam_rate, rivals, forks,
+                   malformed_senders, malformed_rate   (see `attacks.py`)
     [partition]    at, heal, fraction        (a fraction of relays cut off, then healed)
     [churn]        rate, downtime            (relays leaving per second, and for how long)
 
@@ -44,6 +45,10 @@ class Adversaries:
     withholding_witnesses: int = 0  # witnesses that receipt but never gossip
     spammers: int = 0  # relays publishing invalid messages
     spam_rate: float = 1.0  # invalid messages per second per spammer
+    rivals: int = 0  # identifiers signing a rival of a witnessed event for their witnesses
+    forks: int = 0  # identifiers showing a victim a fork their bt witnesses receipted
+    malformed_senders: int = 0  # relays sending witnesses and watchers malformed frames
+    malformed_rate: float = 5.0  # malformed frames per second per sender
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,15 @@ class Scenario:
             (a.eclipsed_watchers > self.watchers, "more eclipsed watchers than watchers"),
             (a.withholding_witnesses > self.witnesses, "more withholding than witnesses"),
             (a.spammers > max(self.relays, 0), "spammers are relays: too many"),
+            (
+                a.equivocations + a.rivals + a.forks > self.identifiers,
+                "equivocations, rivals and forks each need an identifier of their own",
+            ),
+            (
+                a.spammers + a.forks + a.malformed_senders > max(self.relays, 0),
+                "spammers, fork victims and malformed senders are relays: too many",
+            ),
+            (a.malformed_rate <= 0, "malformed_rate must be > 0"),
             (not 0 <= self.partition.fraction < 1, "partition fraction must be in [0, 1)"),
         ]
         for bad, why in problems:
@@ -153,7 +167,8 @@ class Scenario:
         a = self.adversaries
         witnesses = max(self.witnesses_per_id, round(self.witnesses * factor))
         watchers = max(1, a.eclipsed_watchers + 1, round(self.watchers * factor))
-        identifiers = max(1, a.equivocations + 1, round(self.identifiers * factor))
+        acting = a.equivocations + a.rivals + a.forks
+        identifiers = max(1, acting + 1, round(self.identifiers * factor))
         return replace(self, witnesses=witnesses, watchers=watchers, identifiers=identifiers)
 
 
