@@ -8,8 +8,11 @@ Latency comes from one distribution per link draw:
     uniform    between `low_ms` and `high_ms`
     lognormal  median `median_ms`, shape `sigma` (the usual heavy right tail of real links)
 
-`processing_ms` adds a fixed time per message for the receiver's CPU (the simulator charges
-none otherwise; real py-libp2p nodes spend milliseconds). With regions, each node sits in one
+`processing_ms` adds a fixed time to every message, as if each receiver had a CPU of its own
+that is never busy: a rough stand-in that keeps no queue. Real py-libp2p nodes spend
+milliseconds of CPU per message and fall behind under load; to model that, give the scenario
+calibrated `[capacity]` costs (`capacity.py`, set as `cpu`): then `delay` is the wire alone and
+each message queues for its receiver's CPU when it lands. With regions, each node sits in one
 region and a link's draw gets the regions' entry of the inter-region matrix added. With
 `bandwidth_kbps`, a node's uplink serialises what it sends: each message waits for the ones
 before it to leave, then takes size / bandwidth.
@@ -20,6 +23,10 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .capacity import Cpus
 
 TABLE = 1 << 16  # latency samples drawn per simulation
 
@@ -63,6 +70,7 @@ class Links:
     side: dict[int, int] = field(default_factory=dict)  # partitioned: node -> its side
     busy_until: dict[int, float] = field(default_factory=dict)
     lost: int = 0
+    cpu: Cpus | None = None  # with capacity: every node's CPU queue
 
     def __post_init__(self) -> None:
         m = self.model
@@ -89,10 +97,13 @@ class Links:
         return bool(self._matrix)
 
     def plain(self) -> bool:
-        """No loss, regions, bandwidth, partition or node down: a delay is one table draw."""
+        """No loss, regions, bandwidth, capacity, partition or node down: a delay is one table
+        draw and a message is handled the moment it lands."""
         m = self.model
         return bool(
-            self.bits and not (self.down or self.side or m.loss or m.bandwidth_kbps or self._matrix)
+            self.bits
+            and self.cpu is None
+            and not (self.down or self.side or m.loss or m.bandwidth_kbps or self._matrix)
         )
 
     def delay(self, a: int, b: int, size: int, now: float) -> float | None:

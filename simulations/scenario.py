@@ -14,6 +14,9 @@ Top-level keys set the population and the workload; tables set the rest:
                    malformed_senders, malformed_rate   (see `attacks.py`)
     [partition]    at, heal, fraction        (a fraction of relays cut off, then healed)
     [churn]        rate, downtime            (relays leaving per second, and for how long)
+    [capacity]     gossip_ms, duplicate_ms, request_ms, queue, slots, cpus   (every node's CPU
+                   as a queue with py-libp2p's drops and BUSY refusals: `capacity.py`; off
+                   unless a cost is set)
 
 `nodes` counts everyone: witnesses, watchers, one controller per identifier, and relays (the
 rest: nodes that run the node program and relay gossip, as any participant does).
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .capacity import Capacity
 from .gossip import GossipParams
 from .links import LinkModel
 
@@ -82,6 +86,7 @@ class Scenario:
     adversaries: Adversaries = field(default_factory=Adversaries)
     partition: Partition = field(default_factory=Partition)
     churn: Churn = field(default_factory=Churn)
+    capacity: Capacity = field(default_factory=Capacity)
 
     @property
     def relays(self) -> int:
@@ -91,6 +96,7 @@ class Scenario:
         try:
             self.link.check()
             self.gossip.check()
+            self.capacity.check()
         except ValueError as err:
             raise ScenarioError(f"scenario {self.name}: {err}") from None
         a = self.adversaries
@@ -190,7 +196,7 @@ def load(source: str) -> Scenario:
 
 
 def from_dict(data: dict[str, Any], default_name: str = "custom") -> Scenario:
-    tables = {"link", "gossip", "adversaries", "partition", "churn"}
+    tables = {"link", "gossip", "adversaries", "partition", "churn", "capacity"}
     top = {k: v for k, v in data.items() if k not in tables}
     top.setdefault("name", default_name)
     scenario = Scenario(**_coerce(Scenario, top, "scenario"))
