@@ -6,7 +6,9 @@ Workload: each identifier is incepted in the first virtual second; from t=2 s un
 turn (one whose previous event is still being witnessed skips its turn). Equivocating
 identifiers equivocate once each, spread over the middle of the run. Spammers publish
 invalid messages at `spam_rate`; a partition cuts a fraction of the relays off between `at`
-and `heal`; churn takes relays away for `downtime` seconds at `rate` per second.
+and `heal`; churn takes relays away for `downtime` seconds at `rate` per second. Rivals,
+forks and malformed senders are `attacks.Attacks`' to schedule (their identifiers, after
+the equivocators', make no honest traffic either), and to add to the results.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .attacks import Attacks, equivocate, spam
 from .record import Recorder
 from .scenario import Scenario
 from .world import World
@@ -37,6 +40,8 @@ class Outcome:
 def run(scenario: Scenario, *, progress: Progress | None = None) -> Outcome:
     started, cpu = time.perf_counter(), time.process_time()
     world = World(scenario)
+    if Attacks.wanted(scenario):
+        world.attacks = Attacks(world)
     built, cpu_built = time.perf_counter(), time.process_time()
     _schedule(world)
     world.start()
@@ -48,6 +53,10 @@ def run(scenario: Scenario, *, progress: Progress | None = None) -> Outcome:
     wall = time.perf_counter() - started
     cpu_run = time.process_time() - cpu_built
     results = world.record.summary()
+    if world.attacks is not None:
+        results.update(world.attacks.summary())
+    elif world.killed:
+        results["nodes_killed"] = len(world.killed)
     deliveries = max(world.gossip.deliveries, 1)
     perf = {
         "wall_s": round(wall, 3),
@@ -69,8 +78,9 @@ def _schedule(world: World) -> None:
     controllers = world.controller_ids
     for i, node in enumerate(controllers):
         sim.at(i / max(len(controllers), 1), world.incept, node)
-    cheaters = controllers[: sc.adversaries.equivocations]
-    honest = controllers[len(cheaters) :]
+    a = sc.adversaries
+    cheaters = controllers[: a.equivocations]
+    honest = controllers[a.equivocations + a.rivals + a.forks :]
     if honest:
         step = 1.0 / sc.event_rate
         t, n = 2.0, 0
@@ -80,14 +90,14 @@ def _schedule(world: World) -> None:
             n += 1
     for k, node in enumerate(cheaters):
         at = sc.duration / 3 + k * (sc.duration / 3) / max(len(cheaters), 1)
-        sim.at(at, world.equivocate, node)
+        sim.at(at, equivocate, world, node)
     spammers = [r for r in world.relay_ids if r not in world.gossip.silent][
         : sc.adversaries.spammers
     ]
     for node in spammers:
         t = 1.0
         while t < sc.duration:
-            sim.at(t, world.spam, node)
+            sim.at(t, spam, world, node)
             t += 1.0 / sc.adversaries.spam_rate
     part = sc.partition
     if part.fraction > 0 and part.heal > part.at:
@@ -100,6 +110,8 @@ def _schedule(world: World) -> None:
         while t < sc.duration:
             sim.at(t, _churn, world)
             t += 1.0 / sc.churn.rate
+    if world.attacks is not None:
+        world.attacks.schedule()
 
 
 def _churn(world: World) -> None:

@@ -18,6 +18,10 @@ every KEL shard topic (a topic's overlay is built when first used) and watchers 
 
 Roles are driven only through `roles.role.Role` (`start`, `surfaces`, `admits`, `step`); the
 typed tables (`witnesses`, `watchers`, `controllers`) are for the workload and the recorder.
+A role's `step` or `admits` that raises ends its node for the rest of the run, as the crash of
+its process would (`killed`, gone from the gossip, unreachable); the runtime would answer a
+request whose handler raised with `Code.FAILED`, but the role's state may be half-changed, so
+the simulator takes the stricter reading. Adversaries that act are `attacks.py`'s.
 
 Every signature check goes through one `MemoVerifier` and every gossip payload is parsed once
 (`ParseCache`), shared by all nodes: the same bytes verify and parse the same way everywhere.
@@ -28,6 +32,7 @@ judge). What happens is recorded by `Recorder` (see `record.py`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller, PushStatus, RetryPolicy
@@ -44,7 +49,7 @@ from dkms.node.roles.effects import (
     TimerKey,
 )
 from dkms.node.roles.governance import roster_bundle
-from dkms.node.roles.inputs import Answered, Heard, Request, TimerFired
+from dkms.node.roles.inputs import Answered, Heard, Input, Request, TimerFired
 from dkms.node.roles.outbox import (
     GOSSIP,
     GOSSIP_BYTES,
@@ -59,24 +64,25 @@ from dkms.node.roles.outbox import (
 from dkms.node.roles.role import Role
 from dkms.node.roles.topics import (
     DUPLICITY_TOPIC,
-    KEL_SHARDS,
     ParseCache,
-    kel_topic,
     well_formed,
 )
 from dkms.node.roles.watcher import Watcher
 from dkms.node.roles.witness import Witness
 from dkms.protocol.crypto import MemoVerifier, Signer
-from dkms.protocol.events import Event, interact, receipt
-from dkms.protocol.ids import NodePrefix, Said
+from dkms.protocol.ids import NodePrefix
 from dkms.protocol.roster import Roster
-from dkms.protocol.stream import Attachments, BadFrame, Message, messagize
+from dkms.protocol.stream import BadFrame, Message
 
+from .capacity import Cpus
 from .engine import Sim
 from .gossip import Gossip, Msg
 from .links import Links
 from .record import Recorder, Rival
 from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from .attacks import Attacks
 
 Frames = list[Message | BadFrame]
 REQUEST_OVERHEAD = 64  # bytes a request or an answer costs beyond its payload (framing, ids)
@@ -98,6 +104,8 @@ class World:
         self.controller_ids = sorted(ids[w + v : w + v + c])
         self.relay_ids = sorted(ids[w + v + c :])
         self.links = Links(scenario.link, rng, region=self._regions(n))
+        if scenario.capacity.on:  # every node's CPU a queue (`capacity.py`)
+            self.links.cpu = Cpus(scenario.capacity, n, self.sim)
         # The workload is the simulator's own: its byte bound is far above what it makes.
         self.parse = ParseCache(size=50_000, max_bytes=1 << 30, max_entry=4 << 20)
         self.verify = MemoVerifier(size=200_000)
@@ -124,9 +132,12 @@ class World:
         self._gossip_box: Outbox[tuple[int, str], bytes] = Outbox()
         self.reports: dict[str, int] = {}
         self.withholding: set[int] = set()
+        self.per_node = {DUPLICITY_TOPIC}  # topics whose gossip each node judges (`admits`)
+        self.killed: dict[int, str] = {}  # node -> what its role raised
         self.record = Recorder(self)
         self._make_roles()
         self._wire()
+        self.attacks: Attacks | None = None  # the runner's, when the scenario has them
 
     # ---------------------------------------------------------------- building
 
@@ -210,7 +221,7 @@ class World:
             gossip.subscribe(node, KEL_OVERLAY)
         for node in self.watcher_ids:
             gossip.subscribe(node, DUPLICITY_TOPIC)
-        gossip.node_check[DUPLICITY_TOPIC] = self._admits
+        gossip.node_check[DUPLICITY_TOPIC] = self.admits
         listening = bytearray(sc.nodes)  # relays have no role: nothing to hand them
         for node in self.roles:
             listening[node] = 1
@@ -219,21 +230,43 @@ class World:
     # ---------------------------------------------------------------- gossip hooks
 
     def _valid(self, msg: Msg) -> bool:
-        if msg.topic == DUPLICITY_TOPIC:
-            return True  # judged per node (`_admits`)
-        return well_formed(msg.payload, self.parse)
+        if msg.topic in self.per_node:
+            return True  # judged per node (`admits`)
+        try:
+            return well_formed(msg.payload, self.parse)
+        except Exception:  # each node that judges it meets it (`admits`)
+            return True
 
-    def _admits(self, node: int, msg: Msg) -> bool:
+    def admits(self, node: int, msg: Msg) -> bool:
         role = self.roles.get(node)
-        return role is not None and role.admits(msg.topic, msg.payload)
+        if role is None or node in self.killed:
+            return False
+        try:
+            return role.admits(msg.topic, msg.payload)
+        except Exception as err:  # the node's gossip validator died with it
+            self.kill(node, err)
+            return False
 
     def _receive(self, node: int, msg: Msg) -> None:
-        role = self.roles.get(node)
-        if role is None:
+        if node not in self.roles:
             return  # a relay: the gossip model did all there is to do
         origin = NodePrefix(self.prefix_of.get(msg.origin, ""))
-        self.perform(node, role.step(Heard(msg.topic, origin, msg.payload), self.sim.now))
+        self.perform(node, self.step(node, Heard(msg.topic, origin, msg.payload)))
         self.record.heard(node, msg)
+
+    def step(self, node: int, event: Input) -> list[Effect]:
+        """`node`'s role stepped now; one that raises is killed (nothing more of it runs)."""
+        if node in self.killed:
+            return []
+        try:
+            return self.roles[node].step(event, self.sim.now)
+        except Exception as err:  # any exception would end its process
+            self.kill(node, err)
+            return []
+
+    def kill(self, node: int, err: Exception) -> None:
+        self.killed[node] = f"{type(err).__name__}: {err}"[:200]
+        self.gossip.leave(node)
 
     # ---------------------------------------------------------------- effects
 
@@ -251,7 +284,7 @@ class World:
                 self.traffic[SENDS] += 1
                 if not batched(effect):
                     self._count([effect])
-                    self._request(node, [effect])
+                    self.send(node, [effect])
                 elif self._outbox.put(
                     (node, effect.to, effect.surface), effect, len(effect.payload)
                 ):
@@ -284,7 +317,7 @@ class World:
         batch = self._outbox.take((node, to, surface))
         if batch is not None:
             self._count(batch)
-            self._request(node, batch, lambda: self._drain(node, to, surface))
+            self.send(node, batch, lambda: self._drain(node, to, surface))
 
     def _count(self, sends: list[Send]) -> None:
         self.traffic[REQUESTS] += 1
@@ -294,12 +327,10 @@ class World:
         if self.timers.get((node, key)) != version:
             return
         del self.timers[(node, key)]
-        self.perform(node, self.roles[node].step(TimerFired(key), self.sim.now))
+        self.perform(node, self.step(node, TimerFired(key)))
         self.record.stepped(node)
 
-    def _request(
-        self, node: int, sends: list[Send], then: Callable[[], None] | None = None
-    ) -> None:
+    def send(self, node: int, sends: list[Send], then: Callable[[], None] | None = None) -> None:
         """One request carrying `sends` (to one peer, on one surface); `then` runs once all
         their answers are in."""
         first = sends[0]
@@ -314,7 +345,33 @@ class World:
             return
         self.gossip.sent_msgs[node] += 1
         self.gossip.sent_bytes[node] += size
-        self.sim.after(delay, self._handle, target, node, sends, payload, then)
+        if self.links.cpu is None:
+            self.sim.after(delay, self._handle, target, node, sends, payload, then)
+        else:
+            self.sim.after(delay, self._admit, target, node, sends, payload, then)
+
+    def _admit(
+        self,
+        node: int,
+        sender: int,
+        sends: list[Send],
+        payload: bytes,
+        then: Callable[[], None] | None,
+    ) -> None:
+        """With capacity: a request lands at `node`, to be handled once its CPU gets to it,
+        or refused at once (BUSY) while its request slots are full."""
+        cpu = self.links.cpu
+        assert cpu is not None
+        done = cpu.request(node)
+        if done is not None:
+            self.sim.at(done, self._handle, node, sender, sends, payload, then)
+            return
+        busy = Reply.refuse(Code.BUSY, "too many requests in progress")
+        delay = self.links.delay(node, sender, REQUEST_OVERHEAD, self.sim.now)
+        if delay is None:
+            self.sim.after(5.0, self._answer, sender, sends, busy, then)
+        else:
+            self.sim.after(delay, cpu.answer, sender, self._answer, sender, sends, busy, then)
 
     def _handle(
         self,
@@ -324,14 +381,7 @@ class World:
         payload: bytes,
         then: Callable[[], None] | None,
     ) -> None:
-        first = sends[0]
         self.record.request(node, sends)
-        role = self.roles.get(node)
-        self.gossip.received(node, len(payload) + REQUEST_OVERHEAD)
-        if role is None or first.surface not in role.surfaces:
-            refused = Reply.refuse(Code.NOT_SERVED, "not served")
-            self.sim.after(0.0, self._answer, sender, sends, refused, then)
-            return
 
         def reply(answer: Reply) -> None:
             size = len(answer.payload) + REQUEST_OVERHEAD
@@ -339,22 +389,50 @@ class World:
             if delay is None:
                 timeout = Reply.refuse(Code.UNREACHABLE, "timed out")
                 self.sim.after(5.0, self._answer, sender, sends, timeout, then)
-            else:
+            elif self.links.cpu is None:
                 self.sim.after(delay, self._answer, sender, sends, answer, then)
+            else:  # read once the asker's CPU gets to it
+                cpu, answered = self.links.cpu, self._answer
+                self.sim.after(delay, cpu.answer, sender, answered, sender, sends, answer, then)
 
-        request = Request(first.surface, NodePrefix(self.prefix_of.get(sender, "")), payload)
-        self.perform(node, role.step(request, self.sim.now), reply)
+        if not self.serve(node, sender, sends[0].surface, payload, reply):
+            refused = Reply.refuse(Code.NOT_SERVED, "not served")
+            self.sim.after(0.0, self._answer, sender, sends, refused, then)
+
+    def serve(
+        self,
+        node: int,
+        sender: int,
+        surface: Surface,
+        payload: bytes,
+        reply: Callable[[Reply], None],
+    ) -> bool:
+        """`node` answers a request from `sender` now, its `Reply` handed to `reply` (a node
+        that died answers nothing: the asker's wait runs out); False if it serves no such
+        surface."""
+        role = self.roles.get(node)
+        self.gossip.received(node, len(payload) + REQUEST_OVERHEAD)
+        if role is None or surface not in role.surfaces:
+            return False
+        request = Request(surface, NodePrefix(self.prefix_of.get(sender, "")), payload)
+        effects = self.step(node, request)
+        if node in self.killed:
+            reply(Reply.refuse(Code.UNREACHABLE, "the node is down"))
+            return True
+        self.perform(node, effects, reply)
         self.record.stepped(node)
+        return True
 
     def _answer(
         self, node: int, sends: list[Send], answer: Reply, then: Callable[[], None] | None
     ) -> None:
-        role = self.roles[node]
         for send in sends:
             if isinstance(send.tag, Rival):
+                if self.attacks is not None:
+                    self.attacks.answered(send, answer)
                 continue  # the equivocator's own submissions: it wants only confusion
             answered = Answered(send.tag, answer.code, answer.payload, answer.reason)
-            self.perform(node, role.step(answered, self.sim.now))
+            self.perform(node, self.step(node, answered))
         self.record.stepped(node)
         if then is not None:
             then()
@@ -387,45 +465,6 @@ class World:
         self.record.created(node, ctl.identity("id").last_said, ident.prefix, ctl.identity("id").sn)
         self.perform(node, effects)
         self.record.stepped(node)
-
-    def equivocate(self, node: int) -> None:
-        """The identifier's keys sign two interactions at its next sn; version a goes to the
-        first half of its witnesses, version b to the rest; colluders receipt b too."""
-        ctl = self.controller(node)
-        ident = ctl.identity("id")
-        versions: list[tuple[Event, bytes]] = []
-        for label in ("a", "b"):
-            event = interact(
-                ident.prefix, prior=ident.last_said, sn=ident.sn + 1, anchors=[{"v": label}]
-            )
-            sigs = tuple(s.sign_indexed(event.raw, i) for i, s in enumerate(ident.signers))
-            versions.append((event, messagize(event, Attachments(sigs=sigs))))
-        half = len(ident.witnesses) // 2
-        groups = (ident.witnesses[:half], ident.witnesses[half:])
-        self.record.equivocation(ident.prefix, versions[1][0].said, node)
-        for (event, message), group in zip(versions, groups, strict=True):
-            tag = Rival(Said(event.said))
-            for witness in group:
-                self._request(node, [Send(NodePrefix(witness), Surface.SUBMIT, message, tag)])
-        colluders = groups[0][: self.sc.adversaries.colluding_witnesses]
-        b, _ = versions[1]
-        for witness in colluders:
-            self.sim.after(0.5, self._collude, self.node_of[witness], b)
-
-    def _collude(self, node: int, event: Event) -> None:
-        role = self.witnesses[node]
-        self.record.colluders.add(role.prefix)
-        rct = receipt(event.prefix, event.sn, event.said)
-        couple = ((role.prefix, role.signer.sign_raw(event.raw)),)
-        message = event.raw + messagize(rct, Attachments(couples=couple))
-        self.record.published(node, self.gossip.publish(node, kel_topic(event.prefix), message))
-
-    def spam(self, node: int) -> None:
-        topic = f"/dkms/1/kel/{self.sim.rng.randrange(KEL_SHARDS)}"
-        self.gossip.publish(
-            node, topic, b"\x00not a key event " + self.sim.rng.getrandbits(64).to_bytes(8, "big")
-        )
-        self.record.spam += 1
 
     def start(self) -> None:
         for node, role in sorted(self.roles.items()):
