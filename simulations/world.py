@@ -59,6 +59,7 @@ from dkms.node.roles.outbox import (
     TRAFFIC,
     Outbox,
     batched,
+    joinable,
     joined,
 )
 from dkms.node.roles.role import Role
@@ -305,12 +306,13 @@ class World:
                 self.blames += 1
 
     def _flush(self, node: int, topic: str) -> None:
-        """What a node queued on a topic during one step goes out as one payload."""
+        """What a node queued on a topic during one step goes out as one payload, on the
+        topics whose payloads are streams (`outbox.joinable`); elsewhere one each."""
         while (batch := self._gossip_box.take((node, topic))) is not None:
-            payload = b"".join(batch)
-            self.traffic[GOSSIP] += 1
-            self.traffic[GOSSIP_BYTES] += len(payload)
-            self.record.published(node, self.gossip.publish(node, topic, payload))
+            for payload in [b"".join(batch)] if joinable(topic) else batch:
+                self.traffic[GOSSIP] += 1
+                self.traffic[GOSSIP_BYTES] += len(payload)
+                self.record.published(node, self.gossip.publish(node, topic, payload))
 
     def _drain(self, node: int, to: str, surface: Surface) -> None:
         """The next batch to `to` on `surface`, once the one before it was answered."""

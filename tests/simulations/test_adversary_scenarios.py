@@ -47,6 +47,8 @@ def test_a_rival_of_a_witnessed_event_is_refused_and_caught() -> None:
     assert rivals["kept_by_witnesses"] == submitted  # each in its duplicitous-event log
     assert rivals["accepted_by_witnesses"] == rivals["accepted_by_watchers"] == 0
     assert r["detected_fraction"] == 1.0  # from the witnesses' gossip of what they refused
+    assert rivals["ruled_fraction"] == 1.0  # and the judge's rulings reach every watcher
+    assert r["invalid_dropped"] == 0  # evidence and rulings go one per payload, as the runtime's
     assert r["false_alarms"] == 0 and r["nodes_killed"] == 0
     assert r["delivery_ratio"] == 1.0 and r["events_reaching_every_watcher"] == r["events"]
 
@@ -63,6 +65,7 @@ def test_a_fork_fools_a_victim_until_it_checks_with_the_watchers() -> None:
     assert forks["accepted_by_watchers"] == 0
     assert r["detected_fraction"] == 1.0
     assert r["colluders_named_fraction"] == 1.0  # the fork's receipts name them
+    assert forks["ruled_fraction"] == 1.0
     assert r["false_alarms"] == 0
     # The same check of an honest identifier's KEL finds every watcher consistent.
     world = outcome.record.world
