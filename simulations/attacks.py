@@ -139,7 +139,9 @@ class Attacks:
         self.forking = world.controller_ids[first + a.rivals : first + a.rivals + a.forks]
         free = [r for r in world.relay_ids if r not in world.gossip.silent][a.spammers :]
         self.victims = free[: a.forks]
-        senders = free[a.forks : a.forks + a.malformed_senders]
+        # At random: the lowest node ids come first wherever peers are taken in order.
+        rest = free[a.forks :]
+        senders = sorted(world.sim.rng.sample(rest, min(a.malformed_senders, len(rest))))
         self.garbage = Garbage(world, senders) if senders else None
         self.cases: dict[str, Case] = {}  # rival SAID -> case
         self.forks: list[Case] = []

@@ -4,12 +4,14 @@ Theory of operation. Each sender (`malformed_senders` relays, `malformed_rate` f
 second each) picks a kind at random, makes the bytes (`Maker`) and sends them the way a
 peer's bytes reach a node:
 
-    request  to a witness or watcher, on every surface: random bytes, a key event truncated,
-             with a byte changed, signed by the wrong key (`forged`), the same event over and
-             over to some 200 KiB then cut off (`oversized`; the transport refuses anything
-             over 1 MiB before a role sees it), CBOR maps of every query type with fields of
-             every wrong type (`query`), and junk roster bundles. The role answers through
-             `World.serve` with the link delays of any request; the codes are counted
+    request  to a witness or watcher, on every surface: random bytes, a validly signed event
+             truncated or with a byte changed, an identifier's next event signed by the
+             wrong key (`forged`), oversized (an event body of 200 KiB, over the 64 KiB a
+             peer's may have, or the same event over and over to 200 KiB, cut off; the
+             transport refuses anything over 1 MiB before a role sees it), CBOR maps of
+             every query type with fields of every wrong type (`query`), and junk roster
+             bundles. The role answers through `World.serve` with the link delays of any
+             request; the codes are counted
     gossip   published from the sender on a KEL shard, the duplicity, governance or locations
              topic: random bytes, truncated, oversized, forged (well formed: it passes gossip
              validation, spreads, and every role that hears it judges it), a CBOR map. Each
@@ -32,7 +34,7 @@ from typing import Any, Final
 import cbor2
 
 from dkms.node.roles.codes import Code
-from dkms.node.roles.controller import Controller
+from dkms.node.roles.controller import Controller, Identity
 from dkms.node.roles.effects import Reply, Surface
 from dkms.node.roles.topics import (
     DUPLICITY_TOPIC,
@@ -87,36 +89,38 @@ class Maker:
     def _bytes(self, size: int) -> bytes:
         return self.rng.getrandbits(8 * size).to_bytes(size, "big") if size else b""
 
-    def _target(self) -> tuple[str, bytes]:
-        """A real identifier and its next interaction signed by the sender's key, or the
-        sender's own inception before any identifier is there."""
-        world = self.world
-        ids = [c.identity("id") for c in world.controllers.values() if "id" in c.names]
-        if not ids:
+    def _identifier(self) -> Identity | None:
+        """One of the identifiers of the world, at random (None before any is incepted)."""
+        ids = [c.identity("id") for c in self.world.controllers.values() if "id" in c.names]
+        return ids[self.rng.randrange(len(ids))] if ids else None
+
+    def _forged(self, anchor: Any) -> tuple[str, bytes]:
+        """A real identifier and its next interaction, anchoring `anchor`, signed by the
+        sender's key; the sender's own inception before any identifier is there."""
+        ident = self._identifier()
+        if ident is None:
             return "", self.valid
-        ident = ids[self.rng.randrange(len(ids))]
-        event = interact(ident.prefix, prior=ident.last_said, sn=ident.sn + 1, anchors=[{"x": 1}])
+        event = interact(ident.prefix, prior=ident.last_said, sn=ident.sn + 1, anchors=[anchor])
         sig = self.signer.sign_indexed(event.raw, 0)
         return ident.prefix, messagize(event, Attachments(sigs=(sig,)))
 
     def make(self, kind: str) -> tuple[str, bytes]:
-        """The bytes of `kind`, and the prefix they are about ("" when none)."""
-        rng = self.rng
+        """The bytes of `kind`, and the identifier they are about ("" when none)."""
+        rng, valid = self.rng, self.valid
         if kind == "random":
             return "", self._bytes(rng.randrange(1, 4096))
-        if kind in ("truncated", "flipped", "forged", "oversized"):
-            prefix, valid = self._target() if kind != "truncated" else ("", self.valid)
-            if kind == "truncated":
-                return prefix, valid[: rng.randrange(1, len(valid))]
-            if kind == "flipped":
-                at = rng.randrange(len(valid))
-                return prefix, valid[:at] + bytes([valid[at] ^ (1 + rng.randrange(255))]) + valid[
-                    at + 1 :
-                ]
-            if kind == "forged":
-                return prefix, valid
-            copies = valid * (OVERSIZED // len(valid) + 1)
-            return prefix, copies[: OVERSIZED - rng.randrange(1, len(valid))]
+        if kind == "truncated":
+            return "", valid[: rng.randrange(1, len(valid))]
+        if kind == "flipped":  # a validly signed event with one byte changed
+            at = rng.randrange(len(valid))
+            return "", valid[:at] + bytes([valid[at] ^ (1 + rng.randrange(255))]) + valid[at + 1 :]
+        if kind == "forged":
+            return self._forged({"x": rng.randrange(1 << 30)})
+        if kind == "oversized":
+            if rng.random() < 0.5:  # one event body over the limit a peer's may have
+                return self._forged({"x": "A" * OVERSIZED})
+            copies = valid * (OVERSIZED // len(valid) + 1)  # a stream cut off at its end
+            return "", copies[: OVERSIZED - rng.randrange(1, len(valid))]
         if kind in ("query", "cbor"):
             ask: dict[Any, Any] = {"t": QUERY_TYPES[rng.randrange(len(QUERY_TYPES))]}
             for key in FIELDS:
@@ -127,7 +131,8 @@ class Maker:
 
     def _value(self) -> Any:
         rng = self.rng
-        prefix, _ = self._target()
+        ident = self._identifier()
+        prefix = ident.prefix if ident is not None else ""
         pool: list[Any] = [
             None,
             -1,
