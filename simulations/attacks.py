@@ -141,7 +141,8 @@ class Attacks:
         self.victims = free[: a.forks]
         # At random: the lowest node ids come first wherever peers are taken in order.
         rest = free[a.forks :]
-        senders = sorted(world.sim.rng.sample(rest, min(a.malformed_senders, len(rest))))
+        count = min(a.malformed_senders, len(rest))
+        senders = sorted(world.sim.rng.sample(rest, count)) if count else []
         self.garbage = Garbage(world, senders) if senders else None
         self.cases: dict[str, Case] = {}  # rival SAID -> case
         self.forks: list[Case] = []
