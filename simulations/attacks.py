@@ -280,6 +280,7 @@ class Attacks:
             ),
             "accepted_by_witnesses": _accepting(cases, w.witnesses.values()),
             "accepted_by_watchers": _accepting(cases, w.watchers.values()),
+            "first_held_by_watchers": _holding_first(cases, w.watchers.values()),
             "ruled_fraction": self._ruled(cases),
         }
 
@@ -297,6 +298,7 @@ class Attacks:
                 ("p50", "max"),
             ),
             "accepted_by_watchers": _accepting(cases, self.world.watchers.values()),
+            "first_held_by_watchers": _holding_first(cases, self.world.watchers.values()),
             "ruled_fraction": self._ruled(cases),
         }
 
@@ -387,6 +389,17 @@ class _Asker:
 def _accepting(cases: list[Case], roles: Any) -> int:
     """(role, case) pairs where the role's validator accepted the rival or fork."""
     return sum(r.validator.record(c.said) is not None for c in cases for r in roles)
+
+
+def _holding_first(cases: list[Case], roles: Any) -> int:
+    """(role, case) pairs where the role's KEL holds the version witnessed at the case's sn."""
+    held = 0
+    for case in cases:
+        for role in roles:
+            kel = role.validator.kel(case.prefix)
+            record = kel.at(case.sn) if kel is not None else None
+            held += record is not None and record.event.said == case.first
+    return held
 
 
 def _role(world: World, node: int) -> str:

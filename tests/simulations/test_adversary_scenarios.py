@@ -21,7 +21,7 @@ from dkms.node.roles.inputs import Input, Request
 from dkms.node.roles.witness import Witness
 from dkms.simulations.attacks import Case, Victim
 from dkms.simulations.runner import run
-from dkms.simulations.scenario import Scenario, load, shipped
+from dkms.simulations.scenario import Scenario, ScenarioError, from_dict, load, shipped
 
 NEW = ("rival-refused", "fork-to-victim", "malformed-frames")
 
@@ -36,6 +36,20 @@ def test_the_scenarios_are_shipped_and_others_get_no_new_fields() -> None:
     assert not {"nodes_killed", "rivals", "forks", "malformed"} & set(r)
 
 
+@pytest.mark.parametrize(
+    ("adversaries", "message"),
+    [
+        ({"equivocations": 5, "rivals": 3, "forks": 3}, "an identifier of their own"),
+        ({"malformed_senders": 990}, "malformed senders are relays"),
+        ({"malformed_senders": 1, "malformed_rate": 0}, "malformed_rate"),
+    ],
+)
+def test_bad_attack_settings_say_what_to_fix(adversaries: dict[str, object], message: str) -> None:
+    data = {"nodes": 1000, "identifiers": 10, "adversaries": adversaries}
+    with pytest.raises(ScenarioError, match=message):
+        from_dict(data)
+
+
 def test_a_rival_of_a_witnessed_event_is_refused_and_caught() -> None:
     sc = small("rival-refused")
     r = run(sc).results
@@ -46,6 +60,7 @@ def test_a_rival_of_a_witnessed_event_is_refused_and_caught() -> None:
     assert rivals["receipts"] == 0
     assert rivals["kept_by_witnesses"] == submitted  # each in its duplicitous-event log
     assert rivals["accepted_by_witnesses"] == rivals["accepted_by_watchers"] == 0
+    assert rivals["first_held_by_watchers"] == sc.adversaries.rivals * sc.watchers
     assert r["detected_fraction"] == 1.0  # from the witnesses' gossip of what they refused
     assert rivals["ruled_fraction"] == 1.0  # and the judge's rulings reach every watcher
     assert r["invalid_dropped"] == 0  # evidence and rulings go one per payload, as the runtime's
@@ -63,6 +78,7 @@ def test_a_fork_fools_a_victim_until_it_checks_with_the_watchers() -> None:
     assert forks["verdicts"] == {"duplicitous": sc.adversaries.forks * sc.watchers}
     assert 0 < forks["detect_ms"]["max"] < 2000
     assert forks["accepted_by_watchers"] == 0
+    assert forks["first_held_by_watchers"] == sc.adversaries.forks * sc.watchers
     assert r["detected_fraction"] == 1.0
     assert r["colluders_named_fraction"] == 1.0  # the fork's receipts name them
     assert forks["ruled_fraction"] == 1.0
