@@ -30,11 +30,15 @@ busiest CPU was. The costs are calibrated against real nodes in `benchmarks/satu
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .engine import Action, Sim
+
+if TYPE_CHECKING:
+    from .gossip import Gossip, Msg
 
 
 @dataclass(frozen=True)
@@ -129,4 +133,22 @@ class Cpus:
         }
 
 
-__all__ = ["Capacity", "Cpus"]
+def land(gossip: Gossip, msg: Msg, node: int, frm: int) -> None:
+    """A gossip copy from `frm` lands at `node`: queued for its CPU as the delivery
+    `(when, seq, msg, node, sender)` that `Gossip.drive` plays, or dropped. A copy is charged
+    as a duplicate when the node holds the message or an earlier copy waits in its queue
+    (`Msg.eta[node]` finite: set here, as the plain path sets it, to that copy's time)."""
+    cpu = gossip.links.cpu
+    assert cpu is not None
+    eta = msg.eta
+    held = bool(msg.got[node]) or (eta is not None and eta[node] != math.inf)
+    done = cpu.copy(node, frm, held)
+    if done is None:
+        return
+    if eta is not None and not held:
+        eta[node] = done
+    sim = gossip.sim
+    sim.push((done, next(sim.seq), msg, node, frm))
+
+
+__all__ = ["Capacity", "Cpus", "land"]

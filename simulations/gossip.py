@@ -45,6 +45,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 
+from .capacity import land
 from .engine import SLOTS, Sim
 from .links import Links
 
@@ -356,7 +357,8 @@ class Gossip:
                 eta[q] = when
                 push((when, next(seq), msg, q, node))
         else:
-            exact = links.model.loss or links.model.bandwidth_kbps
+            cpu = links.cpu  # with capacity every copy lands first, then queues for a CPU
+            exact = links.model.loss or links.model.bandwidth_kbps or cpu is not None
             for q in peers:
                 if q == skip:
                     continue
@@ -366,8 +368,12 @@ class Gossip:
                     recv[q] += inc
                     continue
                 delay = links.delay(node, q, size, now)
-                if delay is not None:
+                if delay is None:
+                    continue
+                if cpu is None:
                     push((now + delay, next(seq), msg, q, node))
+                else:
+                    push((now + delay, next(seq), land, (self, msg, q, node)))
         self.deliveries += dup
         self.duplicates += dup
         self.sent_msgs[node] += sent
@@ -381,7 +387,9 @@ class Gossip:
         sim, links = self.sim, self.links
         model = links.model
         table, bits, rand = links.table, links.bits, sim.rng.getrandbits
-        plain = bool(bits) and not (model.loss or model.bandwidth_kbps or links.regional)
+        plain = bool(bits) and not (
+            model.loss or model.bandwidth_kbps or links.regional or links.cpu is not None
+        )
         seq, later, keys, advance = sim.seq, sim.later, sim.keys, sim.advance
         recv, sent_msgs, sent_bytes = self.recv, self.sent_msgs, self.sent_bytes
         graylisted, silent, down = self.graylisted, self.silent, links.down

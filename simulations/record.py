@@ -8,8 +8,10 @@ Clocks kept (virtual seconds):
     t0            an equivocation's second version reached its first witness
     detected      a watcher holds verified evidence against the equivocating identifier
 
-Delivery ratio: of every valid KEL message published, the share of the topic's members up at
-the end that received it (by second of publication, and overall). Nothing here reads the
+With capacity on (`capacity.py`), `capacity` says what the CPU queues did: gossip copies
+dropped, requests refused, the busiest CPU's share of the run. Delivery ratio: of every valid
+KEL message published, the share of the topic's members up at the end that received it (by
+second of publication, and overall). Nothing here reads the
 machine's clock: results depend on the scenario and seed alone.
 """
 
@@ -223,6 +225,7 @@ class Recorder:
             "bytes_per_node": stats(
                 [g.recv_bytes[n] for n in members], ("mean", "p50", "p99", "max")
             ),
+            **({} if w.links.cpu is None else {"capacity": w.links.cpu.summary()}),
         }
 
     def _delivery(self) -> tuple[float, list[list[float]]]:
