@@ -21,7 +21,9 @@ With `[capacity]` costs set, a message that lands at node `b` waits for `b`'s CP
                the asker's `RetryPolicy` retries it later
     sharing    `cpus = 0`: every node has a CPU of its own (a deployment); `cpus = k`: all
                nodes share k CPUs, node i on CPU i mod k (`dkms-sim run --real` puts every
-               node in one process: one CPU for all of them)
+               node in one process: one CPU for all of them); `share`: the part of a core
+               each CPU gets (a process on a machine busy with other work gets less: its
+               costs take 1/share as long)
 
 What the queues did goes to results.json's `capacity` (only when it is on, so results of a
 scenario without it are unchanged): copies dropped, requests refused, and how busy the
@@ -49,6 +51,7 @@ class Capacity:
     queue: int = 32  # copies from one peer waiting for a node's CPU; more are dropped
     slots: int = 256  # requests waiting or in progress at a node; more are refused (BUSY)
     cpus: int = 0  # 0: a CPU per node; k: every node shares k CPUs
+    share: float = 1.0  # of a core each CPU gets (less on a machine busy with other work)
 
     @property
     def on(self) -> bool:
@@ -57,8 +60,8 @@ class Capacity:
     def check(self) -> Capacity:
         if min(self.gossip_ms, self.duplicate_ms, self.request_ms) < 0:
             raise ValueError("capacity costs must be >= 0")
-        if self.queue < 1 or self.slots < 1 or self.cpus < 0:
-            raise ValueError("capacity queue and slots must be >= 1, cpus >= 0")
+        if self.queue < 1 or self.slots < 1 or self.cpus < 0 or not 0 < self.share <= 1:
+            raise ValueError("capacity queue and slots must be >= 1, cpus >= 0, 0 < share <= 1")
         return self
 
 
@@ -71,9 +74,10 @@ class Cpus:
         self.shared = capacity.cpus
         self.free = [0.0] * (capacity.cpus or nodes)  # CPU -> when it is next free
         self.used = [0.0] * len(self.free)  # CPU -> seconds spent working
-        self.gossip_s = capacity.gossip_ms / 1000.0
-        self.duplicate_s = capacity.duplicate_ms / 1000.0
-        self.request_s = capacity.request_ms / 1000.0
+        per_s = 1 / (1000.0 * capacity.share)  # CPU ms -> seconds of the CPU's time
+        self.gossip_s = capacity.gossip_ms * per_s
+        self.duplicate_s = capacity.duplicate_ms * per_s
+        self.request_s = capacity.request_ms * per_s
         # When each waiting item will be handled, oldest first: gossip per (node, peer) and
         # requests per node; items handled by now are popped when the next one lands.
         self.waiting: dict[tuple[int, int], deque[float]] = {}
