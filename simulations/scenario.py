@@ -14,7 +14,7 @@ Top-level keys set the population and the workload; tables set the rest:
                    malformed_senders, malformed_rate   (see `attacks.py`)
     [partition]    at, heal, fraction        (a fraction of relays cut off, then healed)
     [churn]        rate, downtime            (relays leaving per second, and for how long)
-    [capacity]     gossip_ms, duplicate_ms, request_ms, queue, slots, cpus, share
+    [capacity]     gossip_ms, duplicate_ms, request_ms, queue, window_kb, slots, cpus, share
                    (every node's CPU as a queue with py-libp2p's drops and BUSY refusals:
                    `capacity.py`; off unless a cost is set)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dkms.simulations.capacity import Capacity, Cpus
+from dkms.simulations.capacity import TURNS, Capacity, Cpus
 from dkms.simulations.engine import Sim
 from dkms.simulations.runner import run
 from dkms.simulations.scenario import Scenario, ScenarioError, load
@@ -21,23 +21,26 @@ def results(sc: Scenario, **changes: Any) -> dict[str, Any]:
 
 def test_a_cpu_serves_in_arrival_order_and_each_peer_queue_is_bounded() -> None:
     sim = Sim(1)
-    cpus = Cpus(Capacity(gossip_ms=10.0, duplicate_ms=1.0, queue=2), 3, sim)
-    assert cpus.copy(0, 1, held=False) == pytest.approx(0.010)
-    assert cpus.copy(0, 1, held=True) == pytest.approx(0.011)  # a duplicate is cheaper
-    assert cpus.copy(0, 1, held=False) is None  # two from peer 1 wait: dropped
-    assert cpus.copy(0, 2, held=False) == pytest.approx(0.021)  # another peer's queue
-    assert cpus.copy(1, 2, held=False) == pytest.approx(0.010)  # another node's CPU
+    cpus = Cpus(Capacity(gossip_ms=10.0, duplicate_ms=1.0, queue=1, window_kb=1.0), 3, sim)
+    assert cpus.copy(0, 1, held=False, size=1024) == pytest.approx(0.010)
+    assert cpus.copy(0, 1, held=True, size=1024) == pytest.approx(0.011)  # a duplicate is cheaper
+    assert cpus.copy(0, 1, held=False, size=1024) is None  # two from peer 1 wait: dropped
+    assert cpus.copy(0, 2, held=False, size=1024) == pytest.approx(0.021)  # another peer's queue
+    assert cpus.copy(1, 2, held=False, size=1024) == pytest.approx(0.010)  # another node's CPU
     sim.now = 0.0105  # the first copy from peer 1 has been handled
-    assert cpus.copy(0, 1, held=False) == pytest.approx(0.031)
+    assert cpus.copy(0, 1, held=False, size=1024) == pytest.approx(0.031)
     assert cpus.dropped == 1
 
 
-def test_shared_cpus_serve_every_node_from_one_queue_and_requests_get_busy() -> None:
+def test_requests_take_turns_with_the_gossip_waiting_and_get_busy_when_slots_are_full() -> None:
     sim = Sim(1)
-    cpus = Cpus(Capacity(request_ms=5.0, slots=2, cpus=1), 4, sim)
-    assert cpus.request(0) == pytest.approx(0.005)
-    assert cpus.request(3) == pytest.approx(0.010)  # node 3 waits for node 0's work
-    assert cpus.request(0) == pytest.approx(0.015)
+    cpus = Cpus(Capacity(gossip_ms=1.0, request_ms=5.0, slots=2, cpus=1), 4, sim)
+    assert cpus.request(0) == pytest.approx(TURNS * 0.005)  # nothing else waits: its turns
+    # Every node shares the one CPU: the gossip queue waits for the request's CPU time.
+    assert cpus.copy(3, 1, held=False, size=100) == pytest.approx(0.006)
+    # A request now takes its turns with the one gossip stream waiting at that CPU.
+    assert cpus.request(3) == pytest.approx(2 * TURNS * 0.005)
+    assert cpus.request(0) == pytest.approx(2 * TURNS * 0.005)
     assert cpus.request(0) is None  # two requests wait at node 0: BUSY
     assert cpus.refused == 1
     assert cpus.summary()["requests_refused"] == 1
@@ -76,11 +79,17 @@ def test_below_capacity_the_model_delivers_what_it_does_without() -> None:
 def test_far_above_capacity_the_model_drops_and_delivers_less() -> None:
     sc = load("saturation").with_params(event_rate=20.0, **SMALL)
     heavy = results(
-        sc, **{"capacity.gossip_ms": 6.0, "capacity.duplicate_ms": 4.0, "capacity.queue": 8}
+        sc,
+        **{
+            "capacity.gossip_ms": 6.0,
+            "capacity.duplicate_ms": 4.0,
+            "capacity.queue": 8,
+            "capacity.window_kb": 0.0,
+        },
     )
     cap = heavy["capacity"]
     assert cap["gossip_dropped"] > 0
-    assert cap["busiest_cpu"] > 0.9
+    assert cap["busiest_cpu_load"] > 0.9
     assert heavy["delivery_ratio"] < 1.0
 
 
@@ -96,11 +105,11 @@ def test_one_shared_cpu_is_slower_than_one_each() -> None:
     shared = results(sc)
     own = results(sc, **{"capacity.cpus": 0})
     assert shared["witnessed_ms"]["p50"] > own["witnessed_ms"]["p50"]
-    assert shared["capacity"]["busiest_cpu"] > own["capacity"]["busiest_cpu"]
+    assert shared["capacity"]["busiest_cpu_load"] > own["capacity"]["busiest_cpu_load"]
 
 
 def test_capacity_runs_are_the_same_per_seed() -> None:
-    sc = load("saturation").with_params(event_rate=6.0, **SMALL)
+    sc = load("saturation").with_params(event_rate=10.0, **{"capacity.window_kb": 0.0}, **SMALL)
     first = results(sc)
     assert first["capacity"]["gossip_dropped"] > 0  # the queues decided something
     assert json.dumps(results(sc)) == json.dumps(first)
