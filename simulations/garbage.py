@@ -244,8 +244,6 @@ def ask(
     sim, links = world.sim, world.links
     size = len(payload) + REQUEST_OVERHEAD
     world.requests += 1
-    world.gossip.sent_msgs[node] += 1
-    world.gossip.sent_bytes[node] += size
     delay = links.delay(node, target, size, sim.now)
     if delay is None:
         sim.after(5.0, answered, Reply.refuse(Code.UNREACHABLE, "unreachable"))

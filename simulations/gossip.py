@@ -154,17 +154,23 @@ class Unpacked:
 @dataclass
 class Topic:
     name: str
+    nodes: int  # in the whole network (node ids are 0..nodes-1)
     members: set[int] = field(default_factory=set)
     mesh: dict[int, set[int]] = field(default_factory=dict)
     built: bool = False
     _ordered: list[int] | None = None
     # Each node's mesh as a tuple in its set's order (what `drive` iterates: a tuple is a
-    # third of a set's memory and walks in order); dropped whenever the node's mesh changes.
-    fwd: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # third of a set's memory and walks in order), indexed by node (a list: a dict of a
+    # million entries cost a cache miss per look-up); None until made and whenever the
+    # node's mesh changes.
+    fwd: list[tuple[int, ...] | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fwd = [None] * self.nodes
 
     def changed(self, *nodes: int) -> None:
         for node in nodes:
-            self.fwd.pop(node, None)
+            self.fwd[node] = None
 
     def ordered(self) -> list[int]:
         """The members in order (kept until the next one joins: members never leave)."""
@@ -212,8 +218,6 @@ class Gossip:
         self.duplicates = 0
         self.invalid = 0
         self.control = 0
-        self.sent_msgs = array("Q", bytes(8 * nodes))
-        self.sent_bytes = array("Q", bytes(8 * nodes))
         # Per node: bytes received << COUNT_BITS | copies received, one machine word each
         # (updated for every copy: contiguous, no int object per node); folded into `folded`
         # (Python ints) every FOLD heartbeats, so no word overflows however long the run.
@@ -240,7 +244,7 @@ class Gossip:
         topic = self.overlay(topic)
         t = self.topics.get(topic)
         if t is None:
-            t = self.topics[topic] = Topic(topic)
+            t = self.topics[topic] = Topic(topic, self.n)
         if node in t.members:
             return
         t.members.add(node)
@@ -296,7 +300,7 @@ class Gossip:
         net = self.overlay(topic)
         t = self.topics.get(net)
         if t is None:
-            t = self.topics[net] = Topic(net)
+            t = self.topics[net] = Topic(net, self.n)
         if not t.built:
             self._build(t)
         msg = self._by_payload.get((topic, payload))
@@ -326,13 +330,14 @@ class Gossip:
 
     def _forward(self, node: int, msg: Msg, peers: Collection[int], skip: int) -> None:
         """Send `msg` to `peers` but `skip`. A copy to a peer that already holds it can only
-        be a duplicate when it lands, so it is counted now rather than scheduled (with a
-        lossy or bandwidth-limited link it still goes through the link model). `drive`
+        be a duplicate when it lands, so it is counted now rather than scheduled, without a
+        latency drawn for it (with a lossy or bandwidth-limited link it still goes through the
+        link model). `drive`
         inlines the plain case (no loss, regions, bandwidth, partitions, nodes down or
         graylisting) for deliveries; this is the same code for publications and the rest."""
         sim, links = self.sim, self.links
         now, size, got = sim.now, msg.size, msg.got
-        sent = dup = 0
+        dup = 0
         recv, inc = self.recv, msg.inc
         push, seq = sim.push, sim.seq
         if links.plain():
@@ -346,11 +351,15 @@ class Gossip:
             for q in peers:
                 if q == skip:
                     continue
-                sent += 1
                 if ignored and (q, node) in ignored:
                     continue  # q ignores everything from us: this copy can never count
+                first = eta[q]
+                if first == HELD:  # it holds the message: no latency to draw
+                    dup += 1
+                    recv[q] += inc
+                    continue
                 when = now + table[rand(bits)]
-                if when >= eta[q]:  # it holds the message, or an earlier copy is on its way
+                if when >= first:  # an earlier copy is on its way
                     dup += 1
                     recv[q] += inc
                     continue
@@ -362,7 +371,6 @@ class Gossip:
             for q in peers:
                 if q == skip:
                     continue
-                sent += 1
                 if got[q] and not exact and q not in links.down:
                     dup += 1
                     recv[q] += inc
@@ -376,8 +384,6 @@ class Gossip:
                     push((now + delay, next(seq), land, (self, msg, q, node)))
         self.deliveries += dup
         self.duplicates += dup
-        self.sent_msgs[node] += sent
-        self.sent_bytes[node] += sent * size
 
     def drive(self, until: float, progress: Callable[[float], None] | None, every: float) -> None:
         """`Sim.run` with deliveries `(when, seq, msg, node, sender)` played inline: a first
@@ -391,33 +397,46 @@ class Gossip:
             model.loss or model.bandwidth_kbps or links.regional or links.cpu is not None
         )
         seq, later, keys, advance = sim.seq, sim.later, sim.keys, sim.advance
-        recv, sent_msgs, sent_bytes = self.recv, self.sent_msgs, self.sent_bytes
+        recv = self.recv
         graylisted, silent, down = self.graylisted, self.silent, links.down
         node_check, listening = self.node_check, self.listening
         receive, validate = self.receive, self.validate
         mark = sim.now + every
         steps = deliveries = duplicates = 0
         heap, cur = sim.heap, sim.cur
+        # Every entry of the current bucket is due by its end (bucket bounds are exact:
+        # SLOTS is a power of two), so `until` is checked per entry only in its last bucket.
+        inside = (cur + 1) / SLOTS <= until
         while True:
-            if not heap or heap[0][0] > until:
-                if heap or not advance(until):
+            if not heap:
+                if not advance(until):
                     break
                 heap, cur = sim.heap, sim.cur
+                inside = (cur + 1) / SLOTS <= until
                 continue
+            if not inside and heap[0][0] > until:
+                break
             entry = heappop(heap)
-            now = sim.now = entry[0]
             steps += 1
             if len(entry) == 4:
+                sim.now = entry[0]
                 entry[2](*entry[3])
+                now = sim.now  # progress below
             else:
-                msg, node, frm = entry[2], entry[3], entry[4]
+                now, _, msg, node, frm = entry
+                sim.now = now
                 deliveries += 1
                 recv[node] += msg.inc
                 got = msg.got
                 if got[node]:
                     duplicates += 1
                 elif (down and node in down) or (graylisted and (node, frm) in graylisted):
-                    pass
+                    # Dropped: if it was the earliest copy on its way, later copies may be
+                    # first deliveries again (those sent meanwhile were counted as
+                    # duplicates; lazy gossip repairs what that loses).
+                    eta = msg.eta
+                    if eta is not None and eta[node] == now:
+                        eta[node] = math.inf
                 else:
                     valid = msg.valid
                     if valid is None:
@@ -442,7 +461,7 @@ class Gossip:
                         if silent and node in silent:
                             peers = None
                         else:
-                            peers = net.fwd.get(node)
+                            peers = net.fwd[node]
                             if peers is None:
                                 mesh = net.mesh.get(node)
                                 peers = net.fwd[node] = tuple(mesh) if mesh else ()
@@ -459,8 +478,12 @@ class Gossip:
                             for q in peers:
                                 if q == frm:
                                     continue
+                                first = eta[q]
+                                if first == HELD:  # it holds the message: no draw needed
+                                    recv[q] += inc
+                                    continue
                                 when = now + table[rand(bits)]
-                                if when >= eta[q]:
+                                if when >= first:  # an earlier copy is on its way
                                     recv[q] += inc
                                     continue
                                 eta[q] = when
@@ -478,8 +501,6 @@ class Gossip:
                                         bucket.append(new)
                             deliveries += dup
                             duplicates += dup
-                            sent_msgs[node] += sent
-                            sent_bytes[node] += sent * msg.size
             if progress is not None and now >= mark:
                 self.deliveries += deliveries
                 self.duplicates += duplicates
@@ -579,7 +600,7 @@ class Gossip:
         self.window = [(b, m) for b, m in self.window if b > oldest]
         keep = {(m.topic, m.payload) for _, m in self.window}
         self._by_payload = {k: m for k, m in self._by_payload.items() if k in keep}
-        down = links.down
+        down, ignored = links.down, self.graylisted
         for beat, msg in self.window:
             if beat >= self.beat - 1:
                 continue  # still being pushed through the mesh: repair what push missed
@@ -597,6 +618,8 @@ class Gossip:
                 for q in sorted(self.conn[node]):
                     if not got[q] or q in self.silent or q in down:
                         continue
+                    if ignored and (node, q) in ignored:
+                        continue  # node ignores q: its IHAVE would go unanswered
                     mesh_q = t.mesh.get(q, ())
                     if node in mesh_q:
                         continue  # a mesh peer pushes; it has (or lost it on the way)

@@ -345,8 +345,6 @@ class World:
             failed = Reply.refuse(Code.UNREACHABLE, "unreachable")
             self.sim.after(5.0, self._answer, node, sends, failed, then)
             return
-        self.gossip.sent_msgs[node] += 1
-        self.gossip.sent_bytes[node] += size
         if self.links.cpu is None:
             self.sim.after(delay, self._handle, target, node, sends, payload, then)
         else:

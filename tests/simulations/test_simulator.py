@@ -187,7 +187,22 @@ def test_same_bytes_across_processes_whatever_the_hash_seed(tmp_path: Path) -> N
 
 
 def test_withholding_witnesses_do_not_stop_events_reaching_watchers() -> None:
+    """Every event of an identifier with one witness that gossips reaches every watcher; one
+    whose witnesses all withhold is gossiped by no one, and (no watcher reconciling in the
+    model) reaches none."""
     outcome = run(small("honest", **{"adversaries.withholding_witnesses": 10}))
     r = outcome.results
-    assert outcome.record.world.withholding
-    assert r["events_reaching_every_watcher"] == r["events"] > 0
+    world = outcome.record.world
+    assert world.withholding
+    silenced = set()
+    for ctl in world.controllers.values():
+        ident = ctl.identity("id")
+        if all(world.node_of[w] in world.withholding for w in ident.witnesses):
+            silenced.add(ident.prefix)
+    reached = set(world.watcher_ids)
+    for e in outcome.record.events.values():
+        assert set(e.watchers) == (set() if e.prefix in silenced else reached), e
+    assert r["events"] > 0
+    assert r["events_reaching_every_watcher"] == sum(
+        e.prefix not in silenced for e in outcome.record.events.values()
+    )
