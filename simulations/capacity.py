@@ -120,6 +120,10 @@ class Cpus:
         self.free[cpu] = done
         return done
 
+    def idle(self, node: int) -> float:
+        """When `node`'s CPU has done all the gossip queued for it so far."""
+        return max(self.sim.now, self.free[node % self.shared if self.shared else node])
+
     def _busy_streams(self, node: int, now: float) -> int:
         """Gossip streams with copies still waiting at `node`'s CPU (every node's, shared)."""
         nodes = self.waiting.values() if self.shared else [self.waiting.get(node, {})]

@@ -280,7 +280,10 @@ class World:
                 if node not in self.withholding and self._gossip_box.put(
                     (node, effect.topic), effect.payload, len(effect.payload)
                 ):
-                    sim.after(0.0, self._flush, node, effect.topic)
+                    if self.links.cpu is None:
+                        sim.after(0.0, self._flush, node, effect.topic)
+                    else:  # out once its CPU is free: what it queues meanwhile joins in
+                        sim.at(self.links.cpu.idle(node), self._flush, node, effect.topic)
             elif isinstance(effect, Send):
                 self.traffic[SENDS] += 1
                 if not batched(effect):

@@ -109,7 +109,8 @@ def test_one_shared_cpu_is_slower_than_one_each() -> None:
 
 
 def test_capacity_runs_are_the_same_per_seed() -> None:
-    sc = load("saturation").with_params(event_rate=10.0, **{"capacity.window_kb": 0.0}, **SMALL)
+    tight = {"capacity.queue": 2, "capacity.window_kb": 0.0}
+    sc = load("saturation").with_params(event_rate=10.0, **tight, **SMALL)
     first = results(sc)
     assert first["capacity"]["gossip_dropped"] > 0  # the queues decided something
     assert json.dumps(results(sc)) == json.dumps(first)
