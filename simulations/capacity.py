@@ -20,6 +20,9 @@ With `[capacity]` costs set, a message that lands at node `b` waits for `b`'s CP
                (py-libp2p decodes every copy before its seen cache drops it), `request_ms`
                for a request b serves and for an answer b receives. Sending is not charged
                apart: a copy's cost is what it takes its sender and its receiver together
+    batching   a node's gossip goes out once its CPU has worked through what was queued
+               before it (`idle`), so what it publishes meanwhile joins the same payload, as
+               the runtime's outbox does under load
     drops      py-libp2p queues at most 32 RPCs per peer and drops what comes on a full queue
                (LIBP2P-NOTES.md); that queue fills once the stream's flow-control window
                (Yamux: 256 KiB) is full of copies b has not read. So a gossip copy from `a`
