@@ -184,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_list)
 
     keystate = commands.add_parser(
-        "keystate", parents=[wait], help="ask a node for an identifier's key state"
+        "keystate", parents=[wait], help="ask a node for identifiers' key states"
     )
-    keystate.add_argument("prefix", metavar="PREFIX")
+    keystate.add_argument("prefixes", nargs="+", metavar="PREFIX")
     keystate.add_argument("--from", dest="node", required=True, metavar="PREFIX@MULTIADDR")
     keystate.add_argument("--json", action="store_true")
     keystate.set_defaults(arun=_keystate)
@@ -385,7 +385,7 @@ async def _kel_check(a: argparse.Namespace, o: Options) -> int:
 async def _keystate(a: argparse.Namespace, o: Options) -> int:
     from dkms.node.cli import net as netcmd
 
-    return await netcmd.keystate(a.prefix, a.node, as_json=a.json, timeout=a.timeout, options=o)
+    return await netcmd.keystate(a.prefixes, a.node, as_json=a.json, timeout=a.timeout, options=o)
 
 
 async def _roster_create(a: argparse.Namespace, o: Options) -> int:

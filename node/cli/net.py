@@ -228,26 +228,40 @@ def _print_shared(results: list[Submitted]) -> None:
 
 
 async def keystate(
-    prefix: str, node: str, *, as_json: bool, timeout: float, options: Options
+    prefixes: Sequence[str], node: str, *, as_json: bool, timeout: float, options: Options
 ) -> int:
-    """Ask a node for an identifier's key state, and check it against the KEL it serves.
-    A watcher's answer also gives the identifier's standing and the evidence behind it."""
+    """Ask a node for identifiers' key states (one session, one identifier after another),
+    and check each against the KEL it serves. A watcher's answer also gives the identifier's
+    standing and the evidence behind it. With `as_json`, one JSON object per line."""
     intro = await node_ref(node, options)
     async with session([intro], options) as transport:
-        answer = _map(
-            await query(transport, intro, {"t": "state", "i": prefix}, timeout), intro, "key state"
-        )
-        watcher = "standing" in answer
-        validator = None
-        if "d" in answer or not watcher:  # a watcher has no key state of an unknown prefix
-            validator = await _read_kel(transport, intro, prefix, answer.get("sn"), timeout)
+        for n, prefix in enumerate(prefixes):
+            answer = _map(
+                await query(transport, intro, {"t": "state", "i": prefix}, timeout),
+                intro,
+                "key state",
+            )
+            validator = None
+            if "d" in answer or "standing" not in answer:  # a watcher has no key state of
+                # an unknown prefix
+                validator = await _read_kel(transport, intro, prefix, answer.get("sn"), timeout)
+            if n and not as_json:
+                print()
+            _print_state(prefix, intro, answer, validator, as_json)
+    return 0
+
+
+def _print_state(
+    prefix: str, intro: str, answer: dict[str, Any], validator: Validator | None, as_json: bool
+) -> None:
+    watcher = "standing" in answer
     if validator is None:
         if as_json:
             print(dumps(standing_json(answer) | {"verified": False}))
-            return 0
+            return
         print(f"{safe(prefix)} according to {intro}: it holds no key state of it")
         evidencecmd.print_standing(answer)
-        return 0
+        return
     state, log = validator.state(prefix), validator.kel(prefix)
     verified = state.to_json() if state is not None else None
     out = dict(answer)
@@ -255,7 +269,7 @@ async def keystate(
     out["verified"] = verified is not None and all(answer.get(k) == v for k, v in verified.items())
     if as_json:
         print(dumps(standing_json(out) if watcher else out))
-        return 0
+        return
     print(f"{safe(prefix)} according to {intro}")
     for key in ("sn", "d", "et", "kt", "k", "nt", "n", "bt", "b", "c", "di"):
         print(f"  {key:3} {safe(out.get(key))}")
@@ -273,7 +287,6 @@ async def keystate(
     if watcher:
         evidencecmd.print_standing(out)
         _print_agreement(out.get("agreement"))
-    return 0
 
 
 def _print_agreement(found: object) -> None:

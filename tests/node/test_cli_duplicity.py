@@ -274,6 +274,11 @@ async def test_rosters_standing_and_evidence_through_the_cli(
             capsys.readouterr()
             assert await dkms("keystate", "Eunknown", "--from", vi[0]) == 0
             assert "standing: unknown" in capsys.readouterr().out
+            # Several identifiers in one command: one JSON line each, in the order asked.
+            assert await dkms("keystate", "Eunknown", alice, "--from", vi[0], "--json") == 0
+            lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+            assert [line["standing"] for line in lines] == ["unknown", "ok"]
+            assert "d" not in lines[0] and lines[1]["verified"] and lines[1]["sn"] == 0
 
             # A controller splits its witnesses between two versions of sn 1.
             mallory = await net.incept("mallory", (seed(10), seed(11)))
