@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from . import output, summary
 from .batch import batch
@@ -268,10 +268,14 @@ def _metric(results: dict[str, Any], name: str) -> Any:
     return value
 
 
+# What the attacks of the duplicity and hardening issues add to results.json (attacks.py).
+ATTACK_RESULTS: Final = ("nodes_killed", "rivals", "forks", "malformed")
+
+
 def _summary(results: dict[str, Any], perf: dict[str, Any], out: Path) -> None:
     def show(key: str) -> str:
         v = results.get(key)
-        return "-" if v is None else (json.dumps(v) if isinstance(v, dict) else str(v))
+        return "-" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
 
     print(
         f"{results['scenario']}: {results['nodes']} nodes, seed {results['seed']}, "
@@ -286,6 +290,9 @@ def _summary(results: dict[str, Any], perf: dict[str, Any], out: Path) -> None:
         "false_alarms",
     ):
         print(f"  {key:18} {show(key)}")
+    for key in ATTACK_RESULTS:  # only in the results of scenarios with those adversaries
+        if key in results:
+            print(f"  {key:18} {show(key)}")
     print(
         f"  wall {perf['wall_s']} s, {perf['us_per_delivery']} us/delivery, "
         f"peak {perf['peak_rss_mb']} MB; files in {out}/"

@@ -12,6 +12,7 @@ a role that does raise is killed and counted. Each runs a small version (250 nod
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from dkms.node.client import kelcheck
 from dkms.node.roles.inputs import Input, Request
 from dkms.node.roles.witness import Witness
+from dkms.simulations import cli
 from dkms.simulations.attacks import Case, Victim
 from dkms.simulations.runner import run
 from dkms.simulations.scenario import Scenario, ScenarioError, from_dict, load, shipped
@@ -132,3 +134,16 @@ def test_a_role_that_raises_is_killed_and_counted(monkeypatch: pytest.MonkeyPatc
     assert {k["role"] for k in r["killed"]} == {"witness"}
     assert all("ValueError" in k["error"] for k in r["killed"])
     assert set(world.killed) <= world.links.down
+
+
+def test_the_cli_summary_shows_what_the_attacks_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "rival-refused", "--nodes", "250", "--set", "duration=25", "--quiet"]
+    assert cli.main([*argv, "--out", str(tmp_path), "--no-plots"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rivals = [line.split(None, 1) for line in lines if line.strip().startswith("rivals")]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(rivals) == 1 and json.loads(rivals[0][1]) == results["rivals"]
+    assert any(line.split() == ["nodes_killed", "0"] for line in lines)
+    assert not any(line.strip().startswith(("forks", "malformed")) for line in lines)
