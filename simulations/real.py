@@ -17,6 +17,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,22 @@ from dkms.node.runtime.loop import Runtime
 from dkms.node.testing.localnet import LocalNet, local_network
 
 from .record import per_event, stats
-from .scenario import Scenario, ScenarioError
+from .scenario import Adversaries, Scenario, ScenarioError
 
 MAX_REAL_NODES = 40
 
 
 def run_real(scenario: Scenario) -> tuple[dict[str, Any], dict[str, Any]]:
+    unmodelled = _not_real(scenario)
+    if unmodelled:
+        raise ScenarioError(
+            f"--real runs honest nodes and equivocations only, not {', '.join(unmodelled)}: "
+            "use the simulator for those"
+        )
     if scenario.nodes > MAX_REAL_NODES:
         raise ScenarioError(
             f"--real runs at most {MAX_REAL_NODES} nodes in one process (asked {scenario.nodes})"
         )
-    if scenario.adversaries.sybil_fraction or scenario.adversaries.eclipsed_watchers:
-        raise ScenarioError("--real has no sybils or eclipses: use the simulator for those")
     quiet_libp2p()
     logging.getLogger("dkms").setLevel(logging.ERROR)
     started = time.perf_counter()
@@ -48,6 +53,26 @@ def run_real(scenario: Scenario) -> tuple[dict[str, Any], dict[str, Any]]:
         results = trio.run(_run, scenario, Path(tmp))
     perf = {"wall_s": round(time.perf_counter() - started, 3), "python": sys.version.split()[0]}
     return results, perf
+
+
+def _not_real(scenario: Scenario) -> list[str]:
+    """The scenario's settings that `run_real` would silently leave out, by name."""
+    out = [
+        f"adversaries.{f.name}"
+        for f in fields(Adversaries)
+        if f.name not in _REAL_ADVERSARIES
+        and getattr(scenario.adversaries, f.name) != getattr(_NO_ADVERSARIES, f.name)
+        and not f.name.endswith("_rate")  # a rate alone, with no senders, does nothing
+    ]
+    if scenario.partition.fraction:
+        out.append("partition")
+    if scenario.churn.rate:
+        out.append("churn")
+    return out
+
+
+_REAL_ADVERSARIES = frozenset({"equivocations"})
+_NO_ADVERSARIES = Adversaries()
 
 
 class _Clocks:
@@ -191,9 +216,7 @@ async def _quietly(net: LocalNet, witness: int, message: bytes) -> None:
         return
 
 
-def _results(
-    sc: Scenario, net: LocalNet, clocks: _Clocks, sent: dict[str, int]
-) -> dict[str, Any]:
+def _results(sc: Scenario, net: LocalNet, clocks: _Clocks, sent: dict[str, int]) -> dict[str, Any]:
     watchers = [h.prefix for h in net.watchers]
     members = watchers + [h.prefix for h in net.relays]
     honest_saids = [s for s in clocks.created if s in clocks.witnessed]

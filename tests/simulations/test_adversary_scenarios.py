@@ -12,6 +12,7 @@ a role that does raise is killed and counted. Each runs a small version (250 nod
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from dkms.node.roles.inputs import Input, Request
 from dkms.node.roles.witness import Witness
 from dkms.simulations import cli
 from dkms.simulations.attacks import Case, Victim
+from dkms.simulations.real import run_real
 from dkms.simulations.runner import run
 from dkms.simulations.scenario import Scenario, ScenarioError, from_dict, load, shipped
 
@@ -147,3 +149,20 @@ def test_the_cli_summary_shows_what_the_attacks_did(
     assert len(rivals) == 1 and json.loads(rivals[0][1]) == results["rivals"]
     assert any(line.split() == ["nodes_killed", "0"] for line in lines)
     assert not any(line.strip().startswith(("forks", "malformed")) for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("name", "named"),
+    [
+        ("rival-refused", "adversaries.rivals"),
+        ("fork-to-victim", "adversaries.forks"),
+        ("malformed-frames", "adversaries.malformed_senders"),
+        ("sybil-30pct", "adversaries.sybil_fraction"),
+        ("eclipse-watcher", "adversaries.eclipsed_watchers"),
+        ("partition-heal", "partition"),
+        ("churn", "churn"),
+    ],
+)
+def test_real_nodes_refuse_an_attack_they_would_leave_out(name: str, named: str) -> None:
+    with pytest.raises(ScenarioError, match=rf"--real runs .* not .*{re.escape(named)}"):
+        run_real(load(name))
