@@ -252,7 +252,7 @@ async def keystate(
 
 
 def _print_state(
-    prefix: str, intro: str, answer: dict[str, Any], validator: Validator | None, as_json: bool
+    prefix: str, intro: NodeRef, answer: dict[str, Any], validator: Validator | None, as_json: bool
 ) -> None:
     watcher = "standing" in answer
     if validator is None:
