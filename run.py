@@ -129,6 +129,14 @@ def run(args: list[str]) -> int:
     return subprocess.run([str(PYTHON), *args], cwd=ROOT, check=False).returncode
 
 
+def workers(args: list[str]) -> list[str]:
+    """The suite in a worker process per core, up to 4 (pytest-xdist), unless asked otherwise
+    (`-n N`, `-n 0` for one process, or `-p no:xdist`)."""
+    if any(a.startswith(("-n", "--numprocesses", "--dist")) or "no:xdist" in a for a in args):
+        return []
+    return ["-n", str(max(1, min(os.cpu_count() or 1, 4)))]
+
+
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
     if command not in ("demo", "test", "bench", "setup"):
@@ -138,7 +146,7 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         return run(["-m", "dkms.node.cli", "demo", *rest])
     if command == "test":
-        return run(["-m", "pytest", *rest])
+        return run(["-m", "pytest", *workers(rest), *rest])
     if command == "bench":
         return run([str(ROOT / "benchmarks" / "validate.py"), *rest])
     return 0
