@@ -35,7 +35,9 @@ Theory of operation. A follower owns a `Validator` and turns what it says into e
                     ask the same peer for the next page, from our KEL's next sn: a long gap
                     is filled page by page from whichever peer answered usefully first,
                     while the others' pages of the same events add nothing and end there
-    expiry          every `EXPIRE_EVERY` seconds the escrows drop what waited too long
+    expiry          every `EXPIRE_EVERY` seconds the escrows drop what waited too long,
+                    and asks unanswered for `ASK_LOST` are taken for lost (a lost answer
+                    would otherwise keep the KEL "being asked for", and unrepaired, for ever)
     queries         `{"t": "kel", "i": prefix, "s": sn, "n": limit}` (one page of the KEL
                     from sn on, `pages.kel_reply`) and `{"t": "state", "i": prefix}` (key
                     state with the latest event's receipts; a role adds to it). Both answers
@@ -92,6 +94,7 @@ CATCH_UP_FOR: Final = 300.0  # seconds an identifier is checked after an event o
 MAX_WAITING: Final = 10_000  # identifiers checked at once (oldest forgotten first)
 MAX_GAP_ESCROWED: Final = 64  # a longer gap is asked for at once, escrowed or not
 MAX_GAPS_KEPT: Final = 10_000  # gaps remembered for GAP_RETRY (oldest forgotten first)
+ASK_LOST: Final = 120.0  # seconds after which an ask never answered is taken for lost
 
 Apply = Callable[[bytes, list[Effect]], None]  # a role applying an answer's events
 
@@ -114,6 +117,7 @@ class Follower:
         self.page_bytes = page_bytes  # budget of the KEL pages we answer
         self._parse = parse
         self._asking: dict[str, set[NodePrefix]] = {}  # prefix -> peers asked, not yet answered
+        self._asking_since: dict[str, float] = {}  # prefix -> when its first ask in flight went
         # prefix -> (sn, when, round): the gap last asked for, and how many rounds it took
         self._asked: OrderedDict[str, tuple[int, float, int]] = OrderedDict()
         # prefix -> (highest sn escrowed, since when it waits): identifiers to catch up on
@@ -277,6 +281,7 @@ class Follower:
         if not fresh:
             return []
         self._asking[prefix] = asking | set(fresh)
+        self._asking_since.setdefault(prefix, now)
         self._asked.pop(prefix, None)
         self._asked[prefix] = (start, now, round_)
         while len(self._asked) > MAX_GAPS_KEPT:
@@ -290,9 +295,19 @@ class Follower:
             asking.discard(tag.peer)
             if not asking:
                 del self._asking[tag.prefix]
+                self._asking_since.pop(tag.prefix, None)
 
     def expire(self, now: float) -> list[Effect]:
         effects: list[Effect] = [SetTimer(Expiry(), now + EXPIRE_EVERY)]
+        # Every ask is answered (by the peer, or by the runtime's timeout) unless the answer
+        # is lost on the way; an ask taken for lost no longer blocks asking for that KEL
+        # again (reconciliation skips a KEL being asked for). Its answer, if it ever comes,
+        # is applied like any other.
+        lost = [p for p, since in self._asking_since.items() if now - since >= ASK_LOST]
+        for prefix in lost:
+            del self._asking[prefix], self._asking_since[prefix]
+        if lost:
+            effects.append(Report("warning", f"gap asks for {len(lost)} KEL(s) never answered"))
         for outcome in self.validator.expire(now):
             effects.append(
                 Report("info", f"dropped {outcome.ilk} {outcome.said}: {outcome.reason}")

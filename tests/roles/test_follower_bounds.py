@@ -9,6 +9,7 @@ import tracemalloc
 from dkms.node.roles.codes import Code
 from dkms.node.roles.effects import Effect, Send
 from dkms.node.roles.follower import (
+    ASK_LOST,
     GAP_RETRY,
     MAX_GAP_ASKS,
     MAX_GAPS_KEPT,
@@ -118,3 +119,24 @@ def test_gaps_remembered_are_bounded_in_entries_and_bytes() -> None:
     sizes = {"asking": 0, "asking_peers": 0, "asked": MAX_GAPS_KEPT, "waiting": 0}
     assert follower.table_sizes() == sizes
     assert kept < 4 << 20, f"{kept / 1e6:.1f} MB kept for {MAX_GAPS_KEPT} gaps"
+
+
+def test_an_ask_whose_answer_is_lost_stops_blocking_its_kel() -> None:
+    """A lost answer (seen after a bulk load: a watcher's gap asks for 6 KELs never came back,
+    and reconciliation, which skips a KEL being asked for, never fetched them): the expiry
+    sweep takes asks older than ASK_LOST for lost, and the KEL can be fetched again."""
+    follower = Follower(Validator(), ME, PEERS)
+    prefix = holding(follower, 1, MADE_UP[:3])
+    answered = holding(follower, 2, MADE_UP[3:6])
+    lost = sends(follower.fetch(prefix, PEERS[0], 1, 10.0) or [])
+    assert len(lost) == 1 and follower.asking(prefix)
+    assert follower.fetch(prefix, PEERS[0], 1, 11.0) == []  # being asked for already
+    for send in sends(follower.fetch(answered, PEERS[1], 1, 10.0) or []):
+        fail(follower, send, 12.0)
+    follower.expire(10.0 + ASK_LOST - 1)
+    assert follower.asking(prefix)  # not yet
+    follower.expire(10.0 + ASK_LOST)
+    assert not follower.asking(prefix) and follower.table_sizes()["asking"] == 0
+    again = sends(follower.fetch(prefix, PEERS[0], 1, 10.0 + ASK_LOST) or [])
+    assert [s.to for s in again] == [PEERS[0]]
+    fail(follower, lost[0], 10.0 + ASK_LOST + 1)  # the old answer, late: no harm
