@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 FORK_WAIT: Final = 2.0  # seconds from an event fully witnessed to its fork shown
 POLL: Final = 0.25  # seconds between looks at whether an attacker's own event is witnessed
 CHECK_TIMEOUT: Final = 10.0  # seconds a victim's check waits for each answer
+# What `Attacks.summary` adds to results.json (and `killed`, the list, when a node was killed);
+# no other scenario's results have them.
+RESULT_FIELDS: Final = ("nodes_killed", "rivals", "forks", "malformed")
 
 
 # ---------------------------------------------------------------- equivocation, spam

@@ -24,9 +24,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from . import output, summary
+from . import attacks, output, summary
 from .batch import batch
 from .cluster import ClusterError
 from .real import run_real
@@ -268,10 +268,6 @@ def _metric(results: dict[str, Any], name: str) -> Any:
     return value
 
 
-# What the attacks of the duplicity and hardening issues add to results.json (attacks.py).
-ATTACK_RESULTS: Final = ("nodes_killed", "rivals", "forks", "malformed")
-
-
 def _summary(results: dict[str, Any], perf: dict[str, Any], out: Path) -> None:
     def show(key: str) -> str:
         v = results.get(key)
@@ -290,7 +286,7 @@ def _summary(results: dict[str, Any], perf: dict[str, Any], out: Path) -> None:
         "false_alarms",
     ):
         print(f"  {key:18} {show(key)}")
-    for key in ATTACK_RESULTS:  # only in the results of scenarios with those adversaries
+    for key in attacks.RESULT_FIELDS:  # only in the results of scenarios with adversaries
         if key in results:
             print(f"  {key:18} {show(key)}")
     print(

@@ -241,9 +241,8 @@ async def keystate(
                 intro,
                 "key state",
             )
-            validator = None
-            if "d" in answer or "standing" not in answer:  # a watcher has no key state of
-                # an unknown prefix
+            validator = None  # a watcher has no key state of a prefix it does not know
+            if "d" in answer or "standing" not in answer:
                 validator = await _read_kel(transport, intro, prefix, answer.get("sn"), timeout)
             if n and not as_json:
                 print()

@@ -22,7 +22,7 @@ from dkms.node.client import kelcheck
 from dkms.node.roles.inputs import Input, Request
 from dkms.node.roles.witness import Witness
 from dkms.simulations import cli
-from dkms.simulations.attacks import Case, Victim
+from dkms.simulations.attacks import RESULT_FIELDS, Case, Victim
 from dkms.simulations.real import run_real
 from dkms.simulations.runner import run
 from dkms.simulations.scenario import Scenario, ScenarioError, from_dict, load, shipped
@@ -37,7 +37,7 @@ def small(name: str, **changes: object) -> Scenario:
 def test_the_scenarios_are_shipped_and_others_get_no_new_fields() -> None:
     assert set(NEW) <= set(shipped())
     r = run(small("honest", duration=6.0)).results
-    assert not {"nodes_killed", "rivals", "forks", "malformed"} & set(r)
+    assert not set(RESULT_FIELDS) & set(r)
 
 
 @pytest.mark.parametrize(
