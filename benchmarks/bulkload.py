@@ -1,7 +1,7 @@
 """Bulk load through the commands: N identifiers x M events submitted at once (issue 11).
 
     python benchmarks/bulkload.py [--identifiers 32] [--events 500] [--patience 600]
-                                  [--late-watcher SECONDS]
+                                  [--late-watcher SECONDS] [--keep DIR]
 
 4 witnesses (bt=3) and 2 watchers as `dkms-node` processes on 127.0.0.1, each identifier's KEL
 submitted by its own `dkms kel submit` process at the same moment (node/testing/bulk.py).
@@ -11,12 +11,15 @@ bootstrap peers (issue 15): the gossip went by before it listened.
 Prints a JSON report: submit time, events/s submitted and held by both watchers, time until
 both watchers held every KEL, how long the late watcher took (from its process's launch) and
 how many KELs its reconciliations found, failed submits, dead nodes, identifiers missing at a
-watcher (the late one included). Exit status 1 if any of the last three.
+watcher (the late one included), and, if any watcher was short, the task dumps every node
+wrote (read them with `--keep DIR`: the run's nodes, logs and dumps are left in DIR). Exit
+status 1 if any of the failed submits, dead nodes or missing identifiers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -39,10 +42,21 @@ def main() -> None:
         metavar="SECONDS",
         help="reconcile period of a watcher started after the load (0: none)",
     )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="run in DIR (made, must be new) and leave it"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="dkms-bulk-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dkms-bulk-")))
+        else:
+            try:
+                args.keep.mkdir(parents=True)
+            except OSError as err:
+                parser.error(f"--keep {args.keep}: {err.strerror}")
+            root = args.keep
         report = bulk_load(
-            Path(tmp),
+            root,
             args.identifiers,
             args.events,
             args.patience,

@@ -317,7 +317,9 @@ async def _run(
             on_start(runtime)
         task_status.started(host)
         if handle_signals:
-            await answer_signals(nursery.cancel_scope, config_file, config.log_level)
+            await answer_signals(
+                nursery.cancel_scope, config_file, config.log_level, config.data_dir
+            )
 
 
 def _listen_http(

@@ -29,6 +29,7 @@ from libp2p.stream_muxer.yamux import yamux
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from .guards import FaultLog
+from .yamuxwrites import FrameWriter
 
 WINDOW: Final = 1 << 20
 BUFFER_CAP: Final = 2 * WINDOW
@@ -82,7 +83,7 @@ class YamuxGuard:
 
     0.8.1 builds its Yamux connections itself (`MuxerMultistream.new_conn` names the class),
     so the guard wraps that method and gives each new connection bounded buffers before it
-    starts reading."""
+    starts reading, and its own frame writer (`yamuxwrites.py`)."""
 
     def __init__(self, faults: FaultLog, cap: int = BUFFER_CAP) -> None:
         self.faults = faults
@@ -96,6 +97,7 @@ class YamuxGuard:
             muxed = await original(conn, peer_id)
             if isinstance(muxed, Yamux):
                 muxed.stream_buffers = _Buffers(self, muxed)
+                FrameWriter(muxed).install()  # its reader never waits on a write
             return muxed
 
         multistream.new_conn = new_conn  # type: ignore[method-assign]

@@ -7,7 +7,9 @@ come to hold every KEL (their store's event count, then each identifier's key st
 `dkms keystate --from WATCHER`). With `late`, a third watcher is started once the load is
 over (bootstrapped from the last nodes started: a witness and both watchers) and must come to
 hold every KEL by reconciling with them (`--reconcile-every`, `roles/reconcile.py`): the
-tails were gossiped before it listened. Used by tests/node/test_bulk_load.py and
+tails were gossiped before it listened. When a watcher ends up short, every live node is
+asked (SIGUSR1, `taskdump.py`) to write what its tasks wait on, and the report names the
+files: keep `root` to read them. Used by tests/node/test_bulk_load.py and
 benchmarks/bulkload.py.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,7 @@ class BulkReport:
     late_target: int = 0  # events it had to hold: the most another watcher held
     late_serving_seconds: float | None = None  # the same, from when it was up (introduced)
     late_reconciled: int = 0  # KELs its reconciliations found it lacked (its log says)
+    task_dumps: list[str] = field(default_factory=list)  # written when a watcher was short
 
     @property
     def events_per_second(self) -> float:
@@ -71,6 +75,7 @@ class BulkReport:
             "failed_submits": self.failed_submits,
             "dead_nodes": [d.split(":", 1)[0] for d in self.dead],
             "missing_at_watchers": self.missing,
+            "task_dumps": self.task_dumps,
         }
 
 
@@ -175,7 +180,32 @@ def bulk_load(
             if short:
                 report.missing[watcher.data_dir.name] = short
         report.dead = cluster.dead()
+        if report.missing:
+            report.task_dumps = _dump_tasks(cluster)
     return report
+
+
+_DUMPED = re.compile(r"SIGUSR1: every task and what it waits on in (\S+)")
+
+
+def _dump_tasks(cluster: Cluster) -> list[str]:
+    """Every live node's task dump (SIGUSR1): the files' paths, and a line per node that wrote
+    none in 10 s."""
+    live = [node for node in cluster.nodes if node.alive()]
+    for node in live:
+        node.process.send_signal(signal.SIGUSR1)
+    paths: list[str] = []
+    for node in live:
+        try:
+            wait_until(
+                f"{node.data_dir.name}'s task dump",
+                lambda n=node: bool(_DUMPED.search(n.log())),
+                10.0,
+            )
+            paths.append(_DUMPED.findall(node.log())[-1])
+        except TimeoutError as err:
+            paths.append(str(err))
+    return paths
 
 
 def _held(cluster: Cluster, watcher: NodeProcess, prefixes: list[str]) -> dict[str, int | None]:

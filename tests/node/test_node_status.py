@@ -167,3 +167,23 @@ def test_sighup_rereads_the_log_level_and_the_node_runs_on(
     ignored = "SIGHUP ignored: started without --config"
     wait_until("the ignored line", lambda: ignored in plain.log(), WAIT)
     assert plain.alive() and status(plain)["prefix"] == plain.prefix
+
+
+def test_sigusr1_writes_what_every_task_waits_on_and_the_node_runs_on(
+    tmp_path: Path, nodes: list[NodeProcess]
+) -> None:
+    node = answering(NodeProcess(tmp_path / "w0", [], []))
+    nodes.append(node)
+    node.process.send_signal(signal.SIGUSR1)
+    said = "SIGUSR1: every task and what it waits on in "
+    wait_until("the SIGUSR1 line", lambda: said in node.log(), WAIT)
+    path = Path(node.log().split(said, 1)[1].splitlines()[0])
+    assert path.parent == node.data_dir and path.name.startswith("tasks-")
+    assert path.stat().st_mode & 0o777 == 0o600
+    dump = path.read_text()
+    # The tree from the root down, each parked task with where it waits.
+    assert dump.startswith("- "), dump[:200]
+    assert "(running: it writes this)" in dump
+    assert "GroupCommitter.run\n          run (dkms/node/runtime/loop.py:" in dump
+    assert "trio/" in dump  # parked in trio's own code
+    assert node.alive() and status(node)["prefix"] == node.prefix
