@@ -27,7 +27,7 @@ What py-libp2p 0.8.1 does by default and what we do instead:
   drops silently); ours waits while any neighbour's queue is nearly full. 500 messages
   published at once among 4 hosts: 32 arrived without this wait (1,404 RPCs dropped), all 500
   with it. libp2p offers no event for "queue drained": this is a short poll, bounded by
-  `publish_wait`.
+  `publish_wait`, made by one publisher at a time (the others queue behind it for their turn).
 """
 
 from __future__ import annotations
@@ -175,6 +175,7 @@ class GossipLayer:
         self._subscriptions: dict[str, Subscription] = {}
         self._sources: dict[str, Any] = {}  # libp2p subscriptions not drained yet
         self._validators: dict[str, Validator] = {}
+        self._gate = trio.Lock()  # publishers waiting for room go through it one at a time
         self.queued = QueueBytes(config.subscription_bytes)  # shared by our subscriptions
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -238,24 +239,46 @@ class GossipLayer:
         fn = self._validators.get(topic)
         if fn is not None and not _accepts(fn, topic, payload):
             raise PublishRejected(f"our validator for {topic} rejects this payload")
-        await self._wait_for_room()
-        await self.pubsub.publish(topic, payload)
+        queues = self.pubsub.peer_queues
+        high = self.config.queue_high_water
+        if all(len(q) < high for q in queues.values()):
+            await self.pubsub.publish(topic, payload)
+            return
+        await self._publish_when_room(topic, payload)
 
     def mesh_peers(self, topic: str) -> list[str]:
         router = self.pubsub.router
         mesh: dict[str, set[ID]] = getattr(router, "mesh", {})
         return sorted(peer_name(pid) for pid in mesh.get(topic, set()))
 
-    async def _wait_for_room(self) -> None:
+    async def _publish_when_room(self, topic: str, payload: bytes) -> None:
+        """Publish once no neighbour's queue is nearly full, or after `publish_wait`.
+
+        Publishers that find a queue full go through `_gate` one at a time: the one holding
+        it polls the queues, publishes, and lets the next look. Each polling on its own (a
+        flusher per topic: dozens under load) cost some 6% of a loaded witness's CPU in
+        trio's sleeps alone (py-spy, benchmarks/network.py), and those that saw room at the
+        same poll all published at once."""
         queues = self.pubsub.peer_queues
         high = self.config.queue_high_water
-        if all(len(q) < high for q in queues.values()):
-            return
-        with trio.move_on_after(self.config.publish_wait) as waited:
-            while any(len(q) >= high for q in list(queues.values())):
-                await trio.sleep(QUEUE_POLL)
-        if waited.cancelled_caught:
+        roomy = False
+        with trio.move_on_after(self.config.publish_wait):
+            await self._gate.acquire()
+            try:
+                while any(len(q) >= high for q in list(queues.values())):
+                    await trio.sleep(QUEUE_POLL)
+                roomy = True
+            finally:
+                if not roomy:
+                    self._gate.release()
+        if not roomy:
             logger.warning("publishing with full neighbour queues: messages may be dropped")
+            await self.pubsub.publish(topic, payload)
+            return
+        try:
+            await self.pubsub.publish(topic, payload)
+        finally:
+            self._gate.release()
 
 
 def _accepts(fn: Validator, topic: str, payload: bytes) -> bool:

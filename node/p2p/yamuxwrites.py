@@ -39,6 +39,8 @@ import trio
 from libp2p.stream_muxer.exceptions import MuxedConnUnavailable
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from .identity import peer_name
+
 logger = logging.getLogger(__name__)
 
 JOIN: Final = 65_519  # bytes joined into one write: one Noise message's plaintext
@@ -140,8 +142,8 @@ class FrameWriter:
             scope.deadline = trio.current_time() + WRITE_STALL
             try:
                 await self._muxer.secured_conn.write(data)
-            except Exception as exc:  # the connection broke: reset, closed, refused
-                self._fail(f"write failed: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # the connection broke: reset, closed (the peer left)
+                self._fail(f"write failed: {type(exc).__name__}: {exc}", logging.DEBUG)
                 return
         if scope.cancelled_caught:
             self._fail(f"a write made no progress for {WRITE_STALL:g} s")
@@ -151,15 +153,16 @@ class FrameWriter:
         self._progress.set()
         self._progress = trio.Event()
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, level: int = logging.WARNING) -> None:
         """Give the connection up: waiting writers fail, the socket is closed (which ends the
-        reader, and with it every stream)."""
+        reader, and with it every stream). A peer that stops reading is worth a warning; one
+        that left (a failed write) is not."""
         if self.failed is not None:
             return
         self.failed = why
         self._queue.clear()
         self._progress.set()
-        logger.info("connection to %s closed: %s", self._muxer.peer_id, why)
+        logger.log(level, "connection to %s closed: %s", peer_name(self._muxer.peer_id), why)
         nursery = self._muxer._nursery
         if nursery is not None:
             nursery.start_soon(self._close)

@@ -25,11 +25,15 @@ Theory of operation. A follower owns a `Validator` and turns what it says into e
                     start a gap ask (a KEL that stopped growing). So an identifier we hold
                     a KEL of, with an event escrowed (`note_waiting`), is checked every
                     `CATCH_UP_EVERY` seconds (`catch_up`, on a `CatchUp` timer armed only
-                    while there is something to check): once its KEL has not moved past
-                    that event for `CATCH_UP_AFTER` seconds, its gap (from our KEL's next
-                    sn: the page carries the receipts too) is asked for, with the back-off
-                    above; after `CATCH_UP_FOR` seconds it is no longer checked (escrows
-                    expire too). At most `MAX_WAITING` identifiers are watched, oldest out
+                    while there is something to check): once its KEL has not moved at all
+                    for `CATCH_UP_AFTER` seconds while an event waits, its gap (from our
+                    KEL's next sn: the page carries the receipts too) is asked for, with
+                    the back-off above. A KEL that moves starts the clock again (before,
+                    it ran from the first event escrowed, and a busy KEL, whose newest
+                    event is nearly always escrowed a moment under load, was asked for
+                    while it was moving). After `CATCH_UP_FOR` seconds without moving it
+                    is no longer checked (escrows expire too). At most `MAX_WAITING`
+                    identifiers are watched, oldest out
     answers         (`gap_answered`) free their (identifier, peer) slot and are applied like
                     gossip. A partial answer (`Code.PARTIAL`) that moved our KEL on makes us
                     ask the same peer for the next page, from our KEL's next sn: a long gap
@@ -46,7 +50,7 @@ Theory of operation. A follower owns a `Validator` and turns what it says into e
 Memory: the asks in flight (`_asking`) hold at most `MAX_GAP_ASKS` identifiers of at most
 `max(PEER_ASKS, WITNESS_ASKS)` peers each, and the gaps remembered for `GAP_RETRY`
 (`_asked`) at most `MAX_GAPS_KEPT`, each a 44-character prefix and three numbers, and the
-identifiers caught up on (`_waiting`) at most `MAX_WAITING`, each a prefix and two numbers
+identifiers caught up on (`_waiting`) at most `MAX_WAITING`, each a prefix and three numbers
 (about 5 MB in all); `table_sizes` reports them.
 
 Pure: no I/O, no clock.
@@ -120,8 +124,9 @@ class Follower:
         self._asking_since: dict[str, float] = {}  # prefix -> when its first ask in flight went
         # prefix -> (sn, when, round): the gap last asked for, and how many rounds it took
         self._asked: OrderedDict[str, tuple[int, float, int]] = OrderedDict()
-        # prefix -> (highest sn escrowed, since when it waits): identifiers to catch up on
-        self._waiting: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # prefix -> (highest sn escrowed, since when the KEL has not moved, the sn it held
+        # then): identifiers to catch up on
+        self._waiting: OrderedDict[str, tuple[int, float, int]] = OrderedDict()
         self._catching_up = False  # a CatchUp timer is set
 
     # ---------------------------------------------------------------- effects
@@ -211,7 +216,10 @@ class Follower:
         last = self._waiting.get(prefix)
         if last is not None and last[0] >= sn:
             return []
-        self._waiting[prefix] = (sn, now if last is None else last[1])
+        if last is None:
+            self._waiting[prefix] = (sn, now, self._held(prefix))
+        else:
+            self._waiting[prefix] = (sn, last[1], last[2])
         while len(self._waiting) > MAX_WAITING:
             self._waiting.popitem(last=False)
         if self._catching_up:
@@ -223,8 +231,13 @@ class Follower:
         """The `CatchUp` timer: ask for the gaps of identifiers whose KEL stalled behind an
         escrowed event; set the timer again while any is left to check."""
         effects: list[Effect] = []
-        for prefix, (sn, since) in list(self._waiting.items()):
-            if self._held(prefix) >= sn or now >= since + CATCH_UP_FOR:
+        for prefix, (sn, since, then) in list(self._waiting.items()):
+            held = self._held(prefix)
+            if held >= sn:
+                del self._waiting[prefix]
+            elif held > then:  # it moved: not stalled, the clock starts again
+                self._waiting[prefix] = (sn, now, held)
+            elif now >= since + CATCH_UP_FOR:
                 del self._waiting[prefix]
             elif now >= since + CATCH_UP_AFTER:
                 effects += self.ask_for_gap(prefix, now)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dkms.node.testing.keys import node_signer
@@ -107,15 +107,18 @@ def exchange(port: int, request: bytes) -> bytes:
     return bytes(received)
 
 
-def check_answer(answer: bytes) -> int | None:
-    """The status of an answer (None: no answer), after checking its shape."""
+def check_answer(answer: bytes, coded: bool = False) -> int | None:
+    """The status of an answer (None: no answer), after checking its shape. `coded`: the
+    request named a transfer coding, which the server may answer 501 (RFC 9112 6.1: a coding
+    it does not implement; h11, under hypercorn, implements chunked only) — an answer about
+    the request, not a failure of the server; every other 5xx is one."""
     if not answer:
         return None
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
     headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
-    assert status < 500, answer[:300]
+    assert status < 500 or (coded and status == 501), answer[:300]
     if status >= 400 and headers.get("content-type") == "application/json":
         error = json.loads(body)
         assert list(error) == ["error"] and "\n" not in error["error"], error
@@ -163,6 +166,9 @@ _METHODS = st.one_of(st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS"]
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+@example(  # found by the fuzz: an empty coding next to Content-Length, answered 501
+    which=0, method="GET", path="/", headers=[("TRANSFER-ENCODING", b"")], body=b"x"
+)
 @given(
     which=st.integers(0, 1),
     method=_METHODS,
@@ -182,7 +188,8 @@ def test_any_request_gets_an_answer_below_500_or_none(
     lines += [name.encode() + b": " + value for name, value in headers]
     lines += [f"Content-Length: {len(body)}".encode(), b"Connection: close"]
     request = b"\r\n".join(lines) + b"\r\n\r\n" + body
-    check_answer(exchange(nodes[which].port, request))
+    coded = any(name.lower() == "transfer-encoding" for name, _ in headers)
+    check_answer(exchange(nodes[which].port, request), coded)
 
 
 def test_after_the_fuzz_both_nodes_serve_and_logged_no_traceback(nodes: list[HttpNode]) -> None:

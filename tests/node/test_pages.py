@@ -326,6 +326,31 @@ def test_a_kel_that_stalled_behind_a_lost_event_is_caught_up_without_more_gossip
     assert effects == []  # caught up: nothing asked, the timer not set again
 
 
+def test_a_kel_that_moves_is_not_caught_up_until_it_stops_moving() -> None:
+    """sn 3 is heard first (escrowed out of order; asked for at once, nobody answers), then
+    sn 1 at 1.9: the KEL moved, so the CatchUp clock starts again from the next check. Before,
+    it ran from the first escrow, and a node far behind its own gossip asked for pages of
+    events it was about to hear (every busy KEL's newest event is escrowed a moment)."""
+    gap = Gap(5, page_bytes=1 << 20)
+    effects = gap.late.step(
+        Heard(kel_topic(gap.prefix), NodePrefix(""), signed(gap.events[3])), 1.0
+    )
+    for send in gap.queries(effects):
+        gap.late.step(Answered(send.tag, Code.UNREACHABLE, b"", "down"), 1.0)
+    assert gap.hear(1, now=1.9) == [] and gap.held == 1
+
+    def tick(now: float) -> list[Send]:
+        return gap.queries(gap.late.step(TimerFired(CatchUp()), now))
+
+    assert tick(2.0) == []  # it moved since the escrow: the clock starts again now
+    assert tick(2.0 + CATCH_UP_AFTER - 0.5) == []  # formerly asked here (1.0 + CATCH_UP_AFTER)
+    asked = tick(2.0 + CATCH_UP_AFTER)  # no move for CATCH_UP_AFTER: stalled
+    assert sorted(s.to for s in asked) == sorted(gap.full)
+    assert all(cbor2.loads(s.payload)["s"] == 2 for s in asked)
+    gap.answer(asked[0], now=2.0 + CATCH_UP_AFTER)
+    assert gap.held == 4  # the page from sn 2 on: the whole KEL
+
+
 def test_a_witness_added_by_a_rotation_fills_a_long_kel_by_pages_and_gossips_none_of_it() -> None:
     """The controller hands the new witness the KEL's first page with the rotation; the
     witness asks the witnesses that page names for the rest, page by page, then receipts the

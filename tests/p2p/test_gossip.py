@@ -108,6 +108,30 @@ async def test_every_host_gets_every_message() -> None:
             assert [s.dropped for s in subs] == [0, 0, 0, 0]
 
 
+async def test_publishers_at_once_wait_for_room_and_nothing_is_dropped() -> None:
+    """400 publishes started together (as a busy node's flushers, one per topic, publish):
+    the neighbours' outbound queues (32 RPCs each in py-libp2p) fill, the publishers wait for
+    room one at a time, and every subscriber gets every message."""
+    count = 400
+    with trio.fail_after(LIMIT):
+        async with clique(3) as hosts:
+            subs = [await h.subscribe(TOPIC) for h in hosts]
+            payloads = [b"burst %03d " % n + b"x" * 280 for n in range(count)]
+            results: list[dict[bytes, float]] = [{} for _ in subs]
+
+            async def reader(i: int) -> None:
+                results[i] = await collect(subs[i], lambda got: len(got) == count)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(len(subs)):
+                    nursery.start_soon(reader, i)
+                async with trio.open_nursery() as publishers:
+                    for payload in payloads:
+                        publishers.start_soon(hosts[0].publish, TOPIC, payload)
+            assert [len(got) for got in results] == [count] * len(subs)
+            assert [s.dropped for s in subs] == [0] * len(subs)
+
+
 async def test_sender_of_a_message_is_its_origin() -> None:
     with trio.fail_after(LIMIT):
         async with clique(3) as (_, b, c):
