@@ -35,12 +35,14 @@ from typing import Final
 
 import trio
 from libp2p.abc import INetStream
+from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import RpcQueue
 
-from .hotpaths import BufferedReads
+from .hotpaths import BufferedReads, framed, send_queued
 from .identity import peer_name
 
 logger = logging.getLogger(__name__)
@@ -114,11 +116,27 @@ class GuardedPubsub(Pubsub):
         )
 
     async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
+        return await self.write_framed(stream, framed(rpc_msg))
+
+    async def write_framed(self, stream: INetStream, data: bytes) -> bool:
+        """Write length-prefixed RPCs (`hotpaths.framed`) as one write, one writer per stream;
+        False once the stream is closed or reset (the peer is then dropped, as 0.8.1 does)."""
         lock = self._write_locks.get(stream)
         if lock is None:
             lock = self._write_locks[stream] = trio.Lock()
         async with lock:
-            return await super().write_msg(stream, rpc_msg)
+            try:
+                await stream.write(data)
+            except (StreamClosed, StreamReset):
+                self._handle_dead_peer(stream.muxed_conn.peer_id)
+                return False
+            return True
+
+    async def handle_sending_messages(
+        self, peer_id: ID, stream: INetStream, queue: RpcQueue
+    ) -> None:
+        """The peer's sender task: what is queued goes in one write (`hotpaths.send_queued`)."""
+        await send_queued(self, peer_id, stream, queue, self.write_framed)
 
     async def continuously_read_stream(self, stream: INetStream) -> None:
         try:

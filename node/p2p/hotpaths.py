@@ -5,7 +5,10 @@ four muxer reads per RPC, and Yamux answers every read with a window update, a f
 own (Noise-encrypted, one system call; the peer decrypts and parses it). `BufferedReads`
 gives pubsub a stream whose reads are served from one muxer read of whatever has arrived (up
 to `READ_CHUNK` bytes): one read and one window update for many RPCs under load, one per RPC
-when idle. It holds at most `READ_CHUNK` bytes beyond what pubsub asked for.
+when idle. It holds at most `READ_CHUNK` bytes beyond what pubsub asked for. Serving an RPC's body
+from the buffer yields first (a trio checkpoint), so the tasks the previous RPC started run
+before the next is read: libp2p hands each message to its subscription through a queue of
+32 and drops what does not fit.
 
 **Signed records.** Every RPC a peer sends carries its signed peer record (an Envelope: a
 protobuf holding the peer's addresses and an Ed25519 signature), and 0.8.1 checks it *twice* for
@@ -32,6 +35,12 @@ tasks, so the search always fails. `quick_task_parents` remembers which trio tas
 managers' tasks and answers "none" at once for any other; the search is made, as before, only
 when the caller is one of them.
 
+**Writes.** Each peer's sender task (`Pubsub.handle_sending_messages`) writes one RPC at a
+time: a Yamux frame, a Noise message and a system call each, and as many frames and
+decryptions at the peer. Under load a peer's queue holds many (at most 32): `send_queued`
+takes every RPC queued at once (up to `SEND_BYTES`) and writes them, each with its own length
+prefix as before, in one write. The bytes on the stream are the same; there are fewer writes.
+
 Pinned to py-libp2p 0.8.1 (pyproject.toml) and tested against it (tests/p2p/test_hotpaths.py).
 """
 
@@ -40,7 +49,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
@@ -48,10 +57,13 @@ from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub import floodsub, gossipsub, pubsub
 from libp2p.pubsub.pb.rpc_pb2 import RPC
+from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.tools.anyio_service.trio_manager import TrioManager
 from libp2p.tools.anyio_service.trio_tasks import FunctionTask
+from libp2p.utils.varint import encode_uvarint
 
 READ_CHUNK: Final = 64 * 1024
+SEND_BYTES: Final = 64 * 1024  # RPCs joined into one write, at most (one is never cut)
 OWN_RECORD_FRESH: Final = 5.0  # seconds
 REMEMBERED: Final = 4096
 RECHECK_AFTER: Final = 600.0  # seconds; the peerstore keeps a record 7,200 s
@@ -71,6 +83,12 @@ class BufferedReads:
         self._buffer = bytearray()
 
     async def read(self, n: int | None = None) -> bytes:
+        if self._buffer and (n is None or n > 1):
+            # An RPC's body served from what is buffered: let the tasks it started run (its
+            # push_msg, and the task moving it from libp2p's 32-message subscription queue
+            # to ours) before the next one, or a burst of RPCs that arrived together would
+            # overflow that queue and be dropped. Not for the one-byte reads of a length.
+            await trio.lowlevel.checkpoint()
         if not self._buffer:
             chunk = await self.stream.read(READ_CHUNK)  # what has arrived, up to READ_CHUNK
             if not chunk:
@@ -192,3 +210,34 @@ def quick_task_parents() -> None:
 
     FunctionTask.trio_task = _QuickProperty(prop.fget, set_trio_task)
     TrioManager._find_parent_task = find_parent_task
+
+
+def framed(rpc: RPC) -> bytes:
+    """`rpc` as `Pubsub.write_msg` puts it on the stream: its length (uvarint), then it."""
+    body = rpc.SerializeToString()
+    return encode_uvarint(len(body)) + body
+
+
+async def send_queued(
+    pubsub: pubsub.Pubsub,
+    peer_id: ID,
+    stream: INetStream,
+    queue: RpcQueue,
+    write: Callable[[INetStream, bytes], Awaitable[bool]],
+) -> None:
+    """A peer's sender loop, as 0.8.1's, writing what is queued together (`write`: the bytes
+    on `stream`, False once it is closed)."""
+    try:
+        while True:
+            rpc = await queue.pop()
+            if rpc is None:  # closed: the peer left
+                return
+            parts = [framed(rpc)]
+            size = len(parts[0])
+            while size < SEND_BYTES and (more := queue._queue.pop()) is not None:
+                parts.append(framed(more))
+                size += len(parts[-1])
+            if not await write(stream, parts[0] if len(parts) == 1 else b"".join(parts)):
+                return
+    except Exception:
+        pubsub._handle_dead_peer(peer_id)

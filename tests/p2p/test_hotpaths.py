@@ -7,15 +7,24 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub, pubsub
 from libp2p.pubsub.pb.rpc_pb2 import RPC
+from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
 from dkms.node.p2p import P2PHost, open_host
-from dkms.node.p2p.hotpaths import _OwnRecord, _RecordMemo, install, remember_signed_records
+from dkms.node.p2p.hotpaths import (
+    _OwnRecord,
+    _RecordMemo,
+    framed,
+    install,
+    remember_signed_records,
+    send_queued,
+)
 
 TOPIC = "/dkms/1/kel/3"
 LIMIT = 30
@@ -186,3 +195,56 @@ async def test_tasks_pubsub_starts_for_messages_skip_the_search_for_a_parent() -
                 assert isinstance(found[0], FunctionTask) and searched
             finally:
                 FunctionTask.iterate_tasks = classmethod(iterate)  # type: ignore[method-assign,assignment]
+
+
+def _rpc(n: int) -> RPC:
+    rpc = RPC()
+    message = rpc.publish.add()
+    message.data = b"payload %d " % n + b"x" * 200
+    message.topicIDs.append("/dkms/1/kel/7")
+    return rpc
+
+
+def _unframed(data: bytes) -> list[RPC]:
+    out, at = [], 0
+    while at < len(data):
+        length, shift = 0, 0
+        while True:
+            byte = data[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        out.append(RPC.FromString(data[at : at + length]))
+        at += length
+    return out
+
+
+async def test_a_peers_queued_rpcs_go_in_one_write_each_framed_as_before() -> None:
+    """Five RPCs queued before the sender runs: one write, holding the five in order, each
+    with its length prefix (the bytes 0.8.1's write_msg would have written one by one); then
+    a lone RPC goes at once, alone; a closed queue ends the sender."""
+    queue = RpcQueue()
+    for n in range(5):
+        assert queue.push(_rpc(n))
+    writes: list[bytes] = []
+    wrote = trio.Event()
+
+    async def write(stream: object, data: bytes) -> bool:
+        writes.append(data)
+        wrote.set()
+        return True
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_queued, None, ID(b"peer"), None, queue, write)
+            await wrote.wait()
+            assert len(writes) == 1
+            assert _unframed(writes[0]) == [_rpc(n) for n in range(5)]
+            assert writes[0] == b"".join(framed(_rpc(n)) for n in range(5))
+            queue.push(_rpc(5))
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(writes) == 2 and _unframed(writes[1]) == [_rpc(5)]
+            queue.close()
+    assert len(writes) == 2
