@@ -42,7 +42,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import RpcQueue
 
-from .hotpaths import BufferedReads, framed, send_queued
+from .hotpaths import BufferedReads, framed, quick_verdicts, send_queued
 from .identity import peer_name
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ class GuardedPubsub(Pubsub):
 
     def __init__(self, *args: object, faults: FaultLog | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        quick_verdicts(self)  # hotpaths.py: an O(1) verdict cache
         self.faults = faults or FaultLog()
         self._write_locks: weakref.WeakKeyDictionary[INetStream, trio.Lock] = (
             weakref.WeakKeyDictionary()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,9 @@ from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
 from dkms.node.p2p import P2PHost, open_host
+from dkms.node.p2p import hotpaths as hotpaths_module
 from dkms.node.p2p.hotpaths import (
+    LruVerdicts,
     _OwnRecord,
     _RecordMemo,
     framed,
@@ -248,3 +251,30 @@ async def test_a_peers_queued_rpcs_go_in_one_write_each_framed_as_before() -> No
             assert len(writes) == 2 and _unframed(writes[1]) == [_rpc(5)]
             queue.close()
     assert len(writes) == 2
+
+
+def test_lru_verdicts_answer_as_libp2ps_cache_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same 3,000 random gets, puts and expiries on 0.8.1's `ValidationCache` and on
+    `LruVerdicts` (size 50, ttl 10 s, the clock moved by hand): the same answers throughout,
+    the same entries at the end (the eviction order is the same LRU)."""
+    now = [1000.0]
+    monkeypatch.setattr(pubsub.time, "time", lambda: now[0])
+    monkeypatch.setattr(hotpaths_module.time, "time", lambda: now[0])
+    theirs, ours = pubsub.ValidationCache(10, 50), LruVerdicts(10, 50)
+    rng = random.Random(7)
+    for _ in range(3000):
+        key = b"m%d" % rng.randrange(120)
+        roll = rng.random()
+        if roll < 0.45:
+            result = pubsub.ValidationResult(rng.random() < 0.5, now[0])
+            theirs.put(key, result)
+            ours.put(key, result)
+        elif roll < 0.95:
+            assert ours.get(key) == theirs.get(key)
+        else:
+            now[0] += rng.random() * 4
+            if rng.random() < 0.2:
+                theirs.clear_expired()
+                ours.clear_expired()
+    assert dict(ours.cache) == theirs.cache
+    assert list(ours.cache) == theirs.access_order
