@@ -42,7 +42,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import RpcQueue
 
-from .hotpaths import BufferedReads, framed, quick_verdicts, send_queued
+from .hotpaths import PUSHING_OWN, BufferedReads, framed, quick_verdicts, send_queued
 from .identity import peer_name
 
 logger = logging.getLogger(__name__)
@@ -152,11 +152,15 @@ class GuardedPubsub(Pubsub):
                 self._handle_dead_peer(peer)
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        # Our own publish, signed by us just now: its signature is not checked again.
+        token = PUSHING_OWN.set(msg if msg_forwarder == self.my_id else None)
         try:
             await super().push_msg(msg_forwarder, msg)
         except Exception as error:
             self.faults.record(msg_forwarder, "pubsub message", error)
             self._penalise(msg_forwarder)
+        finally:
+            PUSHING_OWN.reset(token)
 
     def _penalise(self, peer: ID | None) -> None:
         scorer = getattr(self.router, "scorer", None)

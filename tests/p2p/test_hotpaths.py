@@ -5,13 +5,15 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
-from libp2p.pubsub import gossipsub, pubsub
+from libp2p.pubsub import gossipsub, pubsub, validators
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pb.rpc_pb2 import RPC
 from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
@@ -278,3 +280,37 @@ def test_lru_verdicts_answer_as_libp2ps_cache_does(monkeypatch: pytest.MonkeyPat
                 ours.clear_expired()
     assert dict(ours.cache) == theirs.cache
     assert list(ours.cache) == theirs.access_order
+
+
+async def test_our_own_messages_are_not_verified_again_and_every_peers_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Host a publishes 20 messages: 0.8.1 verified each one's signature at a itself (it had
+    just signed it) and at b; now only b does. A message claiming a's origin that a did not
+    sign (its signature flipped) is still refused at b."""
+    checked: list[bytes] = []
+    verify = validators.signature_validator
+
+    def counting(msg: Any) -> bool:
+        checked.append(bytes(msg.from_id))
+        return bool(verify(msg))
+
+    monkeypatch.setattr(validators, "signature_validator", counting)
+    with trio.fail_after(LIMIT):
+        async with meshed() as (a, b):
+            sub = await b.subscribe(TOPIC)
+            for n in range(20):
+                await a.publish(TOPIC, b"own %d" % n)
+            got = [await sub.receive() for _ in range(20)]
+            assert sorted(g.payload for g in got) == sorted(b"own %d" % n for n in range(20))
+            a_id = a.libp2p.get_id().to_bytes()
+            assert checked == [a_id] * 20  # b's checks; none at a
+            forged = rpc_pb2.Message(
+                from_id=a_id, data=b"forged", seqno=b"\x00" * 8, topicIDs=[TOPIC]
+            )
+            forged.signature = b"\x01" * 64
+            await b.pubsub.push_msg(a.libp2p.get_id(), forged)
+            assert checked[-1] == a_id and len(checked) == 21
+            with trio.move_on_after(0.5):
+                extra = await sub.receive()
+                raise AssertionError(f"a forged message was delivered: {extra}")
