@@ -18,6 +18,7 @@ from libp2p.pubsub.pb.rpc_pb2 import RPC
 from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from libp2p.tools.anyio_service.trio_tasks import FunctionTask
+from libp2p.utils.varint import decode_varint_with_size
 
 from dkms.node.p2p import P2PHost, open_host
 from dkms.node.p2p import hotpaths as hotpaths_module
@@ -213,14 +214,8 @@ def _rpc(n: int) -> RPC:
 def _unframed(data: bytes) -> list[RPC]:
     out, at = [], 0
     while at < len(data):
-        length, shift = 0, 0
-        while True:
-            byte = data[at]
-            at += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
+        length, size = decode_varint_with_size(data[at:])
+        at += size
         out.append(RPC.FromString(data[at : at + length]))
         at += length
     return out
