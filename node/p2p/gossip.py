@@ -115,12 +115,13 @@ class QueueBytes:
 class Subscription:
     """Messages of one topic, in arrival order; iterate it, or `receive()` one at a time.
 
-    Our own publishes come back here too (py-libp2p delivers them locally). A payload seen in
-    the last 120 s (the seen cache, by Blake3 id) is not delivered again, whoever sends it.
-    The queue holds at most `buffer` messages, and all subscriptions' queues together at most
-    `queued.limit` payload bytes: past either, new messages are dropped (and counted), as
-    libp2p drops them from its own small queue; gossip is lossy, and a follower catches up on
-    what it missed (`roles/follower.py`).
+    Our own publishes do not come back here (py-libp2p delivers them locally; `GuardedPubsub.
+    notify_subscriptions` stops that: nothing wants them, and they took queue room). A
+    payload seen in the last 120 s (the seen cache, by Blake3 id) is not delivered again,
+    whoever sends it. The queue holds at most `buffer` messages, and all subscriptions'
+    queues together at most `queued.limit` payload bytes: past either, new messages are
+    dropped (and counted), as libp2p drops them from its own small queue; gossip is lossy,
+    and a follower catches up on what it missed (`roles/follower.py`).
     """
 
     def __init__(self, topic: str, buffer: int, queued: QueueBytes | None = None) -> None:

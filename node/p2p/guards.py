@@ -162,6 +162,14 @@ class GuardedPubsub(Pubsub):
         finally:
             PUSHING_OWN.reset(token)
 
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        """Hand a message to our subscriptions, unless it is our own publish: 0.8.1 delivers
+        those too, and the runtime only drops them, after they took room in the
+        subscription queues (counted in bytes against what peers send) and a task's turn."""
+        if PUSHING_OWN.get() is publish_message:
+            return
+        super().notify_subscriptions(publish_message)
+
     def _penalise(self, peer: ID | None) -> None:
         scorer = getattr(self.router, "scorer", None)
         if peer is not None and scorer is not None:

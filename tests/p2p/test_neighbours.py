@@ -51,7 +51,7 @@ async def test_bootstrap_from_one_peer_reaches_d_low_and_survives_its_loss() -> 
                 meshes = [len(h.mesh_peers(TOPIC)) for h in leaves]
             # The bootstrap peer is gone; the leaves still reach each other.
             await leaves[-1].publish(TOPIC, b"evidence")
-            for sub in subs:
+            for sub in subs[:-1]:  # every other leaf (the publisher is not handed its own)
                 assert (await sub.receive()).payload == b"evidence"
             assert min(degrees) >= config.min_peers
             print(
