@@ -59,6 +59,7 @@ class FrameWriter:
         self._written = 0  # frames written so far
         self._progress = trio.Event()  # set after each write (then replaced)
         self._writing = False
+        self._background = False  # a task to write the reader's frames is started, not run
         self._waiting = 0  # writers waiting for their frame
         self._reader: trio.lowlevel.Task | None = None
         self.failed: str | None = None
@@ -104,9 +105,14 @@ class FrameWriter:
 
     def _write_in_background(self) -> None:
         nursery = self._muxer._nursery
-        if nursery is None:  # not started, or over: nothing reads this connection's answers
+        if nursery is None or self._background:  # not started or over; or one is on its way
             return
-        nursery.start_soon(self._write_queued, None)
+        self._background = True
+        nursery.start_soon(self._write_in_turn)
+
+    async def _write_in_turn(self) -> None:
+        self._background = False
+        await self._write_queued(None)
 
     async def _write_queued(self, until: int | None) -> None:
         """Write queued frames until frame `until` is out (`None`: until the queue is empty,

@@ -174,3 +174,34 @@ async def test_a_peer_that_never_reads_cannot_grow_the_readers_queue(
             await muxer._write_frame(b"\x00" * 12)
             assert writer.failed is not None and "unread" in writer.failed
             nursery.cancel_scope.cancel()
+
+
+async def test_the_readers_frames_go_out_in_order_from_one_background_task() -> None:
+    """50 answers queued by the reader while nothing is being written: one task writes them
+    (not one task per frame), in order, joined."""
+    left, right = trio.testing.lockstep_stream_pair()
+    pipe = Pipe(left, True)
+    muxer = Yamux(pipe, ID(b"a"), is_initiator=True)  # type: ignore[arg-type]
+    writer = FrameWriter(muxer)
+    writer.install()
+    writer._reader = trio.lowlevel.current_task()  # this task plays the frame reader
+    started: list[int] = []
+    write_in_turn = writer._write_in_turn
+
+    async def counted() -> None:
+        started.append(1)
+        await write_in_turn()
+
+    writer._write_in_turn = counted  # type: ignore[method-assign]
+    frames = [bytes([i]) * 12 for i in range(50)]
+    received = bytearray()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            muxer._nursery = nursery
+            for frame in frames:
+                await muxer._write_frame(frame)  # only queued: the reader never waits
+            while len(received) < 12 * len(frames):
+                received.extend(await right.receive_some())
+            nursery.cancel_scope.cancel()
+    assert started == [1]
+    assert bytes(received) == b"".join(frames) and pipe.writes == [b"".join(frames)]
