@@ -32,6 +32,7 @@ What py-libp2p 0.8.1 does by default and what we do instead:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -254,17 +255,20 @@ class GossipLayer:
         fn = self._validators.get(topic)
         if fn is not None and not _accepts(fn, topic, payload):
             raise PublishRejected(f"our validator for {topic} rejects this payload")
-        queues = self.pubsub.peer_queues
-        high = self.config.queue_high_water
-        if all(len(q) < high for q in queues.values()):
+        if self._roomy():
             await self.pubsub.publish(topic, payload)
-            return
-        await self._publish_when_room(topic, payload)
+        else:
+            await self._publish_when_room(topic, payload)
 
     def mesh_peers(self, topic: str) -> list[str]:
         router = self.pubsub.router
         mesh: dict[str, set[ID]] = getattr(router, "mesh", {})
         return sorted(peer_name(pid) for pid in mesh.get(topic, set()))
+
+    def _roomy(self) -> bool:
+        """Whether every neighbour's outbound queue is below `queue_high_water`."""
+        high = self.config.queue_high_water
+        return all(len(q) < high for q in self.pubsub.peer_queues.values())
 
     async def _publish_when_room(self, topic: str, payload: bytes) -> None:
         """Publish once no neighbour's queue is nearly full, or after `publish_wait`.
@@ -274,26 +278,14 @@ class GossipLayer:
         flusher per topic: dozens under load) cost some 6% of a loaded witness's CPU in
         trio's sleeps alone (py-spy, benchmarks/network.py), and those that saw room at the
         same poll all published at once."""
-        queues = self.pubsub.peer_queues
-        high = self.config.queue_high_water
-        roomy = False
-        with trio.move_on_after(self.config.publish_wait):
-            await self._gate.acquire()
-            try:
-                while any(len(q) >= high for q in list(queues.values())):
+        async with contextlib.AsyncExitStack() as turn:  # the gate, if it came in time
+            with trio.move_on_after(self.config.publish_wait) as waited:
+                await turn.enter_async_context(self._gate)
+                while not self._roomy():
                     await trio.sleep(QUEUE_POLL)
-                roomy = True
-            finally:
-                if not roomy:
-                    self._gate.release()
-        if not roomy:
-            logger.warning("publishing with full neighbour queues: messages may be dropped")
+            if waited.cancelled_caught:
+                logger.warning("publishing with full neighbour queues: messages may be dropped")
             await self.pubsub.publish(topic, payload)
-            return
-        try:
-            await self.pubsub.publish(topic, payload)
-        finally:
-            self._gate.release()
 
 
 def _accepts(fn: Validator, topic: str, payload: bytes) -> bool:

@@ -74,7 +74,7 @@ from libp2p.pubsub.pb.rpc_pb2 import RPC
 from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.tools.anyio_service.trio_manager import TrioManager
 from libp2p.tools.anyio_service.trio_tasks import FunctionTask
-from libp2p.utils.varint import encode_uvarint
+from libp2p.utils.varint import encode_varint_prefixed
 
 READ_CHUNK: Final = 64 * 1024
 SEND_BYTES: Final = 64 * 1024  # RPCs joined into one write, at most (one is never cut)
@@ -242,8 +242,7 @@ def quick_task_parents() -> None:
 
 def framed(rpc: RPC) -> bytes:
     """`rpc` as `Pubsub.write_msg` puts it on the stream: its length (uvarint), then it."""
-    body = rpc.SerializeToString()
-    return encode_uvarint(len(body)) + body
+    return encode_varint_prefixed(rpc.SerializeToString())
 
 
 async def send_queued(

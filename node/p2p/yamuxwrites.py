@@ -129,8 +129,7 @@ class FrameWriter:
                     break
         finally:
             self._writing = False
-            self._progress.set()
-            self._progress = trio.Event()
+            self._wake()
 
     async def _write_some(self) -> None:
         parts: list[bytes] = []
@@ -156,6 +155,10 @@ class FrameWriter:
             return
         self._written += len(parts)
         self._queued_by_reader -= reader_bytes
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake every writer waiting on progress (each looks again at where things stand)."""
         self._progress.set()
         self._progress = trio.Event()
 

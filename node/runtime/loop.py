@@ -379,7 +379,7 @@ class Runtime:
     async def _hear(self, topic: str, channel: AsyncIterator[tuple[str, bytes]]) -> None:
         try:
             async for peer, payload in channel:
-                if peer != self.transport.prefix:  # our own, from a transport that echoes them
+                if peer != self.transport.prefix:  # our own, relayed back to us
                     await self.step(Heard(topic, NodePrefix(peer), payload))
         finally:
             # Close the subscription's iterator here, even when cancelled, rather than leave

@@ -156,7 +156,9 @@ CREATE INDEX IF NOT EXISTS loose_by_prefix ON loose (prefix, ordinal);
 _INSERT_EVENT: Final = (
     "INSERT INTO events (prefix, sn, said, message, chain) VALUES (?, ?, ?, ?, ?)"
 )
-_INSERT_LOOSE: Final = "INSERT OR IGNORE INTO loose (prefix, sn, said, message) VALUES (?, ?, ?, ?)"
+_INSERT_LOOSE: Final = (
+    "INSERT OR IGNORE INTO loose (prefix, sn, said, message) VALUES (?, ?, ?, ?)"
+)
 _INSERT_EVIDENCE: Final = (
     "INSERT OR IGNORE INTO evidence (prefix, sn, digest, body, received) VALUES (?, ?, ?, ?, ?)"
 )
