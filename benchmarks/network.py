@@ -16,6 +16,14 @@ makes interaction events one after another, each as soon as the last is fully wi
     cpu_ms_per_event      CPU (user + system, /proc/PID/stat) each node spent per event
     messages_per_event    per node: requests it received and sent, gossip it published
                           (the nodes' own counters: `dkms_requests_total`, ...)
+    crypto_floor          signatures each node (and the controller) verified and made per
+                          event, as the nodes count them (`dkms_signatures_checked_total`,
+                          `dkms_gossip_signatures_checked_total`, `dkms_receipts_signed_total`,
+                          `dkms_gossip_published_total`) until the watchers caught up, over the
+                          events signed; an Ed25519 verify and sign timed in this process in
+                          the same run; the CPU those signatures cost the whole network per
+                          event, and the events/s that bounds on this machine's cores with
+                          nothing else done
 
 The load is closed-loop (one event in flight per identifier), so its rate is what the
 network turns round, not an offered rate. The issue's goal on 2 cores: >= 1,000 events/s
@@ -42,12 +50,20 @@ from dkms.node.p2p import open_host
 from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.controller import Controller, RetryPolicy
 from dkms.node.testing.cluster import Cluster, NodeProcess, incept_all, start_network
+from dkms.protocol.crypto import MemoVerifier, Signer, verify
 
 COUNTERS = (
     "dkms_requests_total",  # requests received
     "dkms_requests_sent_total",
     "dkms_gossip_published_total",
 )
+CRYPTO = (
+    "dkms_signatures_checked_total",  # KERI signatures verified
+    "dkms_gossip_signatures_checked_total",  # libp2p's, one per gossip message first heard
+    "dkms_receipts_signed_total",
+    "dkms_gossip_published_total",  # gossip messages (a batch once): each signed by libp2p
+)
+CHECKS = CRYPTO[:2]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -60,17 +76,70 @@ def cpu_seconds(node: NodeProcess) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
-def counters(node: NodeProcess) -> dict[str, float]:
+def counters(node: NodeProcess, names: tuple[str, ...] = COUNTERS) -> dict[str, float]:
     """Each counter, summed over its labels (requests are counted per surface)."""
     url = f"http://127.0.0.1:{node.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as answer:
         lines = answer.read().decode().splitlines()
-    sums = dict.fromkeys(COUNTERS, 0.0)
+    sums = dict.fromkeys(names, 0.0)
     for line in lines:
         name = line.split("{", 1)[0].split(" ", 1)[0]
         if name in sums:
             sums[name] += float(line.rsplit(" ", 1)[1])
     return sums
+
+
+def crypto_costs(rounds: int = 2000) -> tuple[float, float]:
+    """Microseconds of one Ed25519 verify and one sign of a 300-byte message, best of 3."""
+    signer = Signer(os.urandom(32))
+    message = os.urandom(300)
+    signature = signer.sign_raw(message)
+    best_verify = best_sign = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        for _ in range(rounds):
+            verify(signer.public, signature, message)
+        best_verify = min(best_verify, (time.process_time() - start) / rounds)
+        start = time.process_time()
+        for _ in range(rounds):
+            signer.sign_raw(message)
+        best_sign = min(best_sign, (time.process_time() - start) / rounds)
+    return best_verify * 1e6, best_sign * 1e6
+
+
+def crypto_floor(
+    ops: dict[str, dict[str, float]], controller: tuple[int, int], events: int
+) -> dict[str, Any]:
+    """Signatures verified and made per event, per node; what they cost together."""
+    verify_us, sign_us = crypto_costs()
+    per_event: dict[str, dict[str, float]] = {}
+    for name, counts in ops.items():
+        per_event[name] = {
+            "verified": round(sum(counts[key] for key in CHECKS) / events, 2),
+            "signed": round((counts["dkms_receipts_signed_total"] + counts[CRYPTO[3]]) / events, 2),
+            **{
+                key.removeprefix("dkms_").removesuffix("_total"): round(counts[key] / events, 2)
+                for key in CRYPTO
+            },
+        }
+    per_event["controller"] = {
+        "verified": round(controller[0] / events, 2),
+        "signed": round(controller[1] / events, 2),
+    }
+    verified = sum(p["verified"] for p in per_event.values())
+    signed = sum(p["signed"] for p in per_event.values())
+    ms = (verified * verify_us + signed * sign_us) / 1000
+    cores = os.cpu_count() or 1
+    return {
+        "verify_us": round(verify_us, 1),
+        "sign_us": round(sign_us, 1),
+        "per_event": per_event,
+        "verified_per_event": round(verified, 1),
+        "signed_per_event": round(signed, 1),
+        "cpu_ms_per_event": round(ms, 2),
+        "max_events_per_s": round(cores * 1000 / ms, 0),
+        "cores": cores,
+    }
 
 
 def quantile(values: list[float], q: float) -> float | None:
@@ -128,7 +197,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             for node in cluster.nodes:
                 transport.learn(node.intro)
             retry = RetryPolicy(first=0.05, cap=1.0, attempts=10_000)
-            client = ControllerClient(Controller(retry=retry), transport)
+            memo = MemoVerifier()  # the controller's: its checks counted
+            client = ControllerClient(Controller(retry=retry, verify=memo), transport)
             async with trio.open_nursery() as nursery:
                 await nursery.start(client.run)
                 names = [f"id{i}" for i in range(args.identifiers)]
@@ -139,6 +209,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 bases = {w.data_dir.name: w.metric("dkms_store_events") or 0.0 for w in watchers}
                 cpu0 = {name: cpu_seconds(n) for name, n in nodes.items()}
                 msg0 = {name: counters(n) for name, n in nodes.items()}
+                crypto0 = {name: counters(n, CRYPTO) for name, n in nodes.items()}
+                checked0 = memo.checked
                 seen: dict[str, list[tuple[float, float]]] = {name: [] for name in bases}
                 signed: list[float] = []
                 done: list[float] = []
@@ -155,6 +227,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                         while any(not s or s[-1][1] < len(done) for s in seen.values()):
                             await trio.sleep(0.1)
                     sampling.cancel_scope.cancel()
+                crypto1 = {name: counters(n, CRYPTO) for name, n in nodes.items()}
+                checked1 = memo.checked
                 nursery.cancel_scope.cancel()
         events = len(done)
         signed.sort()
@@ -186,6 +260,14 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 }
                 for name in nodes
             },
+            "crypto_floor": crypto_floor(
+                {
+                    name: {key: crypto1[name][key] - crypto0[name][key] for key in CRYPTO}
+                    for name in nodes
+                },
+                (checked1 - checked0, len(signed)),
+                max(len(signed), 1),
+            ),
             "dead": cluster.dead(),
         }
 

@@ -32,6 +32,7 @@ from dkms.node.p2p import (
     open_host,
     parse_introduction,
 )
+from dkms.node.p2p.hotpaths import SIGNATURE_CHECKS
 from dkms.node.p2p.neighbours import ConnectReport
 from dkms.node.p2p.transport import P2PTransport
 from dkms.node.roles.duties import GOVERNANCE_KEY
@@ -241,6 +242,7 @@ async def _run(
     metrics.gauge("peers", lambda: len(host.connected_peers()), "connected peers")
     _storage_metrics(metrics, role)
     _table_metrics(metrics, role)
+    _crypto_metrics(metrics, role)
     runtime = Runtime(
         role,
         transport,
@@ -355,6 +357,23 @@ def _log_bootstrap(report: ConnectReport) -> None:
         log.warning("bootstrap peer %s unreachable (%s); trying again until it answers", intro, why)
     if report.connected:
         log.info("connected to %d peers: %s", len(report.connected), ", ".join(report.connected))
+
+
+def _crypto_metrics(metrics: Metrics, role: Witness | Watcher) -> None:
+    """Signatures checked and made: with each node's events handled, the protocol's crypto
+    floor (`benchmarks/network.py` reports it per event)."""
+    metrics.counted(
+        "signatures_checked",
+        lambda: role.signatures_checked,
+        "KERI signatures verified (answers from the node's memory of checked ones not counted)",
+    )
+    metrics.counted(
+        "gossip_signatures_checked",
+        lambda: SIGNATURE_CHECKS.count,
+        "gossip message signatures verified (libp2p's own, one per message first received)",
+    )
+    if isinstance(role, Witness):
+        metrics.counted("receipts_signed", lambda: role.signed, "receipts this witness signed")
 
 
 def _storage_metrics(metrics: Metrics, role: Witness | Watcher) -> None:

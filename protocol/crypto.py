@@ -71,6 +71,7 @@ class MemoVerifier:
         self.size = size
         self._seen: OrderedDict[tuple[bytes, bytes, bytes], bool] = OrderedDict()
         self.hits = 0
+        self.checked = 0  # signatures actually verified (answers not remembered)
 
     def __call__(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
         key = (public_key, signature, _blake3(message).digest())
@@ -79,6 +80,7 @@ class MemoVerifier:
             self.hits += 1
             self._seen.move_to_end(key)
             return answer
+        self.checked += 1
         answer = verify(public_key, signature, message)
         self._seen[key] = answer
         if len(self._seen) > self.size:

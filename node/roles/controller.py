@@ -314,6 +314,9 @@ class Controller:
         self, ident: Identity, event: Event, preludes: dict[str, bytes], now: float
     ) -> list[Effect]:
         sigs = tuple(s.sign_indexed(event.raw, i) for i, s in enumerate(ident.signers))
+        if isinstance(self._verify, crypto.MemoVerifier):  # our own: not checked again below
+            for signer, sig in zip(ident.signers, sigs, strict=True):
+                self._verify.remember(signer.public, sig.raw, event.raw)
         message = messagize(event, Attachments(sigs=sigs))
         ident.sn, ident.last_said = event.sn, event.said
         own = self.validator.process(parse_stream(message)[0], now)  # type: ignore[arg-type]

@@ -191,6 +191,11 @@ class Watcher:
     def holdings(self) -> Holdings:
         return self.duties.holdings
 
+    @property
+    def signatures_checked(self) -> int:
+        """Signatures this watcher verified (not answered from memory) since it started."""
+        return self._memo.checked
+
     # ---------------------------------------------------------------- life cycle
 
     def start(self, now: float) -> list[Effect]:

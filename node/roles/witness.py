@@ -156,6 +156,7 @@ class Witness:
         # The last KEL gossip payloads made here (`_gossip`), which `admits` passes without
         # parsing them again: the gossip layer runs our validator on what we publish too.
         self._published: OrderedDict[bytes, None] = OrderedDict()
+        self.signed = 0  # receipts signed since start
         self.tails = Tails(self.validator, enabled=tails)
         self.rivals = Rivals(self.validator, self.prefix, page_bytes=page_bytes)
         self.rosters = Rosters(verify)
@@ -400,7 +401,13 @@ class Witness:
 
     # ---------------------------------------------------------------- internals
 
+    @property
+    def signatures_checked(self) -> int:
+        """Signatures this witness verified (not answered from memory) since it started."""
+        return self._memo.checked
+
     def _sign(self, raw: bytes) -> bytes:
+        self.signed += 1
         signature = self.signer.sign_raw(raw)
         self._memo.remember(self.signer.public, signature, raw)
         return signature

@@ -28,3 +28,15 @@ def test_large_messages_are_not_kept() -> None:
     assert len(memo._seen) == 64
     held = sum(sys.getsizeof(part) for key in memo._seen for part in key)
     assert held < 64 * 300  # digests, not the 64 KiB messages
+
+
+def test_checked_counts_only_signatures_actually_verified() -> None:
+    signer = Signer(b"\x03" * 32)
+    memo = MemoVerifier()
+    signature = signer.sign_raw(b"m")
+    memo(signer.public, signature, b"m")
+    memo(signer.public, signature, b"m")  # answered from memory
+    memo.remember(signer.public, signer.sign_raw(b"n"), b"n")
+    memo(signer.public, signer.sign_raw(b"n"), b"n")  # remembered: not checked
+    memo(signer.public, signature, b"other")
+    assert (memo.checked, memo.hits) == (2, 2)
