@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -33,8 +34,10 @@ import trio
 
 from dkms.node.p2p import HostConfig, P2PHost, open_host
 from dkms.node.roles.codes import Code
+from dkms.protocol.crypto import Signer, verify
 
 PROTOCOL = "/dkms/bench/echo"
+FLOOR_PROTOCOL = "/dkms/bench/floor"  # echo after a witness's least work: see `Floor`
 REQUESTER_SEEDS = {"stream": b"\x01" * 32, "session": b"\x03" * 32}
 RESPONDER_SEED = b"\x02" * 32
 
@@ -43,11 +46,40 @@ async def echo(peer: str, payload: bytes) -> tuple[Code, bytes, str]:
     return Code.OK, payload, ""
 
 
-async def serve(muxer: str) -> None:
-    """Responder process: print our introduction, echo until stdin closes."""
+class Floor:
+    """The least a durable witness does per event before it answers (`benchmarks/witness.py`'s
+    `floor` row): verify one Ed25519 signature, sign one, and make one row durable in SQLite as
+    the node's store does (WAL, `synchronous=FULL`, a transaction per commit, on a worker thread
+    as its group commit runs), then echo."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS kept (row BLOB)")
+        self.signer = Signer(bytes(32))
+
+    def commit(self, row: bytes) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("INSERT INTO kept VALUES (?)", (row,))
+        self.db.execute("COMMIT")
+
+    async def __call__(self, peer: str, payload: bytes) -> tuple[Code, bytes, str]:
+        signature = self.signer.sign_raw(payload)
+        if not verify(self.signer.public, signature, payload):
+            return Code.INVALID, b"", "signature did not verify"
+        await trio.to_thread.run_sync(self.commit, payload + signature)
+        return Code.OK, payload, ""
+
+
+async def serve(muxer: str, floor_db: Path | None = None) -> None:
+    """Responder process: print our introduction, echo until stdin closes (with `floor_db`,
+    also `FLOOR_PROTOCOL`, keeping its rows there)."""
     config = HostConfig(muxer=muxer)  # type: ignore[arg-type]
     async with open_host(RESPONDER_SEED, config=config) as host:
         host.handle(PROTOCOL, echo)
+        if floor_db is not None:
+            host.handle(FLOOR_PROTOCOL, Floor(floor_db))
         print(host.introduction, flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)
 
@@ -139,9 +171,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--transport", choices=["stream", "session", "both"], default="both")
     parser.add_argument("--serve", choices=["yamux", "mplex"], help=argparse.SUPPRESS)
+    parser.add_argument("--floor-db", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        trio.run(serve, args.serve)
+        trio.run(serve, args.serve, args.floor_db)
         return
     for muxer in ["yamux", "mplex"] if args.muxer == "both" else [args.muxer]:
         if args.processes == 1:

@@ -7,6 +7,11 @@ same run, each with `--in-flight` requests kept in flight at once:
     raw         py-libp2p request/response to an echo responder in its own process
                 (`benchmarks/reqresp.py --serve`), with a payload the size of one submission:
                 the floor under the witness, as `benchmarks/reqresp.py` measures it
+    floor       the same responder, answering only after the least any durable witness does
+                per event: one Ed25519 verify, one sign, one row made durable in SQLite the
+                way the node's store does it (WAL, synchronous=FULL, a commit per request on
+                a worker thread), `reqresp.py`'s `Floor`; `of_raw` as for submit, and submit
+                rows get `of_floor`
     submit      pre-signed interaction events sent to the witness's `/dkms/1/submit`; an
                 event counts once its reply carries the witness's receipt, i.e. after the
                 witness validated it, made it durable (group commit) and signed the receipt.
@@ -22,7 +27,7 @@ events/s, latency percentiles per request, CPU per event on each side (the witne
 targets: >= 1,000 receipted events/s per witness, and >= half the raw rate.
 
     python benchmarks/witness.py [--events 1500] [--in-flight 1,8,32] [--batch 1,10]
-                                 [--modes raw,submit,controller] [--anchor-bytes 64]
+                                 [--modes raw,floor,submit,controller] [--anchor-bytes 64]
                                  [--dir DIR] [--profile cprofile|py-spy] [--top 25]
                                  [--profile-out FILE]
 
@@ -62,6 +67,7 @@ from dkms.protocol.events import Ilk, incept, interact
 from dkms.protocol.stream import Attachments, Message, messagize, parse_stream
 
 ECHO = "/dkms/bench/echo"  # what benchmarks/reqresp.py's responder serves
+FLOOR = "/dkms/bench/floor"  # and this with --floor-db
 SUBMIT = Surface.SUBMIT.value
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -233,16 +239,18 @@ async def request(host: P2PHost, to: str, protocol: str, payload: bytes) -> byte
     return answer
 
 
-async def measure_raw(host: P2PHost, echo: Peer, size: int, count: int, width: int) -> Timing:
+async def measure_raw(
+    host: P2PHost, echo: Peer, size: int, count: int, width: int, protocol: str = ECHO
+) -> Timing:
     payload = bytes(size)
-    await request(host, echo.introduction, ECHO, payload)  # connect, warm up
+    await request(host, echo.introduction, protocol, payload)  # connect, warm up
     left = [count]
 
     async def worker(latencies: list[float]) -> None:
         while left[0] > 0:
             left[0] -= 1
             start = time.perf_counter()
-            await request(host, echo.introduction, ECHO, payload)
+            await request(host, echo.introduction, protocol, payload)
             latencies.append(time.perf_counter() - start)
 
     async def work(latencies: list[float]) -> None:
@@ -319,12 +327,21 @@ async def run(args: argparse.Namespace, witness: Peer, echo: Peer | None) -> Non
     async with open_host(os.urandom(32)) as host:
         size = len(make_chain(prefix, 1, args.anchor_bytes).messages[0])
         raw_rate: dict[tuple[int, int], float] = {}
+        floor_rate: dict[tuple[int, int], float] = {}
         for width in args.in_flight:
             for batch in args.batch:
                 if echo is not None:
                     timing = await measure_raw(host, echo, size * batch, args.events, width)
                     row = timing.row(what="raw", request_bytes=size * batch, in_flight=width)
                     raw_rate[width, batch] = row["per_s"]
+                    emit(row)
+                if echo is not None and "floor" in args.modes:
+                    timing = await measure_raw(
+                        host, echo, size * batch, args.events, width, protocol=FLOOR
+                    )
+                    row = timing.row(what="floor", request_bytes=size * batch, in_flight=width)
+                    floor_rate[width, batch] = row["per_s"]
+                    row["of_raw"] = round(row["per_s"] / raw_rate[width, batch], 3)
                     emit(row)
                 if "submit" in args.modes:
                     per_chain = max(batch, args.events // width // batch * batch)
@@ -343,6 +360,8 @@ async def run(args: argparse.Namespace, witness: Peer, echo: Peer | None) -> Non
                     if (width, batch) in raw_rate:
                         requests_per_s = row["per_s"] / batch
                         row["of_raw"] = round(requests_per_s / raw_rate[width, batch], 3)
+                    if (width, batch) in floor_rate:
+                        row["of_floor"] = round(requests_per_s / floor_rate[width, batch], 3)
                     emit(row)
             if "controller" in args.modes:
                 timing = await measure_controller(host, witness, prefix, args.events, width)
@@ -403,7 +422,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1500, help="events per measurement")
     parser.add_argument("--in-flight", type=_ints, default=[1, 8, 32])
     parser.add_argument("--batch", type=_ints, default=[1], help="events per submit request")
-    parser.add_argument("--modes", type=_words, default=["raw", "submit", "controller"])
+    parser.add_argument(
+        "--modes", type=_words, default=["raw", "floor", "submit", "controller"]
+    )
     parser.add_argument("--anchor-bytes", type=int, default=64, help="padding in each anchor")
     parser.add_argument("--dir", default=None, help="where the witness keeps its store")
     parser.add_argument("--profile", choices=["cprofile", "py-spy"], default=None)
@@ -416,9 +437,10 @@ def main() -> None:
     try:
         command = witness_command(directory / "witness", args.profile, profile_out)
         with Peer(command, directory / "witness.log") as witness:
-            if "raw" in args.modes:
+            if "raw" in args.modes or "floor" in args.modes:
                 reqresp = Path(__file__).with_name("reqresp.py")
                 echo_cmd = [sys.executable, str(reqresp), "--serve", "yamux"]
+                echo_cmd += ["--floor-db", str(directory / "floor.sqlite")]
                 with Peer(echo_cmd, directory / "echo.log") as echo:
                     trio.run(run, args, witness, echo)
             else:

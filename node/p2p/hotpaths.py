@@ -54,6 +54,15 @@ decryptions at the peer. Under load a peer's queue holds many (at most 32): `sen
 takes every RPC queued at once (up to `SEND_BYTES`) and writes them, each with its own length
 prefix as before, in one write. The bytes on the stream are the same; there are fewer writes.
 
+**Queues for peers not subscribed.** Each publish also appends the message to a queue kept
+for every connected peer not subscribed to its topic (0.8.1 flushes a peer's queue when it
+subscribes; the router's message cache is replayed to it then too), and first prunes that
+queue by rebuilding it whole: some 50 us per publish per such peer, with the queue at its
+100 entries, plus a warning logged every time. A controller connected to a witness is such a
+peer, and so is any idle connection: 300 of them (py-libp2p's connection limit) would have
+cost 15 ms per publish. `quick_pending_prune` drops the expired head and the excess instead
+(entries are appended in time order): the same entries kept, about 1 us, no log line.
+
 Pinned to py-libp2p 0.8.1 (pyproject.toml) and tested against it (tests/p2p/test_hotpaths.py).
 """
 
@@ -167,6 +176,34 @@ def install() -> None:
     reuse_own_record()
     quick_task_parents()
     own_messages_trusted()
+    quick_pending_prune()
+
+
+_PRUNE: Final = "_prune_pending_messages"
+ORIGINAL_PRUNE: Final = getattr(gossipsub.GossipSub, _PRUNE)  # 0.8.1's, for the tests
+
+
+def quick_pending_prune() -> None:
+    """`GossipSub._prune_pending_messages` without rebuilding the queue (see above)."""
+    setattr(gossipsub.GossipSub, _PRUNE, _prune_pending)
+
+
+def _prune_pending(self: gossipsub.GossipSub, peer_id: ID) -> None:
+    """Forget a peer's queued messages older than the router's ttl, then all but its newest
+    `_max_pending_messages_per_peer`; drop the queue once empty (as 0.8.1's prune)."""
+    queue = self._pending_messages.get(peer_id)
+    if queue is None:
+        return
+    oldest = time.time() - self._pending_messages_ttl
+    expired = 0
+    for stamp, _ in queue:  # in the order appended: stops at the first one still fresh
+        if stamp >= oldest:
+            break
+        expired += 1
+    excess = len(queue) - expired - self._max_pending_messages_per_peer
+    del queue[: expired + max(excess, 0)]
+    if not queue:
+        self._pending_messages.pop(peer_id, None)
 
 
 _VALIDATOR: Final = "signature_validator"

@@ -311,3 +311,42 @@ async def test_our_own_messages_are_not_verified_again_and_every_peers_is(
             with trio.move_on_after(0.5):
                 extra = await sub.receive()
                 raise AssertionError(f"a forged message was delivered: {extra}")
+
+
+def test_pending_queues_are_pruned_as_libp2p_prunes_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """3,000 random appends (in time order, as publish makes them), prunes and clock moves on
+    two routers' queues for 3 peers, one pruned by 0.8.1's `_prune_pending_messages`, one by
+    ours (ttl 5 s, at most 20 per peer): the same queues throughout, and no warning logged."""
+    now = [1000.0]
+    monkeypatch.setattr(gossipsub.time, "time", lambda: now[0])
+    monkeypatch.setattr(hotpaths_module.time, "time", lambda: now[0])
+    limits = {"max_pending_messages_per_peer": 20, "pending_messages_ttl": 5.0}
+    routers = [gossipsub.GossipSub([], 6, 4, 12, **limits) for _ in range(2)]
+    prunes = (hotpaths_module.ORIGINAL_PRUNE, hotpaths_module._prune_pending)
+    peers = [ID(b"peer%d" % n) for n in range(3)]
+    rng = random.Random(11)
+    over_cap = 0  # prunes that found a queue over the cap
+    for n in range(3000):
+        peer = rng.choice(peers)
+        roll = rng.random()
+        if roll < 0.9:
+            over_cap += len(routers[1]._pending_messages.get(peer, ())) > 20
+            for router, prune in zip(routers, prunes, strict=True):
+                caplog.clear()
+                prune(router, peer)
+                if prune is hotpaths_module._prune_pending:
+                    assert not caplog.records  # 0.8.1's warns at every prune over the cap
+            if roll < 0.6:
+                for router in routers:
+                    router._pending_messages[peer].append((now[0], RPC(publish=[])))
+        else:
+            now[0] += rng.random() * 2
+        theirs, ours = (dict(r._pending_messages) for r in routers)
+        assert {p: [t for t, _ in q] for p, q in ours.items()} == {
+            p: [t for t, _ in q] for p, q in theirs.items()
+        }, n
+    assert over_cap > 50
+    install()  # as every host does
+    assert gossipsub.GossipSub._prune_pending_messages is hotpaths_module._prune_pending
