@@ -193,7 +193,8 @@ class Watcher:
 
     @property
     def signatures_checked(self) -> int:
-        """Signatures this watcher verified (not answered from memory) since it started."""
+        """Signatures this watcher verified (not answered from memory) since it started, as
+        its own memo counts them (0 when it was handed a verifier, as in the simulator)."""
         return self._memo.checked
 
     # ---------------------------------------------------------------- life cycle

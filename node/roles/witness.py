@@ -403,7 +403,8 @@ class Witness:
 
     @property
     def signatures_checked(self) -> int:
-        """Signatures this witness verified (not answered from memory) since it started."""
+        """Signatures this witness verified (not answered from memory) since it started, as
+        its own memo counts them (0 when it was handed a verifier, as in the simulator)."""
         return self._memo.checked
 
     def _sign(self, raw: bytes) -> bytes:
