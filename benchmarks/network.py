@@ -13,7 +13,9 @@ makes interaction events one after another, each as soon as the last is fully wi
     watched_ms            from signing to both watchers holding it: p50, p99, approximate:
                           the watchers' event counts (`dkms_store_events`, sampled every
                           0.1 s) are matched in order with the events' signing times
-    cpu_ms_per_event      CPU (user + system, /proc/PID/stat) each node spent per event
+    cpu_ms_per_event      CPU (user + system, /proc/PID/stat) each node spent per event,
+                          the controller's (this process, its load and its host), and all
+                          of it together (`all`: what the 2 cores must supply per event)
     messages_per_event    per node: requests it received and sent, gossip it published
                           (the nodes' own counters: `dkms_requests_total`, ...)
     crypto_floor          signatures each node (and the controller) verified and made per
@@ -208,6 +210,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 nodes = {n.data_dir.name: n for n in cluster.nodes}
                 bases = {w.data_dir.name: w.metric("dkms_store_events") or 0.0 for w in watchers}
                 cpu0 = {name: cpu_seconds(n) for name, n in nodes.items()}
+                own0 = time.process_time()  # the controller's (this process's) CPU
                 msg0 = {name: counters(n) for name, n in nodes.items()}
                 crypto0 = {name: counters(n, CRYPTO) for name, n in nodes.items()}
                 checked0 = memo.checked
@@ -222,6 +225,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     await load(client, names, start + args.seconds, signed, done)
                     elapsed = time.monotonic() - start
                     cpu1 = {name: cpu_seconds(n) for name, n in nodes.items()}
+                    own1 = time.process_time()
                     msg1 = {name: counters(n) for name, n in nodes.items()}
                     with trio.move_on_after(30):  # the watchers finish what was witnessed
                         while any(not s or s[-1][1] < len(done) for s in seen.values()):
@@ -249,7 +253,17 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "witness_ms": {"p50": quantile(done, 0.5), "p99": quantile(done, 0.99)},
             "watched_ms": {"p50": quantile(watched, 0.5), "p99": quantile(watched, 0.99)},
             "cpu_ms_per_event": {
-                name: round((cpu1[name] - cpu0[name]) * 1000 / max(events, 1), 2) for name in nodes
+                **{
+                    name: round((cpu1[name] - cpu0[name]) * 1000 / max(events, 1), 2)
+                    for name in nodes
+                },
+                "controller": round((own1 - own0) * 1000 / max(events, 1), 2),
+                "all": round(
+                    (sum(cpu1.values()) - sum(cpu0.values()) + own1 - own0)
+                    * 1000
+                    / max(events, 1),
+                    2,
+                ),
             },
             "messages_per_event": {
                 name: {
