@@ -77,6 +77,11 @@ def test_status_and_health_follow_a_neighbour_coming_and_going(
     assert alone["introductions"] == [first.intro]
     assert alone["peers"] == [] and alone["health"]["status"] == "unhealthy"
     assert alone["kels"] == 0 and alone["store"]["quota"] == 4 << 30
+    # The signature counts (benchmarks/network.py's crypto floor): none from peers yet.
+    assert first.metric("dkms_gossip_signatures_checked_total") == 0.0
+    assert first.metric("dkms_receipts_signed_total") == 0.0
+    checked = first.metric("dkms_signatures_checked_total")
+    assert checked is not None
 
     second = NodeProcess(tmp_path / "w1", [], [first.intro])
     nodes.append(second)
@@ -88,6 +93,12 @@ def test_status_and_health_follow_a_neighbour_coming_and_going(
         return bool(mesh) and all(size == 1 for size in mesh.values())
 
     wait_until("the second node's mesh holds the first", meshed, WAIT)
+
+    def heard_signed() -> bool:  # the second node's location record, on gossip
+        gossip = first.metric("dkms_gossip_signatures_checked_total") or 0.0
+        return gossip >= 1 and (first.metric("dkms_signatures_checked_total") or 0.0) > checked
+
+    wait_until("the first node counts the signatures it checked", heard_signed, WAIT)
     seen = status(second)
     assert [(p["prefix"], p["direction"]) for p in seen["peers"]] == [(first.prefix, "out")]
     assert seen["peers"][0]["address"] == first.intro.split("@", 1)[1]
