@@ -57,11 +57,12 @@ prefix as before, in one write. The bytes on the stream are the same; there are 
 **Queues for peers not subscribed.** Each publish also appends the message to a queue kept
 for every connected peer not subscribed to its topic (0.8.1 flushes a peer's queue when it
 subscribes; the router's message cache is replayed to it then too), and first prunes that
-queue by rebuilding it whole: some 50 us per publish per such peer, with the queue at its
-100 entries, plus a warning logged every time. A controller connected to a witness is such a
-peer, and so is any idle connection: 300 of them (py-libp2p's connection limit) would have
-cost 15 ms per publish. `quick_pending_prune` drops the expired head and the excess instead
-(entries are appended in time order): the same entries kept, about 1 us, no log line.
+queue by rebuilding it whole: about 23 us per publish per such peer with the queue at its
+100 entries (50 under cProfile in a witness), plus a warning logged every time. A controller
+connected to a witness is such a peer, and so is any idle connection: 300 of them (py-libp2p's
+default connection limit) would have cost some 7 ms per publish. `quick_pending_prune` drops
+the expired head and the excess instead (entries are appended in time order): the same
+entries kept, about 1 us, no log line.
 
 Pinned to py-libp2p 0.8.1 (pyproject.toml) and tested against it (tests/p2p/test_hotpaths.py).
 """
