@@ -59,13 +59,15 @@ COUNTERS = (
     "dkms_requests_sent_total",
     "dkms_gossip_published_total",
 )
-CRYPTO = (
+CHECKED = (
     "dkms_signatures_checked_total",  # KERI signatures verified
     "dkms_gossip_signatures_checked_total",  # libp2p's, one per gossip message first heard
+)
+SIGNED = (
     "dkms_receipts_signed_total",
     "dkms_gossip_published_total",  # gossip messages (a batch once): each signed by libp2p
 )
-CHECKS = CRYPTO[:2]
+CRYPTO = CHECKED + SIGNED
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -89,6 +91,11 @@ def counters(node: NodeProcess, names: tuple[str, ...] = COUNTERS) -> dict[str, 
         if name in sums:
             sums[name] += float(line.rsplit(" ", 1)[1])
     return sums
+
+
+def short(counter: str) -> str:
+    """`dkms_requests_total` -> `requests`, as the report names it."""
+    return counter.removeprefix("dkms_").removesuffix("_total")
 
 
 def crypto_costs(rounds: int = 2000) -> tuple[float, float]:
@@ -117,12 +124,9 @@ def crypto_floor(
     per_event: dict[str, dict[str, float]] = {}
     for name, counts in ops.items():
         per_event[name] = {
-            "verified": round(sum(counts[key] for key in CHECKS) / events, 2),
-            "signed": round((counts["dkms_receipts_signed_total"] + counts[CRYPTO[3]]) / events, 2),
-            **{
-                key.removeprefix("dkms_").removesuffix("_total"): round(counts[key] / events, 2)
-                for key in CRYPTO
-            },
+            "verified": round(sum(counts[key] for key in CHECKED) / events, 2),
+            "signed": round(sum(counts[key] for key in SIGNED) / events, 2),
+            **{short(key): round(counts[key] / events, 2) for key in CRYPTO},
         }
     per_event["controller"] = {
         "verified": round(controller[0] / events, 2),
@@ -211,8 +215,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 bases = {w.data_dir.name: w.metric("dkms_store_events") or 0.0 for w in watchers}
                 cpu0 = {name: cpu_seconds(n) for name, n in nodes.items()}
                 own0 = time.process_time()  # the controller's (this process's) CPU
-                msg0 = {name: counters(n) for name, n in nodes.items()}
-                crypto0 = {name: counters(n, CRYPTO) for name, n in nodes.items()}
+                # one scrape per node for both: message and signature counters
+                msg0 = crypto0 = {name: counters(n, COUNTERS + CRYPTO) for name, n in nodes.items()}
                 checked0 = memo.checked
                 seen: dict[str, list[tuple[float, float]]] = {name: [] for name in bases}
                 signed: list[float] = []
@@ -259,17 +263,13 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 },
                 "controller": round((own1 - own0) * 1000 / max(events, 1), 2),
                 "all": round(
-                    (sum(cpu1.values()) - sum(cpu0.values()) + own1 - own0)
-                    * 1000
-                    / max(events, 1),
+                    (sum(cpu1.values()) - sum(cpu0.values()) + own1 - own0) * 1000 / max(events, 1),
                     2,
                 ),
             },
             "messages_per_event": {
                 name: {
-                    key.removeprefix("dkms_").removesuffix("_total"): round(
-                        (msg1[name][key] - msg0[name][key]) / max(events, 1), 2
-                    )
+                    short(key): round((msg1[name][key] - msg0[name][key]) / max(events, 1), 2)
                     for key in COUNTERS
                 }
                 for name in nodes

@@ -357,8 +357,8 @@ async def run(args: argparse.Namespace, witness: Peer, echo: Peer | None) -> Non
                         in_flight=width,
                         events_per_request=batch,
                     )
+                    requests_per_s = row["per_s"] / batch
                     if (width, batch) in raw_rate:
-                        requests_per_s = row["per_s"] / batch
                         row["of_raw"] = round(requests_per_s / raw_rate[width, batch], 3)
                     if (width, batch) in floor_rate:
                         row["of_floor"] = round(requests_per_s / floor_rate[width, batch], 3)
@@ -422,9 +422,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1500, help="events per measurement")
     parser.add_argument("--in-flight", type=_ints, default=[1, 8, 32])
     parser.add_argument("--batch", type=_ints, default=[1], help="events per submit request")
-    parser.add_argument(
-        "--modes", type=_words, default=["raw", "floor", "submit", "controller"]
-    )
+    parser.add_argument("--modes", type=_words, default=["raw", "floor", "submit", "controller"])
     parser.add_argument("--anchor-bytes", type=int, default=64, help="padding in each anchor")
     parser.add_argument("--dir", default=None, help="where the witness keeps its store")
     parser.add_argument("--profile", choices=["cprofile", "py-spy"], default=None)

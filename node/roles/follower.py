@@ -216,10 +216,8 @@ class Follower:
         last = self._waiting.get(prefix)
         if last is not None and last[0] >= sn:
             return []
-        if last is None:
-            self._waiting[prefix] = (sn, now, self._held(prefix))
-        else:
-            self._waiting[prefix] = (sn, last[1], last[2])
+        since, then = (now, self._held(prefix)) if last is None else last[1:]
+        self._waiting[prefix] = (sn, since, then)
         while len(self._waiting) > MAX_WAITING:
             self._waiting.popitem(last=False)
         if self._catching_up:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dkms.node.roles.codes import Code
 from dkms.node.roles.controller import Controller
-from dkms.node.roles.effects import Reply, Surface
+from dkms.node.roles.effects import Reply, Send, Surface
 from dkms.node.roles.inputs import Request
 from dkms.node.roles.witness import Witness
 from dkms.node.testing.keys import node_signer
@@ -34,7 +34,7 @@ def test_a_witness_counts_what_it_verified_and_signed() -> None:
     effects = ctl.incept(
         "a", [b"\x01" * 32], [b"\x02" * 32], now=0.0, witnesses=[witness.prefix], toad=1
     )
-    [submission] = [e.payload for e in effects if hasattr(e, "payload")]
+    [submission] = [e.payload for e in effects if isinstance(e, Send)]
     # The second time a repeat, answered with the receipt held: nothing checked or signed.
     for code in (Code.OK, Code.ALREADY):
         out = witness.step(Request(Surface.SUBMIT, NodePrefix("Epeer"), submission), 0.0)
